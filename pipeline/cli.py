@@ -1,0 +1,355 @@
+"""`ksent`: one subcommand per stage, plus `run` (every stage) and `predict`.
+
+Thin on purpose: options are parsed here and passed to the stage functions,
+whose defaults live in pipeline.params. Errors a user can act on
+(PipelineError) become a one-line message and exit code 1, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import params as defaults
+from pipeline.corpora import CORPORA
+from pipeline.io import PipelineError
+
+TOKENIZER_KINDS = ("word", "char", "morpheme")
+BACKENDS = ("mecab", "okt", "kiwi")
+
+
+class KsentGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; finished outputs are kept, unfinished ones were discarded")
+
+
+@click.group(cls=KsentGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="ksent")
+def cli():
+    """Korean review sentiment pipeline.
+
+    Stages, each re-runnable alone (skipped when its inputs and parameters are
+    unchanged; --force re-runs): download -> clean -> dedupe -> split ->
+    tokenize -> pad -> train -> evaluate. `ksent run` runs them all;
+    `ksent predict` classifies new text with a trained bundle.
+    """
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+# --- shared options ------------------------------------------------------------------------
+
+def corpus_option(f):
+    return click.option("--corpus", required=True, type=click.Choice(sorted(CORPORA)),
+                        help="Corpus from the registry.")(f)
+
+
+def data_options(f):
+    f = click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")(f)
+    return click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+                        help="Root of raw/, interim/ and processed/.")(f)
+
+
+def tokenizer_options(f):
+    f = click.option("--jamo", is_flag=True, help="char: decompose Hangul syllables into jamo.")(f)
+    f = click.option("--backend", default=defaults.TOKENIZE["backend"], type=click.Choice(BACKENDS),
+                     help="morpheme: analyzer backend.")(f)
+    return click.option("--tokenizer", "kind", default=defaults.TOKENIZE["tokenizer"],
+                        type=click.Choice(TOKENIZER_KINDS), help="Tokenization kind.")(f)
+
+
+def mirror_option(f):
+    return click.option("--mirror", envvar="KSENT_MIRROR", default=None, show_envvar=True,
+                        help="Mirror base (folder, file:// or http(s)://) laid out as BASE/<corpus>/<file>; "
+                             "default: the upstream URLs.")(f)
+
+
+def _segmenter(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, with_tags=False, options=()):
+    from pipeline.text.segment import Segmenter
+
+    if jamo and kind != "char":
+        raise click.UsageError("--jamo applies to --tokenizer char only")
+    opts = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--option expects KEY=VALUE, got {item!r}")
+        opts[key] = {"true": True, "false": False}.get(value.lower(), value)
+    words = ()
+    if stopwords:
+        words = tuple(w.strip() for w in Path(stopwords).read_text(encoding="utf-8").splitlines() if w.strip())
+    if kind != "morpheme":
+        if pos or words or with_tags or opts:
+            raise click.UsageError("--pos, --stopwords, --with-tags and --option apply to --tokenizer morpheme only")
+        return Segmenter(kind=kind, jamo=jamo)
+    return Segmenter(kind=kind, backend=backend, backend_options=tuple(sorted(opts.items())),
+                     pos_filter=tuple(pos), stopwords=words, with_tags=with_tags)
+
+
+def _tok_name(kind: str, backend: str, jamo: bool) -> str:
+    return _segmenter(kind, backend, jamo).name()
+
+
+# --- stages --------------------------------------------------------------------------------
+
+@cli.command()
+@corpus_option
+@mirror_option
+@data_options
+@click.option("--retries", default=3, help="Retries on transient network errors (exponential backoff).")
+@click.option("--timeout", default=30.0, help="Seconds to wait for the server.")
+def download(corpus, mirror, data_dir, force, retries, timeout):
+    """Fetch the corpus files into DATA_DIR/raw/<corpus>/ and verify their checksums."""
+    from pipeline.stages.download import download as run
+    run(corpus, data_dir=data_dir, mirror=mirror, force=force, retries=retries, timeout=timeout, echo=_echo)
+
+
+@cli.command()
+@corpus_option
+@data_options
+@click.option("--profile", default=defaults.CLEAN["profile"], type=click.Choice(["hangul", "hangul-latin", "none"]),
+              help="Normalization profile.")
+@click.option("--squeeze", default=defaults.CLEAN["squeeze"], type=click.IntRange(min=0),
+              help="Shorten runs of one repeated character to this length (0 = off).")
+@click.option("--drop-empty-test/--keep-empty-test", default=defaults.CLEAN["drop_empty_test"],
+              help="Drop test rows that are empty after cleaning (published figures keep them).")
+def clean(corpus, data_dir, force, profile, squeeze, drop_empty_test):
+    """Normalize the raw text (regex profile); count malformed and empty rows."""
+    from pipeline.stages.clean import clean as run
+    run(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test,
+        force=force, echo=_echo)
+
+
+@cli.command()
+@corpus_option
+@data_options
+@click.option("--conflicts", default=defaults.DEDUPE["conflicts"], type=click.Choice(["drop", "majority", "first"]),
+              help="Same text with different labels in train: drop all, keep the majority label, or the first.")
+@click.option("--leakage", default=defaults.DEDUPE["leakage"], type=click.Choice(["drop-train", "keep"]),
+              help="Text in both train and test: remove it from train, or keep (report only).")
+@click.option("--dedupe-test/--keep-test-duplicates", default=defaults.DEDUPE["dedupe_test"],
+              help="Deduplicate the test rows too (published figures use the full test file).")
+def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test):
+    """Remove duplicate texts; report and handle label conflicts and train/test leakage."""
+    from pipeline.stages.dedupe import dedupe as run
+    run(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test,
+        force=force, echo=_echo)
+
+
+@cli.command()
+@corpus_option
+@data_options
+@click.option("--seed", default=defaults.SPLIT["seed"], help="Random seed of the stratified split.")
+@click.option("--val-ratio", default=defaults.SPLIT["val_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Validation share: of the train rows (corpus with a test file) or of all rows.")
+@click.option("--test-ratio", default=defaults.SPLIT["test_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Test share of all rows, for a corpus without an upstream test file.")
+def split(corpus, data_dir, force, seed, val_ratio, test_ratio):
+    """Assign train/validation/test membership (stratified, seeded)."""
+    from pipeline.stages.split import split as run
+    run(corpus, data_dir=data_dir, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio, force=force, echo=_echo)
+
+
+@cli.command()
+@corpus_option
+@tokenizer_options
+@data_options
+@click.option("--pos", multiple=True, help="morpheme: keep only tags starting with this prefix (repeatable).")
+@click.option("--stopwords", type=click.Path(exists=True, dir_okay=False), help="File with one stopword a line.")
+@click.option("--with-tags", is_flag=True, help="morpheme: emit morpheme/TAG tokens.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Backend option, e.g. --option stem=true for okt (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for morpheme analysis [default: all cores].")
+def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_tags, options, workers):
+    """Segment every cleaned review into tokens (word, char or morpheme)."""
+    from pipeline.stages.tokenize import tokenize as run
+    run(corpus, _segmenter(kind, backend, jamo, pos, stopwords, with_tags, options), data_dir=data_dir,
+        workers=workers, force=force, echo=_echo)
+
+
+def _maxlen(value: str):
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise click.BadParameter("a positive integer or 'auto'")
+
+
+@cli.command()
+@corpus_option
+@tokenizer_options
+@data_options
+@click.option("--max-words", default=defaults.PAD["max_words"], type=click.IntRange(min=0),
+              help="Vocabulary size limit, ids 0 (padding) and 1 (OOV) included; 0 = no limit.")
+@click.option("--min-freq", default=defaults.PAD["min_freq"], type=click.IntRange(min=1),
+              help="Tokens seen fewer times in train are out-of-vocabulary.")
+@click.option("--maxlen", default=str(defaults.PAD["maxlen"]), help="Sequence length, or 'auto' (see --coverage).")
+@click.option("--coverage", default=defaults.PAD["coverage"], type=click.FloatRange(0, 1, min_open=True),
+              help="With --maxlen auto: share of train sequences that fit untruncated.")
+@click.option("--padding", default=defaults.PAD["padding"], type=click.Choice(["pre", "post"]))
+@click.option("--truncating", default=defaults.PAD["truncating"], type=click.Choice(["pre", "post"]))
+def pad(corpus, kind, backend, jamo, data_dir, force, max_words, min_freq, maxlen, coverage, padding, truncating):
+    """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
+    from pipeline.stages.pad import pad as run
+    try:
+        maxlen = _maxlen(maxlen)
+    except click.BadParameter as exc:
+        raise click.BadParameter(str(exc.message), param_hint="--maxlen") from None
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words, min_freq=min_freq,
+        maxlen=maxlen, coverage=coverage, padding=padding, truncating=truncating, force=force, echo=_echo)
+
+
+_TRAIN_HELP = {
+    "embedding_dim": "Embedding size.", "units": "Units per recurrent layer.", "layers": "Stacked recurrent layers.",
+    "bidirectional": "Bidirectional recurrent layers.", "cell": "Recurrent cell: lstm or gru.",
+    "dropout": "Dropout rate.", "batch_size": "Batch size.", "epochs": "Maximum epochs.",
+    "patience": "Early-stopping patience (epochs without val_loss improvement).",
+    "learning_rate": "Adam learning rate.", "seed": "Random seed (recorded).",
+}
+
+
+def train_options(f):
+    """One option per key of pipeline.params.TRAIN, so the defaults live in one place."""
+    for key, default in reversed(list(defaults.TRAIN.items())):
+        flag = "--" + key.replace("_", "-")
+        if isinstance(default, bool):
+            f = click.option(f"{flag}/--no-{flag[2:]}", key, default=default, help=_TRAIN_HELP.get(key))(f)
+        elif key == "cell":
+            f = click.option(flag, key, default=default, type=click.Choice(["lstm", "gru"]), help=_TRAIN_HELP[key])(f)
+        else:
+            f = click.option(flag, key, default=default, type=type(default), help=_TRAIN_HELP.get(key))(f)
+    return f
+
+
+def artifacts_option(f):
+    return click.option("--artifacts-dir", default=defaults.ARTIFACTS_DIR, type=click.Path(file_okay=False),
+                        help="Where model bundles and REPORT.md go.")(f)
+
+
+@cli.command()
+@corpus_option
+@tokenizer_options
+@data_options
+@artifacts_option
+@train_options
+def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params):
+    """Train the Embedding + LSTM classifier; save the bundle in ARTIFACTS_DIR/<corpus>-<tok>/."""
+    from pipeline.stages.train import train as run
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+        echo=_echo, **params)
+
+
+@cli.command()
+@corpus_option
+@tokenizer_options
+@data_options
+@artifacts_option
+def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
+    """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
+    from pipeline.stages.evaluate import evaluate as run
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+        echo=_echo)
+
+
+@cli.command(name="run")
+@corpus_option
+@tokenizer_options
+@mirror_option
+@data_options
+@artifacts_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for morpheme analysis [default: all cores].")
+@train_options
+def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, **train_params):
+    """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
+    from pipeline.stages import clean, dedupe, download, evaluate, pad, split, tokenize, train
+
+    segmenter = _segmenter(kind, backend, jamo)
+    tok = segmenter.name()
+    common = {"data_dir": data_dir, "force": force, "echo": _echo}
+    download.download(corpus, mirror=mirror, **common)
+    clean.clean(corpus, **common)
+    dedupe.dedupe(corpus, **common)
+    split.split(corpus, **common)
+    tokenize.tokenize(corpus, segmenter, workers=workers, **common)
+    pad.pad(corpus, tok, **common)
+    train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
+    evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)
+
+
+@cli.command()
+@artifacts_option
+def report(artifacts_dir):
+    """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
+    from pipeline.stages.evaluate import write_report
+    path = write_report(artifacts_dir)
+    click.echo(f"report: wrote {path}")
+
+
+# --- predict -------------------------------------------------------------------------------
+
+def _read_lines(stream, name: str) -> list[str]:
+    data = stream.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise click.ClickException(f"{name} is not valid UTF-8 (line {line}, byte {exc.start}); "
+                                   f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
+    return text.splitlines()
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="Bundle directory [default: the NSMC bundle with the best validation accuracy in ./artifacts].")
+@click.option("--file", "file_", type=click.File("rb"), help="Read reviews from this file, one per line ('-' = stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
+@click.option("--batch-size", default=1024, type=click.IntRange(min=1), help="Reviews per model call.")
+def predict(texts, model_dir, file_, as_json, batch_size):
+    """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
+
+    Prints one line per review: 긍정 (positive) or 부정 (negative), the
+    probability of positive, and the text. Every input line gets a result; a
+    review that is empty or cleans to nothing (emoji, non-Korean text) is
+    classified from an empty sequence and flagged `"empty": true` in --json.
+    """
+    from pipeline.bundle import default_model_dir, load_bundle
+
+    if texts and file_:
+        raise click.UsageError("give reviews as arguments or with --file, not both")
+    if file_:
+        lines = _read_lines(file_, file_.name)
+    elif texts:
+        lines = list(texts)
+    elif not sys.stdin.isatty():
+        lines = _read_lines(sys.stdin.buffer, "standard input")
+    else:
+        raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
+    if not lines:
+        return
+    bundle = load_bundle(model_dir or default_model_dir(defaults.ARTIFACTS_DIR))
+    for record in bundle.predict(lines, batch_size=batch_size):
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            word = "긍정" if record["label"] == 1 else "부정"
+            click.echo(f"{word}\t{record['probability']:.4f}\t{record['text']}")
+
+
+def main():
+    cli(prog_name="ksent")
+
+
+if __name__ == "__main__":
+    main()

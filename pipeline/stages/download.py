@@ -1,0 +1,140 @@
+"""download: fetch a corpus's upstream files into data/raw/<corpus>/, verified.
+
+Sources: the upstream HTTPS URL, or a mirror base (local folder, file:// or
+http(s):// URL) laid out as <BASE>/<corpus>/<upstream file name>. Each file is
+streamed into a temp file beside its target while a progress bar runs, verified
+against its pinned checksum, and only then renamed into place; a failure of any
+kind leaves no file behind. A present file whose checksum matches is kept.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from pipeline.corpora import CorpusFile, get_corpus, verify_file
+from pipeline.io import PipelineError, StageResult, atomic_path, library_versions, write_json
+
+MIRROR_ENV = "KSENT_MIRROR"
+_CHUNK = 1 << 16
+
+
+class DownloadError(PipelineError):
+    pass
+
+
+class ChecksumError(DownloadError):
+    pass
+
+
+class _Transient(Exception):
+    """A failure worth retrying (network hiccup, server error, connection dropped mid-file)."""
+
+
+def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
+    if not mirror:
+        return spec.url
+    if "://" in mirror:
+        return f"{mirror.rstrip('/')}/{corpus}/{spec.name}"
+    return (Path(mirror).expanduser().resolve() / corpus / spec.name).as_uri()
+
+
+def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> None:
+    """Stream `url` into `dest`; raise _Transient for retryable failures, DownloadError otherwise."""
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, FileNotFoundError) or (isinstance(reason, str) and "No such file" in reason):
+            raise DownloadError(f"not found: {url}") from None
+        raise _Transient(str(reason.strerror if isinstance(reason, OSError) and reason.strerror
+                             else reason)) from None
+    except (TimeoutError, socket.timeout, ConnectionError) as exc:
+        raise _Transient(str(exc) or type(exc).__name__) from None
+    with response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        with open(dest, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                                           desc=name, leave=False,
+                                           disable=None if progress else True) as bar:
+            while True:
+                try:
+                    block = response.read(_CHUNK)
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as exc:
+                    raise _Transient(f"connection dropped after {received:,} bytes ({type(exc).__name__})") from None
+                if not block:
+                    break
+                out.write(block)
+                received += len(block)
+                bar.update(len(block))
+    if expected is not None and received != expected:
+        raise _Transient(f"connection dropped after {received:,} of {expected:,} bytes")
+
+
+def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int = 3, backoff: float = 1.0,
+                   timeout: float = 30.0, progress: bool = True,
+                   sleep: Callable[[float], None] = time.sleep,
+                   echo: Callable[[str], None] = print) -> None:
+    """Download `url` to `target` atomically, retrying transient failures with exponential backoff."""
+    with atomic_path(target) as tmp:
+        for attempt in range(retries + 1):
+            try:
+                _fetch(url, tmp, spec.name, timeout, progress)
+                break
+            except _Transient as exc:
+                if attempt == retries:
+                    raise DownloadError(f"{spec.name}: giving up after {retries + 1} attempts: {exc} ({url})") from None
+                delay = backoff * 2 ** attempt
+                echo(f"  {spec.name}: {exc}; retrying in {delay:g}s ({attempt + 1}/{retries})")
+                sleep(delay)
+        ok, actual = verify_file(tmp, spec)
+        if not ok:
+            raise ChecksumError(f"{spec.name}: checksum mismatch ({spec.checksum_kind()} expected "
+                                f"{spec.expected_checksum()}, got {actual}) from {url}; the file was discarded")
+
+
+def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None = None, force: bool = False,
+             retries: int = 3, backoff: float = 1.0, timeout: float = 30.0, progress: bool = True,
+             echo: Callable[[str], None] = print) -> StageResult:
+    spec = get_corpus(corpus)
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    raw_dir = Path(data_dir) / "raw" / corpus
+    fetched, kept = [], []
+    started = time.perf_counter()
+    for f in spec.files:
+        target = raw_dir / f.name
+        if not force and target.is_file() and verify_file(target, f)[0]:
+            kept.append(f.name)
+            continue
+        fetch_verified(f, source_url(f, corpus, mirror), target, retries=retries, backoff=backoff,
+                       timeout=timeout, progress=progress, echo=echo)
+        fetched.append(f.name)
+    sizes = {f.name: (raw_dir / f.name).stat().st_size for f in spec.files}
+    if fetched:
+        summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
+                   + (f"; {len(kept)} already verified" if kept else ""))
+        write_json(raw_dir / "download.manifest.json", {
+            "stage": "download", "label": corpus,
+            "params": {"sources": {f.name: source_url(f, corpus, mirror) for f in spec.files}},
+            "outputs": {f.name: {f.checksum_kind(): f.expected_checksum(), "bytes": sizes[f.name]}
+                        for f in spec.files},
+            "summary": summary, "duration_s": round(time.perf_counter() - started, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions(),
+        })
+    else:
+        summary = f"download {corpus}: up to date, skipped ({len(kept)} files already verified)"
+    echo(summary)
+    return StageResult(summary=summary, counts={"fetched": len(fetched), "kept": len(kept)},
+                       skipped=not fetched)

@@ -1,0 +1,102 @@
+"""The replayable preprocessing saved as tokenizer.json: normalize -> segment -> ids -> pad.
+
+The clean, tokenize and pad stages each apply one step of it to the corpus; a
+`Preprocessor` holds all four steps with their fitted state, so `predict` replays
+exactly what training saw, and the bundle can check it belongs to its model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.io import PipelineError
+from pipeline.text.normalize import Normalizer
+from pipeline.text.segment import Segmenter
+from pipeline.text.sequences import pad_sequences
+from pipeline.text.vocab import Vocabulary
+
+FORMAT = "ksent-tokenizer"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Preprocessor:
+    normalizer: Normalizer
+    segmenter: Segmenter
+    vocabulary: Vocabulary
+    maxlen: int
+    padding: str = "pre"
+    truncating: str = "pre"
+
+    @property
+    def name(self) -> str:
+        return self.segmenter.name()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocabulary.size
+
+    def transform(self, texts: Sequence[str], workers: int = 1, progress: bool = False) -> np.ndarray:
+        cleaned = [self.normalizer(text) for text in texts]
+        tokens = self.segmenter.segment_many(cleaned, workers=workers, progress=progress)
+        return self.pad(self.vocabulary.transform(tokens))
+
+    def pad(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray:
+        return pad_sequences(id_lists, self.maxlen, padding=self.padding, truncating=self.truncating)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "normalizer": self.normalizer.to_dict(),
+            "segmenter": self.segmenter.to_dict(),
+            "maxlen": self.maxlen,
+            "padding": self.padding,
+            "truncating": self.truncating,
+            "vocabulary": self.vocabulary.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessor":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise PipelineError("not a ksent tokenizer.json (missing \"format\": \"ksent-tokenizer\")")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise PipelineError(f"tokenizer.json has format version {version!r}; this ksent reads version "
+                                f"{FORMAT_VERSION} - rebuild the model with this ksent or install the "
+                                f"ksent version that wrote it")
+        try:
+            return cls(normalizer=Normalizer.from_dict(d["normalizer"]),
+                       segmenter=Segmenter.from_dict(d["segmenter"]),
+                       vocabulary=Vocabulary.from_dict(d["vocabulary"]),
+                       maxlen=int(d["maxlen"]), padding=d["padding"], truncating=d["truncating"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"tokenizer.json is incomplete or malformed ({exc!r})") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocessor":
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise PipelineError(f"tokenizer.json is not valid JSON ({exc})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Preprocessor":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PipelineError(f"cannot read {path}: {exc.strerror}") from None
+        return cls.from_json(text)
