@@ -48,9 +48,16 @@ def _echo(line: str) -> None:
 
 # --- shared options ------------------------------------------------------------------------
 
+def _known_corpus(ctx, param, value):
+    # checked at call time, not import time, so a corpus registered later is accepted
+    if value not in CORPORA:
+        raise click.BadParameter(f"unknown corpus {value!r}; choose one of: {', '.join(CORPORA)}")
+    return value
+
+
 def corpus_option(f):
-    return click.option("--corpus", required=True, type=click.Choice(sorted(CORPORA)),
-                        help="Corpus from the registry.")(f)
+    return click.option("--corpus", required=True, callback=_known_corpus,
+                        help=f"Corpus from the registry: {', '.join(CORPORA)}.")(f)
 
 
 def data_options(f):

@@ -1,0 +1,145 @@
+"""download stage against a local HTTP server started by the test, and a file:// mirror."""
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline.stages.download import ChecksumError, DownloadError, download, source_url
+
+
+class _Handler(BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    hits: dict[str, int] = {}
+
+    def log_message(self, *args):  # keep pytest output quiet
+        pass
+
+    def do_GET(self):
+        mode, _, rest = self.path.lstrip("/").partition("/")
+        self.hits[mode] = self.hits.get(mode, 0) + 1
+        body = self.files.get(rest.split("/", 1)[-1])
+        if body is None or mode == "missing":
+            self.send_error(404, "Not Found")
+            return
+        if mode == "corrupt":
+            body = body[:10] + bytes([body[10] ^ 1]) + body[11:]
+        if mode == "flaky" and self.hits[mode] == 1:
+            self.send_error(503, "Service Unavailable")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "drop":  # promise the whole file, send half, hang up
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tiny_corpus):
+    _Handler.files = {p.name: p.read_bytes() for p in (tiny_corpus / "tiny").iterdir()}
+    _Handler.hits = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _raw_files(data_dir):
+    folder = data_dir / "raw" / "tiny"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _quiet(line):
+    pass
+
+
+def test_good_mirror_downloads_and_verifies(server, tmp_path, tiny_corpus):
+    result = download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/good", backoff=0, echo=_quiet)
+    assert result.counts == {"fetched": 2, "kept": 0}
+    raw = tmp_path / "d" / "raw" / "tiny"
+    for name in ("ratings_train.txt", "ratings_test.txt"):
+        assert (raw / name).read_bytes() == (tiny_corpus / "tiny" / name).read_bytes()
+    assert _raw_files(tmp_path / "d") == ["download.manifest.json", "ratings_test.txt", "ratings_train.txt"]
+
+
+def test_verified_file_is_not_downloaded_again(server, tmp_path):
+    download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/good", echo=_quiet)
+    hits = _Handler.hits["good"]
+    again = download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/good", echo=_quiet)
+    assert again.skipped and _Handler.hits["good"] == hits
+
+
+def test_corrupted_file_fails_with_checksum_message_and_leaves_nothing(server, tmp_path):
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/corrupt", backoff=0, echo=_quiet)
+    assert _raw_files(tmp_path / "d") == []
+
+
+def test_404_fails_at_once_without_retrying(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/missing", backoff=0, echo=_quiet)
+    assert _Handler.hits["missing"] == 1
+    assert _raw_files(tmp_path / "d") == []
+
+
+def test_connection_dropped_mid_file_is_retried_then_reported(server, tmp_path):
+    lines = []
+    with pytest.raises(DownloadError, match="connection dropped"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/drop", retries=2, backoff=0, echo=lines.append)
+    assert _Handler.hits["drop"] == 3
+    assert sum("retrying" in line for line in lines) == 2
+    assert _raw_files(tmp_path / "d") == []
+
+
+def test_transient_error_then_success(server, tmp_path):
+    lines = []
+    result = download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/flaky", backoff=0, echo=lines.append)
+    assert result.counts["fetched"] == 2
+    assert any("HTTP 503" in line and "retrying" in line for line in lines)
+
+
+def test_refused_connection(tmp_path, tiny_corpus):
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match="giving up after 2 attempts"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"http://127.0.0.1:{port}", retries=1, backoff=0,
+                 timeout=2, echo=_quiet)
+    assert _raw_files(tmp_path / "d") == []
+
+
+def test_file_url_and_folder_mirrors(tmp_path, tiny_corpus):
+    as_url = download("tiny", data_dir=tmp_path / "a", mirror=tiny_corpus.as_uri(), echo=_quiet)
+    as_folder = download("tiny", data_dir=tmp_path / "b", mirror=str(tiny_corpus), echo=_quiet)
+    assert as_url.counts["fetched"] == as_folder.counts["fetched"] == 2
+
+
+def test_missing_file_in_folder_mirror(tmp_path, tiny_corpus):
+    (tiny_corpus / "tiny" / "ratings_test.txt").unlink()
+    with pytest.raises(DownloadError, match="not found"):
+        download("tiny", data_dir=tmp_path / "d", mirror=str(tiny_corpus), echo=_quiet)
+    assert "ratings_test.txt" not in _raw_files(tmp_path / "d")
+
+
+def test_existing_corrupt_file_is_replaced(tmp_path, tiny_corpus):
+    target = tmp_path / "d" / "raw" / "tiny" / "ratings_train.txt"
+    target.parent.mkdir(parents=True)
+    target.write_text("stale\n")
+    download("tiny", data_dir=tmp_path / "d", mirror=str(tiny_corpus), echo=_quiet)
+    assert target.read_bytes() == (tiny_corpus / "tiny" / "ratings_train.txt").read_bytes()
+
+
+def test_source_url_layout(tiny_corpus):
+    from pipeline.corpora import CORPORA
+    spec = CORPORA["nsmc"].files[0]
+    assert source_url(spec, "nsmc", None) == spec.url
+    assert source_url(spec, "nsmc", "http://h:8000/m/") == "http://h:8000/m/nsmc/ratings_train.txt"
+    assert source_url(spec, "nsmc", "/srv/m").startswith("file:///srv/m/nsmc/ratings_train.txt")
