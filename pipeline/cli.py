@@ -81,10 +81,10 @@ def mirror_option(f):
 
 
 def _segmenter(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, with_tags=False, options=()):
-    from pipeline.text.segment import Segmenter
-
     if jamo and kind != "char":
         raise click.UsageError("--jamo applies to --tokenizer char only")
+    from pipeline.text.segment import Segmenter
+
     opts = {}
     for item in options:
         key, sep, value = item.partition("=")

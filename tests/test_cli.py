@@ -1,0 +1,81 @@
+"""The `ksent` entry point: help, error messages and exit codes."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.conftest import REPO, SHARED_CORPORA
+
+
+def ksent(*args, cwd=REPO, stdin=None, env=None):
+    """Run the real entry point (`python -m pipeline`) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, input=stdin, capture_output=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_help_lists_every_stage_with_defaults():
+    result = ksent("--help")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    for command in ("download", "clean", "dedupe", "split", "tokenize", "pad", "train", "evaluate", "run", "predict"):
+        assert command in out
+    pad_help = " ".join(ksent("pad", "--help").stdout.decode().split())  # undo line wrapping
+    assert "[default: 30000;" in pad_help and "[default: auto]" in pad_help
+
+
+def test_one_byte_changed_mirror_fails_with_checksum_message(tmp_path):
+    mirror = tmp_path / "mirror" / "nsmc"
+    mirror.mkdir(parents=True)
+    for name in ("ratings_train.txt", "ratings_test.txt"):
+        shutil.copy(SHARED_CORPORA / "nsmc" / name, mirror / name)
+    data = bytearray((mirror / "ratings_test.txt").read_bytes())
+    data[1000] ^= 0x01
+    (mirror / "ratings_test.txt").write_bytes(bytes(data))
+
+    result = ksent("download", "--corpus", "nsmc", "--mirror", str(tmp_path / "mirror"),
+                   "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "Error: ratings_test.txt: checksum mismatch (sha256 expected 8ac9f640" in err
+    assert "Traceback" not in err
+    raw = tmp_path / "data" / "raw" / "nsmc"
+    assert sorted(p.name for p in raw.iterdir()) == ["ratings_train.txt"]   # the good file, verified
+
+
+def test_unknown_corpus_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["clean", "--corpus", "imdb"])
+    assert result.exit_code == 2
+    assert "unknown corpus 'imdb'; choose one of: nsmc, naver_shopping" in result.output
+
+
+def test_stage_without_inputs_says_what_to_run(tmp_path):
+    result = CliRunner().invoke(cli, ["dedupe", "--corpus", "nsmc", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "missing input" in result.output and "run the earlier stages first" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_bad_option_values_are_usage_errors(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["pad", "--corpus", "nsmc", "--maxlen", "long"]).exit_code == 2
+    assert runner.invoke(cli, ["split", "--corpus", "nsmc", "--val-ratio", "1.5"]).exit_code == 2
+    jamo = runner.invoke(cli, ["tokenize", "--corpus", "nsmc", "--tokenizer", "word", "--jamo"])
+    assert jamo.exit_code == 2 and "--jamo applies to --tokenizer char only" in jamo.output
+
+
+def test_stages_through_the_cli_on_the_fixture_corpus(tmp_path, tiny_corpus):
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+    for args in (["download", "--mirror", str(tiny_corpus)], ["clean"], ["dedupe"], ["split"]):
+        result = runner.invoke(cli, [args[0], "--corpus", "tiny", "--data-dir", data, *args[1:]])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(f"{args[0]} tiny:")
+    again = runner.invoke(cli, ["dedupe", "--corpus", "tiny", "--data-dir", data])
+    assert "up to date, skipped" in again.output
+    forced = runner.invoke(cli, ["dedupe", "--corpus", "tiny", "--data-dir", data, "--force"])
+    assert "up to date" not in forced.output and forced.exit_code == 0
