@@ -207,11 +207,11 @@ def _maxlen(value: str):
 @click.option("--truncating", default=defaults.PAD["truncating"], type=click.Choice(["pre", "post"]))
 def pad(corpus, kind, backend, jamo, data_dir, force, max_words, min_freq, maxlen, coverage, padding, truncating):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
-    from pipeline.stages.pad import pad as run
     try:
         maxlen = _maxlen(maxlen)
     except click.BadParameter as exc:
         raise click.BadParameter(str(exc.message), param_hint="--maxlen") from None
+    from pipeline.stages.pad import pad as run
     run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words, min_freq=min_freq,
         maxlen=maxlen, coverage=coverage, padding=padding, truncating=truncating, force=force, echo=_echo)
 
