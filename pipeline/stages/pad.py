@@ -70,7 +70,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
     def run() -> StageResult:
         tokens = pd.read_parquet(inputs["tokens.parquet"])
         rows = pd.read_parquet(inputs["split.parquet"])
-        if len(tokens) != len(rows) or not tokens["id"].equals(rows["id"]):
+        if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
+                                                          rows["id"].to_numpy(dtype=str)):
             raise PipelineError(f"pad {corpus}/{tok}: tokens.parquet does not match split.parquet row for row "
                                 f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
         token_lists = [list(t) for t in tokens["tokens"]]
