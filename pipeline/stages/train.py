@@ -1,0 +1,212 @@
+"""train: fit the network on the train split, stop early on the validation split, save the bundle.
+
+Inputs: data/processed/<corpus>/<tok>/train.npz, val.npz and tokenizer.json (pad stage).
+Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
+validation loss, kept by ModelCheckpoint; no optimizer state), a copy of tokenizer.json,
+bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
+loss/accuracy/seconds) and curves.png.
+
+Batches are groups of similar-length reviews without their all-padding columns
+(pipeline.model.length_batches): on CPU the recurrent loop costs as much per padding
+step as per token, and most of a padded NSMC row is padding.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from pipeline import params as defaults
+from pipeline.io import PipelineError, StageResult, atomic_path, run_stage
+
+MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
+
+
+def artifact_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
+    return Path(artifacts_dir) / f"{corpus}-{tok}"
+
+
+def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """x (int32 padded ids) and y (float32 labels) of one split's .npz."""
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["x"].astype(np.int32, copy=False), npz["y"].astype(np.float32)
+
+
+def _check(name: str, x: np.ndarray, y: np.ndarray, vocab_size: int, maxlen: int) -> None:
+    if len(x) == 0:
+        raise PipelineError(f"train: {name} split is empty - check the split stage's ratios")
+    if x.ndim != 2 or x.shape[1] != maxlen or len(y) != len(x):
+        raise PipelineError(f"train: {name}.npz has shape {x.shape} / {y.shape}, tokenizer.json says maxlen "
+                            f"{maxlen} - re-run the pad stage")
+    if x.min() < 0 or x.max() >= vocab_size:
+        raise PipelineError(f"train: {name}.npz has ids outside 0..{vocab_size - 1} (tokenizer.json's "
+                            f"vocabulary) - re-run the pad stage")
+    if not np.isin(y, (0, 1)).all():
+        raise PipelineError(f"train: {name}.npz has labels other than 0/1")
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+    """A tf.data pipeline of length-grouped, trimmed batches; reshuffled each epoch when `rng` is given."""
+    import tensorflow as tf
+
+    from pipeline.model import length_batches, trim_padding
+
+    def batches():
+        for idx in length_batches(x, batch_size, rng):
+            yield trim_padding(x[idx]), y[idx]
+
+    n_batches = len(length_batches(x, batch_size))
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec(shape=(None, None), dtype=tf.int32), tf.TensorSpec(shape=(None,), dtype=tf.float32)))
+    return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", label="train")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        ax.set_xticks(epochs)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
+          artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, force: bool = False,
+          echo: Callable[[str], None] | None = None, **params) -> StageResult:
+    """Train on <data_dir>/processed/<corpus>/<tok>/ and write the bundle <artifacts_dir>/<corpus>-<tok>/.
+
+    `params` override pipeline.params.TRAIN (embedding_dim, units, layers, bidirectional,
+    cell, dropout, batch_size, epochs, patience, learning_rate, seed).
+    """
+    unknown = sorted(set(params) - set(defaults.TRAIN))
+    if unknown:
+        raise PipelineError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
+    params = {**defaults.TRAIN, **params}
+    src = Path(data_dir) / "processed" / corpus / tok
+    out = artifact_dir(artifacts_dir, corpus, tok)
+    inputs = {name: src / name for name in ("train.npz", "val.npz", "tokenizer.json")}
+    outputs = {name: out / name for name in ("model.keras", "tokenizer.json", "bundle.json", "history.csv",
+                                             "curves.png")}
+
+    def run() -> StageResult:
+        from pipeline import bundle
+        from pipeline.model import build_model
+
+        preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
+        x_train, y_train = load_split(inputs["train.npz"])
+        x_val, y_val = load_split(inputs["val.npz"])
+        for name, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
+            _check(name, x, y, preprocessor.vocab_size, preprocessor.maxlen)
+
+        keras.utils.set_random_seed(params["seed"])
+        model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
+        n_params = model.count_params()
+        rng = np.random.default_rng(params["seed"])
+        train_ds = _dataset(x_train, y_train, params["batch_size"], rng)
+        val_ds = _dataset(x_val, y_val, max(params["batch_size"], 1024), None)
+
+        timer = _EpochTimer()
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = out / f".best-{os.getpid()}.weights.h5"      # Keras insists on the suffix
+        try:
+            started = time.perf_counter()
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
+                verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                                         restore_best_weights=True),
+                           keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                                           save_weights_only=True),
+                           timer]).history
+            train_seconds = time.perf_counter() - started
+            _save_for_serving(model, checkpoint, outputs["model.keras"])
+        finally:
+            checkpoint.unlink(missing_ok=True)
+
+        with atomic_path(outputs["tokenizer.json"]) as tmp:
+            shutil.copyfile(inputs["tokenizer.json"], tmp)
+        epochs_run = len(history["loss"])
+        val_loss = np.asarray(history["val_loss"], dtype=float)
+        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else epochs_run - 1
+        counts = {
+            "train_rows": len(x_train), "val_rows": len(x_val),
+            "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen),
+            "params": int(n_params), "epochs_run": epochs_run, "best_epoch": best + 1,
+            "best_val_loss": round(float(history["val_loss"][best]), 6),
+            "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
+            "train_seconds": round(train_seconds, 1),
+            "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
+        }
+        bundle.write_manifest(out, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
+                              training={"params": params, **{k: counts[k] for k in (
+                                  "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
+                                  "train_seconds")}})
+        _write_history(outputs["history.csv"], history, timer.seconds)
+        _plot_curves(outputs["curves.png"], history, best + 1, f"{corpus} / {tok}")
+        summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
+                   f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
+                   f"({counts['seconds_per_epoch']:.0f}s/epoch)")
+        return StageResult(summary=summary, counts=counts)
+
+    return run_stage("train", f"{corpus}/{tok}", out, inputs=inputs, params=params, outputs=outputs, run=run,
+                     force=force, echo=echo)
+
+
+def _save_for_serving(model: keras.Model, checkpoint: Path, target: Path) -> None:
+    """Save the checkpointed best weights in an uncompiled view of `model`, atomically.
+
+    Without the optimizer's state (Adam keeps two more values per weight) the file is a
+    third of the size and loads faster; predicting needs only architecture and weights.
+    """
+    serving = keras.Model(model.inputs, model.outputs, name=model.name)   # same layers, not compiled
+    if checkpoint.is_file():
+        serving.load_weights(checkpoint)
+    else:                                   # val_loss never finite: keep the last weights
+        serving.set_weights(model.get_weights())
+    with atomic_path(target) as tmp:
+        keras_tmp = tmp.with_name(tmp.name + ".keras")          # Keras insists on the suffix
+        try:
+            serving.save(keras_tmp)
+            os.replace(keras_tmp, tmp)
+        finally:
+            keras_tmp.unlink(missing_ok=True)
+
+
+def _write_history(path: Path, history: dict, epoch_seconds: list[float]) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"epoch": np.arange(1, len(history["loss"]) + 1)})
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        table[key] = history[key]
+    table["seconds"] = np.round(epoch_seconds[:len(table)], 2)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)

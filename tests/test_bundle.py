@@ -1,0 +1,133 @@
+"""pipeline.bundle: loading checks, predict/predict_proba, default_model_dir, and no train/serve skew."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.bundle import MAX_CHARS, default_model_dir, load_bundle
+from pipeline.io import PipelineError, read_json, sha256_file
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.train import train
+from pipeline.text.segment import Segmenter
+from tests.test_model_train import ODD_TEXTS, SMALL, write_processed
+
+TOKENIZERS = {"word": Segmenter("word"), "morpheme-mecab": Segmenter("morpheme", backend="mecab")}
+
+
+@pytest.fixture(scope="module", params=list(TOKENIZERS))
+def evaluated(request, tmp_path_factory):
+    """A bundle trained and evaluated on the fixture corpus: (bundle_dir, artifacts_dir)."""
+    if request.param.startswith("morpheme"):
+        pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
+    root = tmp_path_factory.mktemp(request.param)
+    write_processed(root / "data", segmenter=TOKENIZERS[request.param])
+    for stage in (train, evaluate):
+        stage("tiny", request.param, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
+              **(SMALL if stage is train else {}))
+    return root / "artifacts" / f"tiny-{request.param}", root / "artifacts"
+
+
+@pytest.fixture
+def bundle_copy(evaluated, tmp_path):
+    """A copy of the bundle folder the test may damage."""
+    return shutil.copytree(evaluated[0], tmp_path / evaluated[0].name)
+
+
+def test_predict_proba_equals_the_evaluated_probabilities(evaluated):
+    """No train/serve skew: raw text through the saved Preprocessor + model gives evaluate's numbers."""
+    bundle_dir, _ = evaluated
+    evaluated_rows = pd.read_csv(bundle_dir / "predictions.csv", dtype={"id": str, "text": str},
+                                 keep_default_na=False)
+    bundle = load_bundle(bundle_dir)
+    served = bundle.predict_proba(evaluated_rows["text"].tolist(), batch_size=16)
+    assert served.shape == (len(evaluated_rows),)
+    np.testing.assert_allclose(served, evaluated_rows["probability"], atol=1e-6)
+    # one at a time (other batch composition and padding width) too
+    for i in (0, len(evaluated_rows) - 1):
+        assert bundle.predict_proba([evaluated_rows["text"][i]])[0] == pytest.approx(
+            evaluated_rows["probability"][i], abs=1e-6)
+
+
+def test_predict_records_and_bad_input(evaluated):
+    bundle = load_bundle(evaluated[0])
+    texts = ["정말 재밌어요 최고의 영화", "", "   ", "🙂🙂🙂", "Great movie!", "최악이다 " * 50_000]
+    records = bundle.predict(texts)
+    assert [r["text"] for r in records] == texts
+    for r in records:
+        assert set(r) == {"text", "label", "sentiment", "probability", "empty"}
+        assert 0.0 <= r["probability"] <= 1.0
+        assert r["label"] == int(r["probability"] >= 0.5)
+        assert r["sentiment"] == ("positive" if r["label"] else "negative")
+    assert [r["empty"] for r in records] == [False, True, True, True, True, False]
+    # every empty sequence gets the same answer: the model's response to no tokens
+    assert len({r["probability"] for r in records if r["empty"]}) == 1
+    # a long text is capped, keeping the end that truncation keeps, and classified like its tail
+    assert len(texts[-1]) > MAX_CHARS
+    assert records[-1]["probability"] == pytest.approx(bundle.predict_proba(["최악이다 " * 20])[0], abs=1e-6)
+    assert bundle.predict([]) == [] and bundle.predict_proba([]).shape == (0,)
+
+
+def test_load_bundle_refuses_missing_files(bundle_copy):
+    for name in ("model.keras", "tokenizer.json", "bundle.json"):
+        damaged = shutil.copytree(bundle_copy, bundle_copy.with_name(f"without-{name}"))
+        (damaged / name).unlink()
+        with pytest.raises(PipelineError, match=f"missing {name}"):
+            load_bundle(damaged)
+    with pytest.raises(PipelineError, match="no model bundle"):
+        load_bundle(bundle_copy / "nowhere")
+
+
+def test_load_bundle_refuses_a_corrupt_model(bundle_copy):
+    model = bundle_copy / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])       # truncated, e.g. a partial copy
+    with pytest.raises(PipelineError, match="model.keras is corrupt"):
+        load_bundle(bundle_copy)
+    # even when bundle.json is made to agree, an unreadable model is reported as such
+    manifest = read_json(bundle_copy / "bundle.json")
+    manifest["model"]["sha256"] = sha256_file(model)
+    (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match="cannot be loaded"):
+        load_bundle(bundle_copy)
+
+
+def test_load_bundle_refuses_a_corrupt_manifest(bundle_copy):
+    (bundle_copy / "bundle.json").write_text('{"format": "ksent-bundle", ')
+    with pytest.raises(PipelineError, match="bundle.json is corrupt"):
+        load_bundle(bundle_copy)
+    (bundle_copy / "bundle.json").write_text('{"format": "ksent-bundle", "format_version": 99}')
+    with pytest.raises(PipelineError, match="format version 99"):
+        load_bundle(bundle_copy)
+
+
+def test_load_bundle_refuses_another_models_tokenizer(bundle_copy, tmp_path):
+    other = write_processed(tmp_path / "other", sizes=(200, 20, 20), seed=7)    # another vocabulary
+    shutil.copyfile(other / "tokenizer.json", bundle_copy / "tokenizer.json")
+    with pytest.raises(PipelineError, match="tokenizer.json does not belong to this model"):
+        load_bundle(bundle_copy)
+    # the same check holds if someone also "fixes" the checksum: the fingerprint or vocabulary differs
+    manifest = read_json(bundle_copy / "bundle.json")
+    manifest["tokenizer"]["sha256"] = sha256_file(bundle_copy / "tokenizer.json")
+    (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match="does not belong to this model"):
+        load_bundle(bundle_copy)
+
+
+def _fake_bundle(folder, corpus: str, val_accuracy: float, test_accuracy: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "bundle.json").write_text(json.dumps({"format": "ksent-bundle", "corpus": corpus}))
+    (folder / "train.manifest.json").write_text(json.dumps({"counts": {"best_val_accuracy": val_accuracy}}))
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": test_accuracy}))
+
+
+def test_default_model_dir_prefers_nsmc_by_validation_accuracy(tmp_path):
+    with pytest.raises(PipelineError, match="make all CORPORA=nsmc MIRROR=../shared/corpora"):
+        default_model_dir(tmp_path)
+    _fake_bundle(tmp_path / "shop-word", "shop", 0.95, 0.95)
+    assert default_model_dir(tmp_path) == tmp_path / "shop-word"                 # any bundle, if no NSMC one
+    _fake_bundle(tmp_path / "nsmc-word", "nsmc", 0.84, 0.90)
+    _fake_bundle(tmp_path / "nsmc-morpheme-mecab", "nsmc", 0.87, 0.85)
+    assert default_model_dir(tmp_path) == tmp_path / "nsmc-morpheme-mecab"       # validation, not test

@@ -1,0 +1,49 @@
+"""Every stage on a few hundred fixture rows through a folder mirror, then `ksent predict`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.test_cli import ksent
+
+SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32"]
+
+
+@pytest.mark.parametrize("tokenizer", [["--tokenizer", "word"], ["--tokenizer", "morpheme", "--backend", "mecab"]])
+def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, tokenizer):
+    data, artifacts = tmp_path / "data", tmp_path / "artifacts"
+    runner = CliRunner()
+    args = ["run", "--corpus", "tiny", *tokenizer, "--mirror", str(tiny_corpus), "--data-dir", str(data),
+            "--artifacts-dir", str(artifacts), *SMALL_MODEL]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    for stage in ("download", "clean", "dedupe", "split", "tokenize", "pad", "train", "evaluate"):
+        assert f"\n{stage} tiny" in "\n" + first.output
+
+    second = runner.invoke(cli, args)   # nothing changed: every stage is skipped
+    assert second.exit_code == 0, second.output
+    assert second.output.count("up to date") == 8, second.output
+
+    bundle = next(artifacts.glob("tiny-*"))
+    for name in ("model.keras", "tokenizer.json", "metrics.json", "bundle.json", "history.csv", "curves.png",
+                 "confusion.png", "predictions.csv"):
+        assert (bundle / name).is_file(), name
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert metrics["n_test"] == 100
+    assert (artifacts / "REPORT.md").read_text().count("| tiny ") == 1
+
+    # the probabilities `ksent predict` prints equal the evaluate stage's, for raw test texts
+    evaluated = pd.read_csv(bundle / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
+    sample = evaluated.head(40)
+    result = ksent("predict", "--model", str(bundle), "--json", stdin="\n".join(sample["text"]).encode())
+    assert result.returncode == 0, result.stderr.decode()
+    printed = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [p["text"] for p in printed] == sample["text"].tolist()
+    np.testing.assert_allclose([p["probability"] for p in printed], sample["probability"], atol=1e-6)
+    # and the model learned the fixture's sentiment phrases
+    assert metrics["accuracy"] > 0.8

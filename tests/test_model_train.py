@@ -1,0 +1,279 @@
+"""model.py, the train and evaluate stages and REPORT.md, on tiny processed fixtures the tests write."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.io import MissingInputError, PipelineError, read_json
+from pipeline.model import build_model, length_batches, trim_padding
+from pipeline.stages.evaluate import compute_metrics, evaluate, unique_text_mask, write_report
+from pipeline.stages.train import train
+from pipeline.text.normalize import Normalizer
+from pipeline.text.preprocess import Preprocessor
+from pipeline.text.segment import Segmenter
+from pipeline.text.vocab import Vocabulary
+
+SMALL = {"embedding_dim": 8, "units": 8, "batch_size": 32, "epochs": 2, "patience": 1, "learning_rate": 0.01}
+POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "강력 추천"]
+NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "보지 마세요"]
+FILLER = ["스토리", "음악", "오늘", "주말에", "친구랑", "극장에서", "그냥", "진짜"]
+ODD_TEXTS = ["", "   ", "🙂🙂🙂", "최고의 영화", "최고의 영화", "최악이다"]   # empty, emoji, duplicates
+
+
+def reviews(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(FILLER, rng.randint(0, 3)) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words) + rng.choice(["", "!!", " ㅋㅋㅋㅋ", " ^^"]), label))
+    return rows
+
+
+def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
+                    sizes=(300, 80, 80), seed: int = 0) -> Path:
+    """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
+    segmenter = segmenter or Segmenter("word")
+    normalizer = Normalizer()
+    splits = {"train": reviews(sizes[0], seed), "val": reviews(sizes[1], seed + 1),
+              "test": reviews(sizes[2] - len(ODD_TEXTS), seed + 2) + [(t, i % 2) for i, t in enumerate(ODD_TEXTS)]}
+    train_tokens = [segmenter.segment(normalizer(text)) for text, _ in splits["train"]]
+    pre = Preprocessor(normalizer=normalizer, segmenter=segmenter, vocabulary=Vocabulary().fit(train_tokens),
+                       maxlen=maxlen)
+    out = data_dir / "processed" / corpus / pre.name
+    out.mkdir(parents=True, exist_ok=True)
+    for offset, (name, rows) in enumerate(splits.items()):
+        texts = [text for text, _ in rows]
+        np.savez_compressed(out / f"{name}.npz", x=pre.transform(texts), y=np.array([y for _, y in rows], np.int8),
+                            ids=np.array([f"{name}-{i}" for i in range(len(rows))]), text=np.array(texts, dtype=str))
+    (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny corpus trained and evaluated: (data_dir, artifacts_dir, bundle_dir, echoed lines)."""
+    root = tmp_path_factory.mktemp("trained")
+    data, artifacts = root / "data", root / "artifacts"
+    write_processed(data)
+    lines: list[str] = []
+    train("tiny", "word", data_dir=data, artifacts_dir=artifacts, echo=lines.append, **SMALL)
+    evaluate("tiny", "word", data_dir=data, artifacts_dir=artifacts, echo=lines.append)
+    return data, artifacts, artifacts / "tiny-word", lines
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    {"cell": "lstm"},
+    {"cell": "gru", "layers": 2, "bidirectional": True},
+])
+def test_model_shapes_mask_and_all_padding_row(options):
+    model = build_model(30, 6, embedding_dim=4, units=5, dropout=0.2, learning_rate=1e-3, **options)
+    assert tuple(model.inputs[0].shape) == (None, 6) and model.inputs[0].dtype == "int32"
+    x = np.array([[0, 0, 0, 0, 5, 7], [0, 0, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8]], dtype=np.int32)
+    p = model.predict(x, verbose=0)
+    assert p.shape == (3, 1) and np.isfinite(p).all() and ((0 < p) & (p < 1)).all()
+    # all padding: every recurrent step is masked, so the output layer sees zeros
+    bias = float(model.get_layer("positive").bias.numpy()[0])
+    assert p[1, 0] == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6)
+    assert model.loss == "binary_crossentropy"
+
+
+def test_variable_length_model_ignores_padding_columns():
+    model = build_model(30, None, embedding_dim=4, units=5, layers=2, bidirectional=True)
+    assert tuple(model.inputs[0].shape) == (None, None)
+    padded = np.array([[0, 0, 0, 0, 5, 7], [0, 0, 0, 2, 3, 4]], dtype=np.int32)
+    np.testing.assert_allclose(model.predict(padded, verbose=0), model.predict(padded[:, 3:], verbose=0), atol=1e-6)
+    np.testing.assert_allclose(model.predict(padded[:1], verbose=0), model.predict(padded[:1, 4:], verbose=0),
+                               atol=1e-6)
+
+
+def test_build_model_rejects_unknown_cell():
+    with pytest.raises(ValueError, match="cell"):
+        build_model(10, 5, cell="transformer")
+
+
+def test_length_batches_cover_every_row_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    x = np.zeros((1000, 20), np.int32)
+    lengths = rng.integers(0, 21, 1000)
+    for i, n in enumerate(lengths):
+        x[i, 20 - n:] = 2
+    for generator in (None, np.random.default_rng(1)):
+        batches = length_batches(x, 64, generator, window=4)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        assert max(len(b) for b in batches) == 64
+        # within a window of 4 batches rows are sorted by length: batches are homogeneous
+        spread = np.mean([np.ptp(lengths[b]) for b in batches])
+        assert spread < 10
+    a, b = (length_batches(x, 64, np.random.default_rng(s)) for s in (1, 2))
+    assert any((p != q).any() for p, q in zip(a, b))
+
+
+def test_trim_padding():
+    x = np.array([[0, 0, 0, 4, 5], [0, 0, 6, 0, 0]], np.int32)
+    np.testing.assert_array_equal(trim_padding(x), x[:, 2:])
+    assert trim_padding(np.zeros((3, 5), np.int32)).shape == (3, 1)
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+def test_train_writes_the_bundle(trained):
+    _, _, bundle_dir, lines = trained
+    for name in ("model.keras", "tokenizer.json", "bundle.json", "history.csv", "curves.png", "train.manifest.json"):
+        assert (bundle_dir / name).is_file(), name
+    counts = read_json(bundle_dir / "train.manifest.json")["counts"]
+    assert counts["train_rows"] == 300 and counts["val_rows"] == 80
+    assert 1 <= counts["best_epoch"] <= counts["epochs_run"] <= SMALL["epochs"]
+    assert counts["params"] > 0 and counts["train_seconds"] > 0
+    history = pd.read_csv(bundle_dir / "history.csv")
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+    assert len(history) == counts["epochs_run"]
+    assert counts["best_val_accuracy"] == pytest.approx(history["val_accuracy"][counts["best_epoch"] - 1], abs=1e-6)
+    manifest = read_json(bundle_dir / "bundle.json")
+    assert manifest["format"] == "ksent-bundle" and manifest["corpus"] == "tiny" and manifest["tok"] == "word"
+    assert manifest["training"]["params"]["seed"] == 42 and manifest["versions"]["keras"]
+    assert (bundle_dir / "tokenizer.json").read_bytes() == \
+        (trained[0] / "processed" / "tiny" / "word" / "tokenizer.json").read_bytes()
+    summary = next(line for line in lines if line.startswith("train tiny/word"))
+    assert "best val_acc" in summary and "params" in summary
+    assert not [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")]     # no temp files left behind
+
+
+def test_saved_model_is_the_best_epoch_without_optimizer_state(trained):
+    import keras
+
+    data, _, bundle_dir, _ = trained
+    model = keras.saving.load_model(bundle_dir / "model.keras", compile=False)
+    assert getattr(model, "optimizer", None) is None
+    params = read_json(bundle_dir / "train.manifest.json")["counts"]["params"]
+    assert (bundle_dir / "model.keras").stat().st_size < 4 * params + 100_000      # float32 weights, no Adam slots
+    with np.load(data / "processed" / "tiny" / "word" / "val.npz") as npz:
+        x, y = npz["x"], npz["y"]
+    accuracy = ((model.predict(x, verbose=0)[:, 0] >= 0.5) == y).mean()
+    best = read_json(bundle_dir / "train.manifest.json")["counts"]["best_val_accuracy"]
+    assert accuracy == pytest.approx(best, abs=1e-6)
+
+
+def test_train_second_run_is_skipped(trained):
+    data, artifacts, bundle_dir, _ = trained
+    before = (bundle_dir / "model.keras").read_bytes()
+    lines: list[str] = []
+    result = train("tiny", "word", data_dir=data, artifacts_dir=artifacts, echo=lines.append, **SMALL)
+    assert result.skipped and "up to date" in lines[0]
+    assert (bundle_dir / "model.keras").read_bytes() == before
+
+
+def test_train_is_reproducible_with_its_seed(tmp_path, trained):
+    data = trained[0]
+    train("tiny", "word", data_dir=data, artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
+    ours = pd.read_csv(tmp_path / "tiny-word" / "history.csv")
+    theirs = pd.read_csv(trained[2] / "history.csv")
+    np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
+
+
+def test_train_errors(tmp_path):
+    with pytest.raises(PipelineError, match="unknown parameter"):
+        train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path, unitz=3)
+    with pytest.raises(MissingInputError, match="train.npz"):
+        train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path)
+    out = write_processed(tmp_path / "data")
+    with np.load(out / "val.npz") as npz:
+        arrays = dict(npz)
+    arrays["x"][0, -1] = 10_000                     # an id the vocabulary does not have
+    np.savez(out / "val.npz", **arrays)
+    with pytest.raises(PipelineError, match="outside"):
+        train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+
+def test_compute_metrics_on_known_predictions():
+    m = compute_metrics([1, 1, 0, 0, 1], [0.9, 0.4, 0.2, 0.6, 0.7])
+    assert m["n"] == 5
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    assert m["confusion_matrix"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    assert compute_metrics([1, 1], [0.8, 0.3])["roc_auc"] is None       # one class: undefined
+    assert compute_metrics([], [])["accuracy"] is None
+    assert compute_metrics([1, 0], [0.5, 0.49])["accuracy"] == 1.0       # threshold: >= 0.5 is positive
+
+
+def test_unique_text_mask():
+    np.testing.assert_array_equal(unique_text_mask(["a", "b", "a", "c", ""]), [False, True, False, True, True])
+
+
+def test_evaluate_writes_metrics_predictions_and_report(trained):
+    _, artifacts, bundle_dir, lines = trained
+    metrics = read_json(bundle_dir / "metrics.json")
+    predictions = pd.read_csv(bundle_dir / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
+    assert list(predictions.columns) == ["id", "text", "label", "probability", "predicted"]
+    assert metrics["n_test"] == len(predictions) == 80
+    assert predictions["text"].tolist()[-len(ODD_TEXTS):] == ODD_TEXTS          # raw text, even when empty
+    assert np.isfinite(predictions["probability"]).all()
+    expected = compute_metrics(predictions["label"], predictions["probability"])
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"):
+        assert metrics[key] == pytest.approx(expected[key]) if key != "confusion_matrix" else \
+            metrics[key] == expected[key]
+    unique = unique_text_mask(predictions["text"])
+    assert metrics["unique_text_test"]["n"] == unique.sum() < 80
+    assert metrics["unique_text_test"]["accuracy"] == pytest.approx(
+        compute_metrics(predictions["label"][unique], predictions["probability"][unique])["accuracy"])
+    assert metrics["empty_test_rows"] == 3
+    train_counts = read_json(bundle_dir / "train.manifest.json")["counts"]
+    assert metrics["train_seconds"] == train_counts["train_seconds"] and metrics["params"] == train_counts["params"]
+    assert metrics["model_bytes"] == (bundle_dir / "model.keras").stat().st_size
+    assert metrics["vocab_size"] > 2 and metrics["maxlen"] == 8
+    assert metrics["accuracy"] > 0.6        # 2 epochs on the fixture's sentiment phrases
+    assert (bundle_dir / "confusion.png").stat().st_size > 1000
+    assert any(line.startswith("evaluate tiny/word: test accuracy") for line in lines)
+    report = (artifacts / "REPORT.md").read_text()
+    assert report.count("| tiny | word |") == 1 and "(tiny-word/curves.png)" in report
+
+
+def test_evaluate_skips_when_unchanged(trained):
+    data, artifacts, _, _ = trained
+    lines: list[str] = []
+    assert evaluate("tiny", "word", data_dir=data, artifacts_dir=artifacts, echo=lines.append).skipped
+
+
+def test_evaluate_refuses_test_data_padded_by_another_tokenizer(tmp_path, trained):
+    data, artifacts, _, _ = trained
+    other = tmp_path / "data"
+    write_processed(other, maxlen=6)
+    with pytest.raises(PipelineError, match="different tokenizer.json"):
+        evaluate("tiny", "word", data_dir=other, artifacts_dir=artifacts, force=True, echo=lambda _: None)
+
+
+def _metrics(folder: Path, corpus: str, tok: str, accuracy: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "corpus": corpus, "tokenizer": tok, "accuracy": accuracy, "f1": 0.5, "roc_auc": None, "n_test": 10,
+        "unique_text_test": {"n": 7, "accuracy": 0.7}, "vocab_size": 30000, "maxlen": 55, "params": 1234567,
+        "train_seconds": 412.0, "model_bytes": 23_400_000, "best_val_accuracy": 0.8}))
+
+
+def test_write_report_table(tmp_path):
+    _metrics(tmp_path / "nsmc-word", "nsmc", "word", 0.81)
+    _metrics(tmp_path / "nsmc-morpheme-mecab", "nsmc", "morpheme-mecab", 0.87)
+    _metrics(tmp_path / "shop-char", "shop", "char", 0.9)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("{")
+    text = write_report(tmp_path).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| nsmc") or line.startswith("| shop")]
+    assert [r.split(" | ")[1] for r in rows] == ["morpheme-mecab", "word", "char"]    # per corpus, best first
+    assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.5000 | - | 0.7000 (7) | 0.8000 | 30,000 | 55 "
+                              "| 1,234,567 | 6.9 min | 23.4 MB |")
+    assert "[curves](nsmc-morpheme-mecab/curves.png)" in rows[0]
+    assert "[confusion](nsmc-morpheme-mecab/confusion.png)" in rows[0]
+    assert "broken" in text
+    assert "no evaluated models" in write_report(tmp_path / "empty").read_text()
