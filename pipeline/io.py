@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 MANIFEST_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _TRACKED_LIBRARIES = ("ksent", "numpy", "pandas", "pyarrow", "scikit-learn", "tensorflow", "keras",
                       "konlpy", "python-mecab-ko", "kiwipiepy")
 
@@ -33,6 +35,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions of a new file
     try:
         yield tmp_path
         os.replace(tmp_path, target)

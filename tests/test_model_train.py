@@ -18,6 +18,9 @@ from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
 from pipeline.text.vocab import Vocabulary
 
+# Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 SMALL = {"embedding_dim": 8, "units": 8, "batch_size": 32, "epochs": 2, "patience": 1, "learning_rate": 0.01}
 POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "강력 추천"]
 NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "보지 마세요"]
