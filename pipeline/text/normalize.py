@@ -1,9 +1,10 @@
 """Regex normalization profiles: the `clean` stage and `predict` share these.
 
 Every profile first normalizes Unicode to NFC (text saved on macOS often holds
-decomposed Hangul, which a syllable regex would silently delete), optionally
-squeezes long runs of one character (ㅋㅋㅋㅋㅋ -> ㅋㅋ, which also keeps morpheme
-analyzers from stalling), applies its own regexes, collapses whitespace and strips.
+decomposed Hangul, which a syllable regex would silently delete), applies its own
+regexes, squeezes long runs of one character (ㅋㅋㅋㅋㅋ -> ㅋㅋ, which also keeps
+morpheme analyzers from stalling), collapses whitespace and strips. Normalizing
+twice gives the same text as once (a property test checks it).
 
 Removed characters become a space rather than nothing, so "좋다.최고" gives two
 words instead of the run-together "좋다최고" that the tutorials' regexes produce.
@@ -23,19 +24,17 @@ _NOT_HANGUL_LATIN = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣a-z0-9(),!?' ]")
 _PUNCTUATION = re.compile(r"([(),!?'])")
 
 
-def _hangul(text: str) -> str:
-    return _NOT_HANGUL_DIGIT.sub(" ", text)
-
-
-def _hangul_latin(text: str) -> str:
-    text = _NOT_HANGUL_LATIN.sub(" ", text.lower())
-    return _PUNCTUATION.sub(r" \1 ", text)
+@dataclass(frozen=True)
+class _Profile:
+    lower: bool = False
+    remove: re.Pattern | None = None       # characters replaced by a space
+    split_punctuation: bool = False        # (),!?' become tokens of their own
 
 
 PROFILES = {
-    "hangul": _hangul,              # keep Hangul syllables and jamo, digits, spaces
-    "hangul-latin": _hangul_latin,  # also Latin letters (lower-cased) and (),!?' as separate tokens
-    "none": lambda text: text,      # only NFC, squeeze and whitespace
+    "hangul": _Profile(remove=_NOT_HANGUL_DIGIT),          # Hangul syllables and jamo, digits, spaces
+    "hangul-latin": _Profile(lower=True, remove=_NOT_HANGUL_LATIN, split_punctuation=True),
+    "none": _Profile(),                                     # only NFC, squeeze and whitespace
 }
 
 
@@ -59,9 +58,17 @@ class Normalizer:
             raise PipelineError(f"squeeze must be >= 0 (0 = off), got {self.squeeze}")
 
     def __call__(self, text: str) -> str:
+        profile = PROFILES[self.profile]
         text = unicodedata.normalize("NFC", text)
+        if profile.lower:
+            text = text.lower()
+        if profile.remove is not None:
+            text = profile.remove.sub(" ", text)
+        # squeeze after lower-casing and removal (so the result is stable), before
+        # punctuation is spaced out (so "!!!!" still shortens)
         text = squeeze_repeats(text, self.squeeze)
-        text = PROFILES[self.profile](text)
+        if profile.split_punctuation:
+            text = _PUNCTUATION.sub(r" \1 ", text)
         return _WHITESPACE.sub(" ", text).strip()
 
     def to_dict(self) -> dict:
