@@ -106,10 +106,11 @@ class MorphBackend:
 class MecabBackend(MorphBackend):
     """python-mecab-ko with its bundled mecab-ko-dic (no system MeCab needed).
 
-    Calls the C++ tagger directly and reuses one lattice: `mecab.MeCab().pos()` builds a
-    NamedTuple per morpheme and parses all eight feature fields, which made it ~4x slower
-    (2,700 vs 10,000 NSMC reviews/s) for the same (surface, tag) pairs. Not thread-safe:
-    one backend per thread or process.
+    Calls the C++ tagger directly and reads the tags from its text output:
+    `mecab.MeCab().pos()` builds a NamedTuple per morpheme and parses all eight feature
+    fields, which made it ~4x slower (2,700 vs 10,000 NSMC reviews/s) for the same
+    (surface, tag) pairs. A fresh lattice per call (MeCab's tagger is thread-safe, a
+    lattice is not; reusing one saved only ~2%).
     """
     name = "mecab"
     pip_name = "python-mecab-ko"
@@ -136,8 +137,8 @@ class MecabBackend(MorphBackend):
         except Exception as exc:  # broken dictionary install, unreadable mecabrc, ...
             raise PipelineError(f"could not start MeCab ({exc}): "
                                 f"pip install --force-reinstall python-mecab-ko") from None
-        self._lattice = _mecab.Lattice()
-        self._lattice.add_request_type(_mecab.MECAB_ALLOCATE_SENTENCE)
+        self._new_lattice = _mecab.Lattice
+        self._allocate = _mecab.MECAB_ALLOCATE_SENTENCE  # MeCab copies the sentence
 
     # MeCab reads a C string (a NUL would end the sentence) and its output format is
     # "surface\tfeatures\n"; tab and newline are spaces to mecab-ko-dic anyway.
@@ -146,7 +147,8 @@ class MecabBackend(MorphBackend):
     def analyze(self, text: str) -> list[tuple[str, str]]:
         if "\x00" in text or "\t" in text or "\n" in text:
             text = self._UNSAFE.sub(" ", text)
-        lattice = self._lattice
+        lattice = self._new_lattice()
+        lattice.add_request_type(self._allocate)
         lattice.set_sentence(text)
         if not self._tagger.parse(lattice):
             raise PipelineError(f"MeCab failed on {text[:50]!r}: {self._tagger.what()}")
