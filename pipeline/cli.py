@@ -7,8 +7,13 @@ whose defaults live in pipeline.params. Errors a user can act on
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+# TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for
+# our users; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import click
 
