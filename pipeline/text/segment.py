@@ -18,8 +18,9 @@ worker for Okt), fed chunks of documents; kiwi uses its own threads instead.
 Worker processes start with "forkserver" (or "spawn" where there is none), never
 "fork": forking a process that runs a JVM (Okt, through JPype) or other threads (kiwi,
 tqdm's monitor, TensorFlow) can deadlock the child. The cost is a fresh interpreter per
-worker, ~0.3 s on top of the analyzer's own start (measured: mecab 0.3 s, Okt 3-6 s
-with its JVM and dictionaries).
+worker: a pool of 2 mecab workers is ready in ~0.3 s; an Okt worker needs 5-12 s (on a
+busy 2-core machine) to start its JVM and load its dictionaries, so Okt pays off with
+several workers only on thousands of documents.
 """
 from __future__ import annotations
 
@@ -275,9 +276,14 @@ def _init_worker(segmenter: Segmenter, barrier) -> None:
 
 
 def _wait_ready(timeout: float) -> int:
-    # every worker holds one of these tasks until all have loaded their analyzer
+    # every worker holds one of these tasks until all have arrived, so each runs exactly one
     _WORKER["barrier"].wait(timeout)
     return os.getpid()
+
+
+def _cpu_seconds(timeout: float) -> float:
+    _WORKER["barrier"].wait(timeout)
+    return time.process_time()  # all threads of the worker (a JVM's GC and JIT threads too)
 
 
 def _segment_chunk(texts: list[str]) -> list[list[str]]:
@@ -299,7 +305,7 @@ class SegmentPool:
                  timeout: float = 600.0):
         if segmenter.kind == "morpheme":
             morph.backend_class(segmenter.backend).check_available()  # a clear error here, not in a worker
-        self.segmenter, self.workers = segmenter, workers
+        self.segmenter, self.workers, self._timeout = segmenter, workers, timeout
         self.start_method = start_method or START_METHOD
         ctx = multiprocessing.get_context(self.start_method)
         started = time.perf_counter()
@@ -333,6 +339,11 @@ class SegmentPool:
             raise PipelineError(f"a {self.segmenter.name()} worker process died ({exc}); "
                                 f"try fewer workers (each Okt worker runs its own JVM)") from None
         return out
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU time each worker process has used so far (for benchmarks)."""
+        return [f.result() for f in [self._executor.submit(_cpu_seconds, self._timeout)
+                                     for _ in range(self.workers)]]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

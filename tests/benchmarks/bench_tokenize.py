@@ -7,7 +7,8 @@
 Reviews are normalized first with the clean stage's default profile (hangul, squeeze=2),
 as the pipeline does. Each configuration runs in a fresh process, so start-up (JVM,
 dictionaries, models, worker processes) is measured from cold and reported apart from
-throughput: docs/s counts only the analysis after every worker is ready. The 200k column
+throughput: docs/s counts only the analysis after every worker is ready. On a shared machine
+the wall clock depends on what else runs; the CPU-time columns do not (see measure()). The 200k column
 extrapolates start-up + 200,000 / (docs/s) for the whole NSMC. "same" says whether the
 tokens with N workers are identical to those with 1 (they must be).
 
@@ -65,7 +66,7 @@ def measure(label: str, workers: int, texts_file: str) -> dict:
     with open(texts_file, "rb") as fh:
         texts = pickle.load(fh)
     seg = Segmenter(**CONFIGS[label])
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), time.process_time()
     pool = None
     if seg.kind == "morpheme":
         parallel = morph.BACKENDS[seg.backend].parallel
@@ -74,15 +75,30 @@ def measure(label: str, workers: int, texts_file: str) -> dict:
         else:
             seg._analyzer(threads=workers if parallel == "thread" else 1).analyze("영화가 정말 재밌었어요")
     startup = time.perf_counter() - started
-    started = time.perf_counter()
+    worker_cpu0 = pool.cpu_seconds() if pool else []
+    started, cpu1 = time.perf_counter(), time.process_time()
     if pool is not None:
         with pool:
             tokens = pool.map(texts, progress=False)
+            seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
+            worker_cpu = [b - a for a, b in zip(worker_cpu0, pool.cpu_seconds())]
     else:
         tokens = seg.segment_many(texts, workers=workers, progress=False)
-    seconds = time.perf_counter() - started
+        seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
+        worker_cpu = []
+    # On an idle machine with a core per worker, each process would run at full speed: the
+    # analysis would take the busiest worker's CPU time, or the total (parent included)
+    # spread over the cores if that is longer. kiwi's threads (one process): its CPU time
+    # over the threads, a lower bound marked "~".
+    threaded = seg.kind == "morpheme" and workers > 1 and not worker_cpu
+    if worker_cpu:
+        idle_seconds = max(max(worker_cpu), (main_cpu + sum(worker_cpu)) / workers)
+    else:
+        idle_seconds = main_cpu / workers if threaded else main_cpu
     digest = hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode()).hexdigest()
-    return {"label": label, "workers": workers, "startup_s": startup, "seconds": seconds, "docs": len(texts),
+    return {"label": label, "workers": workers, "startup_s": startup, "seconds": seconds,
+            "cpu_s": main_cpu + sum(worker_cpu), "idle_estimate_s": idle_seconds, "threaded": threaded,
+            "docs": len(texts),
             "tokens": sum(map(len, tokens)), "sha256": digest,
             "version": morph.BACKENDS[seg.backend].version() if seg.kind == "morpheme" else ""}
 
@@ -125,14 +141,19 @@ def main() -> None:
                       f"(start-up {r['startup_s']:.2f} s)", flush=True)
 
     reference = {r["label"]: r["sha256"] for r in results if r["workers"] == 1}
-    header = (f"{'tokenizer':<10} {'workers':>7} {'start-up s':>10} {'docs/s':>9} {'50k s':>7} "
-              f"{'200k s (extrap.)':>16} {'tok/doc':>7} {'same':>5}  version")
+    header = (f"{'tokenizer':<10} {'workers':>7} {'start-up s':>10} {'docs/s':>9} {'run s':>7} "
+              f"{'200k s (extrap.)':>16} {'CPU s':>7} {'idle docs/s':>11} {'tok/doc':>7} {'same':>5}  version")
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         rate = r["docs"] / r["seconds"]
+        idle = f"{'~' if r['threaded'] else ''}{r['docs'] / r['idle_estimate_s']:,.0f}"
         same = "-" if r["workers"] == 1 else ("yes" if r["sha256"] == reference.get(r["label"]) else "NO")
         print(f"{r['label']:<10} {r['workers']:>7} {r['startup_s']:>10.2f} {rate:>9,.0f} {r['seconds']:>7.1f} "
-              f"{r['startup_s'] + NSMC_DOCS / rate:>16.1f} {r['tokens'] / r['docs']:>7.1f} {same:>5}  {r['version']}")
+              f"{r['startup_s'] + NSMC_DOCS / rate:>16.1f} {r['cpu_s']:>7.1f} {idle:>11} "
+              f"{r['tokens'] / r['docs']:>7.1f} {same:>5}  {r['version']}")
+    print("docs/s: measured wall clock, after start-up. CPU s: CPU time of all processes (parent and\n"
+          "workers, every thread) during the analysis. idle docs/s: estimate for an otherwise idle\n"
+          "machine with a core per worker, from the CPU times (see measure()); ~ = lower bound of time.")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
