@@ -20,6 +20,7 @@ import click
 from pipeline import params as defaults
 from pipeline.corpora import CORPORA
 from pipeline.io import PipelineError
+from pipeline.text.normalize import PROFILES
 
 TOKENIZER_KINDS = ("word", "char", "morpheme")
 BACKENDS = ("mecab", "okt", "kiwi")
@@ -128,7 +129,7 @@ def download(corpus, mirror, data_dir, force, retries, timeout):
 @cli.command()
 @corpus_option
 @data_options
-@click.option("--profile", default=defaults.CLEAN["profile"], type=click.Choice(["hangul", "hangul-latin", "none"]),
+@click.option("--profile", default=defaults.CLEAN["profile"], type=click.Choice(list(PROFILES)),
               help="Normalization profile.")
 @click.option("--squeeze", default=defaults.CLEAN["squeeze"], type=click.IntRange(min=0),
               help="Shorten runs of one repeated character to this length (0 = off).")

@@ -49,7 +49,9 @@ class MorphBackend:
     "process" (one analyzer per worker process) or "thread" (the library's own threads).
     """
     name: str = ""
-    pip_name: str = ""
+    pip_name: str = ""                     # the distribution to install (and whose version is recorded)
+    module: str = ""                       # the module to import
+    data_dist: tuple[str, str] | None = None  # (distribution, label) of its dictionary/model, if separate
     DEFAULTS: dict[str, Any] = {}
     parallel: str = "process"
 
@@ -82,12 +84,21 @@ class MorphBackend:
 
     @classmethod
     def version(cls) -> str:
-        raise NotImplementedError
+        # the dictionary or model decides the analyses as much as the library does
+        lib = _dist_version(cls.pip_name, cls.name, cls.pip_name)
+        if cls.data_dist is None:
+            return lib
+        dist, label = cls.data_dist
+        try:
+            return f"{lib} ({label} {metadata.version(dist)})"
+        except metadata.PackageNotFoundError:
+            return lib
 
     @classmethod
     def check_available(cls) -> None:
         """Raise PipelineError if the backend cannot load here; cheap, starts nothing."""
         cls.version()
+        _import(cls.module, cls.pip_name, cls.name)
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -114,23 +125,11 @@ class MecabBackend(MorphBackend):
     """
     name = "mecab"
     pip_name = "python-mecab-ko"
-
-    @classmethod
-    def version(cls) -> str:
-        # the dictionary decides the analyses as much as the library does
-        lib = _dist_version("python-mecab-ko", cls.name, cls.pip_name)
-        try:
-            return f"{lib} (mecab-ko-dic {metadata.version('python-mecab-ko-dic')})"
-        except metadata.PackageNotFoundError:
-            return lib
-
-    @classmethod
-    def check_available(cls) -> None:
-        cls.version()
-        _import("mecab", cls.pip_name, cls.name)
+    module = "mecab"
+    data_dist = ("python-mecab-ko-dic", "mecab-ko-dic")
 
     def _load(self) -> None:
-        mecab = _import("mecab", self.pip_name, self.name)
+        mecab = _import(self.module, self.pip_name, self.name)
         import _mecab  # the compiled module shipped with python-mecab-ko
         try:
             self._tagger = mecab.MeCab()._tagger
@@ -174,16 +173,13 @@ class OktBackend(MorphBackend):
     """
     name = "okt"
     pip_name = "konlpy"
+    module = "konlpy"
     DEFAULTS = {"norm": False, "stem": False, "max_chunk": 150}
-
-    @classmethod
-    def version(cls) -> str:
-        return _dist_version("konlpy", cls.name, cls.pip_name)
 
     @classmethod
     def check_available(cls) -> None:
         cls.version()
-        _import("konlpy", "konlpy JPype1", cls.name)
+        _import(cls.module, "konlpy JPype1", cls.name)
         jpype = _import("jpype", "JPype1", cls.name)
         if not jpype.isJVMStarted():
             try:
@@ -233,24 +229,13 @@ class KiwiBackend(MorphBackend):
     """
     name = "kiwi"
     pip_name = "kiwipiepy"
+    module = "kiwipiepy"
+    data_dist = ("kiwipiepy_model", "model")
     DEFAULTS = {"normalize_coda": False}
     parallel = "thread"
 
-    @classmethod
-    def version(cls) -> str:
-        lib = _dist_version("kiwipiepy", cls.name, cls.pip_name)
-        try:
-            return f"{lib} (model {metadata.version('kiwipiepy_model')})"
-        except metadata.PackageNotFoundError:
-            return lib
-
-    @classmethod
-    def check_available(cls) -> None:
-        cls.version()
-        _import("kiwipiepy", cls.pip_name, cls.name)
-
     def _load(self) -> None:
-        kiwipiepy = _import("kiwipiepy", self.pip_name, self.name)
+        kiwipiepy = _import(self.module, self.pip_name, self.name)
         try:
             # num_workers=0 would mean "single thread" but warns since 0.21; 1 thread is the same work
             self._kiwi = kiwipiepy.Kiwi(num_workers=max(1, self.threads))
