@@ -55,9 +55,10 @@ def test_dedupe_stage_summary_and_bad_policy(tmp_path):
     folder.mkdir(parents=True)
     _table(ROWS).to_parquet(folder / "clean.parquet")
     lines = []
-    dedupe("c", data_dir=tmp_path, echo=lines.append)
-    assert lines[0].startswith("dedupe c: train 10 -> 2 rows (2 duplicates removed; 2 texts with conflicting labels")
-    assert "1 texts also in test (2 test rows): removed from train" in lines[0]
+    dedupe("c", data_dir=tmp_path, echo=lines.append)                   # defaults: majority, keep
+    assert lines[0].startswith("dedupe c: train 10 -> 4 rows (3 duplicates removed; 2 texts with conflicting "
+                               "labels, 3 rows removed by policy 'majority'")
+    assert "1 texts also in test (2 test rows): kept (policy 'keep')" in lines[0]
     assert "test 4 -> 4 rows (1 duplicate rows kept as published)" in lines[0]
     with pytest.raises(PipelineError, match="unknown conflict policy"):
         dedupe("c", data_dir=tmp_path, conflicts="vote")

@@ -216,7 +216,7 @@ def test_unique_text_mask():
 
 
 def test_evaluate_writes_metrics_predictions_and_report(trained):
-    _, artifacts, bundle_dir, lines = trained
+    data, artifacts, bundle_dir, lines = trained
     metrics = read_json(bundle_dir / "metrics.json")
     predictions = pd.read_csv(bundle_dir / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
     assert list(predictions.columns) == ["id", "text", "label", "probability", "predicted"]
@@ -231,6 +231,14 @@ def test_evaluate_writes_metrics_predictions_and_report(trained):
     assert metrics["unique_text_test"]["n"] == unique.sum() < 80
     assert metrics["unique_text_test"]["accuracy"] == pytest.approx(
         compute_metrics(predictions["label"][unique], predictions["probability"][unique])["accuracy"])
+    seen = set()
+    for split in ("train", "val"):
+        with np.load(data / "processed" / "tiny" / "word" / f"{split}.npz") as npz:
+            seen.update(npz["text"].tolist())
+    unseen = ~predictions["text"].isin(seen).to_numpy()
+    assert 0 < metrics["unseen_text_test"]["n"] == unseen.sum() < 80       # the fixture repeats phrases
+    assert metrics["unseen_text_test"]["accuracy"] == pytest.approx(
+        compute_metrics(predictions["label"][unseen], predictions["probability"][unseen])["accuracy"])
     assert metrics["empty_test_rows"] == 3
     train_counts = read_json(bundle_dir / "train.manifest.json")["counts"]
     assert metrics["train_seconds"] == train_counts["train_seconds"] and metrics["params"] == train_counts["params"]
@@ -261,7 +269,7 @@ def _metrics(folder: Path, corpus: str, tok: str, accuracy: float) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "corpus": corpus, "tokenizer": tok, "accuracy": accuracy, "f1": 0.5, "roc_auc": None, "n_test": 10,
-        "unique_text_test": {"n": 7, "accuracy": 0.7}, "vocab_size": 30000, "maxlen": 55, "params": 1234567,
+        "unique_text_test": {"n": 7, "accuracy": 0.7}, "unseen_text_test": {"n": 5, "accuracy": 0.6}, "vocab_size": 30000, "maxlen": 55, "params": 1234567,
         "train_seconds": 412.0, "model_bytes": 23_400_000, "best_val_accuracy": 0.8}))
 
 
@@ -274,7 +282,8 @@ def test_write_report_table(tmp_path):
     text = write_report(tmp_path).read_text()
     rows = [line for line in text.splitlines() if line.startswith("| nsmc") or line.startswith("| shop")]
     assert [r.split(" | ")[1] for r in rows] == ["morpheme-mecab", "word", "char"]    # per corpus, best first
-    assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.5000 | - | 0.7000 (7) | 0.8000 | 30,000 | 55 "
+    assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.5000 | - | 0.7000 (7) | 0.6000 (5) | 0.8000 "
+                              "| 30,000 | 55 "
                               "| 1,234,567 | 6.9 min | 23.4 MB |")
     assert "[curves](nsmc-morpheme-mecab/curves.png)" in rows[0]
     assert "[confusion](nsmc-morpheme-mecab/confusion.png)" in rows[0]

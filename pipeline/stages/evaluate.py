@@ -1,7 +1,7 @@
 """evaluate: score a trained bundle on the test split, then rewrite the comparison report.
 
 Inputs: data/processed/<corpus>/<tok>/test.npz (+ its tokenizer.json, to check it is the
-model's) and the bundle artifacts/<corpus>-<tok>/ (model.keras, tokenizer.json,
+model's, and train.npz/val.npz, for the texts seen in training) and the bundle artifacts/<corpus>-<tok>/ (model.keras, tokenizer.json,
 bundle.json, train.manifest.json). Outputs beside the bundle: metrics.json,
 confusion.png, predictions.csv (id, text, label, probability, predicted). Then
 artifacts/REPORT.md is regenerated from every bundle's metrics.json (`write_report`).
@@ -10,7 +10,8 @@ The model is loaded through pipeline.bundle.load_bundle and scored with the same
 batching code as `ksent predict`, so evaluated and served probabilities agree.
 Besides the whole test split, metrics are given for the rows whose raw text is
 unique within it (stock phrases such as "굿" or "최고" repeat many times in NSMC's
-test file and weigh on its accuracy).
+test file and weigh on its accuracy) and for the rows whose raw text does not occur in
+the train or validation split (NSMC's upstream files share about 1,600 texts).
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
     src = Path(data_dir) / "processed" / corpus / tok
     bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
-    inputs = {"test.npz": src / "test.npz", "processed tokenizer.json": src / "tokenizer.json"}
+    inputs = {"test.npz": src / "test.npz", "train.npz": src / "train.npz", "val.npz": src / "val.npz",
+              "processed tokenizer.json": src / "tokenizer.json"}
     inputs.update({name: bundle_dir / name for name in ("model.keras", "tokenizer.json", "bundle.json",
                                                         "train.manifest.json")})
     outputs = {name: bundle_dir / name for name in ("metrics.json", "confusion.png", "predictions.csv")}
@@ -120,12 +122,16 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                                 f"maxlen is {bundle.preprocessor.maxlen} - re-run the pad and train stages")
         probability = bundle.predict_ids(x)
         unique = unique_text_mask(texts)
+        unseen = ~np.isin(texts, _texts(inputs["train.npz"], inputs["val.npz"]))
         trained = read_json(inputs["train.manifest.json"]).get("counts", {})
         metrics = {
             "corpus": corpus, "tokenizer": tok, "threshold": THRESHOLD, "n_test": int(len(y)),
             **{k: v for k, v in compute_metrics(y, probability, THRESHOLD).items() if k != "n"},
             "unique_text_test": {"description": "test rows whose raw text occurs exactly once in the test split",
                                  **compute_metrics(y[unique], probability[unique], THRESHOLD)},
+            "unseen_text_test": {"description": "test rows whose raw text occurs in neither the train nor the "
+                                                "validation split",
+                                 **compute_metrics(y[unseen], probability[unseen], THRESHOLD)},
             "empty_test_rows": int((~x.any(axis=1)).sum()),
             "vocab_size": int(bundle.preprocessor.vocab_size), "maxlen": int(bundle.preprocessor.maxlen),
             "params": int(bundle.manifest["model"]["params"]),
@@ -138,7 +144,9 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         _write_predictions(outputs["predictions.csv"], ids, texts, y, probability, THRESHOLD)
         summary = (f"evaluate {corpus}/{tok}: test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
                    f"ROC-AUC {_fmt(metrics['roc_auc'])} on {len(y):,} rows; unique-text rows "
-                   f"{metrics['unique_text_test']['n']:,}: accuracy {_fmt(metrics['unique_text_test']['accuracy'])}")
+                   f"{metrics['unique_text_test']['n']:,}: accuracy {_fmt(metrics['unique_text_test']['accuracy'])}; "
+                   f"rows unseen in training {metrics['unseen_text_test']['n']:,}: accuracy "
+                   f"{_fmt(metrics['unseen_text_test']['accuracy'])}")
         return StageResult(summary=summary, counts={k: metrics[k] for k in (
             "n_test", "accuracy", "f1", "roc_auc", "empty_test_rows")})
 
@@ -146,6 +154,15 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                        outputs=outputs, run=run, force=force, echo=echo)
     write_report(artifacts_dir)
     return result
+
+
+def _texts(*npz_paths: Path) -> np.ndarray:
+    """The raw texts of the given splits' .npz files."""
+    parts = []
+    for path in npz_paths:
+        with np.load(path, allow_pickle=False) as npz:
+            parts.append(npz["text"])
+    return np.concatenate(parts)
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -180,22 +197,24 @@ def write_report(artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Path:
         "",
         "Regenerated by `ksent evaluate` (or `ksent report`) from every `<bundle>/metrics.json`; "
         "do not edit. Test figures are for comparison only: models are selected on validation "
-        "accuracy. *Unique-text acc.* counts only the test rows whose raw text occurs once in the test split.",
+        "accuracy. *Unique-text acc.* counts only the test rows whose raw text occurs once in the test split; "
+        "*unseen-text acc.* only those whose raw text is in neither the train nor the validation split.",
         "",
-        "| corpus | tokenizer | accuracy | F1 | ROC-AUC | unique-text acc. | val acc. | vocab | maxlen "
+        "| corpus | tokenizer | accuracy | F1 | ROC-AUC | unique-text acc. | unseen-text acc. | val acc. | vocab | maxlen "
         "| params | training | model size | plots |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for corpus, _, tok, folder, m in sorted(rows):
-        unique = m.get("unique_text_test") or {}
+        unique, unseen = m.get("unique_text_test") or {}, m.get("unseen_text_test") or {}
         lines.append(
             f"| {corpus} | {tok} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('roc_auc'))} "
-            f"| {_fmt(unique.get('accuracy'))} ({unique.get('n', 0):,}) | {_fmt(m.get('best_val_accuracy'))} "
+            f"| {_fmt(unique.get('accuracy'))} ({unique.get('n', 0):,}) "
+            f"| {_fmt(unseen.get('accuracy'))} ({unseen.get('n', 0):,}) | {_fmt(m.get('best_val_accuracy'))} "
             f"| {m.get('vocab_size', 0):,} | {m.get('maxlen', '-')} | {m.get('params', 0):,} "
             f"| {_duration(m.get('train_seconds'))} | {_size(m.get('model_bytes'))} "
             f"| [curves]({folder}/curves.png) · [confusion]({folder}/confusion.png) |")
     if not rows:
-        lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* |||||||||||||")
+        lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||")
     if unreadable:
         lines += ["", f"Unreadable metrics.json (skipped): {', '.join(unreadable)}."]
     path = artifacts_dir / REPORT_FILE
