@@ -223,6 +223,7 @@ def pad(corpus, kind, backend, jamo, data_dir, force, max_words, min_freq, maxle
 
 
 _TRAIN_HELP = {
+    "embeddings": "Embedding start: word2vec vectors learned from the train split first, or random.",
     "embedding_dim": "Embedding size.", "units": "Units per recurrent layer.", "layers": "Stacked recurrent layers.",
     "bidirectional": "Bidirectional recurrent layers.", "cell": "Recurrent cell: lstm or gru.",
     "dropout": "Dropout rate.", "batch_size": "Batch size.", "epochs": "Maximum epochs.",
@@ -231,14 +232,18 @@ _TRAIN_HELP = {
 }
 
 
+_TRAIN_CHOICES = {"cell": ["lstm", "gru"], "embeddings": ["word2vec", "random"]}
+
+
 def train_options(f):
     """One option per key of pipeline.params.TRAIN, so the defaults live in one place."""
     for key, default in reversed(list(defaults.TRAIN.items())):
         flag = "--" + key.replace("_", "-")
         if isinstance(default, bool):
             f = click.option(f"{flag}/--no-{flag[2:]}", key, default=default, help=_TRAIN_HELP.get(key))(f)
-        elif key == "cell":
-            f = click.option(flag, key, default=default, type=click.Choice(["lstm", "gru"]), help=_TRAIN_HELP[key])(f)
+        elif key in _TRAIN_CHOICES:
+            f = click.option(flag, key, default=default, type=click.Choice(_TRAIN_CHOICES[key]),
+                             help=_TRAIN_HELP[key])(f)
         else:
             f = click.option(flag, key, default=default, type=type(default), help=_TRAIN_HELP.get(key))(f)
     return f

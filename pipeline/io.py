@@ -24,7 +24,7 @@ MANIFEST_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _TRACKED_LIBRARIES = ("ksent", "numpy", "pandas", "pyarrow", "scikit-learn", "tensorflow", "keras",
-                      "konlpy", "python-mecab-ko", "kiwipiepy")
+                      "konlpy", "python-mecab-ko", "kiwipiepy", "gensim")
 
 
 @contextlib.contextmanager

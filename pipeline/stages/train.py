@@ -6,6 +6,9 @@ validation loss, kept by ModelCheckpoint; no optimizer state), a copy of tokeniz
 bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
 loss/accuracy/seconds) and curves.png.
 
+The Embedding layer starts from word2vec vectors learned from the train split's id
+sequences (pipeline.embeddings; `embeddings="random"` skips that).
+
 Batches are groups of similar-length reviews without their all-padding columns
 (pipeline.model.length_batches): on CPU the recurrent loop costs as much per padding
 step as per token, and most of a padded NSMC row is padding.
@@ -25,6 +28,7 @@ import numpy as np
 from pipeline import params as defaults
 from pipeline.io import PipelineError, StageResult, atomic_path, run_stage
 
+EMBEDDINGS = ("word2vec", "random")
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
 
@@ -111,6 +115,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     if unknown:
         raise PipelineError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
     params = {**defaults.TRAIN, **params}
+    if params["embeddings"] not in EMBEDDINGS:
+        raise PipelineError(f"train: embeddings must be one of {', '.join(EMBEDDINGS)}, got {params['embeddings']!r}")
     src = Path(data_dir) / "processed" / corpus / tok
     out = artifact_dir(artifacts_dir, corpus, tok)
     inputs = {name: src / name for name in ("train.npz", "val.npz", "tokenizer.json")}
@@ -129,6 +135,13 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
         keras.utils.set_random_seed(params["seed"])
         model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
+        embedding_seconds = 0.0
+        if params["embeddings"] == "word2vec":
+            from pipeline.embeddings import word2vec_vectors
+            started = time.perf_counter()
+            vectors = word2vec_vectors(x_train, preprocessor.vocab_size, params["embedding_dim"], seed=params["seed"])
+            model.get_layer("embedding").set_weights([vectors])
+            embedding_seconds = time.perf_counter() - started
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = _dataset(x_train, y_train, params["batch_size"], rng)
@@ -147,7 +160,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                            keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                            save_weights_only=True),
                            timer]).history
-            train_seconds = time.perf_counter() - started
+            train_seconds = time.perf_counter() - started + embedding_seconds
             _save_for_serving(model, checkpoint, outputs["model.keras"])
         finally:
             checkpoint.unlink(missing_ok=True)
@@ -163,7 +176,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             "params": int(n_params), "epochs_run": epochs_run, "best_epoch": best + 1,
             "best_val_loss": round(float(history["val_loss"][best]), 6),
             "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
-            "train_seconds": round(train_seconds, 1),
+            "train_seconds": round(train_seconds, 1), "embedding_seconds": round(embedding_seconds, 1),
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
         }
         bundle.write_manifest(out, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
@@ -174,7 +187,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         _plot_curves(outputs["curves.png"], history, best + 1, f"{corpus} / {tok}")
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
-                   f"({counts['seconds_per_epoch']:.0f}s/epoch)")
+                   f"({f'word2vec {embedding_seconds:.0f}s, ' if embedding_seconds else ''}"
+                   f"{counts['seconds_per_epoch']:.0f}s/epoch)")
         return StageResult(summary=summary, counts=counts)
 
     return run_stage("train", f"{corpus}/{tok}", out, inputs=inputs, params=params, outputs=outputs, run=run,
