@@ -228,7 +228,9 @@ _TRAIN_HELP = {
     "bidirectional": "Bidirectional recurrent layers.", "cell": "Recurrent cell: lstm or gru.",
     "dropout": "Dropout rate.", "batch_size": "Batch size.", "epochs": "Maximum epochs.",
     "patience": "Early-stopping patience (epochs without val_loss improvement).",
-    "learning_rate": "Adam learning rate.", "seed": "Random seed (recorded).",
+    "learning_rate": "Adam learning rate.",
+    "lr_decay": "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
+    "seed": "Random seed (recorded).",
 }
 
 

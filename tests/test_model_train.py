@@ -12,7 +12,7 @@ import pytest
 from pipeline.io import MissingInputError, PipelineError, read_json
 from pipeline.model import build_model, length_batches, trim_padding
 from pipeline.stages.evaluate import compute_metrics, evaluate, unique_text_mask, write_report
-from pipeline.stages.train import train
+from pipeline.stages.train import _lr_schedule, train
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
@@ -137,7 +137,10 @@ def test_train_writes_the_bundle(trained):
     assert 1 <= counts["best_epoch"] <= counts["epochs_run"] <= SMALL["epochs"]
     assert counts["params"] > 0 and counts["train_seconds"] > 0
     history = pd.read_csv(bundle_dir / "history.csv")
-    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                                     "seconds"]
+    assert history["learning_rate"][0] == pytest.approx(SMALL["learning_rate"])
+    assert (np.diff(history["learning_rate"]) <= 0).all()
     assert len(history) == counts["epochs_run"]
     assert counts["best_val_accuracy"] == pytest.approx(history["val_accuracy"][counts["best_epoch"] - 1], abs=1e-6)
     manifest = read_json(bundle_dir / "bundle.json")
@@ -182,9 +185,21 @@ def test_train_is_reproducible_with_its_seed(tmp_path, trained):
     np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
 
 
+def test_lr_schedule():
+    import keras
+
+    assert _lr_schedule(1.0) == []
+    (callback,) = _lr_schedule(0.3)
+    assert isinstance(callback, keras.callbacks.ReduceLROnPlateau)
+    assert callback.factor == 0.3 and callback.patience == 0 and callback.monitor == "val_loss"
+
+
 def test_train_errors(tmp_path):
     with pytest.raises(PipelineError, match="unknown parameter"):
         train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path, unitz=3)
+    for bad in (0.0, 1.5):
+        with pytest.raises(PipelineError, match="lr_decay"):
+            train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path, lr_decay=bad)
     with pytest.raises(MissingInputError, match="train.npz"):
         train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path)
     out = write_processed(tmp_path / "data")

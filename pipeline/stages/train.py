@@ -4,7 +4,7 @@ Inputs: data/processed/<corpus>/<tok>/train.npz, val.npz and tokenizer.json (pad
 Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
 validation loss, kept by ModelCheckpoint; no optimizer state), a copy of tokenizer.json,
 bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
-loss/accuracy/seconds) and curves.png.
+loss/accuracy/learning rate/seconds) and curves.png.
 
 The Embedding layer starts from word2vec vectors learned from the train split's id
 sequences (pipeline.embeddings; `embeddings="random"` skips that).
@@ -71,6 +71,11 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Gener
     return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
+def _lr_schedule(factor: float) -> list:
+    """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""
+    return [] if factor == 1 else [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0)]
+
+
 class _EpochTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -117,6 +122,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     params = {**defaults.TRAIN, **params}
     if params["embeddings"] not in EMBEDDINGS:
         raise PipelineError(f"train: embeddings must be one of {', '.join(EMBEDDINGS)}, got {params['embeddings']!r}")
+    if not 0 < params["lr_decay"] <= 1:
+        raise PipelineError(f"train: lr_decay must be in (0, 1] (1 = off), got {params['lr_decay']}")
     src = Path(data_dir) / "processed" / corpus / tok
     out = artifact_dir(artifacts_dir, corpus, tok)
     inputs = {name: src / name for name in ("train.npz", "val.npz", "tokenizer.json")}
@@ -159,7 +166,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                                                          restore_best_weights=True),
                            keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                            save_weights_only=True),
-                           timer]).history
+                           *_lr_schedule(params["lr_decay"]), timer]).history
             train_seconds = time.perf_counter() - started + embedding_seconds
             _save_for_serving(model, checkpoint, outputs["model.keras"])
         finally:
@@ -183,7 +190,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                               training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
                                   "train_seconds")}})
-        _write_history(outputs["history.csv"], history, timer.seconds)
+        _write_history(outputs["history.csv"], history, timer.seconds, params["learning_rate"])
         _plot_curves(outputs["curves.png"], history, best + 1, f"{corpus} / {tok}")
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
@@ -215,12 +222,13 @@ def _save_for_serving(model: keras.Model, checkpoint: Path, target: Path) -> Non
             keras_tmp.unlink(missing_ok=True)
 
 
-def _write_history(path: Path, history: dict, epoch_seconds: list[float]) -> None:
+def _write_history(path: Path, history: dict, epoch_seconds: list[float], learning_rate: float) -> None:
     import pandas as pd
 
     table = pd.DataFrame({"epoch": np.arange(1, len(history["loss"]) + 1)})
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         table[key] = history[key]
+    table["learning_rate"] = history.get("learning_rate", learning_rate)       # logged when it can change
     table["seconds"] = np.round(epoch_seconds[:len(table)], 2)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
