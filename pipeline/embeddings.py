@@ -21,8 +21,8 @@ WORD2VEC = {"sg": 1, "window": 5, "epochs": 5, "min_count": 1, "negative": 5}   
 def word2vec_vectors(x: np.ndarray, vocab_size: int, dim: int, *, seed: int) -> np.ndarray:
     """A (vocab_size, dim) float32 matrix: row i is the word2vec vector of id i.
 
-    Ids that never occur in `x` (padding, ids of an unused vocabulary slot) get small
-    seeded random vectors on the same scale as the learned ones.
+    `x` holds ids below `vocab_size` (the train stage checks). Ids that never occur in it
+    (padding, an unused vocabulary slot) get seeded random vectors on the learned scale.
     """
     try:
         from gensim.models import Word2Vec
@@ -36,8 +36,7 @@ def word2vec_vectors(x: np.ndarray, vocab_size: int, dim: int, *, seed: int) -> 
         return rng.normal(0.0, 0.05, (vocab_size, dim)).astype(np.float32)
     w2v = Word2Vec(sentences, vector_size=dim, seed=seed, workers=1, **WORD2VEC)
     ids = np.array([int(key) for key in w2v.wv.index_to_key])
-    ids_ok = ids < vocab_size
-    learned = w2v.wv.vectors[ids_ok]
+    learned = w2v.wv.vectors
     vectors = rng.normal(0.0, float(learned.std()) or 0.05, (vocab_size, dim)).astype(np.float32)
-    vectors[ids[ids_ok]] = learned
+    vectors[ids] = learned
     return vectors

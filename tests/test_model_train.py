@@ -284,7 +284,8 @@ def _metrics(folder: Path, corpus: str, tok: str, accuracy: float) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "corpus": corpus, "tokenizer": tok, "accuracy": accuracy, "f1": 0.5, "roc_auc": None, "n_test": 10,
-        "unique_text_test": {"n": 7, "accuracy": 0.7}, "unseen_text_test": {"n": 5, "accuracy": 0.6}, "vocab_size": 30000, "maxlen": 55, "params": 1234567,
+        "unique_text_test": {"n": 7, "accuracy": 0.7}, "unseen_text_test": {"n": 5, "accuracy": 0.6},
+        "vocab_size": 30000, "maxlen": 55, "params": 1234567,
         "train_seconds": 412.0, "model_bytes": 23_400_000, "best_val_accuracy": 0.8}))
 
 

@@ -1,10 +1,11 @@
 """evaluate: score a trained bundle on the test split, then rewrite the comparison report.
 
 Inputs: data/processed/<corpus>/<tok>/test.npz (+ its tokenizer.json, to check it is the
-model's, and train.npz/val.npz, for the texts seen in training) and the bundle artifacts/<corpus>-<tok>/ (model.keras, tokenizer.json,
-bundle.json, train.manifest.json). Outputs beside the bundle: metrics.json,
-confusion.png, predictions.csv (id, text, label, probability, predicted). Then
-artifacts/REPORT.md is regenerated from every bundle's metrics.json (`write_report`).
+model's, and train.npz/val.npz, for the texts seen in training) and the bundle
+artifacts/<corpus>-<tok>/ (model.keras, tokenizer.json, bundle.json, train.manifest.json).
+Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, text, label,
+probability, predicted). Then artifacts/REPORT.md is regenerated from every bundle's
+metrics.json (`write_report`).
 
 The model is loaded through pipeline.bundle.load_bundle and scored with the same
 batching code as `ksent predict`, so evaluated and served probabilities agree.
@@ -200,8 +201,8 @@ def write_report(artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Path:
         "accuracy. *Unique-text acc.* counts only the test rows whose raw text occurs once in the test split; "
         "*unseen-text acc.* only those whose raw text is in neither the train nor the validation split.",
         "",
-        "| corpus | tokenizer | accuracy | F1 | ROC-AUC | unique-text acc. | unseen-text acc. | val acc. | vocab | maxlen "
-        "| params | training | model size | plots |",
+        "| corpus | tokenizer | accuracy | F1 | ROC-AUC | unique-text acc. | unseen-text acc. | val acc. | vocab "
+        "| maxlen | params | training | model size | plots |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for corpus, _, tok, folder, m in sorted(rows):
