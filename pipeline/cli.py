@@ -234,17 +234,14 @@ _TRAIN_HELP = {
 }
 
 
-_TRAIN_CHOICES = {"cell": ["lstm", "gru"], "embeddings": ["word2vec", "random"]}
-
-
 def train_options(f):
     """One option per key of pipeline.params.TRAIN, so the defaults live in one place."""
     for key, default in reversed(list(defaults.TRAIN.items())):
         flag = "--" + key.replace("_", "-")
         if isinstance(default, bool):
             f = click.option(f"{flag}/--no-{flag[2:]}", key, default=default, help=_TRAIN_HELP.get(key))(f)
-        elif key in _TRAIN_CHOICES:
-            f = click.option(flag, key, default=default, type=click.Choice(_TRAIN_CHOICES[key]),
+        elif key in defaults.TRAIN_CHOICES:
+            f = click.option(flag, key, default=default, type=click.Choice(defaults.TRAIN_CHOICES[key]),
                              help=_TRAIN_HELP[key])(f)
         else:
             f = click.option(flag, key, default=default, type=type(default), help=_TRAIN_HELP.get(key))(f)

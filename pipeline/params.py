@@ -66,3 +66,5 @@ TRAIN = {
     "lr_decay": 0.3,            # learning rate x this after an epoch without a lower val_loss (1 = off)
     "seed": 42,
 }
+
+TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("word2vec", "random")}

@@ -28,7 +28,6 @@ import numpy as np
 from pipeline import params as defaults
 from pipeline.io import PipelineError, StageResult, atomic_path, run_stage
 
-EMBEDDINGS = ("word2vec", "random")
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
 
@@ -120,8 +119,9 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     if unknown:
         raise PipelineError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
     params = {**defaults.TRAIN, **params}
-    if params["embeddings"] not in EMBEDDINGS:
-        raise PipelineError(f"train: embeddings must be one of {', '.join(EMBEDDINGS)}, got {params['embeddings']!r}")
+    embeddings = defaults.TRAIN_CHOICES["embeddings"]
+    if params["embeddings"] not in embeddings:
+        raise PipelineError(f"train: embeddings must be one of {', '.join(embeddings)}, got {params['embeddings']!r}")
     if not 0 < params["lr_decay"] <= 1:
         raise PipelineError(f"train: lr_decay must be in (0, 1] (1 = off), got {params['lr_decay']}")
     src = Path(data_dir) / "processed" / corpus / tok
