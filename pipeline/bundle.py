@@ -183,7 +183,9 @@ def load_bundle(directory: Path | str) -> Bundle:
 
 
 def _load_model(path: Path, manifest: dict):
-    import keras
+    from pipeline.quiet import import_keras
+
+    keras = import_keras()   # without TensorFlow's start-up chatter on stderr, unless KSENT_VERBOSE=1
 
     try:
         return keras.saving.load_model(path, compile=False)

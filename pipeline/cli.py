@@ -1,51 +1,86 @@
-"""`ksent`: one subcommand per stage, plus `run` (every stage) and `predict`.
+"""`ksent`: one subcommand per stage, plus `run` (every stage), `status` and `predict`.
 
 Thin on purpose: options are parsed here and passed to the stage functions,
 whose defaults live in pipeline.params. Errors a user can act on
-(PipelineError) become a one-line message and exit code 1, never a traceback.
+(PipelineError) become a one-line message and exit code 1 (2 for a bad
+parameter), never a traceback; so does any other error, unless KSENT_DEBUG=1.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import sys
+import signal
 from pathlib import Path
-
-# TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for
-# our users; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import click
 
-from pipeline import params as defaults
+from pipeline import params as defaults, quiet
 from pipeline.corpora import CORPORA
-from pipeline.io import PipelineError
+from pipeline.io import ParameterError, PipelineError, write_error
 from pipeline.text.normalize import PROFILES
+
+# TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for our
+# users: `ksent --verbose` or KSENT_VERBOSE=1 shows it. See pipeline.quiet.
+quiet.default_log_level()
 
 TOKENIZER_KINDS = ("word", "char", "morpheme")
 BACKENDS = ("mecab", "okt", "kiwi")
 
 
+DEBUG_ENV = "KSENT_DEBUG"
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _terminate(signum, frame):
+    # Unwind like Ctrl-C, so that staging folders are removed and worker processes stopped.
+    raise KeyboardInterrupt
+
+
 class KsentGroup(click.Group):
     def invoke(self, ctx):
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
+        except ParameterError as exc:
+            raise click.UsageError(str(exc), ctx) from None
         except PipelineError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted; finished outputs are kept, unfinished ones were discarded")
+            raise click.ClickException("interrupted; the previous outputs are kept, unfinished ones were "
+                                       "discarded") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if os.environ.get(DEBUG_ENV) or exc.errno not in WRITE_ERRNOS:
+                raise _unexpected(exc) if not os.environ.get(DEBUG_ENV) else exc
+            raise click.ClickException(str(write_error(exc, ctx.invoked_subcommand or "ksent"))) from None
+        except Exception as exc:  # noqa: BLE001 - a one-line message, not a traceback, for any failure
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise _unexpected(exc) from None
+
+
+def _unexpected(exc: BaseException) -> click.ClickException:
+    return click.ClickException(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]} "
+                                f"(set {DEBUG_ENV}=1 to see the traceback)")
 
 
 @click.group(cls=KsentGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="ksent")
-def cli():
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's start-up log (or set KSENT_VERBOSE=1).")
+def cli(verbose):
     """Korean review sentiment pipeline.
 
     Stages, each re-runnable alone (skipped when its inputs and parameters are
     unchanged; --force re-runs): download -> clean -> dedupe -> split ->
     tokenize -> pad -> train -> evaluate. `ksent run` runs them all;
-    `ksent predict` classifies new text with a trained bundle.
+    `ksent predict` classifies new text with a trained bundle; `ksent status`
+    says which stages would re-run, and why.
     """
+    if verbose:
+        quiet.set_verbose()
 
 
 def _echo(line: str) -> None:
@@ -118,8 +153,10 @@ def _tok_name(kind: str, backend: str, jamo: bool) -> str:
 @corpus_option
 @mirror_option
 @data_options
-@click.option("--retries", default=3, help="Retries on transient network errors (exponential backoff).")
-@click.option("--timeout", default=30.0, help="Seconds to wait for the server.")
+@click.option("--retries", default=3, type=click.IntRange(0, 100),
+              help="Retries on transient network errors (exponential backoff).")
+@click.option("--timeout", default=30.0, type=click.FloatRange(0, 3600, min_open=True),
+              help="Seconds to wait for the server.")
 def download(corpus, mirror, data_dir, force, retries, timeout):
     """Fetch the corpus files into DATA_DIR/raw/<corpus>/ and verify their checksums."""
     from pipeline.stages.download import download as run
@@ -161,7 +198,8 @@ def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test):
 @cli.command()
 @corpus_option
 @data_options
-@click.option("--seed", default=defaults.SPLIT["seed"], help="Random seed of the stratified split.")
+@click.option("--seed", default=defaults.SPLIT["seed"], type=click.IntRange(0, 2**32 - 1),
+              help="Random seed of the stratified split.")
 @click.option("--val-ratio", default=defaults.SPLIT["val_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Validation share: of the train rows (corpus with a test file) or of all rows.")
 @click.option("--test-ratio", default=defaults.SPLIT["test_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -243,6 +281,10 @@ def train_options(f):
         elif key in defaults.TRAIN_CHOICES:
             f = click.option(flag, key, default=default, type=click.Choice(defaults.TRAIN_CHOICES[key]),
                              help=_TRAIN_HELP[key])(f)
+        elif key in defaults.TRAIN_LIMITS:
+            low, high = defaults.TRAIN_LIMITS[key]
+            kind = click.IntRange(low, high) if isinstance(default, int) else click.FloatRange(low, high)
+            f = click.option(flag, key, default=default, type=kind, help=_TRAIN_HELP.get(key))(f)
         else:
             f = click.option(flag, key, default=default, type=type(default), help=_TRAIN_HELP.get(key))(f)
     return f
@@ -305,6 +347,30 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 
 
 @cli.command()
+@corpus_option
+@tokenizer_options
+@click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+              help="Root of raw/, interim/ and processed/.")
+@artifacts_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
+def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
+    """Which stages `ksent run` would re-run (stale, and why) or run first (missing), without running them."""
+    from pipeline.status import pipeline_status
+
+    segmenter = _segmenter(kind, backend, jamo)
+    rows = pipeline_status(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({"corpus": corpus, "tokenizer": segmenter.name(), "stage": row.stage,
+                                   "state": row.state, "reasons": row.reasons, "command": row.command},
+                                  ensure_ascii=False))
+        return
+    click.echo(f"status {corpus}/{segmenter.name()}:")
+    for row in rows:
+        click.echo(row.line())
+
+
+@cli.command()
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
@@ -315,53 +381,43 @@ def report(artifacts_dir):
 
 # --- predict -------------------------------------------------------------------------------
 
-def _read_lines(stream, name: str) -> list[str]:
-    data = stream.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise click.ClickException(f"{name} is not valid UTF-8 (line {line}, byte {exc.start}); "
-                                   f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
-    return text.splitlines()
-
-
 @cli.command()
 @click.argument("texts", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
               help="Bundle directory [default: the NSMC bundle with the best validation accuracy in ./artifacts].")
-@click.option("--file", "file_", type=click.File("rb"), help="Read reviews from this file, one per line ('-' = stdin).")
+@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Read reviews from this file, one per line ('-' = stdin).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
 @click.option("--batch-size", default=1024, type=click.IntRange(min=1), help="Reviews per model call.")
 def predict(texts, model_dir, file_, as_json, batch_size):
     """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
 
-    Prints one line per review: 긍정 (positive) or 부정 (negative), the
-    probability of positive, and the text. Every input line gets a result; a
-    review that is empty or cleans to nothing (emoji, non-Korean text) is
-    classified from an empty sequence and flagged `"empty": true` in --json.
+    Only \\n or \\r\\n ends an input line, so every input line gets exactly one
+    result: 긍정 (positive) or 부정 (negative), the probability of positive, and
+    the text, escaped to stay on one line (\\t, \\n, \\u2028, ..., \\\\ for a
+    backslash; an empty review shows as <empty>). A review that is empty or
+    cleans to nothing (emoji, non-Korean text) is classified from an empty
+    sequence and flagged `"empty": true` in --json, which gives the exact text.
     """
     from pipeline.bundle import default_model_dir, load_bundle
+    from pipeline.lines import format_plain, read_lines, read_path_lines, stdin_stream
 
     if texts and file_:
         raise click.UsageError("give reviews as arguments or with --file, not both")
     if file_:
-        lines = _read_lines(file_, file_.name)
+        lines = read_path_lines(file_)
     elif texts:
         lines = list(texts)
-    elif not sys.stdin.isatty():
-        lines = _read_lines(sys.stdin.buffer, "standard input")
     else:
-        raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
+        stdin = stdin_stream()
+        if stdin.isatty():
+            raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
+        lines = read_lines(stdin, "standard input")
     if not lines:
         return
     bundle = load_bundle(model_dir or default_model_dir(defaults.ARTIFACTS_DIR))
     for record in bundle.predict(lines, batch_size=batch_size):
-        if as_json:
-            click.echo(json.dumps(record, ensure_ascii=False))
-        else:
-            word = "긍정" if record["label"] == 1 else "부정"
-            click.echo(f"{word}\t{record['probability']:.4f}\t{record['text']}")
+        click.echo(json.dumps(record, ensure_ascii=False) if as_json else format_plain(record))
 
 
 def main():

@@ -55,12 +55,6 @@ class Corpus:
         return pd.concat(frames, ignore_index=True), problems
 
 
-def git_blob_sha1(self) -> str:
-        # The blob header needs the size, so the content hash restarts with the header;
-        # hashlib objects cannot be prefixed, hence a second pass over the file in `verify_file`.
-        raise NotImplementedError
-
-
 def git_blob_sha1(path: Path | str) -> str:
     path = Path(path)
     h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
@@ -129,17 +123,24 @@ def _parse_shopping(line: str):
     return None, text, int(value > 3), value
 
 
+ENCODING_FAILURE_SHARE = 0.1   # more invalid UTF-8 lines than this: the file is in another encoding
+
+
 def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, Counter]:
+    """Parse one upstream file; a line that is not valid UTF-8 is dropped and counted once."""
     ids, texts, labels, ratings = [], [], [], []
     problems: Counter = Counter()
-    # errors="replace": an invalid byte becomes U+FFFD in that row instead of aborting the file
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+    lines = 0
+    with open(path, "rb") as fh:                   # lines end at b"\n" only, as upstream writes them
         for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
+            lines += 1
             if lineno == 1 and corpus.has_header:
                 continue
-            if "\ufffd" in line:
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
                 problems["invalid UTF-8"] += 1
+                continue
             parsed = corpus.parse_line(line)
             if isinstance(parsed, str):
                 problems[parsed] += 1
@@ -149,6 +150,11 @@ def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, 
             texts.append(text)
             labels.append(label)
             ratings.append(rating)
+    if problems["invalid UTF-8"] > max(1, ENCODING_FAILURE_SHARE * lines):
+        from pipeline.io import PipelineError
+        raise PipelineError(f"{path} is not UTF-8 ({problems['invalid UTF-8']:,} of {lines:,} lines are not valid "
+                            f"UTF-8; Korean text in CP949/EUC-KR looks like this) - convert it, e.g. "
+                            f"`iconv -f CP949 -t UTF-8`, or download the upstream file again")
     frame = pd.DataFrame({
         "id": pd.Series(ids, dtype="string"),
         "text": pd.Series(texts, dtype="string"),

@@ -7,10 +7,12 @@ the output layer) - finite, never NaN.
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from pipeline.params import TRAIN
+from pipeline.quiet import import_keras
+
+keras = import_keras()   # TensorFlow's start-up log stays off the terminal unless KSENT_VERBOSE=1
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 

@@ -68,3 +68,11 @@ TRAIN = {
 }
 
 TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("word2vec", "random")}
+
+# Accepted ranges of the numeric TRAIN parameters, (low, high) inclusive; the CLI and the train
+# stage both check them. The upper bounds only catch typos that would exhaust memory or time.
+TRAIN_LIMITS = {
+    "embedding_dim": (1, 4096), "units": (1, 4096), "layers": (1, 8), "batch_size": (1, 65536),
+    "epochs": (1, 1000), "patience": (0, 1000), "seed": (0, 2**32 - 1),
+    "dropout": (0.0, 0.95), "learning_rate": (0.0, 1.0), "lr_decay": (0.01, 1.0),
+}

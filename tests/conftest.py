@@ -39,15 +39,21 @@ def write_nsmc_file(path: Path, rows: list[tuple[str, int]], start_id: int = 100
     return path
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path, monkeypatch):
-    """A corpus "tiny" in NSMC format, mirrored under tmp_path/mirror/tiny/ and registered."""
-    mirror = tmp_path / "mirror"
-    train = write_nsmc_file(mirror / "tiny" / "ratings_train.txt", synthetic_reviews(300, seed=1), 1000)
-    test = write_nsmc_file(mirror / "tiny" / "ratings_test.txt", synthetic_reviews(100, seed=2), 5000)
+def register_tiny(monkeypatch, mirror: Path) -> None:
+    """Register corpus "tiny" with the checksums of the files now in mirror/tiny/ (call again after editing them)."""
+    train, test = mirror / "tiny" / "ratings_train.txt", mirror / "tiny" / "ratings_test.txt"
     spec = corpora.Corpus(
         name="tiny", description="test fixture", has_header=True, parse_line=corpora.CORPORA["nsmc"].parse_line,
         files=(corpora.CorpusFile(train.name, f"http://127.0.0.1:9/tiny/{train.name}", "train", sha256=sha256_file(train)),
                corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test))))
     monkeypatch.setitem(corpora.CORPORA, "tiny", spec)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path, monkeypatch):
+    """A corpus "tiny" in NSMC format, mirrored under tmp_path/mirror/tiny/ and registered."""
+    mirror = tmp_path / "mirror"
+    write_nsmc_file(mirror / "tiny" / "ratings_train.txt", synthetic_reviews(300, seed=1), 1000)
+    write_nsmc_file(mirror / "tiny" / "ratings_test.txt", synthetic_reviews(100, seed=2), 5000)
+    register_tiny(monkeypatch, mirror)
     return mirror

@@ -12,7 +12,7 @@ from pipeline.io import PipelineError
 from pipeline.stages.clean import clean
 from pipeline.stages.download import download
 from pipeline.text.normalize import Normalizer, squeeze_repeats
-from tests.conftest import write_nsmc_file
+from tests.conftest import register_tiny, write_nsmc_file
 
 korean_text = st.text(alphabet=st.sampled_from(list("가나다라마바사아자차카타파하ㅋㅎㅠ 123abcABC!?.,'()\t\n😀")))
 
@@ -62,11 +62,12 @@ def test_unknown_profile_is_a_clear_error():
         Normalizer("x")
 
 
-def test_clean_stage_counts_and_keeps_empty_test_rows(tmp_path, tiny_corpus):
+def test_clean_stage_counts_and_keeps_empty_test_rows(tmp_path, tiny_corpus, monkeypatch):
     raw = tiny_corpus / "tiny"
     write_nsmc_file(raw / "ratings_train.txt", [("좋아요!!", 1), ("^^", 1), ("", 0), ("별로 ㅠㅠㅠㅠ", 0)],
                     extra_lines=("9\t라벨 없음", "10\t나쁜 라벨\t7"))
     write_nsmc_file(raw / "ratings_test.txt", [("재밌다", 1), ("!!!", 0)], start_id=50)
+    register_tiny(monkeypatch, tiny_corpus)
     data = tmp_path / "d"
     (data / "raw").mkdir(parents=True)
     (data / "raw" / "tiny").symlink_to(raw)   # the stage reads only data/raw/<corpus>

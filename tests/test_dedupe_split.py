@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.io import PipelineError
+from pipeline.io import adopt_outputs, PipelineError
 from pipeline.stages.dedupe import dedupe, dedupe_table
 from pipeline.stages.split import assign_splits, split
 
@@ -54,6 +54,7 @@ def test_dedupe_stage_summary_and_bad_policy(tmp_path):
     folder = tmp_path / "interim" / "c"
     folder.mkdir(parents=True)
     _table(ROWS).to_parquet(folder / "clean.parquet")
+    adopt_outputs("clean", "c", folder, ["clean.parquet"])
     lines = []
     dedupe("c", data_dir=tmp_path, echo=lines.append)                   # defaults: majority, keep
     assert lines[0].startswith("dedupe c: train 10 -> 4 rows (3 duplicates removed; 2 texts with conflicting "
@@ -89,6 +90,7 @@ def test_split_stage_writes_table_and_report(tmp_path):
     folder = tmp_path / "interim" / "c"
     folder.mkdir(parents=True)
     _many(500, "all").assign(raw="r", rating=pd.NA).to_parquet(folder / "dedupe.parquet")
+    adopt_outputs("dedupe", "c", folder, ["dedupe.parquet"])
     result = split("c", data_dir=tmp_path, echo=lambda line: None)
     assert result.counts["train"]["rows"] + result.counts["val"]["rows"] + result.counts["test"]["rows"] == 500
     table = pd.read_parquet(folder / "split.parquet")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.io import MissingInputError, PipelineError, read_json
+from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
 from pipeline.model import build_model, length_batches, trim_padding
 from pipeline.stages.evaluate import compute_metrics, evaluate, unique_text_mask, write_report
 from pipeline.stages.train import _lr_schedule, train
@@ -56,6 +56,7 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
         np.savez_compressed(out / f"{name}.npz", x=pre.transform(texts), y=np.array([y for _, y in rows], np.int8),
                             ids=np.array([f"{name}-{i}" for i in range(len(rows))]), text=np.array(texts, dtype=str))
     (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
+    adopt_outputs("pad", f"{corpus}/{pre.name}", out, ["train.npz", "val.npz", "test.npz", "tokenizer.json"])
     return out
 
 
@@ -207,6 +208,9 @@ def test_train_errors(tmp_path):
         arrays = dict(npz)
     arrays["x"][0, -1] = 10_000                     # an id the vocabulary does not have
     np.savez(out / "val.npz", **arrays)
+    with pytest.raises(PipelineError, match=r"val.npz is not the file the pad stage recorded .* re-run `ksent pad"):
+        train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
+    adopt_outputs("pad", "tiny/word", out, ["train.npz", "val.npz", "test.npz", "tokenizer.json"])
     with pytest.raises(PipelineError, match="outside"):
         train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
 

@@ -12,26 +12,53 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline import params as defaults
-from pipeline.corpora import get_corpus
-from pipeline.io import StageResult, atomic_path, run_stage, write_json
-from pipeline.text.normalize import Normalizer
+from pipeline.corpora import CorpusFile, get_corpus, verify_file
+from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, run_stage, write_json
+from pipeline.text.normalize import PROFILES, Normalizer
 
 
 def interim_dir(data_dir: Path | str, corpus: str) -> Path:
     return Path(data_dir) / "interim" / corpus
 
 
+def _pinned(corpus: str, spec: CorpusFile) -> Callable[[Path], None]:
+    """A check that a raw file is still the verified upstream file (not edited or re-encoded since)."""
+    def check(path: Path) -> None:
+        ok, actual = verify_file(path, spec)
+        if not ok:
+            raise PipelineError(f"clean {corpus}: {path} is not the upstream file ({spec.checksum_kind()} "
+                                f"{actual[:12]}..., pinned {spec.expected_checksum()[:12]}...): it changed after "
+                                f"download - re-run `ksent download --corpus {corpus} --force`")
+    return check
+
+
+def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
+         squeeze: int = defaults.CLEAN["squeeze"], drop_empty_test: bool = defaults.CLEAN["drop_empty_test"]) -> Stage:
+    spec = get_corpus(corpus)
+    if profile not in PROFILES:
+        raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if isinstance(squeeze, bool) or not isinstance(squeeze, int) or squeeze < 0:
+        raise ParameterError(f"squeeze must be an integer >= 0, got {squeeze!r}")
+    raw_dir = Path(data_dir) / "raw" / corpus
+    return Stage("clean", corpus, interim_dir(data_dir, corpus),
+                 inputs={f.name: Input(raw_dir / f.name, None, _pinned(corpus, f)) for f in spec.files},
+                 params={"profile": profile, "squeeze": squeeze, "drop_empty_test": bool(drop_empty_test)},
+                 outputs=("clean.parquet", "normalizer.json"))
+
+
 def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
           squeeze: int = defaults.CLEAN["squeeze"], drop_empty_test: bool = defaults.CLEAN["drop_empty_test"],
           force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+    stage = plan(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test)
     spec = get_corpus(corpus)
     normalizer = Normalizer(profile=profile, squeeze=squeeze)
     raw_dir = Path(data_dir) / "raw" / corpus
-    out_dir = interim_dir(data_dir, corpus)
-    table_path, normalizer_path = out_dir / "clean.parquet", out_dir / "normalizer.json"
 
-    def run() -> StageResult:
+    def run(out: Staging) -> StageResult:
         table, problems = spec.read(raw_dir)
+        if not (table["source"] != "test").any():
+            raise PipelineError(f"clean {corpus}: no valid training rows in {raw_dir} "
+                                f"({', '.join(f'{n:,} {r}' for r, n in problems.items()) or 'no data lines'})")
         read_by_source = table["source"].value_counts().to_dict()
         table = table.rename(columns={"text": "raw"})
         table["text"] = [normalizer(t) for t in table["raw"]]
@@ -39,9 +66,8 @@ def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults
         droppable = empty & ((table["source"] != "test") | drop_empty_test)
         kept_empty = int((empty & ~droppable).sum())
         table = table.loc[~droppable, ["id", "raw", "text", "label", "rating", "source"]].reset_index(drop=True)
-        with atomic_path(table_path) as tmp:
-            table.to_parquet(tmp, index=False)
-        write_json(normalizer_path, normalizer.to_dict())
+        table.to_parquet(out.path("clean.parquet"), index=False)
+        write_json(out.path("normalizer.json"), normalizer.to_dict())
 
         read = sum(read_by_source.values()) + sum(problems.values())
         by_source = ", ".join(f"{src} {n:,}" for src, n in sorted(read_by_source.items(), reverse=True))
@@ -54,8 +80,4 @@ def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults
             "rows_read": read, "rows_read_by_source": read_by_source, "malformed": dict(problems),
             "empty_dropped": int(droppable.sum()), "empty_test_kept": kept_empty, "rows_out": len(table)})
 
-    return run_stage("clean", corpus, out_dir,
-                     inputs={f.name: raw_dir / f.name for f in spec.files},
-                     params={"profile": profile, "squeeze": squeeze, "drop_empty_test": drop_empty_test},
-                     outputs={"clean.parquet": table_path, "normalizer.json": normalizer_path},
-                     run=run, force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)

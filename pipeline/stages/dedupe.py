@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from pipeline import params as defaults
-from pipeline.io import PipelineError, StageResult, atomic_path, run_stage
+from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_table, run_stage
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
 LEAKAGE_POLICIES = ("drop-train", "keep")
@@ -45,7 +45,7 @@ def resolve_conflicts(rows: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, in
 def dedupe_table(table: pd.DataFrame, *, conflicts: str, leakage: str, dedupe_test: bool
                  ) -> tuple[pd.DataFrame, dict]:
     if leakage not in LEAKAGE_POLICIES:
-        raise PipelineError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
+        raise ParameterError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
     is_test = table["source"] == "test"
     train, test = table[~is_test], table[is_test]
     counts: dict = {"train_in": len(train), "test_in": len(test)}
@@ -82,21 +82,29 @@ def _summary(corpus: str, c: dict, conflicts: str, leakage: str, dedupe_test: bo
     return line
 
 
+def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
+         leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"]) -> Stage:
+    if conflicts not in CONFLICT_POLICIES:
+        raise ParameterError(f"unknown conflict policy {conflicts!r}; choose one of {', '.join(CONFLICT_POLICIES)}")
+    if leakage not in LEAKAGE_POLICIES:
+        raise ParameterError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
+    folder = Path(data_dir) / "interim" / corpus
+    return Stage("dedupe", corpus, folder, inputs={"clean.parquet": Input(folder / "clean.parquet", "clean")},
+                 params={"conflicts": conflicts, "leakage": leakage, "dedupe_test": bool(dedupe_test)},
+                 outputs=("dedupe.parquet",))
+
+
 def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
            leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"],
            force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    if conflicts not in CONFLICT_POLICIES:
-        raise PipelineError(f"unknown conflict policy {conflicts!r}; choose one of {', '.join(CONFLICT_POLICIES)}")
-    out_dir = Path(data_dir) / "interim" / corpus
-    source, target = out_dir / "clean.parquet", out_dir / "dedupe.parquet"
+    stage = plan(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
 
-    def run() -> StageResult:
-        table, counts = dedupe_table(pd.read_parquet(source), conflicts=conflicts, leakage=leakage,
-                                     dedupe_test=dedupe_test)
-        with atomic_path(target) as tmp:
-            table.to_parquet(tmp, index=False)
+    def run(out: Staging) -> StageResult:
+        table, counts = dedupe_table(read_table(stage.inputs["clean.parquet"].path, "clean", corpus),
+                                     conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
+        if not counts["train_out"]:
+            raise PipelineError(f"dedupe {corpus}: no training rows left (policy conflicts={conflicts!r})")
+        table.to_parquet(out.path("dedupe.parquet"), index=False)
         return StageResult(summary=_summary(corpus, counts, conflicts, leakage, dedupe_test), counts=counts)
 
-    return run_stage("dedupe", corpus, out_dir, inputs={"clean.parquet": source},
-                     params={"conflicts": conflicts, "leakage": leakage, "dedupe_test": dedupe_test},
-                     outputs={"dedupe.parquet": target}, run=run, force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)

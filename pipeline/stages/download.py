@@ -20,7 +20,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.io import PipelineError, StageResult, atomic_path, library_versions, write_json
+from pipeline.io import (ParameterError, PipelineError, StageResult, atomic_path, folder_lock, library_versions,
+                         write_error, write_json)
 
 MIRROR_ENV = "KSENT_MIRROR"
 _CHUNK = 1 << 16
@@ -109,8 +110,25 @@ def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None =
              retries: int = 3, backoff: float = 1.0, timeout: float = 30.0, progress: bool = True,
              echo: Callable[[str], None] = print) -> StageResult:
     spec = get_corpus(corpus)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise ParameterError(f"retries must be an integer from 0 to 100, got {retries!r}")
+    for name, value in (("timeout", timeout), ("backoff", backoff)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600 \
+                or (name == "timeout" and value == 0):
+            raise ParameterError(f"{name} must be a number of seconds in {'(0' if name == 'timeout' else '[0'}, "
+                                 f"3600], got {value!r}")
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     raw_dir = Path(data_dir) / "raw" / corpus
+    with folder_lock(raw_dir, f"download {corpus}", echo):
+        try:
+            return _download(spec, corpus, raw_dir, mirror, force=force, retries=retries, backoff=backoff,
+                             timeout=timeout, progress=progress, echo=echo)
+        except OSError as exc:          # network errors are handled inside; this is the local disk
+            raise write_error(exc, f"download {corpus}") from None
+
+
+def _download(spec, corpus: str, raw_dir: Path, mirror: str | None, *, force: bool, retries: int, backoff: float,
+              timeout: float, progress: bool, echo: Callable[[str], None]) -> StageResult:
     fetched, kept = [], []
     started = time.perf_counter()
     for f in spec.files:

@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.io import (PipelineError, StageResult, atomic_path, read_json, run_stage, sha256_file, write_json,
-                         write_text)
+from pipeline.io import (Input, PipelineError, Stage, StageResult, Staging, folder_lock, read_json, read_npz,
+                         run_stage, sha256_file, write_json, write_text)
 
 REPORT_FILE = "REPORT.md"
 
@@ -76,8 +76,7 @@ def _plot_confusion(path: Path, matrix: dict, title: str) -> None:
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"],
            yticklabels=["negative", "positive"], xlabel="predicted", ylabel="true label", title=title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -89,8 +88,20 @@ def _write_predictions(path: Path, ids, texts, labels, probability: np.ndarray, 
                           # float64 holding the float32 exactly; written with full (repr) precision
                           "probability": probability.astype(np.float64),
                           "predicted": (probability >= threshold).astype(int)})
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    table.to_csv(path, index=False)
+
+
+def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
+         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
+    from pipeline.bundle import THRESHOLD
+
+    src = Path(data_dir) / "processed" / corpus / tok
+    bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
+    inputs = {name: Input(src / name, "pad") for name in ("test.npz", "train.npz", "val.npz")}
+    inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad")
+    inputs.update({name: Input(bundle_dir / name, "train") for name in ("model.keras", "tokenizer.json", "bundle.json")})
+    return Stage("evaluate", f"{corpus}/{tok}", bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
+                 outputs=("metrics.json", "confusion.png", "predictions.csv"))
 
 
 def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
@@ -99,32 +110,31 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     """Score <artifacts_dir>/<corpus>-<tok>/ on the test split; write metrics and REPORT.md."""
     from pipeline.bundle import THRESHOLD
 
-    src = Path(data_dir) / "processed" / corpus / tok
-    bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
-    inputs = {"test.npz": src / "test.npz", "train.npz": src / "train.npz", "val.npz": src / "val.npz",
-              "processed tokenizer.json": src / "tokenizer.json"}
-    inputs.update({name: bundle_dir / name for name in ("model.keras", "tokenizer.json", "bundle.json",
-                                                        "train.manifest.json")})
-    outputs = {name: bundle_dir / name for name in ("metrics.json", "confusion.png", "predictions.csv")}
+    stage = plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)
+    inputs = {name: inp.path for name, inp in stage.inputs.items()}
+    bundle_dir, label = stage.folder, stage.label
 
-    def run() -> StageResult:
+    def run(out: Staging) -> StageResult:
         from pipeline.bundle import load_bundle
 
         bundle = load_bundle(bundle_dir)
         if sha256_file(inputs["processed tokenizer.json"]) != bundle.manifest["tokenizer"]["sha256"]:
-            raise PipelineError(f"evaluate {corpus}/{tok}: {src}/ was padded with a different tokenizer.json "
-                                f"than the model was trained with - re-run `ksent train --corpus {corpus}`")
-        with np.load(inputs["test.npz"], allow_pickle=False) as npz:
-            x, y, ids, texts = npz["x"], npz["y"], npz["ids"], npz["text"]
+            raise PipelineError(f"evaluate {label}: {inputs['test.npz'].parent}/ was padded with a different "
+                                f"tokenizer.json than the model was trained with - re-run "
+                                f"`ksent train --corpus {corpus}` (see `ksent status`)")
+        test = read_npz(inputs["test.npz"], "pad", label, ("x", "y", "ids", "text"))
+        x, y, ids, texts = test["x"], test["y"], test["ids"], test["text"]
         if not len(y):
-            raise PipelineError(f"evaluate {corpus}/{tok}: the test split is empty")
-        if x.shape[1] != bundle.preprocessor.maxlen:
-            raise PipelineError(f"evaluate {corpus}/{tok}: test.npz has {x.shape[1]} columns, the bundle's "
+            raise PipelineError(f"evaluate {label}: the test split is empty")
+        if x.ndim != 2 or x.shape[1] != bundle.preprocessor.maxlen:
+            raise PipelineError(f"evaluate {label}: test.npz has shape {x.shape}, the bundle's "
                                 f"maxlen is {bundle.preprocessor.maxlen} - re-run the pad and train stages")
         probability = bundle.predict_ids(x)
         unique = unique_text_mask(texts)
-        unseen = ~np.isin(texts, _texts(inputs["train.npz"], inputs["val.npz"]))
-        trained = read_json(inputs["train.manifest.json"]).get("counts", {})
+        seen = np.concatenate([read_npz(inputs[name], "pad", label, ("text",))["text"]
+                               for name in ("train.npz", "val.npz")])
+        unseen = ~np.isin(texts, seen)
+        trained = bundle.manifest.get("training") or {}
         metrics = {
             "corpus": corpus, "tokenizer": tok, "threshold": THRESHOLD, "n_test": int(len(y)),
             **{k: v for k, v in compute_metrics(y, probability, THRESHOLD).items() if k != "n"},
@@ -139,11 +149,11 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             "model_bytes": (bundle_dir / "model.keras").stat().st_size,
             **{k: trained.get(k) for k in ("train_seconds", "epochs_run", "best_epoch", "best_val_accuracy")},
         }
-        write_json(outputs["metrics.json"], metrics)
-        _plot_confusion(outputs["confusion.png"], metrics["confusion_matrix"],
-                            f"{corpus} / {tok}: accuracy {metrics['accuracy']:.4f}")
-        _write_predictions(outputs["predictions.csv"], ids, texts, y, probability, THRESHOLD)
-        summary = (f"evaluate {corpus}/{tok}: test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
+        write_json(out.path("metrics.json"), metrics)
+        _plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
+                        f"{corpus} / {tok}: accuracy {metrics['accuracy']:.4f}")
+        _write_predictions(out.path("predictions.csv"), ids, texts, y, probability, THRESHOLD)
+        summary = (f"evaluate {label}: test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
                    f"ROC-AUC {_fmt(metrics['roc_auc'])} on {len(y):,} rows; unique-text rows "
                    f"{metrics['unique_text_test']['n']:,}: accuracy {_fmt(metrics['unique_text_test']['accuracy'])}; "
                    f"rows unseen in training {metrics['unseen_text_test']['n']:,}: accuracy "
@@ -151,19 +161,9 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         return StageResult(summary=summary, counts={k: metrics[k] for k in (
             "n_test", "accuracy", "f1", "roc_auc", "empty_test_rows")})
 
-    result = run_stage("evaluate", f"{corpus}/{tok}", bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
-                       outputs=outputs, run=run, force=force, echo=echo)
+    result = run_stage(stage, run, force=force, echo=echo)
     write_report(artifacts_dir)
     return result
-
-
-def _texts(*npz_paths: Path) -> np.ndarray:
-    """The raw texts of the given splits' .npz files."""
-    parts = []
-    for path in npz_paths:
-        with np.load(path, allow_pickle=False) as npz:
-            parts.append(npz["text"])
-    return np.concatenate(parts)
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -185,7 +185,13 @@ def _duration(seconds) -> str:
 
 def write_report(artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Path:
     """Rewrite <artifacts_dir>/REPORT.md: one table row per <bundle>/metrics.json, best first per corpus."""
-    artifacts_dir = Path(artifacts_dir)
+    path = Path(artifacts_dir) / REPORT_FILE
+    with folder_lock(path, "report"):           # read every metrics.json and write, as one writer
+        write_text(path, _report(Path(artifacts_dir)))
+    return path
+
+
+def _report(artifacts_dir: Path) -> str:
     rows, unreadable = [], []
     for path in sorted(artifacts_dir.glob("*/metrics.json")):
         try:
@@ -218,6 +224,4 @@ def write_report(artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Path:
         lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||")
     if unreadable:
         lines += ["", f"Unreadable metrics.json (skipped): {', '.join(unreadable)}."]
-    path = artifacts_dir / REPORT_FILE
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"

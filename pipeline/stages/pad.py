@@ -9,6 +9,7 @@ Nothing is learned from validation or test rows.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import params as defaults
-from pipeline.io import PipelineError, StageResult, atomic_path, read_json, run_stage, write_json, write_text
+from pipeline.io import (Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_json_from, read_table,
+                         run_stage, save_npz, write_json, write_text)
 from pipeline.stages.split import SPLITS
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
@@ -29,9 +31,14 @@ def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
     return Path(data_dir) / "processed" / corpus / tok
 
 
-def _save_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
+
+
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float, title: str) -> None:
@@ -46,9 +53,38 @@ def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float,
     ax.set(xlabel="tokens per review (train split)", ylabel="reviews", title=title)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
+         min_freq: int = defaults.PAD["min_freq"], maxlen: int | str = defaults.PAD["maxlen"],
+         coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
+         truncating: str = defaults.PAD["truncating"]) -> Stage:
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if padding not in SIDES or truncating not in SIDES:
+        raise ParameterError("padding and truncating must each be 'pre' or 'post'")
+    if maxlen != "auto" and not (is_int(maxlen) and 1 <= maxlen <= MAXLEN_LIMIT):
+        raise ParameterError(f"maxlen must be 'auto' or an integer from 1 to {MAXLEN_LIMIT:,}, got {maxlen!r}")
+    if not is_int(max_words) or not (max_words == 0 or max_words >= 3):
+        raise ParameterError(f"max_words must be 0 (no limit) or at least 3 (ids 0 and 1 are reserved), "
+                             f"got {max_words!r}")
+    if not is_int(min_freq) or min_freq < 1:
+        raise ParameterError(f"min_freq must be an integer >= 1, got {min_freq!r}")
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage <= 1:
+        raise ParameterError(f"coverage must be in (0, 1], got {coverage!r}")
+    interim = Path(data_dir) / "interim" / corpus
+    folder = processed_dir(data_dir, corpus, tok)
+    return Stage("pad", f"{corpus}/{tok}", folder,
+                 inputs={"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
+                         "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
+                         "split.parquet": Input(interim / "split.parquet", "split"),
+                         "normalizer.json": Input(interim / "normalizer.json", "clean")},
+                 params={"max_words": max_words, "min_freq": min_freq, "maxlen": maxlen, "coverage": coverage,
+                         "padding": padding, "truncating": truncating},
+                 outputs=(*(f"{name}.npz" for name in SPLITS), "tokenizer.json", "vocab_report.json", "lengths.png"))
 
 
 def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
@@ -56,20 +92,14 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
         truncating: str = defaults.PAD["truncating"], force: bool = False,
         echo: Callable[[str], None] | None = None) -> StageResult:
-    if padding not in SIDES or truncating not in SIDES:
-        raise PipelineError("padding and truncating must each be 'pre' or 'post'")
-    if maxlen != "auto" and (not str(maxlen).isdigit() or int(maxlen) < 1):
-        raise PipelineError(f"maxlen must be a positive integer or 'auto', got {maxlen!r}")
-    interim = Path(data_dir) / "interim" / corpus
-    out_dir = processed_dir(data_dir, corpus, tok)
-    inputs = {"tokens.parquet": out_dir / "tokens.parquet", "segmenter.json": out_dir / "segmenter.json",
-              "split.parquet": interim / "split.parquet", "normalizer.json": interim / "normalizer.json"}
-    outputs = {f"{name}.npz": out_dir / f"{name}.npz" for name in SPLITS}
-    outputs.update({name: out_dir / name for name in ("tokenizer.json", "vocab_report.json", "lengths.png")})
+    stage = plan(corpus, tok, data_dir=data_dir, max_words=max_words, min_freq=min_freq, maxlen=maxlen,
+                 coverage=coverage, padding=padding, truncating=truncating)
+    inputs = {name: inp.path for name, inp in stage.inputs.items()}
+    label = stage.label
 
-    def run() -> StageResult:
-        tokens = pd.read_parquet(inputs["tokens.parquet"])
-        rows = pd.read_parquet(inputs["split.parquet"])
+    def run(out: Staging) -> StageResult:
+        tokens = read_table(inputs["tokens.parquet"], "tokenize", label)
+        rows = read_table(inputs["split.parquet"], "split", corpus)
         if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
                                                           rows["id"].to_numpy(dtype=str)):
             raise PipelineError(f"pad {corpus}/{tok}: tokens.parquet does not match split.parquet row for row "
@@ -81,8 +111,13 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit(train_tokens)
         train_lengths = np.array([len(t) for t in train_tokens])
         chosen = length_for_coverage(train_lengths, coverage) if maxlen == "auto" else int(maxlen)
-        pre = Preprocessor(normalizer=Normalizer.from_dict(read_json(inputs["normalizer.json"])),
-                           segmenter=Segmenter.from_dict(read_json(inputs["segmenter.json"])),
+        needed, available = len(rows) * chosen * 4, _available_memory()
+        if available is not None and needed > available:
+            raise ParameterError(f"pad {corpus}/{tok}: maxlen {chosen:,} x {len(rows):,} rows needs "
+                                 f"{needed / 2**30:.1f} GiB of padded ids, {available / 2**30:.1f} GiB are free - "
+                                 f"choose a smaller --maxlen")
+        pre = Preprocessor(normalizer=Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", corpus)),
+                           segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
                            vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
 
         report = {"vocab_size": vocab.size, "maxlen": chosen, "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
@@ -92,15 +127,15 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         for name in SPLITS:
             mask = in_split[name]
             split_ids = [seq for seq, keep in zip(ids, mask) if keep]
-            _save_npz(outputs[f"{name}.npz"], x=pre.pad(split_ids),
-                      y=rows.loc[mask, "label"].to_numpy(dtype=np.int8),
-                      ids=rows.loc[mask, "id"].to_numpy(dtype=str), text=rows.loc[mask, "raw"].to_numpy(dtype=str))
+            save_npz(out.path(f"{name}.npz"), x=pre.pad(split_ids),
+                     y=rows.loc[mask, "label"].to_numpy(dtype=np.int8),
+                     ids=rows.loc[mask, "id"].to_numpy(dtype=str), text=rows.loc[mask, "raw"].to_numpy(dtype=str))
             report[f"{name}_rows"] = int(mask.sum())
             if name != "train":
                 report[f"{name}_oov_rate"] = round(vocab.oov_rate(t for t, keep in zip(token_lists, mask) if keep), 4)
-        write_text(outputs["tokenizer.json"], pre.to_json())
-        write_json(outputs["vocab_report.json"], report)
-        _plot_lengths(outputs["lengths.png"], train_lengths, chosen, coverage, f"{corpus} / {tok}")
+        write_text(out.path("tokenizer.json"), pre.to_json())
+        write_json(out.path("vocab_report.json"), report)
+        _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")
         how = f"{report['train_sequences_fitting']:.1%} of train fit" if len(train_lengths) else "no train rows"
         summary = (f"pad {corpus}/{tok}: vocabulary {vocab.size:,} ids ({report['train_token_coverage']:.1%} of "
                    f"train tokens), maxlen {chosen} ({report['maxlen_mode']}, {how}), OOV rate val "
@@ -108,7 +143,4 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                    + ", ".join(f"{name} {report[f'{name}_rows']:,}" for name in SPLITS))
         return StageResult(summary=summary, counts=report)
 
-    return run_stage("pad", f"{corpus}/{tok}", out_dir, inputs=inputs,
-                     params={"max_words": max_words, "min_freq": min_freq, "maxlen": maxlen, "coverage": coverage,
-                             "padding": padding, "truncating": truncating},
-                     outputs=outputs, run=run, force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)

@@ -20,7 +20,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from pipeline import params as defaults
-from pipeline.io import PipelineError, StageResult, atomic_path, run_stage, write_json
+from pipeline.io import (Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_table, run_stage,
+                         write_json)
 
 SPLITS = ("train", "val", "test")
 
@@ -53,27 +54,46 @@ def split_report(table: pd.DataFrame) -> dict:
     return report
 
 
+def _check_sizes(table: pd.DataFrame, val_ratio: float, test_ratio: float, corpus: str) -> None:
+    """Refuse ratios that would leave a split empty or without both classes (sklearn's error is opaque)."""
+    pool = table[table["source"] != "test"] if (table["source"] == "test").any() else table
+    shares = {"validation": val_ratio} if pool is not table else {"validation": val_ratio, "test": test_ratio}
+    for name, share in shares.items():
+        rows = int(np.ceil(share * len(pool)))
+        if rows < 2 or len(pool) - rows < 2 or pool["label"].nunique() < 2 or pool["label"].value_counts().min() < 2:
+            raise ParameterError(f"split {corpus}: {name} share {share} of {len(pool):,} rows gives {rows} row(s); "
+                                 f"each split needs rows of both labels - choose a larger ratio or more data")
+
+
+def plan(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
+         val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"]) -> Stage:
+    for name, ratio in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+            raise ParameterError(f"{name} must be between 0 and 1 (exclusive), got {ratio!r}")
+    if val_ratio + test_ratio >= 1:
+        raise ParameterError(f"val_ratio + test_ratio must be below 1, got {val_ratio} + {test_ratio}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ParameterError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
+    folder = Path(data_dir) / "interim" / corpus
+    return Stage("split", corpus, folder, inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe")},
+                 params={"seed": seed, "val_ratio": val_ratio, "test_ratio": test_ratio},
+                 outputs=("split.parquet", "split_report.json"))
+
+
 def split(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
           val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"],
           force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    for name, ratio in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
-        if not 0 < ratio < 1:
-            raise PipelineError(f"{name} must be between 0 and 1, got {ratio}")
-    out_dir = Path(data_dir) / "interim" / corpus
-    source, target, report_path = out_dir / "dedupe.parquet", out_dir / "split.parquet", out_dir / "split_report.json"
+    stage = plan(corpus, data_dir=data_dir, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
 
-    def run() -> StageResult:
-        table = pd.read_parquet(source)
+    def run(out: Staging) -> StageResult:
+        table = read_table(stage.inputs["dedupe.parquet"].path, "dedupe", corpus)
+        _check_sizes(table, val_ratio, test_ratio, corpus)
         table["split"] = assign_splits(table, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
-        with atomic_path(target) as tmp:
-            table.to_parquet(tmp, index=False)
+        table.to_parquet(out.path("split.parquet"), index=False)
         report = split_report(table)
-        write_json(report_path, report)
+        write_json(out.path("split_report.json"), report)
         parts = ", ".join(f"{name} {r['rows']:,} ({r['positive_share']:.1%} positive)"
                           for name, r in report.items() if r["rows"])
         return StageResult(summary=f"split {corpus}: {parts}", counts=report)
 
-    return run_stage("split", corpus, out_dir, inputs={"dedupe.parquet": source},
-                     params={"seed": seed, "val_ratio": val_ratio, "test_ratio": test_ratio},
-                     outputs={"split.parquet": target, "split_report.json": report_path},
-                     run=run, force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)

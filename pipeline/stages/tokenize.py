@@ -13,32 +13,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import StageResult, atomic_path, run_stage, write_json
+from pipeline.io import Input, ParameterError, Stage, StageResult, Staging, read_table, run_stage, write_json
 from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+
+
+def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") -> Stage:
+    source = Path(data_dir) / "interim" / corpus / "dedupe.parquet"
+    # the parameters are the segmenter's description (raises PipelineError early if the backend is missing)
+    return Stage("tokenize", f"{corpus}/{segmenter.name()}", Path(data_dir) / "processed" / corpus / segmenter.name(),
+                 inputs={"dedupe.parquet": Input(source, "dedupe")}, params=segmenter.to_dict(),
+                 outputs=("tokens.parquet", "segmenter.json"))
 
 
 def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data", workers: int | None = None,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    source = Path(data_dir) / "interim" / corpus / "dedupe.parquet"
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ParameterError(f"workers must be a positive integer, got {workers!r}")
+    stage = plan(corpus, segmenter, data_dir=data_dir)
     name = segmenter.name()
-    out_dir = Path(data_dir) / "processed" / corpus / name
-    outputs = {"tokens.parquet": out_dir / "tokens.parquet", "segmenter.json": out_dir / "segmenter.json"}
-    params = segmenter.to_dict()   # raises PipelineError early if the backend is missing
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
 
-    def run() -> StageResult:
-        rows = pd.read_parquet(source, columns=["id", "text"])
+    def run(out: Staging) -> StageResult:
+        rows = read_table(stage.inputs["dedupe.parquet"].path, "dedupe", corpus, columns=["id", "text"])
         texts = rows["text"].fillna("").astype(str).tolist()
         tokens = segmenter.segment_many(texts, workers=used, progress=True)
         table = pa.table({"id": pa.array(rows["id"].astype("string"), type=pa.string()),
                           "tokens": pa.array(tokens, type=pa.list_(pa.string()))})
-        with atomic_path(outputs["tokens.parquet"]) as tmp:
-            pq.write_table(table, tmp)
-        write_json(outputs["segmenter.json"], params)
+        pq.write_table(table, out.path("tokens.parquet"))
+        write_json(out.path("segmenter.json"), stage.params)
 
         n_docs, n_tokens = len(tokens), sum(map(len, tokens))
         counts = {"docs": n_docs, "tokens": n_tokens, "empty_docs": sum(1 for t in tokens if not t),
@@ -48,5 +53,4 @@ def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data"
                    f"{counts['empty_docs']:,} without tokens), {used} worker{'s' if used != 1 else ''}")
         return StageResult(summary=summary, counts=counts)
 
-    return run_stage("tokenize", f"{corpus}/{name}", out_dir, inputs={"dedupe.parquet": source},
-                     params=params, outputs=outputs, run=run, force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)

@@ -15,18 +15,17 @@ step as per token, and most of a padded NSMC row is padding.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import keras
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.io import PipelineError, StageResult, atomic_path, run_stage
+from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_npz, run_stage
+from pipeline.quiet import import_keras   # keras itself is imported when a model is built, not on import
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
@@ -35,10 +34,10 @@ def artifact_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
     return Path(artifacts_dir) / f"{corpus}-{tok}"
 
 
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_split(path: Path, label: str = "") -> tuple[np.ndarray, np.ndarray]:
     """x (int32 padded ids) and y (float32 labels) of one split's .npz."""
-    with np.load(path, allow_pickle=False) as npz:
-        return npz["x"].astype(np.int32, copy=False), npz["y"].astype(np.float32)
+    arrays = read_npz(path, "pad", label or f"{path.parent.parent.name}/{path.parent.name}", ("x", "y"))
+    return arrays["x"].astype(np.int32, copy=False), arrays["y"].astype(np.float32)
 
 
 def _check(name: str, x: np.ndarray, y: np.ndarray, vocab_size: int, maxlen: int) -> None:
@@ -72,19 +71,25 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Gener
 
 def _lr_schedule(factor: float) -> list:
     """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""
+    keras = import_keras()
     return [] if factor == 1 else [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0)]
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
+def _epoch_timer():
+    """A callback that records the seconds of each epoch in `.seconds`."""
+    keras = import_keras()
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._started)
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._started)
+
+    return EpochTimer()
 
 
 def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
@@ -102,9 +107,40 @@ def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None
         ax.set_xticks(epochs)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def validate_params(params: dict) -> dict:
+    """The TRAIN defaults overridden by `params`, each checked against pipeline.params (ParameterError)."""
+    unknown = sorted(set(params) - set(defaults.TRAIN))
+    if unknown:
+        raise ParameterError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
+    params = {**defaults.TRAIN, **params}
+    for key, choices in defaults.TRAIN_CHOICES.items():
+        if params[key] not in choices:
+            raise ParameterError(f"train: {key} must be one of {', '.join(choices)}, got {params[key]!r}")
+    if not isinstance(params["bidirectional"], bool):
+        raise ParameterError(f"train: bidirectional must be true or false, got {params['bidirectional']!r}")
+    for key, (low, high) in defaults.TRAIN_LIMITS.items():
+        value, kind = params[key], type(defaults.TRAIN[key])
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int and ok_type and float(value).is_integer():
+            value = params[key] = int(value)
+        if not ok_type or (kind is int and not isinstance(value, int)) or not low <= value <= high:
+            raise ParameterError(f"train: {key} must be {'an integer' if kind is int else 'a number'} from "
+                                 f"{low:g} to {high:g}, got {value!r}")
+    return params
+
+
+def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
+         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, **params) -> Stage:
+    params = validate_params(params)
+    src = Path(data_dir) / "processed" / corpus / tok
+    return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok),
+                 inputs={name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")},
+                 params=params, outputs=("model.keras", "tokenizer.json", "bundle.json", "history.csv", "curves.png"),
+                 whole_folder=True)
 
 
 def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
@@ -113,30 +149,22 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     """Train on <data_dir>/processed/<corpus>/<tok>/ and write the bundle <artifacts_dir>/<corpus>-<tok>/.
 
     `params` override pipeline.params.TRAIN (embedding_dim, units, layers, bidirectional,
-    cell, dropout, batch_size, epochs, patience, learning_rate, seed).
+    cell, dropout, batch_size, epochs, patience, learning_rate, lr_decay, seed). The new
+    bundle is built in a staging folder and swapped in whole: a failed or killed run leaves
+    the previous bundle as it was.
     """
-    unknown = sorted(set(params) - set(defaults.TRAIN))
-    if unknown:
-        raise PipelineError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
-    params = {**defaults.TRAIN, **params}
-    embeddings = defaults.TRAIN_CHOICES["embeddings"]
-    if params["embeddings"] not in embeddings:
-        raise PipelineError(f"train: embeddings must be one of {', '.join(embeddings)}, got {params['embeddings']!r}")
-    if not 0 < params["lr_decay"] <= 1:
-        raise PipelineError(f"train: lr_decay must be in (0, 1] (1 = off), got {params['lr_decay']}")
-    src = Path(data_dir) / "processed" / corpus / tok
-    out = artifact_dir(artifacts_dir, corpus, tok)
-    inputs = {name: src / name for name in ("train.npz", "val.npz", "tokenizer.json")}
-    outputs = {name: out / name for name in ("model.keras", "tokenizer.json", "bundle.json", "history.csv",
-                                             "curves.png")}
+    stage = plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, **params)
+    params = stage.params
+    inputs = {name: inp.path for name, inp in stage.inputs.items()}
 
-    def run() -> StageResult:
+    def run(out: Staging) -> StageResult:
+        keras = import_keras()
         from pipeline import bundle
         from pipeline.model import build_model
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
-        x_train, y_train = load_split(inputs["train.npz"])
-        x_val, y_val = load_split(inputs["val.npz"])
+        x_train, y_train = load_split(inputs["train.npz"], stage.label)
+        x_val, y_val = load_split(inputs["val.npz"], stage.label)
         for name, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
             _check(name, x, y, preprocessor.vocab_size, preprocessor.maxlen)
 
@@ -154,26 +182,24 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         train_ds = _dataset(x_train, y_train, params["batch_size"], rng)
         val_ds = _dataset(x_val, y_val, max(params["batch_size"], 1024), None)
 
-        timer = _EpochTimer()
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint = out / f".best-{os.getpid()}.weights.h5"      # Keras insists on the suffix
-        try:
-            started = time.perf_counter()
-            history = model.fit(
-                train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
-                verbose=1 if sys.stdout.isatty() else 2,
-                callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
-                                                         restore_best_weights=True),
-                           keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
-                                                           save_weights_only=True),
-                           *_lr_schedule(params["lr_decay"]), timer]).history
-            train_seconds = time.perf_counter() - started + embedding_seconds
-            _save_for_serving(model, checkpoint, outputs["model.keras"])
-        finally:
-            checkpoint.unlink(missing_ok=True)
+        timer = _epoch_timer()
+        checkpoint = out.path("best.weights.h5")            # Keras insists on the suffix
+        started = time.perf_counter()
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                                     restore_best_weights=True),
+                       keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                                       save_weights_only=True),
+                       *_lr_schedule(params["lr_decay"]), timer]).history
+        train_seconds = time.perf_counter() - started + embedding_seconds
+        if not history.get("loss") or not history.get("val_loss"):
+            raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
+        _save_for_serving(model, checkpoint, out.path("model.keras"))
+        checkpoint.unlink(missing_ok=True)
 
-        with atomic_path(outputs["tokenizer.json"]) as tmp:
-            shutil.copyfile(inputs["tokenizer.json"], tmp)
+        shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])
         val_loss = np.asarray(history["val_loss"], dtype=float)
         best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else epochs_run - 1
@@ -186,40 +212,34 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             "train_seconds": round(train_seconds, 1), "embedding_seconds": round(embedding_seconds, 1),
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
         }
-        bundle.write_manifest(out, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
+        bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
                               training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
                                   "train_seconds")}})
-        _write_history(outputs["history.csv"], history, timer.seconds, params["learning_rate"])
-        _plot_curves(outputs["curves.png"], history, best + 1, f"{corpus} / {tok}")
+        _write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
+        _plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
                    f"({f'word2vec {embedding_seconds:.0f}s, ' if embedding_seconds else ''}"
                    f"{counts['seconds_per_epoch']:.0f}s/epoch)")
         return StageResult(summary=summary, counts=counts)
 
-    return run_stage("train", f"{corpus}/{tok}", out, inputs=inputs, params=params, outputs=outputs, run=run,
-                     force=force, echo=echo)
+    return run_stage(stage, run, force=force, echo=echo)
 
 
-def _save_for_serving(model: keras.Model, checkpoint: Path, target: Path) -> None:
-    """Save the checkpointed best weights in an uncompiled view of `model`, atomically.
+def _save_for_serving(model, checkpoint: Path, target: Path) -> None:
+    """Save the checkpointed best weights in an uncompiled view of `model` (a keras.Model).
 
     Without the optimizer's state (Adam keeps two more values per weight) the file is a
     third of the size and loads faster; predicting needs only architecture and weights.
     """
+    keras = import_keras()
     serving = keras.Model(model.inputs, model.outputs, name=model.name)   # same layers, not compiled
     if checkpoint.is_file():
         serving.load_weights(checkpoint)
     else:                                   # val_loss never finite: keep the last weights
         serving.set_weights(model.get_weights())
-    with atomic_path(target) as tmp:
-        keras_tmp = tmp.with_name(tmp.name + ".keras")          # Keras insists on the suffix
-        try:
-            serving.save(keras_tmp)
-            os.replace(keras_tmp, tmp)
-        finally:
-            keras_tmp.unlink(missing_ok=True)
+    serving.save(target)                    # into the staging folder: published with the rest of the bundle
 
 
 def _write_history(path: Path, history: dict, epoch_seconds: list[float], learning_rate: float) -> None:
@@ -230,5 +250,4 @@ def _write_history(path: Path, history: dict, epoch_seconds: list[float], learni
         table[key] = history[key]
     table["learning_rate"] = history.get("learning_rate", learning_rate)       # logged when it can change
     table["seconds"] = np.round(epoch_seconds[:len(table)], 2)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    table.to_csv(path, index=False)

@@ -1,0 +1,121 @@
+"""Reviews in, one per line; results out, one per line (`ksent predict`).
+
+Input lines: a line ends at `\\n` or `\\r\\n`, nothing else. A lone `\\r` and the other
+characters `str.splitlines()` breaks on (U+2028, U+2029, \\x0b, \\x0c, \\x1c-\\x1e, \\x85)
+stay inside the review, so N newline-terminated lines always give N results. A final
+line without a newline counts; a trailing newline adds no empty line; an empty line is
+an empty review; a UTF-8 BOM at the start of the input is dropped.
+"""
+from __future__ import annotations
+
+import sys
+import unicodedata
+from typing import BinaryIO, Iterator
+
+from pipeline.io import PipelineError
+
+CHUNK_SIZE = 1 << 16
+EMPTY = "<empty>"
+_BOM = b"\xef\xbb\xbf"
+_NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def stdin_stream() -> BinaryIO:
+    """The binary standard input; PipelineError if it is closed (`ksent predict <&-`)."""
+    stream = sys.stdin  # None when file descriptor 0 was closed at start-up
+    if stream is None or stream.closed:
+        raise PipelineError("standard input is closed; give reviews as arguments or with --file")
+    return stream.buffer
+
+
+def iter_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
+    """Yield the lines of a binary stream in order, reading it `chunk_size` bytes at a time.
+
+    Splitting happens on bytes, before decoding: b"\\n" never occurs inside a multi-byte
+    UTF-8 character, so a character split across chunks is whole again in its line.
+    Raises PipelineError naming the line (1-based) and byte offset (0-based) of invalid
+    UTF-8, or saying why the stream could not be read; lines before it were yielded.
+    """
+    pending: list[bytes] = []   # the current line's pieces, so a long line is not re-copied per chunk
+    number, offset = 0, 0       # lines yielded so far; file offset of the current line's first byte
+
+    def decode(raw: bytes, ended: bool = True) -> str:
+        nonlocal number, offset
+        start = offset
+        number, offset = number + 1, offset + len(raw) + 1
+        if number == 1 and raw.startswith(_BOM):
+            raw, start = raw[len(_BOM):], start + len(_BOM)
+        if ended and raw.endswith(b"\r"):   # \r\n; a \r without \n after it stays in the line
+            raw = raw[:-1]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PipelineError(f"{name} is not valid UTF-8 (line {number}, byte {start + exc.start}); "
+                                f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
+
+    read = getattr(stream, "read1", stream.read)   # read1: whatever has arrived, so a pipe is not waited on
+    while True:
+        try:
+            chunk = read(chunk_size)
+        except OSError as exc:
+            raise PipelineError(f"cannot read {name}: {exc.strerror or exc}") from None
+        if not chunk:
+            break
+        *complete, rest = chunk.split(b"\n")
+        if complete:
+            yield decode(b"".join(pending) + complete[0])
+            for raw in complete[1:]:
+                yield decode(raw)
+            pending = []
+        pending.append(rest)
+    last = b"".join(pending)
+    if last and not (number == 0 and last == _BOM):   # a BOM alone is an empty input, not an empty line
+        yield decode(last, ended=False)
+
+
+def read_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> list[str]:
+    """All lines of a binary stream (see `iter_lines`)."""
+    return list(iter_lines(stream, name, chunk_size))
+
+
+def read_path_lines(path: str) -> list[str]:
+    """All lines of the file at `path`, or of standard input for "-" (`--file -`)."""
+    if path == "-":
+        return read_lines(stdin_stream(), "standard input")
+    try:
+        with open(path, "rb") as stream:
+            return read_lines(stream, path)
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _escape_char(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    # control characters (C0, DEL, C1) and the line/paragraph separators U+2028/U+2029
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    return char
+
+
+def escape(text: str) -> str:
+    """`text` on one line: backslash, tab, newline, CR and other control/separator characters escaped."""
+    if text == "":
+        return EMPTY
+    if text == EMPTY:   # a review that really is "<empty>" must not read as an empty one
+        return "\\x3c" + EMPTY[1:]
+    return "".join(_escape_char(c) for c in text)
+
+
+def format_plain(record: dict) -> str:
+    """One output line for a prediction record: `LABEL<TAB>PROBABILITY<TAB>TEXT`.
+
+    LABEL is 긍정 (positive) or 부정 (negative), PROBABILITY the probability of positive
+    with 4 decimals. TEXT is the review, escaped so that the line never breaks:
+    `\\\\` for a backslash, `\\t`, `\\n`, `\\r`, and `\\xHH` / `\\uHHHH` for the other
+    control characters and U+2028/U+2029 (e.g. `\\x0b`, `\\x85`, `\\u2028`); all other
+    characters as they are. An empty review is shown as `<empty>` (a review that is
+    literally "<empty>" as `\\x3cempty>`). --json gives the exact text.
+    """
+    word = "긍정" if record["label"] == 1 else "부정"
+    return f"{word}\t{record['probability']:.4f}\t{escape(record['text'])}"

@@ -1,0 +1,96 @@
+"""`ksent status`: for one corpus and tokenization, which stages are up to date, stale (and why) or missing.
+
+What `dvc status` gives a data engineer before a long re-run: each stage is compared,
+without running anything, with what `ksent run` would do now (default parameters, or
+the ones given), through the same checks `run_stage` makes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import params as defaults
+from pipeline.corpora import get_corpus, verify_file
+from pipeline.io import PipelineError, Stage, read_manifest, sha256_file, stale_reasons
+
+UPSTREAM = {"clean": ("download",), "dedupe": ("clean",), "split": ("dedupe",), "tokenize": ("dedupe",),
+            "pad": ("tokenize", "split", "clean"), "train": ("pad",), "evaluate": ("train", "pad")}
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    state: str                      # "up to date" | "stale" | "missing"
+    reasons: list[str] = field(default_factory=list)
+    command: str = ""
+
+    def line(self) -> str:
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"  {self.stage:<9} {self.state}{why}"
+
+
+def _download_status(corpus: str, data_dir: Path) -> StageStatus:
+    raw_dir = data_dir / "raw" / corpus
+    reasons, missing = [], 0
+    for f in get_corpus(corpus).files:
+        path = raw_dir / f.name
+        if not path.is_file():
+            missing += 1
+            reasons.append(f"{f.name} missing")
+        elif not verify_file(path, f)[0]:
+            reasons.append(f"{f.name} differs from the pinned upstream file")
+    state = "missing" if missing == len(get_corpus(corpus).files) else ("stale" if reasons else "up to date")
+    return StageStatus("download", state, reasons, f"ksent download --corpus {corpus}")
+
+
+def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
+    """Current input hashes, and why an input is not what its producer recorded."""
+    hashes, problems = {}, []
+    for name, inp in sorted(stage.inputs.items()):
+        if not inp.path.is_file():
+            hashes[name] = None
+            continue
+        hashes[name] = sha256_file(inp.path)
+        if inp.stage is None:
+            if inp.check:
+                try:
+                    inp.check(inp.path)
+                except PipelineError:
+                    problems.append(f"input {name} differs from the pinned upstream file")
+            continue
+        try:
+            manifest = read_manifest(inp.path.parent / f"{inp.stage}.manifest.json")
+        except PipelineError:
+            manifest = None
+        if manifest is None or manifest["outputs"].get(inp.path.name) != hashes[name]:
+            problems.append(f"input {name} is not what the {inp.stage} stage recorded")
+    return hashes, problems
+
+
+def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = defaults.DATA_DIR,
+                    artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, train_params: dict | None = None
+                    ) -> list[StageStatus]:
+    """The status of every stage for `corpus` tokenized by `segmenter`, in pipeline order."""
+    from pipeline.stages import clean, dedupe, evaluate, pad, split, tokenize, train
+
+    data_dir, tok = Path(data_dir), segmenter.name()
+    plans = [clean.plan(corpus, data_dir=data_dir), dedupe.plan(corpus, data_dir=data_dir),
+             split.plan(corpus, data_dir=data_dir), tokenize.plan(corpus, segmenter, data_dir=data_dir),
+             pad.plan(corpus, tok, data_dir=data_dir),
+             train.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, **(train_params or {})),
+             evaluate.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)]
+    statuses = {"download": _download_status(corpus, data_dir)}
+    for stage in plans:
+        hashes, problems = _input_hashes(stage)
+        reasons = problems + stale_reasons(stage, hashes)
+        if not stage.manifest_path.is_file() and not any(p.exists() for p in stage.output_paths().values()):
+            state, reasons = "missing", []
+        else:
+            state = "stale" if reasons else "up to date"
+        after = [up for up in UPSTREAM[stage.name] if statuses[up].state != "up to date"]
+        if after and state == "up to date":
+            state = "stale"
+        if after and state != "missing":
+            reasons.append(f"re-runs after {', '.join(after)}")
+        statuses[stage.name] = StageStatus(stage.name, state, reasons, stage.command())
+    return list(statuses.values())
