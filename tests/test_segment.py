@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 import unicodedata
 
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline.io import MissingInputError, PipelineError, read_json
+from pipeline.io import MissingInputError, PipelineError, read_json, adopt_outputs
 from pipeline.stages.tokenize import tokenize
-from pipeline.text import morph
+from pipeline.text import morph, segment
 from pipeline.text.segment import Segmenter, SegmentPool, jamo_tokens
 
 REVIEWS = [
@@ -164,6 +166,22 @@ def test_pool_workers_are_separate_processes():
             [Segmenter("morpheme", backend="mecab").segment(t) for t in REVIEWS[:5]]
 
 
+def test_pool_stops_at_once_when_an_exception_leaves_it():
+    with pytest.raises(KeyboardInterrupt):
+        with SegmentPool(Segmenter("morpheme", backend="mecab"), 2) as pool:
+            # chunks of several seconds each: close() would wait for the running and queued ones
+            for _ in range(6):
+                pool._executor.submit(segment._segment_chunk, REVIEWS * 5000)
+            time.sleep(0.3)
+            started = time.monotonic()
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 2.5
+    for pid in pool.pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    pool.close()  # twice is harmless
+
+
 # --- serialization and errors -----------------------------------------------------------
 
 @pytest.mark.parametrize("seg", [
@@ -251,6 +269,7 @@ def data_dir(tmp_path):
     path = tmp_path / "interim" / "tiny" / "dedupe.parquet"
     path.parent.mkdir(parents=True)
     table.to_parquet(path, index=False)
+    adopt_outputs("dedupe", "tiny", path.parent, ["dedupe.parquet"])
     return tmp_path
 
 

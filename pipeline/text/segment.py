@@ -21,12 +21,18 @@ tqdm's monitor, TensorFlow) can deadlock the child. The cost is a fresh interpre
 worker: a pool of 2 mecab workers is ready in ~0.3 s; an Okt worker needs 5-12 s (on a
 busy 2-core machine) to start its JVM and load its dictionaries, so Okt pays off with
 several workers only on thousands of documents.
+Workers never outlive the main process, however it ends (SIGKILL included, see
+`_exit_with_main_process`), and leaving a `SegmentPool` by an exception (Ctrl-C, or the
+SystemExit of a SIGTERM handler) stops them at once instead of finishing the queued chunks.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import unicodedata
 import warnings
@@ -270,9 +276,48 @@ def _bar(total: int, progress: bool, desc: str):
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(segmenter: Segmenter, barrier) -> None:
+def _init_worker(segmenter: Segmenter, barrier, lifeline) -> None:
+    _exit_with_main_process(lifeline)
+    # Ctrl-C signals the whole process group: the main process alone decides, and stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["segmenter"], _WORKER["barrier"] = segmenter, barrier
     segmenter.warm_up()
+
+
+def _exit_with_main_process(lifeline) -> None:
+    """Make this worker exit as soon as the main process is gone, however it ended.
+
+    The main process holds the only write end of the `lifeline` pipe, so reading it here
+    hits EOF exactly when that process has exited (the kernel closes its files, SIGKILL
+    included) or closed the pool: a daemon thread waits for that. No pid is involved, so
+    pid reuse cannot fool it, and it works wherever pipes do.
+    On Linux a forkserver worker is also killed by the kernel when the forkserver dies
+    (PR_SET_PDEATHSIG), which takes no GIL, in case C code (a JVM) holds it. The forkserver
+    stops when the last copy of its "alive" pipe closes, and each worker inherits one:
+    ours is dropped, or the forkserver would wait for us while we wait for it.
+    Not for "spawn": there the parent is the thread that started us, which may end first.
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    alive = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_alive_fd", None)
+    if sys.platform.startswith("linux") and alive is not None:
+        os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the lifeline still works
+    # Started after prctl: had the forkserver (so the main process) died before, the
+    # lifeline is already at EOF and the thread exits at once - no race.
+    threading.Thread(target=_exit_on_eof, args=(lifeline,), name="lifeline", daemon=True).start()
+
+
+def _exit_on_eof(lifeline) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: returns only at EOF (as EOFError)
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
 def _wait_ready(timeout: float) -> int:
@@ -309,13 +354,15 @@ class SegmentPool:
         self.start_method = start_method or START_METHOD
         ctx = multiprocessing.get_context(self.start_method)
         started = time.perf_counter()
+        # this process keeps the only write end: the workers exit when it closes (_exit_with_main_process)
+        lifeline, self._lifeline = ctx.Pipe(duplex=False)
         self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(segmenter, ctx.Barrier(workers)))
+                                             initargs=(segmenter, ctx.Barrier(workers), lifeline))
         try:
             ready = [self._executor.submit(_wait_ready, timeout) for _ in range(workers)]
             self.pids = sorted(f.result() for f in ready)
         except BaseException as exc:
-            self.close()
+            self.close(now=True)
             if isinstance(exc, BrokenProcessPool):
                 raise PipelineError(f"a {segmenter.name()} worker process failed to start ({exc}); "
                                     f"try workers=1 to see the error in this process") from None
@@ -345,11 +392,29 @@ class SegmentPool:
         return [f.result() for f in [self._executor.submit(_cpu_seconds, self._timeout)
                                      for _ in range(self.workers)]]
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, now: bool = False) -> None:
+        """Stop the workers once the queued chunks are done, or with `now` at once, dropping them."""
+        executor = self._executor
+        processes = list((executor._processes or {}).values())  # shutdown() forgets them
+        results = executor._result_queue
+        executor.shutdown(wait=not now, cancel_futures=True)
+        self._lifeline.close()  # any worker still running exits at EOF
+        if not now:
+            return
+        deadline = time.monotonic() + 2.0
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():  # stuck in C code that holds the GIL
+                p.kill()
+                p.join(1.0)
+        # A worker that died while sending its result leaves half a message, which the
+        # executor's thread would wait for forever (and the interpreter, at exit, for the
+        # thread). With our copy of the pipe's write end closed it reads EOF instead.
+        if results is not None:
+            results._writer.close()
 
     def __enter__(self) -> "SegmentPool":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(now=exc_type is not None)  # on an error, Ctrl-C or SIGTERM nobody wants the rest
