@@ -1,5 +1,6 @@
-# ksent: `make all` builds every model from scratch, `make test` runs the tests.
-# Both create .venv and install the project on first use.
+# ksent: `make all` builds every model from scratch, `make test` runs the linter and the tests.
+# Both create .venv and install the project on first use, with the exact versions pinned
+# in requirements.lock (`make lock` re-resolves that file from pyproject.toml).
 #
 # Variables: CORPORA, TOKENIZERS (word char morpheme), MIRROR (a folder or URL laid
 # out like ../shared/corpora), PYTHON. Example, offline here:
@@ -22,12 +23,16 @@ TOKENIZERS ?= word char morpheme
 MIRROR ?=
 FORCE ?=
 PYTEST_ARGS ?=
+LOCK := requirements.lock
+UV_VERSION ?= 0.13.9
+UPGRADE ?=
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 force_arg := $(if $(FORCE),--force)
 installed := $(VENV)/.installed
+uv := $(VENV)/uv/bin/uv
 
-.PHONY: all test setup check-java download clean-text dedupe split tokenize pad train evaluate report bench clean distclean
+.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pad train evaluate report status bench clean distclean
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
@@ -37,17 +42,38 @@ all: setup
 	done; done
 	$(KSENT) report
 
-test: setup check-java
+test: setup lint check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]); `.venv/bin/ruff check --fix pipeline tests` fixes most findings.
+lint: setup
+	$(BIN)/ruff check --output-format concise pipeline tests
 
 setup: $(installed)
 
-# Re-installs only when pyproject.toml changes.
-$(installed): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installs pip, every dependency (dev tools included) at the versions pinned in the lock
+# file, then ksent itself without resolving anything. Re-runs when either file changes.
+# `pip check` catches a lock file that no longer satisfies pyproject.toml.
+$(installed): $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$$(grep -m1 -o '^pip==[^ ;]*' $(LOCK))"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python -m pip check || { echo "$(LOCK) does not satisfy pyproject.toml: run \`make lock\`"; exit 1; }
 	@touch $@
+
+# For maintainers: re-resolve the lock file after changing dependencies in pyproject.toml.
+# Pins already in the file are kept where pyproject.toml still allows them; UPGRADE=1 moves
+# every pin to the newest release allowed. One universal file: environment markers pick the
+# versions for Python 3.10+ (requires-python) on Linux and macOS. pip itself is pinned too.
+lock: | $(BIN)/python
+	@$(uv) --version 2>/dev/null | grep -qF "uv $(UV_VERSION) " || \
+	  $(BIN)/python -m pip install --quiet --upgrade --target $(VENV)/uv "uv==$(UV_VERSION)"
+	echo pip | $(uv) pip compile pyproject.toml - --extra dev --universal --python-version 3.10 \
+	  $(if $(UPGRADE),--upgrade) --python $(BIN)/python --no-python-downloads \
+	  --custom-compile-command "make lock" -o $(LOCK) >/dev/null
 
 # konlpy's Okt needs a JVM; JPype >= 1.6 needs Java >= 9.
 JAVA_REQUIRED ?= 1
@@ -73,6 +99,12 @@ tokenize pad train evaluate: setup
 
 report: setup
 	$(KSENT) report
+
+# What `make all` would re-run, and why (stale inputs or parameters), without running it.
+status: setup
+	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
+	  $(KSENT) status --corpus $$corpus --tokenizer $$tok; \
+	done; done
 
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_tokenize.py

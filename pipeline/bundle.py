@@ -123,14 +123,14 @@ class Bundle:
         empty = ~x.any(axis=1)
         return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
                  "probability": float(p), "empty": bool(e)}
-                for text, p, e in zip(texts, probabilities, empty)]
+                for text, p, e in zip(texts, probabilities, empty, strict=True)]
 
 
 def _read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST_FILE
     try:
         manifest = read_json(path)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise PipelineError(f"{path} is corrupt (not valid JSON: {exc}) - re-run the train stage "
                             f"(`ksent train ... --force`)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -156,11 +156,13 @@ def load_bundle(directory: Path | str) -> Bundle:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")
     manifest = _read_manifest(directory)
-    try:
-        recorded_model, recorded_tok = manifest["model"], manifest["tokenizer"]
-        manifest["corpus"], manifest["tok"]
-    except (KeyError, TypeError):
-        raise PipelineError(f"{directory / MANIFEST_FILE} is incomplete - re-run the train stage") from None
+    recorded_model, recorded_tok = manifest.get("model"), manifest.get("tokenizer")
+    if not (isinstance(recorded_model, dict) and isinstance(recorded_tok, dict)
+            and all(isinstance(manifest.get(k), str) for k in ("corpus", "tok"))
+            and all(isinstance(recorded_tok.get(k), str) for k in ("sha256", "fingerprint"))
+            and isinstance(recorded_model.get("sha256"), str)):
+        raise PipelineError(f"{directory / MANIFEST_FILE} is incomplete or damaged - re-run the train stage "
+                            f"(`ksent train ... --force`)")
 
     if sha256_file(directory / TOKENIZER_FILE) != recorded_tok.get("sha256"):
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: its checksum differs "
@@ -169,7 +171,13 @@ def load_bundle(directory: Path | str) -> Bundle:
     if sha256_file(directory / MODEL_FILE) != recorded_model.get("sha256"):
         raise PipelineError(f"{directory / MODEL_FILE} is corrupt or not the model recorded in bundle.json "
                             f"(checksum differs from training time) - retrain, or restore the bundle's files")
-    preprocessor = load_preprocessor(directory / TOKENIZER_FILE)
+    try:
+        preprocessor = load_preprocessor(directory / TOKENIZER_FILE)
+    except PipelineError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PipelineError(f"{directory / TOKENIZER_FILE} is unreadable ({type(exc).__name__}) - re-run the "
+                            f"train stage (`ksent train ... --force`)") from None
     if preprocessor.fingerprint() != recorded_tok.get("fingerprint"):
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: this ksent reads it "
                             f"differently from the one that trained the model (fingerprint differs) - retrain")

@@ -53,8 +53,10 @@ class KsentGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except OSError as exc:
-            if os.environ.get(DEBUG_ENV) or exc.errno not in WRITE_ERRNOS:
-                raise _unexpected(exc) if not os.environ.get(DEBUG_ENV) else exc
+            if os.environ.get(DEBUG_ENV):
+                raise
+            if exc.errno not in WRITE_ERRNOS:
+                raise _unexpected(exc) from None
             raise click.ClickException(str(write_error(exc, ctx.invoked_subcommand or "ksent"))) from None
         except Exception as exc:  # noqa: BLE001 - a one-line message, not a traceback, for any failure
             if os.environ.get(DEBUG_ENV):
@@ -136,9 +138,9 @@ def _segmenter(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, with
     if stopwords:
         words = tuple(w.strip() for w in Path(stopwords).read_text(encoding="utf-8").splitlines() if w.strip())
     if kind != "morpheme":
-        if pos or words or with_tags or opts:
-            raise click.UsageError("--pos, --stopwords, --with-tags and --option apply to --tokenizer morpheme only")
-        return Segmenter(kind=kind, jamo=jamo)
+        if pos or with_tags or opts:
+            raise click.UsageError("--pos, --with-tags and --option apply to --tokenizer morpheme only")
+        return Segmenter(kind=kind, jamo=jamo, stopwords=words)
     return Segmenter(kind=kind, backend=backend, backend_options=tuple(sorted(opts.items())),
                      pos_filter=tuple(pos), stopwords=words, with_tags=with_tags)
 
@@ -200,9 +202,11 @@ def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test):
 @data_options
 @click.option("--seed", default=defaults.SPLIT["seed"], type=click.IntRange(0, 2**32 - 1),
               help="Random seed of the stratified split.")
-@click.option("--val-ratio", default=defaults.SPLIT["val_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--val-ratio", default=defaults.SPLIT["val_ratio"],
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Validation share: of the train rows (corpus with a test file) or of all rows.")
-@click.option("--test-ratio", default=defaults.SPLIT["test_ratio"], type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--test-ratio", default=defaults.SPLIT["test_ratio"],
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Test share of all rows, for a corpus without an upstream test file.")
 def split(corpus, data_dir, force, seed, val_ratio, test_ratio):
     """Assign train/validation/test membership (stratified, seeded)."""

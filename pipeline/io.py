@@ -32,10 +32,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
 
 MANIFEST_VERSION = 2
 _UMASK = os.umask(0)

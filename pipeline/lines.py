@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import unicodedata
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from pipeline.io import PipelineError
 

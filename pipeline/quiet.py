@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 ENV = "KSENT_VERBOSE"
 _LEVEL = "TF_CPP_MIN_LOG_LEVEL"

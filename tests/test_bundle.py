@@ -13,7 +13,7 @@ from pipeline.io import PipelineError, read_json, sha256_file
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
 from pipeline.text.segment import Segmenter
-from test_model_train import ODD_TEXTS, SMALL, write_processed  # pytest puts tests/ on sys.path
+from test_model_train import SMALL, write_processed  # pytest puts tests/ on sys.path
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -26,7 +26,8 @@ def test_nsmc_reader_keeps_every_row_and_unquotes(tmp_path):
 def test_nsmc_reader_counts_malformed_rows_by_reason(tmp_path):
     raw = tmp_path / "nsmc"
     write_nsmc_file(raw / "ratings_train.txt", [("좋다", 1)],
-                    extra_lines=("1\t탭이\t들어간\t리뷰\t1", "2\t라벨없음", "3\t나쁜 라벨\t5", "4\t숫자아님\tx", "\t아이디없음\t1"))
+                    extra_lines=("1\t탭이\t들어간\t리뷰\t1", "2\t라벨없음", "3\t나쁜 라벨\t5", "4\t숫자아님\tx",
+                                 "\t아이디없음\t1"))
     write_nsmc_file(raw / "ratings_test.txt", [])
     table, problems = CORPORA["nsmc"].read(raw)
     assert len(table) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.io import adopt_outputs, PipelineError
+from pipeline.io import PipelineError, adopt_outputs
 from pipeline.stages.dedupe import dedupe, dedupe_table
 from pipeline.stages.split import assign_splits, split
 
@@ -29,7 +29,7 @@ def test_conflict_policies(policy, kept_conflicts):
     out, counts = dedupe_table(_table(ROWS), conflicts=policy, leakage="keep", dedupe_test=False)
     train = out[out["source"] == "train"]
     assert train["text"].is_unique
-    kept = sorted((t, l) for t, l in zip(train["text"], train["label"]) if t in ("애매", "반반"))
+    kept = sorted((t, y) for t, y in zip(train["text"], train["label"], strict=True) if t in ("애매", "반반"))
     assert kept == kept_conflicts
     assert counts["conflicting_texts"] == 2
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from tests.test_cli import ksent
 
-SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32", "--learning-rate", "0.01"]
+SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
+               "--learning-rate", "0.01"]
 
 
 @pytest.mark.parametrize("tokenizer", [["--tokenizer", "word"], ["--tokenizer", "morpheme", "--backend", "mecab"]])

@@ -51,7 +51,7 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
                        maxlen=maxlen)
     out = data_dir / "processed" / corpus / pre.name
     out.mkdir(parents=True, exist_ok=True)
-    for offset, (name, rows) in enumerate(splits.items()):
+    for name, rows in splits.items():
         texts = [text for text, _ in rows]
         np.savez_compressed(out / f"{name}.npz", x=pre.transform(texts), y=np.array([y for _, y in rows], np.int8),
                             ids=np.array([f"{name}-{i}" for i in range(len(rows))]), text=np.array(texts, dtype=str))
@@ -118,7 +118,7 @@ def test_length_batches_cover_every_row_once_and_group_lengths():
         spread = np.mean([np.ptp(lengths[b]) for b in batches])
         assert spread < 10
     a, b = (length_batches(x, 64, np.random.default_rng(s)) for s in (1, 2))
-    assert any((p != q).any() for p, q in zip(a, b))
+    assert any((p != q).any() for p, q in zip(a, b, strict=True))
 
 
 def test_trim_padding():

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline.io import MissingInputError, PipelineError, read_json, adopt_outputs
+from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
 from pipeline.stages.tokenize import tokenize
 from pipeline.text import morph, segment
 from pipeline.text.segment import Segmenter, SegmentPool, jamo_tokens
@@ -76,7 +76,7 @@ def test_jamo_tables_agree_with_unicode_for_every_syllable():
         conjoining = unicodedata.normalize("NFD", syllable)
         ours = jamo_tokens(syllable)
         assert len(ours) == len(conjoining)
-        for mine, ref in zip(ours, conjoining):
+        for mine, ref in zip(ours, conjoining, strict=True):
             assert 0x3131 <= ord(mine) <= 0x318E
             assert unicodedata.name(mine).split(" ", 2)[2] == unicodedata.name(ref).split(" ", 2)[2]
 

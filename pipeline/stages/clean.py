@@ -8,8 +8,8 @@ still gets a prediction), because published accuracies score every test row.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline import params as defaults
 from pipeline.corpora import CorpusFile, get_corpus, verify_file

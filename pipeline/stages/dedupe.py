@@ -10,8 +10,8 @@ Policies (defaults in pipeline.params.DEDUPE):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 

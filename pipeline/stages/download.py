@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.io import (ParameterError, PipelineError, StageResult, atomic_path, folder_lock, library_versions,
-                         write_error, write_json)
+from pipeline.io import (
+    ParameterError,
+    PipelineError,
+    StageResult,
+    atomic_path,
+    folder_lock,
+    library_versions,
+    write_error,
+    write_json,
+)
 
 MIRROR_ENV = "KSENT_MIRROR"
 _CHUNK = 1 << 16
@@ -61,7 +68,7 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
             raise DownloadError(f"not found: {url}") from None
         raise _Transient(str(reason.strerror if isinstance(reason, OSError) and reason.strerror
                              else reason)) from None
-    except (TimeoutError, socket.timeout, ConnectionError) as exc:
+    except (TimeoutError, ConnectionError) as exc:
         raise _Transient(str(exc) or type(exc).__name__) from None
     with response:
         length = response.headers.get("Content-Length")
@@ -73,7 +80,7 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
             while True:
                 try:
                     block = response.read(_CHUNK)
-                except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as exc:
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
                     raise _Transient(f"connection dropped after {received:,} bytes ({type(exc).__name__})") from None
                 if not block:
                     break

@@ -17,14 +17,26 @@ the train or validation split (NSMC's upstream files share about 1,600 texts).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.io import (Input, PipelineError, Stage, StageResult, Staging, folder_lock, read_json, read_npz,
-                         run_stage, sha256_file, write_json, write_text)
+from pipeline.io import (
+    Input,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    folder_lock,
+    read_json,
+    read_npz,
+    run_stage,
+    sha256_file,
+    write_json,
+    write_text,
+)
 
 REPORT_FILE = "REPORT.md"
 
@@ -34,8 +46,7 @@ def compute_metrics(y_true, probability, threshold: float = 0.5) -> dict:
 
     ROC-AUC is None when only one class is present; everything is None for no rows.
     """
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score, recall_score,
-                                 roc_auc_score)
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
     y_true = np.asarray(y_true).astype(int)
     probability = np.asarray(probability, dtype=float)
@@ -99,7 +110,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
     inputs = {name: Input(src / name, "pad") for name in ("test.npz", "train.npz", "val.npz")}
     inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad")
-    inputs.update({name: Input(bundle_dir / name, "train") for name in ("model.keras", "tokenizer.json", "bundle.json")})
+    inputs.update({name: Input(bundle_dir / name, "train")
+                   for name in ("model.keras", "tokenizer.json", "bundle.json")})
     return Stage("evaluate", f"{corpus}/{tok}", bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 

@@ -10,15 +10,26 @@ Nothing is learned from validation or test rows.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from pipeline import params as defaults
-from pipeline.io import (Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_json_from, read_table,
-                         run_stage, save_npz, write_json, write_text)
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    read_json_from,
+    read_table,
+    run_stage,
+    save_npz,
+    write_json,
+    write_text,
+)
 from pipeline.stages.split import SPLITS
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
@@ -106,7 +117,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                                 f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
         token_lists = [list(t) for t in tokens["tokens"]]
         in_split = {name: (rows["split"] == name).to_numpy() for name in SPLITS}
-        train_tokens = [t for t, keep in zip(token_lists, in_split["train"]) if keep]
+        train_tokens = [t for t, keep in zip(token_lists, in_split["train"], strict=True) if keep]
 
         vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit(train_tokens)
         train_lengths = np.array([len(t) for t in train_tokens])
@@ -121,18 +132,20 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                            vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
 
         report = {"vocab_size": vocab.size, "maxlen": chosen, "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
-                  "train_sequences_fitting": round(float((train_lengths <= chosen).mean()), 4) if len(train_lengths) else None,
+                  "train_sequences_fitting": (round(float((train_lengths <= chosen).mean()), 4)
+                                              if len(train_lengths) else None),
                   "train_token_coverage": round(1 - vocab.oov_rate(train_tokens), 4)}
         ids = vocab.transform(token_lists)
         for name in SPLITS:
             mask = in_split[name]
-            split_ids = [seq for seq, keep in zip(ids, mask) if keep]
+            split_ids = [seq for seq, keep in zip(ids, mask, strict=True) if keep]
             save_npz(out.path(f"{name}.npz"), x=pre.pad(split_ids),
                      y=rows.loc[mask, "label"].to_numpy(dtype=np.int8),
                      ids=rows.loc[mask, "id"].to_numpy(dtype=str), text=rows.loc[mask, "raw"].to_numpy(dtype=str))
             report[f"{name}_rows"] = int(mask.sum())
             if name != "train":
-                report[f"{name}_oov_rate"] = round(vocab.oov_rate(t for t, keep in zip(token_lists, mask) if keep), 4)
+                split_tokens = (t for t, keep in zip(token_lists, mask, strict=True) if keep)
+                report[f"{name}_oov_rate"] = round(vocab.oov_rate(split_tokens), 4)
         write_text(out.path("tokenizer.json"), pre.to_json())
         write_json(out.path("vocab_report.json"), report)
         _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")

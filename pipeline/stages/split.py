@@ -12,16 +12,24 @@ order with a `split` column; `split_report.json`: rows and class balance per spl
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from pipeline import params as defaults
-from pipeline.io import (Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_table, run_stage,
-                         write_json)
+from pipeline.io import (
+    Input,
+    ParameterError,
+    Stage,
+    StageResult,
+    Staging,
+    read_table,
+    run_stage,
+    write_json,
+)
 
 SPLITS = ("train", "val", "test")
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from pipeline import params as defaults
 from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_npz, run_stage
-from pipeline.quiet import import_keras   # keras itself is imported when a model is built, not on import
+from pipeline.quiet import import_keras  # keras itself is imported when a model is built, not on import
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
@@ -99,7 +99,7 @@ def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None
 
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.plot(epochs, history[metric], "o-", label="train")
         ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")

@@ -75,5 +75,5 @@ class Normalizer:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
+    def from_dict(cls, d: dict) -> Normalizer:
         return cls(profile=d["profile"], squeeze=int(d["squeeze"]))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class Preprocessor:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessor":
+    def from_dict(cls, d: dict) -> Preprocessor:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise PipelineError("not a ksent tokenizer.json (missing \"format\": \"ksent-tokenizer\")")
         version = d.get("format_version")
@@ -86,7 +86,7 @@ class Preprocessor:
             raise PipelineError(f"tokenizer.json is incomplete or malformed ({exc!r})") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocessor":
+    def from_json(cls, text: str) -> Preprocessor:
         try:
             d = json.loads(text)
         except ValueError as exc:
@@ -94,7 +94,7 @@ class Preprocessor:
         return cls.from_dict(d)
 
     @classmethod
-    def load(cls, path: Path | str) -> "Preprocessor":
+    def load(cls, path: Path | str) -> Preprocessor:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:

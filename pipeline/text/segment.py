@@ -36,10 +36,11 @@ import threading
 import time
 import unicodedata
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pipeline import params
 from pipeline.io import PipelineError
@@ -172,7 +173,7 @@ class Segmenter:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Segmenter":
+    def from_dict(cls, d: Mapping) -> Segmenter:
         """Rebuild a saved segmenter; PipelineError if its backend is unknown or cannot load here.
 
         Warns (`warnings.warn`) when the installed backend version differs from the recorded one.
@@ -250,7 +251,7 @@ class Segmenter:
             for start in range(0, len(texts), BLOCK * threads):
                 block = [t if t and not t.isspace() else "" for t in texts[start:start + BLOCK * threads]]
                 out.extend(self._from_pairs(pairs) if t else []
-                           for t, pairs in zip(block, analyzer.analyze_many(block)))
+                           for t, pairs in zip(block, analyzer.analyze_many(block), strict=True))
                 bar.update(len(block))
         return out
 
@@ -413,7 +414,7 @@ class SegmentPool:
         if results is not None:
             results._writer.close()
 
-    def __enter__(self) -> "SegmentPool":
+    def __enter__(self) -> SegmentPool:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

@@ -6,7 +6,7 @@ preprocessing do not import TensorFlow; tests check it against Keras.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ always give the same ids (a plain Counter would break ties by insertion order).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 PAD_ID = 0
 OOV_ID = 1
@@ -23,7 +23,7 @@ class Vocabulary:
         self.tokens: list[str] = []     # tokens[i] has id i + 2
         self._ids: dict[str, int] = {}
 
-    def fit(self, token_lists: Iterable[Sequence[str]]) -> "Vocabulary":
+    def fit(self, token_lists: Iterable[Sequence[str]]) -> Vocabulary:
         counts = Counter(tok for tokens in token_lists for tok in tokens)
         ranked = sorted((item for item in counts.items() if item[1] >= self.min_freq),
                         key=lambda item: (-item[1], item[0]))
@@ -57,7 +57,7 @@ class Vocabulary:
                 "pad_id": PAD_ID, "oov_id": OOV_ID, "tokens": self.tokens}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocabulary":
+    def from_dict(cls, d: dict) -> Vocabulary:
         if d.get("pad_id", PAD_ID) != PAD_ID or d.get("oov_id", OOV_ID) != OOV_ID:
             raise ValueError("vocabulary uses different reserved ids than this ksent (0 = pad, 1 = OOV)")
         vocab = cls(max_words=d["max_words"], min_freq=d["min_freq"])

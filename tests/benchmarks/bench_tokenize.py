@@ -62,11 +62,11 @@ def load_texts(path: Path | None, limit: int | None) -> tuple[list[str], str]:
 def measure(label: str, workers: int, texts_file: str) -> dict:
     """Runs in a fresh process: start-up, then throughput, of one configuration."""
     from pipeline.text import morph
-    from pipeline.text.segment import SegmentPool, Segmenter
+    from pipeline.text.segment import Segmenter, SegmentPool
     with open(texts_file, "rb") as fh:
         texts = pickle.load(fh)
     seg = Segmenter(**CONFIGS[label])
-    started, cpu0 = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     pool = None
     if seg.kind == "morpheme":
         parallel = morph.BACKENDS[seg.backend].parallel
@@ -81,7 +81,7 @@ def measure(label: str, workers: int, texts_file: str) -> dict:
         with pool:
             tokens = pool.map(texts, progress=False)
             seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
-            worker_cpu = [b - a for a, b in zip(worker_cpu0, pool.cpu_seconds())]
+            worker_cpu = [b - a for a, b in zip(worker_cpu0, pool.cpu_seconds(), strict=True)]
     else:
         tokens = seg.segment_many(texts, workers=workers, progress=False)
         seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
