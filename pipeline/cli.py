@@ -44,7 +44,7 @@ class KsentGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ParameterError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+            raise _BadParameter(str(exc)) from None
         except PipelineError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -62,6 +62,10 @@ class KsentGroup(click.Group):
             if os.environ.get(DEBUG_ENV):
                 raise
             raise _unexpected(exc) from None
+
+
+class _BadParameter(click.ClickException):
+    exit_code = 2          # as click's own usage errors
 
 
 def _unexpected(exc: BaseException) -> click.ClickException:
