@@ -111,7 +111,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_predict.py
 
 clean:
-	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md
+	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/.*.lock artifacts/.*.lock.owner
 
 distclean: clean
 	rm -rf $(VENV)
