@@ -1,2 +1,12 @@
-"""ksent: a Korean review sentiment pipeline (see README.md)."""
+"""ksent: a Korean review sentiment pipeline (see README.md).
+
+`pipeline.load(...)` returns a `pipeline.api.Classifier`; importing `pipeline` stays light.
+"""
 __version__ = "0.1.0"
+
+
+def load(model_dir=None, **kwargs):
+    """Load a trained bundle for prediction; see `pipeline.api.load`."""
+    from pipeline.api import load as _load
+
+    return _load(model_dir, **kwargs)

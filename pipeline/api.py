@@ -1,0 +1,77 @@
+"""The Python API: load a trained bundle and classify reviews in three lines.
+
+    import pipeline
+    clf = pipeline.load("artifacts/nsmc-morpheme-mecab")   # no argument: the default model
+    clf.predict(["배우들 연기가 훌륭하고 스토리도 감동적이에요"])   # [{"text", "label", "sentiment", ...}]
+
+It predicts through the same `Bundle` code as `ksent predict` and `ksent evaluate`, so
+the three can never disagree. A `Classifier` may be shared by threads: calls are
+serialized, since a morpheme analyzer instance is not safe to use from two threads.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import params as defaults
+from pipeline.io import read_json
+
+__all__ = ["Classifier", "load"]
+
+
+class Classifier:
+    """A loaded bundle: `predict`, `predict_proba` and `info`."""
+
+    def __init__(self, bundle):
+        self._bundle = bundle
+        self._lock = threading.Lock()
+
+    @property
+    def directory(self) -> Path:
+        return self._bundle.directory
+
+    def predict(self, texts: str | list[str], batch_size: int = 1024) -> list[dict]:
+        """One record per text: text, label (1 = positive), sentiment, probability (of positive), empty."""
+        with self._lock:
+            return self._bundle.predict(_as_list(texts), batch_size=batch_size)
+
+    def predict_proba(self, texts: str | list[str], batch_size: int = 1024) -> np.ndarray:
+        """P(positive) of each text, float32 array of shape (n,)."""
+        with self._lock:
+            return self._bundle.predict_proba(_as_list(texts), batch_size=batch_size)
+
+    @property
+    def info(self) -> dict:
+        """What the model is: corpus, tokenization, test metrics (if evaluated), training summary, versions."""
+        manifest = self._bundle.manifest
+        metrics_path = self.directory / "metrics.json"
+        metrics = None
+        if metrics_path.is_file():
+            try:
+                metrics = read_json(metrics_path)
+            except (OSError, ValueError):
+                metrics = None
+        return {"directory": str(self.directory), "corpus": manifest["corpus"], "tokenization": manifest["tok"],
+                "vocab_size": manifest["tokenizer"].get("vocab_size"), "maxlen": manifest["tokenizer"].get("maxlen"),
+                "training": manifest.get("training"), "metrics": metrics, "versions": manifest.get("versions")}
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.directory)!r})"
+
+
+def _as_list(texts) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    return list(texts)
+
+
+def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Classifier:
+    """Load a bundle folder, or (no argument) the NSMC bundle with the best validation accuracy in `artifacts_dir`.
+
+    Raises pipeline.io.PipelineError with what to do when the bundle is missing, incomplete or damaged.
+    """
+    from pipeline.bundle import default_model_dir, load_bundle
+
+    return Classifier(load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir)))

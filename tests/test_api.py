@@ -1,0 +1,53 @@
+"""The Python API (`pipeline.load`): the README's three lines, agreement with evaluate, threads."""
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipeline
+from pipeline.io import PipelineError
+from test_bundle import evaluated  # noqa: F401 - the trained-and-evaluated bundle fixture
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def test_three_lines_predict_like_evaluate(evaluated):  # noqa: F811
+    bundle_dir, _ = evaluated
+    clf = pipeline.load(bundle_dir)
+    rows = pd.read_csv(bundle_dir / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
+    texts = rows["text"].tolist()
+    np.testing.assert_allclose(clf.predict_proba(texts), rows["probability"], atol=1e-6)
+    records = clf.predict(texts[:5])
+    assert [r["text"] for r in records] == texts[:5]
+    assert [r["label"] for r in records] == rows["predicted"].head(5).tolist()
+    assert clf.predict(texts[0]) == clf.predict([texts[0]])          # a single string is one review
+
+
+def test_info_and_default_model(evaluated, tmp_path):  # noqa: F811
+    bundle_dir, artifacts = evaluated
+    clf = pipeline.load(artifacts_dir=artifacts)                     # no argument: the best bundle there
+    assert clf.directory.parent == artifacts
+    info = pipeline.load(bundle_dir).info
+    assert info["corpus"] == "tiny" and info["tokenization"] == bundle_dir.name.split("-", 1)[1]
+    assert info["metrics"]["n_test"] == 80 and 0 <= info["metrics"]["accuracy"] <= 1
+    assert info["training"]["best_epoch"] >= 1 and "keras" in info["versions"]
+    with pytest.raises(PipelineError, match="no trained model"):
+        pipeline.load(artifacts_dir=tmp_path / "empty")
+    damaged = shutil.copytree(bundle_dir, tmp_path / "damaged")
+    (damaged / "tokenizer.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(PipelineError, match="tokenizer.json"):
+        pipeline.load(damaged)
+
+
+def test_concurrent_callers_get_the_same_answers(evaluated):  # noqa: F811
+    clf = pipeline.load(evaluated[0])
+    texts = ["정말 재밌어요 최고의 영화", "시간 아깝다", "그냥 그래요", ""] * 10
+    expected = clf.predict_proba(texts)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: clf.predict_proba(texts[i:] + texts[:i]), range(16)))
+    for i, got in enumerate(results):
+        np.testing.assert_allclose(got, np.roll(expected, -i), atol=1e-6)
