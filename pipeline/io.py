@@ -25,6 +25,7 @@ import ctypes
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -60,6 +61,22 @@ class MissingInputError(PipelineError):
     def __init__(self, stage: str, label: str, paths: list[str], hint: str = "run the earlier stages first "
                                                                              "(or `ksent run`)"):
         super().__init__(f"{stage} {label}: missing input {', '.join(paths)} - {hint}")
+
+
+def check_number(name: str, value, low: float, high: float = math.inf, *, integer: bool = False,
+                 low_open: bool = False, high_open: bool = False):
+    """`value` if it is a number (an int if `integer`; not a bool, not NaN) within the bounds, else ParameterError."""
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = (f"{b:g}" if isinstance(b, float) else str(b) for b in (low, high))
+        if math.isinf(high):
+            bounds = f"{'greater than' if low_open else 'at least'} {lo}"
+        else:
+            bounds = f"between {lo} and {hi}, in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+        raise ParameterError(f"{name} must be {bounds}{' (an integer)' if integer else ''}, got {value!r}")
+    return value
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -380,31 +397,38 @@ def verify_inputs(stage: Stage) -> dict[str, str]:
         raise MissingInputError(stage.name, stage.label, missing)
     hashes = {}
     for name, inp in sorted(stage.inputs.items()):
-        if inp.stage is None:
+        if inp.stage and _journal(inp.path.parent, inp.stage).exists():   # an interrupted commit: finish it
+            with folder_lock(inp.path.parent, f"{stage.name} {stage.label}"):
+                pass
+        hashes[name] = sha256_file(inp.path)
+        problem = input_problem(inp, hashes[name])
+        if problem:
+            raise PipelineError(f"{stage.name} {stage.label}: {problem}")
+    return hashes
+
+
+def input_problem(inp: Input, digest: str) -> str | None:
+    """Why the file `inp` (SHA-256 `digest`) is not what its producer made, naming what to re-run; None if it is."""
+    if inp.stage is None:
+        try:
             if inp.check:
                 inp.check(inp.path)
-            hashes[name] = sha256_file(inp.path)
-            continue
-        folder = inp.path.parent
-        mfile = manifest_path(folder, inp.stage)
-        command = rerun_command(inp.stage, _guess_label(folder))
-        if _journal(folder, inp.stage).exists():     # a commit was interrupted: finish it first
-            with folder_lock(folder, f"{stage.name} {stage.label}"):
-                pass
-        try:
-            manifest = read_manifest(mfile)
         except PipelineError as exc:
-            raise PipelineError(f"{stage.name} {stage.label}: {exc} (`{command} --force`)") from None
-        hashes[name] = sha256_file(inp.path)
-        command = manifest.get("command", command) if manifest else command
-        if manifest is None:
-            raise PipelineError(f"{stage.name} {stage.label}: {inp.path} has no {mfile.name} beside it, so nothing "
-                                f"says which run made it - re-run `{command} --force`")
-        if manifest["outputs"].get(inp.path.name) != hashes[name]:
-            raise PipelineError(f"{stage.name} {stage.label}: {inp.path} is not the file the {inp.stage} stage "
-                                f"recorded in {mfile.name} (changed, truncated, or left from another run) - "
-                                f"re-run `{command} --force`")
-    return hashes
+            return str(exc)
+        return None
+    mfile = manifest_path(inp.path.parent, inp.stage)
+    command = rerun_command(inp.stage, _guess_label(inp.path.parent))
+    try:
+        manifest = read_manifest(mfile)
+    except PipelineError as exc:
+        return f"{exc} (`{command} --force`)"
+    if manifest is None:
+        return (f"{inp.path} has no {mfile.name} beside it, so nothing says which run made it - "
+                f"re-run `{command} --force`")
+    if manifest["outputs"].get(inp.path.name) != digest:
+        return (f"{inp.path} is not the file the {inp.stage} stage recorded in {mfile.name} (changed, truncated, "
+                f"or left from another run) - re-run `{manifest.get('command', command)} --force`")
+    return None
 
 
 def stale_reasons(stage: Stage, input_hashes: dict[str, str | None]) -> list[str]:

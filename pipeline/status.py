@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline import params as defaults
 from pipeline.corpora import get_corpus, verify_file
-from pipeline.io import PipelineError, Stage, read_manifest, sha256_file, stale_reasons
+from pipeline.io import Stage, input_problem, sha256_file, stale_reasons
 
 UPSTREAM = {"clean": ("download",), "dedupe": ("clean",), "split": ("dedupe",), "tokenize": ("dedupe",),
             "pad": ("tokenize", "split", "clean"), "train": ("pad",), "evaluate": ("train", "pad")}
@@ -44,26 +44,13 @@ def _download_status(corpus: str, data_dir: Path) -> StageStatus:
 
 
 def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
-    """Current input hashes, and why an input is not what its producer recorded."""
+    """Current input hashes (None: missing), and why an input is not what its producer made."""
     hashes, problems = {}, []
     for name, inp in sorted(stage.inputs.items()):
-        if not inp.path.is_file():
-            hashes[name] = None
-            continue
-        hashes[name] = sha256_file(inp.path)
-        if inp.stage is None:
-            if inp.check:
-                try:
-                    inp.check(inp.path)
-                except PipelineError:
-                    problems.append(f"input {name} differs from the pinned upstream file")
-            continue
-        try:
-            manifest = read_manifest(inp.path.parent / f"{inp.stage}.manifest.json")
-        except PipelineError:
-            manifest = None
-        if manifest is None or manifest["outputs"].get(inp.path.name) != hashes[name]:
-            problems.append(f"input {name} is not what the {inp.stage} stage recorded")
+        hashes[name] = sha256_file(inp.path) if inp.path.is_file() else None
+        problem = hashes[name] and input_problem(inp, hashes[name])
+        if problem:
+            problems.append(problem)
     return hashes, problems
 
 

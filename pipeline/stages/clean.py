@@ -13,7 +13,17 @@ from pathlib import Path
 
 from pipeline import params as defaults
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, run_stage, write_json
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    check_number,
+    run_stage,
+    write_json,
+)
 from pipeline.text.normalize import PROFILES, Normalizer
 
 
@@ -26,7 +36,7 @@ def _pinned(corpus: str, spec: CorpusFile) -> Callable[[Path], None]:
     def check(path: Path) -> None:
         ok, actual = verify_file(path, spec)
         if not ok:
-            raise PipelineError(f"clean {corpus}: {path} is not the upstream file ({spec.checksum_kind()} "
+            raise PipelineError(f"{path} is not the upstream file ({spec.checksum_kind()} "
                                 f"{actual[:12]}..., pinned {spec.expected_checksum()[:12]}...): it changed after "
                                 f"download - re-run `ksent download --corpus {corpus} --force`")
     return check
@@ -37,8 +47,7 @@ def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.
     spec = get_corpus(corpus)
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    if isinstance(squeeze, bool) or not isinstance(squeeze, int) or squeeze < 0:
-        raise ParameterError(f"squeeze must be an integer >= 0, got {squeeze!r}")
+    check_number("squeeze", squeeze, 0, integer=True)
     raw_dir = Path(data_dir) / "raw" / corpus
     return Stage("clean", corpus, interim_dir(data_dir, corpus),
                  inputs={f.name: Input(raw_dir / f.name, None, _pinned(corpus, f)) for f in spec.files},

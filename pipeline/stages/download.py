@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
 from pipeline.io import (
-    ParameterError,
     PipelineError,
     StageResult,
     atomic_path,
+    check_number,
     folder_lock,
     library_versions,
     write_error,
@@ -117,13 +117,9 @@ def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None =
              retries: int = 3, backoff: float = 1.0, timeout: float = 30.0, progress: bool = True,
              echo: Callable[[str], None] = print) -> StageResult:
     spec = get_corpus(corpus)
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
-        raise ParameterError(f"retries must be an integer from 0 to 100, got {retries!r}")
-    for name, value in (("timeout", timeout), ("backoff", backoff)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600 \
-                or (name == "timeout" and value == 0):
-            raise ParameterError(f"{name} must be a number of seconds in {'(0' if name == 'timeout' else '[0'}, "
-                                 f"3600], got {value!r}")
+    check_number("retries", retries, 0, 100, integer=True)
+    check_number("timeout", timeout, 0, 3600, low_open=True)
+    check_number("backoff", backoff, 0, 3600)
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     raw_dir = Path(data_dir) / "raw" / corpus
     with folder_lock(raw_dir, f"download {corpus}", echo):

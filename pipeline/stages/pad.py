@@ -23,6 +23,7 @@ from pipeline.io import (
     Stage,
     StageResult,
     Staging,
+    check_number,
     read_json_from,
     read_table,
     run_stage,
@@ -82,10 +83,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int
     if not is_int(max_words) or not (max_words == 0 or max_words >= 3):
         raise ParameterError(f"max_words must be 0 (no limit) or at least 3 (ids 0 and 1 are reserved), "
                              f"got {max_words!r}")
-    if not is_int(min_freq) or min_freq < 1:
-        raise ParameterError(f"min_freq must be an integer >= 1, got {min_freq!r}")
-    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage <= 1:
-        raise ParameterError(f"coverage must be in (0, 1], got {coverage!r}")
+    check_number("min_freq", min_freq, 1, integer=True)
+    check_number("coverage", coverage, 0, 1, low_open=True)
     interim = Path(data_dir) / "interim" / corpus
     folder = processed_dir(data_dir, corpus, tok)
     return Stage("pad", f"{corpus}/{tok}", folder,

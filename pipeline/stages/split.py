@@ -26,6 +26,7 @@ from pipeline.io import (
     Stage,
     StageResult,
     Staging,
+    check_number,
     read_table,
     run_stage,
     write_json,
@@ -76,12 +77,10 @@ def _check_sizes(table: pd.DataFrame, val_ratio: float, test_ratio: float, corpu
 def plan(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
          val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"]) -> Stage:
     for name, ratio in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-            raise ParameterError(f"{name} must be between 0 and 1 (exclusive), got {ratio!r}")
+        check_number(name, ratio, 0, 1, low_open=True, high_open=True)
     if val_ratio + test_ratio >= 1:
         raise ParameterError(f"val_ratio + test_ratio must be below 1, got {val_ratio} + {test_ratio}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ParameterError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
+    check_number("seed", seed, 0, 2**32 - 1, integer=True)
     folder = Path(data_dir) / "interim" / corpus
     return Stage("split", corpus, folder, inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe")},
                  params={"seed": seed, "val_ratio": val_ratio, "test_ratio": test_ratio},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import Input, ParameterError, Stage, StageResult, Staging, read_table, run_stage, write_json
+from pipeline.io import Input, Stage, StageResult, Staging, check_number, read_table, run_stage, write_json
 from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
 
 
@@ -30,8 +30,8 @@ def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") ->
 
 def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data", workers: int | None = None,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ParameterError(f"workers must be a positive integer, got {workers!r}")
+    if workers is not None:
+        check_number("workers", workers, 1, integer=True)
     stage = plan(corpus, segmenter, data_dir=data_dir)
     name = segmenter.name()
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)

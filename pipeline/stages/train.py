@@ -24,7 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_npz, run_stage
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    check_number,
+    read_npz,
+    run_stage,
+)
 from pipeline.quiet import import_keras  # keras itself is imported when a model is built, not on import
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
@@ -34,9 +44,9 @@ def artifact_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
     return Path(artifacts_dir) / f"{corpus}-{tok}"
 
 
-def load_split(path: Path, label: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """x (int32 padded ids) and y (float32 labels) of one split's .npz."""
-    arrays = read_npz(path, "pad", label or f"{path.parent.parent.name}/{path.parent.name}", ("x", "y"))
+def load_split(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """x (int32 padded ids) and y (float32 labels) of one split's .npz (pad stage of `label`)."""
+    arrays = read_npz(path, "pad", label, ("x", "y"))
     return arrays["x"].astype(np.int32, copy=False), arrays["y"].astype(np.float32)
 
 
@@ -123,13 +133,10 @@ def validate_params(params: dict) -> dict:
     if not isinstance(params["bidirectional"], bool):
         raise ParameterError(f"train: bidirectional must be true or false, got {params['bidirectional']!r}")
     for key, (low, high) in defaults.TRAIN_LIMITS.items():
-        value, kind = params[key], type(defaults.TRAIN[key])
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind is int and ok_type and float(value).is_integer():
-            value = params[key] = int(value)
-        if not ok_type or (kind is int and not isinstance(value, int)) or not low <= value <= high:
-            raise ParameterError(f"train: {key} must be {'an integer' if kind is int else 'a number'} from "
-                                 f"{low:g} to {high:g}, got {value!r}")
+        integer, value = isinstance(defaults.TRAIN[key], int), params[key]
+        if integer and isinstance(value, float) and value.is_integer():
+            params[key] = int(value)                     # 3.0 epochs is 3 epochs
+        check_number(f"train: {key}", params[key], low, high, integer=integer)
     return params
 
 
