@@ -71,7 +71,7 @@ $(installed): $(LOCK) pyproject.toml | $(BIN)/python
 lock: | $(BIN)/python
 	@$(uv) --version 2>/dev/null | grep -qF "uv $(UV_VERSION) " || \
 	  $(BIN)/python -m pip install --quiet --upgrade --target $(VENV)/uv "uv==$(UV_VERSION)"
-	echo pip | $(uv) pip compile pyproject.toml - --extra dev --universal --python-version 3.10 \
+	echo pip | $(uv) pip compile pyproject.toml - --extra dev --extra serve --universal --python-version 3.10 \
 	  $(if $(UPGRADE),--upgrade) --python $(BIN)/python --no-python-downloads \
 	  --custom-compile-command "make lock" -o $(LOCK) >/dev/null
 

@@ -3,14 +3,18 @@
     import pipeline
     clf = pipeline.load("artifacts/nsmc-morpheme-mecab")   # no argument: the default model
     clf.predict(["배우들 연기가 훌륭하고 스토리도 감동적이에요"])   # [{"text", "label", "sentiment", ...}]
+    clf.explain("재미있을 줄 알았는데 완전 실망했다")              # ... + "explanation": per-token effects
 
-It predicts through the same `Bundle` code as `ksent predict` and `ksent evaluate`, so
-the three can never disagree. A `Classifier` may be shared by threads: calls are
-serialized, since a morpheme analyzer instance is not safe to use from two threads.
+It predicts through the same `Bundle` code as `ksent predict`, `ksent serve` and `ksent
+evaluate`, so they can never disagree, and with model.onnx in the bundle it never imports
+TensorFlow. A `Classifier` may be shared by threads: calls are serialized, since a
+morpheme analyzer instance is not safe to use from two threads.
 """
 from __future__ import annotations
 
 import threading
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ __all__ = ["Classifier", "load"]
 
 
 class Classifier:
-    """A loaded bundle: `predict`, `predict_proba` and `info`."""
+    """A loaded bundle: `predict`, `predict_proba`, `explain`, `predict_stream` and `info`."""
 
     def __init__(self, bundle):
         self._bundle = bundle
@@ -32,10 +36,24 @@ class Classifier:
     def directory(self) -> Path:
         return self._bundle.directory
 
-    def predict(self, texts: str | list[str], batch_size: int = 1024) -> list[dict]:
-        """One record per text: text, label (1 = positive), sentiment, probability (of positive), empty."""
+    def predict(self, texts: str | list[str], batch_size: int = 1024, explain: bool = False) -> list[dict]:
+        """One record per text: text, label (1 = positive), sentiment, probability (of positive), empty;
+        with `explain`, also "explanation" (see `explain`)."""
         with self._lock:
-            return self._bundle.predict(_as_list(texts), batch_size=batch_size)
+            return self._bundle.predict(_as_list(texts), batch_size=batch_size, explain=explain)
+
+    def explain(self, text: str) -> dict:
+        """The record of one text plus "explanation": for each token the model read, its `effect` on the
+        probability (probability minus the probability without it), and `prefix`, the probability
+        after reading up to it (see pipeline.explain)."""
+        return self.predict([text], explain=True)[0]
+
+    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
+                       batch_size: int = 1024) -> Iterator[list[dict]]:
+        """Records for each list of texts in `batches`, in order, as they are computed (bounded memory).
+        workers > 1: morpheme analysis of the next batches in that many processes meanwhile."""
+        with self._lock:
+            yield from self._bundle.predict_stream(batches, workers=workers, batch_size=batch_size)
 
     def predict_proba(self, texts: str | list[str], batch_size: int = 1024) -> np.ndarray:
         """P(positive) of each text, float32 array of shape (n,)."""
@@ -53,7 +71,8 @@ class Classifier:
                 metrics = read_json(metrics_path)
             except (OSError, ValueError):
                 metrics = None
-        return {"directory": str(self.directory), "corpus": manifest["corpus"], "tokenization": manifest["tok"],
+        return {"directory": str(self.directory), "name": self.directory.name, "runtime": self._bundle.runtime,
+                "corpus": manifest["corpus"], "tokenization": manifest["tok"],
                 "vocab_size": manifest["tokenizer"].get("vocab_size"), "maxlen": manifest["tokenizer"].get("maxlen"),
                 "training": manifest.get("training"), "metrics": metrics, "versions": manifest.get("versions")}
 
@@ -67,11 +86,17 @@ def _as_list(texts) -> list[str]:
     return list(texts)
 
 
-def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Classifier:
+def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR,
+         runtime: str = "auto") -> Classifier:
     """Load a bundle folder, or (no argument) the NSMC bundle with the best validation accuracy in `artifacts_dir`.
 
-    Raises pipeline.io.PipelineError with what to do when the bundle is missing, incomplete or damaged.
+    runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
+    warning), "onnx" or "keras". Raises pipeline.io.PipelineError with what to do when the
+    bundle is missing, incomplete or damaged.
     """
     from pipeline.bundle import default_model_dir, load_bundle
 
-    return Classifier(load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir)))
+    bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir), runtime=runtime)
+    for note in bundle.notes:
+        warnings.warn(note, stacklevel=2)
+    return Classifier(bundle)

@@ -3,12 +3,15 @@
 A bundle is a folder `artifacts/<corpus>-<tok>/` holding
 
     model.keras     the Keras network (padded int32 ids -> P(positive))
+    model.onnx      the same network in ONNX, which prediction runs without TensorFlow (pipeline.runtime)
     tokenizer.json  the replayable preprocessing (pipeline.text.preprocess.Preprocessor)
     bundle.json     the manifest that ties them together, written by the train stage:
 
     {"format": "ksent-bundle", "format_version": 1, "corpus": "nsmc", "tok": "morpheme-mecab",
      "created_at": "...",
      "model": {"file": "model.keras", "sha256": "...", "params": 1234567},
+     "onnx": {"file": "model.onnx", "sha256": "...", "opset": 17, "converter": "tf2onnx 1.17.0",
+              "vocab_size": 30000, "checked_rows": 14350, "max_abs_diff": 6e-08},
      "tokenizer": {"file": "tokenizer.json", "sha256": "...", "fingerprint": "...",
                    "name": "morpheme-mecab", "vocab_size": 30000, "maxlen": 55},
      "training": {"params": {...}, "epochs_run": 5, "best_epoch": 3, "best_val_loss": 0.31,
@@ -17,11 +20,15 @@ A bundle is a folder `artifacts/<corpus>-<tok>/` holding
 
 `load_bundle` refuses a folder whose pieces do not belong together (a file missing,
 unreadable, or not the one recorded at training time), so `predict` can only ever
-replay the exact preprocessing its model was trained on.
+replay the exact preprocessing its model was trained on. It runs model.onnx when
+bundle.json records one (no TensorFlow is imported), else model.keras through Keras
+(bundles of older ksent versions), with a note saying so.
 """
 from __future__ import annotations
 
+import importlib.util
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,7 @@ FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", "bundle.json"
 THRESHOLD = 0.5             # probability of positive at or above which a review is labelled positive
 MAX_CHARS = 10_000          # raw characters kept per review before segmentation
+RUNTIMES = ("auto", "onnx", "keras")
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 
@@ -44,8 +52,8 @@ def load_preprocessor(path: Path | str):
 
 
 def write_manifest(directory: Path | str, *, corpus: str, tok: str, preprocessor, params: int,
-                   training: dict) -> dict:
-    """Write bundle.json for the model.keras and tokenizer.json already in `directory`."""
+                   training: dict, onnx: dict | None = None) -> dict:
+    """Write bundle.json for the model.keras (and model.onnx, `onnx` its entry) and tokenizer.json in `directory`."""
     directory = Path(directory)
     manifest = {
         "format": FORMAT,
@@ -57,6 +65,7 @@ def write_manifest(directory: Path | str, *, corpus: str, tok: str, preprocessor
         "tokenizer": {"file": TOKENIZER_FILE, "sha256": sha256_file(directory / TOKENIZER_FILE),
                       "fingerprint": preprocessor.fingerprint(), "name": preprocessor.name,
                       "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen)},
+        **({"onnx": onnx} if onnx else {}),
         "training": training,
         "versions": library_versions(),
     }
@@ -77,9 +86,14 @@ class Bundle:
       cannot stall, then truncated to `maxlen` tokens after segmentation, as in training.
     """
     directory: Path
-    model: object                   # keras.Model
+    network: object                 # pipeline.runtime.OnnxNetwork or KerasNetwork
     preprocessor: object            # pipeline.text.preprocess.Preprocessor
     manifest: dict
+    notes: tuple[str, ...] = ()     # what a user should know about how it was loaded (e.g. no model.onnx)
+
+    @property
+    def runtime(self) -> str:
+        return self.network.runtime
 
     @property
     def corpus(self) -> str:
@@ -89,7 +103,8 @@ class Bundle:
     def tok(self) -> str:
         return self.manifest["tok"]
 
-    def _cap(self, text: str) -> str:
+    def cap(self, text: str) -> str:
+        """The raw text as analyzed: at most MAX_CHARS characters, from the end truncation keeps."""
         text = "" if text is None else str(text)
         if len(text) <= MAX_CHARS:
             return text
@@ -98,32 +113,65 @@ class Bundle:
 
     def transform(self, texts: list[str]) -> np.ndarray:
         """Padded int32 ids (n, maxlen), exactly as the pad stage made them for training."""
-        return self.preprocessor.transform([self._cap(t) for t in texts])
+        return self.preprocessor.transform([self.cap(t) for t in texts])
 
     def predict_ids(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
-        from pipeline.model import length_batches, trim_padding
+        from pipeline.runtime import predict_ids
 
-        x = np.asarray(x, dtype=np.int32)
-        out = np.empty(len(x), dtype=np.float32)
-        variable_length = self.model.inputs[0].shape[1] is None
-        for idx in length_batches(x, batch_size):
-            batch = trim_padding(x[idx]) if variable_length else x[idx]
-            out[idx] = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32).reshape(-1)
-        return out
+        return predict_ids(self.network, x, batch_size)
 
     def predict_proba(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
         """P(positive) of each raw text, float32 (n,). See the class docstring for bad input."""
         return self.predict_ids(self.transform(texts), batch_size)
 
-    def predict(self, texts: list[str], batch_size: int = 1024) -> list[dict]:
-        """One record per text: text, label (1 = positive), sentiment, probability, empty."""
+    def predict(self, texts: list[str], batch_size: int = 1024, explain: bool = False) -> list[dict]:
+        """One record per text: text, label (1 = positive), sentiment, probability, empty
+        (+ explanation with `explain`, see pipeline.explain)."""
         x = self.transform(texts)
-        probabilities = self.predict_ids(x, batch_size)
-        empty = ~x.any(axis=1)
-        return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
-                 "probability": float(p), "empty": bool(e)}
-                for text, p, e in zip(texts, probabilities, empty, strict=True)]
+        records = _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        if explain:
+            from pipeline.explain import explain_many
+
+            for record, explanation in zip(records, explain_many(self, texts), strict=True):
+                record["explanation"] = explanation
+        return records
+
+    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
+                       batch_size: int = 1024) -> Iterator[list[dict]]:
+        """Records for each batch of texts, in order, as soon as they are computed.
+
+        Memory holds a few batches, whatever the input's length. With workers > 1 the
+        segmentation of the next batches runs in worker processes (morpheme analyzers
+        only) while this process runs the network on the current one.
+        """
+        prep = self.preprocessor
+        if workers <= 1 or prep.segmenter.kind != "morpheme":
+            for texts in batches:
+                yield self.predict(texts, batch_size)
+            return
+        from collections import deque
+
+        from pipeline.text.segment import SegmentPool
+
+        with SegmentPool(prep.segmenter, workers) as pool:
+            pending: deque = deque()
+            for texts in batches:
+                pending.append((texts, pool.submit([prep.normalizer(self.cap(t)) for t in texts])))
+                if len(pending) > workers:          # keep the workers busy while this process predicts
+                    yield self._finish(*pending.popleft(), batch_size)
+            while pending:
+                yield self._finish(*pending.popleft(), batch_size)
+
+    def _finish(self, texts: list[str], segmented, batch_size: int) -> list[dict]:
+        x = self.preprocessor.pad(self.preprocessor.vocabulary.transform(segmented.result()))
+        return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+
+
+def _records(texts, probabilities, empty) -> list[dict]:
+    return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
+             "probability": float(p), "empty": bool(e)}
+            for text, p, e in zip(texts, probabilities, empty, strict=True)]
 
 
 def _read_manifest(directory: Path) -> dict:
@@ -141,26 +189,33 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_bundle(directory: Path | str) -> Bundle:
+def load_bundle(directory: Path | str, runtime: str = "auto") -> Bundle:
     """Load and cross-check a bundle folder; PipelineError says what is wrong and what to do.
 
-    Checked: bundle.json, model.keras and tokenizer.json are present and readable;
-    both files have the SHA-256 recorded at training time; the tokenizer's
-    fingerprint and vocabulary size match the model's.
+    Checked: bundle.json, tokenizer.json and the network file are present and readable;
+    each has the SHA-256 recorded at training time; the tokenizer's fingerprint and
+    vocabulary size match the model's. runtime: "auto" runs model.onnx when bundle.json
+    records one and onnxruntime is installed, else model.keras (with a note); "onnx" or
+    "keras" insists on one.
     """
+    if runtime not in RUNTIMES:
+        raise PipelineError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     directory = Path(directory)
     if not directory.is_dir():
         raise PipelineError(f"no model bundle at {directory} - train one (`{BUILD_HINT}`) or pass --model DIR")
-    missing = [name for name in (MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
+    missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")
     manifest = _read_manifest(directory)
     recorded_model, recorded_tok = manifest.get("model"), manifest.get("tokenizer")
+    recorded_onnx = manifest.get("onnx")
     if not (isinstance(recorded_model, dict) and isinstance(recorded_tok, dict)
             and all(isinstance(manifest.get(k), str) for k in ("corpus", "tok"))
             and all(isinstance(recorded_tok.get(k), str) for k in ("sha256", "fingerprint"))
-            and isinstance(recorded_model.get("sha256"), str)):
+            and isinstance(recorded_model.get("sha256"), str)
+            and (recorded_onnx is None or (isinstance(recorded_onnx, dict)
+                                           and isinstance(recorded_onnx.get("sha256"), str)))):
         raise PipelineError(f"{directory / MANIFEST_FILE} is incomplete or damaged - re-run the train stage "
                             f"(`ksent train ... --force`)")
 
@@ -168,9 +223,6 @@ def load_bundle(directory: Path | str) -> Bundle:
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: its checksum differs "
                             f"from the one recorded in bundle.json at training time - copy the tokenizer.json "
                             f"that was trained with it, or retrain")
-    if sha256_file(directory / MODEL_FILE) != recorded_model.get("sha256"):
-        raise PipelineError(f"{directory / MODEL_FILE} is corrupt or not the model recorded in bundle.json "
-                            f"(checksum differs from training time) - retrain, or restore the bundle's files")
     try:
         preprocessor = load_preprocessor(directory / TOKENIZER_FILE)
     except PipelineError:
@@ -182,34 +234,44 @@ def load_bundle(directory: Path | str) -> Bundle:
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: this ksent reads it "
                             f"differently from the one that trained the model (fingerprint differs) - retrain")
 
-    model = _load_model(directory / MODEL_FILE, manifest)
-    embedding_rows = _embedding_rows(model)
-    if embedding_rows is not None and embedding_rows != preprocessor.vocab_size:
+    network, notes = _load_network(directory, manifest, preprocessor.vocab_size, runtime)
+    return Bundle(directory=directory, network=network, preprocessor=preprocessor, manifest=manifest,
+                  notes=tuple(notes))
+
+
+def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str):
+    """(network, notes): model.onnx through onnxruntime where possible, else model.keras through Keras."""
+    from pipeline import runtime as rt
+
+    notes = []
+    recorded_onnx = manifest.get("onnx")
+    if runtime != "keras":
+        if recorded_onnx is None and runtime == "onnx":
+            raise PipelineError(f"{directory} has no model.onnx (trained by an older ksent) - retrain it "
+                                f"(`ksent train ... --force`) or use the Keras runtime")
+        if recorded_onnx is not None:
+            if importlib.util.find_spec("onnxruntime") is not None:
+                return rt.load_onnx(directory, recorded_onnx, vocab_size), notes
+            if runtime == "onnx":
+                raise PipelineError("onnxruntime is not installed - `pip install onnxruntime`")
+            notes.append("onnxruntime is not installed, so this bundle runs through Keras/TensorFlow "
+                         "(slower start) - `pip install onnxruntime`")
+        else:
+            notes.append(f"{directory} has no model.onnx (trained by an older ksent), so it runs through "
+                         f"Keras/TensorFlow (slower start) - retrain it to get one")
+    path = directory / MODEL_FILE
+    if not path.is_file():
+        raise PipelineError(f"incomplete model bundle {directory}: missing {MODEL_FILE} - "
+                            f"re-run the train stage (`ksent train ... --force`)")
+    if sha256_file(path) != manifest["model"]["sha256"]:
+        raise PipelineError(f"{path} is corrupt or not the model recorded in bundle.json "
+                            f"(checksum differs from training time) - retrain, or restore the bundle's files")
+    network = rt.load_keras(path, manifest)
+    rows = rt.embedding_rows(network.model)
+    if rows is not None and rows != vocab_size:
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: it has "
-                            f"{preprocessor.vocab_size} vocabulary ids, the model's embedding {embedding_rows}")
-    return Bundle(directory=directory, model=model, preprocessor=preprocessor, manifest=manifest)
-
-
-def _load_model(path: Path, manifest: dict):
-    from pipeline.quiet import import_keras
-
-    keras = import_keras()   # without TensorFlow's start-up chatter on stderr, unless KSENT_VERBOSE=1
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
-        trained_with = manifest.get("versions", {}).get("keras")
-        note = (f" (trained with Keras {trained_with}, this is Keras {keras.__version__})"
-                if trained_with and trained_with != keras.__version__ else "")
-        raise PipelineError(f"{path} cannot be loaded{note}: {type(exc).__name__}: {str(exc)[:200]} - "
-                            f"the file is corrupt or incomplete; retrain (`ksent train ... --force`)") from None
-
-
-def _embedding_rows(model) -> int | None:
-    for layer in model.layers:
-        if hasattr(layer, "input_dim") and hasattr(layer, "output_dim"):
-            return int(layer.input_dim)
-    return None
+                            f"{vocab_size} vocabulary ids, the model's embedding {rows}")
+    return network, notes
 
 
 def _validation_accuracy(directory: Path) -> float:

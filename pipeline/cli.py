@@ -389,6 +389,9 @@ def report(artifacts_dir):
 
 # --- predict -------------------------------------------------------------------------------
 
+STREAM_BATCH = 8192          # lines per batch when predicting a file or stdin
+
+
 @cli.command()
 @click.argument("texts", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
@@ -396,8 +399,14 @@ def report(artifacts_dir):
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="Read reviews from this file, one per line ('-' = stdin).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
+@click.option("--explain", is_flag=True,
+              help="Also show each token's effect on the probability and the probability while reading.")
 @click.option("--batch-size", default=1024, type=click.IntRange(min=1), help="Reviews per model call.")
-def predict(texts, model_dir, file_, as_json, batch_size):
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for morpheme analysis of large inputs [default: all cores].")
+@click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),
+              help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras.")
+def predict(texts, model_dir, file_, as_json, explain, batch_size, workers, runtime):
     """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
 
     Only \\n or \\r\\n ends an input line, so every input line gets exactly one
@@ -406,26 +415,97 @@ def predict(texts, model_dir, file_, as_json, batch_size):
     backslash; an empty review shows as <empty>). A review that is empty or
     cleans to nothing (emoji, non-Korean text) is classified from an empty
     sequence and flagged `"empty": true` in --json, which gives the exact text.
+    Files and stdin are read and answered in batches, so memory stays bounded
+    and results appear as they are computed.
     """
+    import sys
+
+    from pipeline.api import Classifier
     from pipeline.bundle import default_model_dir, load_bundle
-    from pipeline.lines import format_plain, read_lines, read_path_lines, stdin_stream
+    from pipeline.lines import iter_line_batches, stdin_stream
+    from pipeline.text.segment import DEFAULT_WORKERS
 
     if texts and file_:
         raise click.UsageError("give reviews as arguments or with --file, not both")
-    if file_:
-        lines = read_path_lines(file_)
-    elif texts:
-        lines = list(texts)
+    if texts:
+        batches, name = iter([list(texts)]), None
     else:
-        stdin = stdin_stream()
-        if stdin.isatty():
-            raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
-        lines = read_lines(stdin, "standard input")
-    if not lines:
+        if file_ and file_ != "-":
+            try:
+                stream, name = open(file_, "rb"), file_   # closed when the process ends
+            except OSError as exc:
+                raise PipelineError(f"cannot read {file_}: {exc.strerror or exc}") from None
+        else:
+            stream, name = stdin_stream(), "standard input"
+            if not file_ and stream.isatty():
+                raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
+        batches = iter_line_batches(stream, name, STREAM_BATCH)
+    first = next(batches, None)
+    if first is None:
         return
-    bundle = load_bundle(model_dir or default_model_dir(defaults.ARTIFACTS_DIR))
-    for record in bundle.predict(lines, batch_size=batch_size):
-        click.echo(json.dumps(record, ensure_ascii=False) if as_json else format_plain(record))
+    bundle = load_bundle(model_dir or default_model_dir(defaults.ARTIFACTS_DIR), runtime=runtime)
+    for note in bundle.notes:
+        click.echo(f"note: {note}", err=True)
+    classifier = Classifier(bundle)
+    if explain:
+        results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in _chain(first, batches))
+    else:
+        # analyzer processes only for an input of more than one batch: a pool costs a start-up
+        workers = workers or DEFAULT_WORKERS
+        large = len(first) == STREAM_BATCH
+        results = classifier.predict_stream(_chain(first, batches), workers=workers if large else 1,
+                                            batch_size=batch_size)
+    out = sys.stdout
+    try:
+        for records in results:
+            out.write("".join(_format_record(r, as_json) for r in records))
+            out.flush()
+    except BrokenPipeError:    # `ksent predict --file big.txt | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _format_record(record: dict, as_json: bool) -> str:
+    from pipeline.lines import format_plain
+
+    if as_json:
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    if "explanation" not in record:
+        return format_plain(record) + "\n"
+    from pipeline.explain import format_explanation
+
+    return "\n".join([format_plain(record), *format_explanation(record["explanation"])]) + "\n"
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="Bundle directory [default: the NSMC bundle with the best validation accuracy in ./artifacts].")
+@click.option("--host", default="127.0.0.1",
+              help="Address to bind; 0.0.0.0 exposes the server to the network (see README).")
+@click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
+@click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
+@click.option("--max-batch", default=256, type=click.IntRange(1, 100_000),
+              help="Most reviews per model call when concurrent requests are batched together.")
+@click.option("--max-wait-ms", default=2.0, type=click.FloatRange(0, 1000),
+              help="How long a request may wait for others to share its model call.")
+@click.option("--max-texts", default=1000, type=click.IntRange(1, 1_000_000),
+              help="Most reviews in one request (more: 422).")
+@click.option("--max-body-bytes", default=1_000_000, type=click.IntRange(1, 1 << 30),
+              help="Largest request body (more: 413).")
+def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes):
+    """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
+
+    Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
+    stops accepting connections and lets the requests in flight finish.
+    """
+    from pipeline.serve import run_server
+
+    run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
+               max_texts=max_texts, max_body_bytes=max_body_bytes, echo=_echo)
 
 
 def main():

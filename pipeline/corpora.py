@@ -16,8 +16,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 COLUMNS = ["id", "text", "label", "rating", "source"]
 
@@ -47,6 +50,8 @@ class Corpus:
 
     def read(self, raw_dir: Path | str) -> tuple[pd.DataFrame, Counter]:
         """Read every upstream file under `raw_dir` into one table in the common schema."""
+        import pandas as pd  # here, not at module level: the CLI imports the registry, and predict needs no pandas
+
         frames, problems = [], Counter()
         for f in self.files:
             frame, bad = _read_lines(Path(raw_dir) / f.name, self, f.source)
@@ -127,6 +132,8 @@ ENCODING_FAILURE_SHARE = 0.1   # more invalid UTF-8 lines than this: the file is
 
 
 def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, Counter]:
+    import pandas as pd
+
     """Parse one upstream file; a line that is not valid UTF-8 is dropped and counted once."""
     ids, texts, labels, ratings = [], [], [], []
     problems: Counter = Counter()

@@ -37,8 +37,35 @@ def iter_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> Ite
     Raises PipelineError naming the line (1-based) and byte offset (0-based) of invalid
     UTF-8, or saying why the stream could not be read; lines before it were yielded.
     """
+    for lines, _ in _line_reads(stream, name, chunk_size):
+        yield from lines
+
+
+def iter_line_batches(stream: BinaryIO, name: str, max_lines: int,
+                      chunk_size: int = CHUNK_SIZE) -> Iterator[list[str]]:
+    """The lines of `iter_lines` in lists of at most `max_lines`, for batched prediction.
+
+    A batch is also handed on early when the stream has nothing more to read right now
+    (a pipe whose writer is slow): results appear as the input arrives, while a file
+    is read in full batches.
+    """
+    batch: list[str] = []
+    for lines, drained in _line_reads(stream, name, chunk_size):
+        batch.extend(lines)
+        while len(batch) >= max_lines:
+            yield batch[:max_lines]
+            batch = batch[max_lines:]
+        if drained and batch:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _line_reads(stream: BinaryIO, name: str, chunk_size: int) -> Iterator[tuple[list[str], bool]]:
+    """(complete lines decoded from one read, whether that read drained what had arrived)."""
     pending: list[bytes] = []   # the current line's pieces, so a long line is not re-copied per chunk
-    number, offset = 0, 0       # lines yielded so far; file offset of the current line's first byte
+    number, offset = 0, 0       # lines decoded so far; file offset of the current line's first byte
 
     def decode(raw: bytes, ended: bool = True) -> str:
         nonlocal number, offset
@@ -63,15 +90,16 @@ def iter_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> Ite
         if not chunk:
             break
         *complete, rest = chunk.split(b"\n")
+        lines = []
         if complete:
-            yield decode(b"".join(pending) + complete[0])
-            for raw in complete[1:]:
-                yield decode(raw)
+            lines.append(decode(b"".join(pending) + complete[0]))
+            lines.extend(decode(raw) for raw in complete[1:])
             pending = []
         pending.append(rest)
+        yield lines, len(chunk) < chunk_size
     last = b"".join(pending)
     if last and not (number == 0 and last == _BOM):   # a BOM alone is an empty input, not an empty line
-        yield decode(last, ended=False)
+        yield [decode(last, ended=False)], True
 
 
 def read_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> list[str]:

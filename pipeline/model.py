@@ -7,10 +7,9 @@ the output layer) - finite, never NaN.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pipeline.params import TRAIN
 from pipeline.quiet import import_keras
+from pipeline.text.sequences import length_batches, trim_padding  # noqa: F401 - used by train; no Keras there
 
 keras = import_keras()   # TensorFlow's start-up log stays off the terminal unless KSENT_VERBOSE=1
 
@@ -45,41 +44,3 @@ def build_model(vocab_size: int, maxlen: int | None, *, embedding_dim: int = TRA
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
                   metrics=["accuracy"])
     return model
-
-
-# --- feeding the network: batches of similar length, without their all-padding columns ------------
-# Keras 3 on TensorFlow runs LSTM/GRU on CPU as a generic step loop (the fused cuDNN kernel is GPU
-# only), and a masked padding step costs as much as a real one. Reviews are short next to maxlen
-# (NSMC morphemes: mean 18, maxlen 55), so grouping rows by length and dropping the columns that are
-# padding in every row of a batch does the same computation in about a third of the time.
-
-def length_batches(x: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-                   window: int = 100) -> list[np.ndarray]:
-    """Row indices of batches of similar-length rows of the padded id matrix `x`.
-
-    With `rng`: rows are shuffled, sorted by length within windows of `window` batches,
-    and the batch order is shuffled (a fresh draw per call, i.e. per epoch). Without:
-    deterministic, for prediction.
-    """
-    lengths = np.count_nonzero(x, axis=1)
-    order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
-    batches = []
-    for start in range(0, len(x), batch_size * window):
-        part = order[start:start + batch_size * window]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def trim_padding(x: np.ndarray) -> np.ndarray:
-    """Drop the leading/trailing columns that are padding (id 0) in every row.
-
-    The mask makes the recurrent layers skip those steps, so the output is unchanged.
-    An all-padding batch keeps one column (the model's response to an empty sequence).
-    """
-    used = np.flatnonzero(x.any(axis=0))
-    if used.size == 0:
-        return x[:, -1:]
-    return x[:, used[0]:used[-1] + 1]

@@ -75,26 +75,33 @@ def test_predict_records_and_bad_input(evaluated):
 
 
 def test_load_bundle_refuses_missing_files(bundle_copy):
-    for name in ("model.keras", "tokenizer.json", "bundle.json"):
+    for name in ("model.onnx", "tokenizer.json", "bundle.json"):
         damaged = shutil.copytree(bundle_copy, bundle_copy.with_name(f"without-{name}"))
         (damaged / name).unlink()
         with pytest.raises(PipelineError, match=f"missing {name}"):
             load_bundle(damaged)
+    # model.keras is what the Keras runtime needs; the ONNX runtime does without it
+    damaged = shutil.copytree(bundle_copy, bundle_copy.with_name("without-model.keras"))
+    (damaged / "model.keras").unlink()
+    assert load_bundle(damaged).runtime == "onnxruntime"
+    with pytest.raises(PipelineError, match="missing model.keras"):
+        load_bundle(damaged, runtime="keras")
     with pytest.raises(PipelineError, match="no model bundle"):
         load_bundle(bundle_copy / "nowhere")
 
 
-def test_load_bundle_refuses_a_corrupt_model(bundle_copy):
-    model = bundle_copy / "model.keras"
+@pytest.mark.parametrize(("name", "runtime"), [("model.keras", "keras"), ("model.onnx", "auto")])
+def test_load_bundle_refuses_a_corrupt_model(bundle_copy, name, runtime):
+    model = bundle_copy / name
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])       # truncated, e.g. a partial copy
-    with pytest.raises(PipelineError, match="model.keras is corrupt"):
-        load_bundle(bundle_copy)
+    with pytest.raises(PipelineError, match=f"{name} is corrupt"):
+        load_bundle(bundle_copy, runtime=runtime)
     # even when bundle.json is made to agree, an unreadable model is reported as such
     manifest = read_json(bundle_copy / "bundle.json")
-    manifest["model"]["sha256"] = sha256_file(model)
+    manifest["model" if name == "model.keras" else "onnx"]["sha256"] = sha256_file(model)
     (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match="cannot be loaded"):
-        load_bundle(bundle_copy)
+        load_bundle(bundle_copy, runtime=runtime)
 
 
 def test_load_bundle_refuses_a_corrupt_manifest(bundle_copy):

@@ -2,13 +2,13 @@
 
 Inputs: data/processed/<corpus>/<tok>/test.npz (+ its tokenizer.json, to check it is the
 model's, and train.npz/val.npz, for the texts seen in training) and the bundle
-artifacts/<corpus>-<tok>/ (model.keras, tokenizer.json, bundle.json, train.manifest.json).
+artifacts/<corpus>-<tok>/ (model.onnx, model.keras, tokenizer.json, bundle.json, train.manifest.json).
 Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, text, label,
 probability, predicted). Then artifacts/REPORT.md is regenerated from every bundle's
 metrics.json (`write_report`).
 
-The model is loaded through pipeline.bundle.load_bundle and scored with the same
-batching code as `ksent predict`, so evaluated and served probabilities agree.
+The model is loaded through pipeline.bundle.load_bundle and scored with the same runtime
+(model.onnx) and batching code as `ksent predict`, so evaluated and served probabilities agree.
 Besides the whole test split, metrics are given for the rows whose raw text is
 unique within it (stock phrases such as "굿" or "최고" repeat many times in NSMC's
 test file and weigh on its accuracy) and for the rows whose raw text does not occur in
@@ -111,7 +111,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     inputs = {name: Input(src / name, "pad") for name in ("test.npz", "train.npz", "val.npz")}
     inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad")
     inputs.update({name: Input(bundle_dir / name, "train")
-                   for name in ("model.keras", "tokenizer.json", "bundle.json")})
+                   for name in ("model.keras", "model.onnx", "tokenizer.json", "bundle.json")})
     return Stage("evaluate", f"{corpus}/{tok}", bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 

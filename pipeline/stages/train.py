@@ -2,7 +2,9 @@
 
 Inputs: data/processed/<corpus>/<tok>/train.npz, val.npz and tokenizer.json (pad stage).
 Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
-validation loss, kept by ModelCheckpoint; no optimizer state), a copy of tokenizer.json,
+validation loss, kept by ModelCheckpoint; no optimizer state), model.onnx (the same network
+for TensorFlow-free prediction, checked against Keras on the validation split; see
+pipeline.runtime), a copy of tokenizer.json,
 bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
 loss/accuracy/learning rate/seconds) and curves.png.
 
@@ -10,7 +12,7 @@ The Embedding layer starts from word2vec vectors learned from the train split's 
 sequences (pipeline.embeddings; `embeddings="random"` skips that).
 
 Batches are groups of similar-length reviews without their all-padding columns
-(pipeline.model.length_batches): on CPU the recurrent loop costs as much per padding
+(pipeline.text.sequences.length_batches): on CPU the recurrent loop costs as much per padding
 step as per token, and most of a padded NSMC row is padding.
 """
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Gener
     """A tf.data pipeline of length-grouped, trimmed batches; reshuffled each epoch when `rng` is given."""
     import tensorflow as tf
 
-    from pipeline.model import length_batches, trim_padding
+    from pipeline.text.sequences import length_batches, trim_padding
 
     def batches():
         for idx in length_batches(x, batch_size, rng):
@@ -146,7 +148,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     src = Path(data_dir) / "processed" / corpus / tok
     return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok),
                  inputs={name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")},
-                 params=params, outputs=("model.keras", "tokenizer.json", "bundle.json", "history.csv", "curves.png"),
+                 params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
+                          "curves.png"),
                  whole_folder=True)
 
 
@@ -203,8 +206,10 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         train_seconds = time.perf_counter() - started + embedding_seconds
         if not history.get("loss") or not history.get("val_loss"):
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
-        _save_for_serving(model, checkpoint, out.path("model.keras"))
+        serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
+        from pipeline.runtime import ONNX_FILE, export_onnx
+        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=x_val)   # checked against Keras on val
 
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])
@@ -220,7 +225,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
         }
         bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
-                              training={"params": params, **{k: counts[k] for k in (
+                              onnx=onnx_entry, training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
                                   "train_seconds")}})
         _write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
@@ -234,7 +239,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     return run_stage(stage, run, force=force, echo=echo)
 
 
-def _save_for_serving(model, checkpoint: Path, target: Path) -> None:
+def _save_for_serving(model, checkpoint: Path, target: Path):
     """Save the checkpointed best weights in an uncompiled view of `model` (a keras.Model).
 
     Without the optimizer's state (Adam keeps two more values per weight) the file is a
@@ -247,6 +252,7 @@ def _save_for_serving(model, checkpoint: Path, target: Path) -> None:
     else:                                   # val_loss never finite: keep the last weights
         serving.set_weights(model.get_weights())
     serving.save(target)                    # into the staging folder: published with the rest of the bundle
+    return serving
 
 
 def _write_history(path: Path, history: dict, epoch_seconds: list[float], learning_rate: float) -> None:

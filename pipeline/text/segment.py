@@ -388,6 +388,14 @@ class SegmentPool:
                                 f"try fewer workers (each Okt worker runs its own JVM)") from None
         return out
 
+    def submit(self, texts: Sequence[str], chunksize: int | None = None) -> PendingSegments:
+        """Queue `texts` for segmentation and return at once; `.result()` waits for their tokens, in order."""
+        texts = list(texts)
+        if chunksize is None:
+            chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (2 * self.workers))))
+        return PendingSegments(self, [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
+                                      for i in range(0, len(texts), chunksize)])
+
     def cpu_seconds(self) -> list[float]:
         """CPU time each worker process has used so far (for benchmarks)."""
         return [f.result() for f in [self._executor.submit(_cpu_seconds, self._timeout)
@@ -419,3 +427,16 @@ class SegmentPool:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close(now=exc_type is not None)  # on an error, Ctrl-C or SIGTERM nobody wants the rest
+
+
+class PendingSegments:
+    """The tokens of texts queued with `SegmentPool.submit`."""
+
+    def __init__(self, pool: SegmentPool, futures: list):
+        self._pool, self._futures = pool, futures
+
+    def result(self) -> list[list[str]]:
+        try:
+            return [tokens for future in self._futures for tokens in future.result()]
+        except BrokenProcessPool as exc:
+            raise PipelineError(f"a {self._pool.segmenter.name()} worker process died ({exc})") from None

@@ -1,7 +1,8 @@
-"""Padding with the semantics of `keras.utils.pad_sequences`, in NumPy.
+"""Padded id sequences in NumPy: padding with the semantics of `keras.utils.pad_sequences`, and
+the length-grouped, trimmed batches that training and prediction feed the network.
 
-Written here rather than imported so that the pad stage and `predict`'s
-preprocessing do not import TensorFlow; tests check it against Keras.
+Written here rather than imported so that the pad stage and prediction do not import
+TensorFlow; tests check the padding against Keras.
 """
 from __future__ import annotations
 
@@ -40,3 +41,41 @@ def length_for_coverage(lengths: Sequence[int], coverage: float) -> int:
         return 1
     index = max(0, math.ceil(coverage * ordered.size) - 1)
     return max(1, int(ordered[index]))
+
+
+# --- feeding the network: batches of similar length, without their all-padding columns ------------
+# Keras 3 on TensorFlow runs LSTM/GRU on CPU as a generic step loop (the fused cuDNN kernel is GPU
+# only), and a masked padding step costs as much as a real one. Reviews are short next to maxlen
+# (NSMC morphemes: mean 18, maxlen 55), so grouping rows by length and dropping the columns that are
+# padding in every row of a batch does the same computation in about a third of the time.
+
+def length_batches(x: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+                   window: int = 100) -> list[np.ndarray]:
+    """Row indices of batches of similar-length rows of the padded id matrix `x`.
+
+    With `rng`: rows are shuffled, sorted by length within windows of `window` batches,
+    and the batch order is shuffled (a fresh draw per call, i.e. per epoch). Without:
+    deterministic, for prediction.
+    """
+    lengths = np.count_nonzero(x, axis=1)
+    order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+    batches = []
+    for start in range(0, len(x), batch_size * window):
+        part = order[start:start + batch_size * window]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def trim_padding(x: np.ndarray) -> np.ndarray:
+    """Drop the leading/trailing columns that are padding (id 0) in every row.
+
+    The mask makes the recurrent layers skip those steps, so the output is unchanged.
+    An all-padding batch keeps one column (the model's response to an empty sequence).
+    """
+    used = np.flatnonzero(x.any(axis=0))
+    if used.size == 0:
+        return x[:, -1:]
+    return x[:, used[0]:used[-1] + 1]

@@ -1,0 +1,80 @@
+"""Why a review got its probability: the effect of each token (occlusion), and the verdict while reading.
+
+For the tokens t1..tn the network saw (the bundle's own tokenization, after truncation to
+maxlen; out-of-vocabulary ones included, as the model sees them):
+
+- `without`: P(positive) of the review with t_i left out, and `effect` = probability - without:
+  how far t_i pushed the verdict towards positive (> 0) or negative (< 0);
+- `prefix`: P(positive) after reading t1..t_i, so the list shows how the verdict evolves
+  ("재미있을 줄 알았는데 ... 실망" starts positive and turns); `start` is the response to the
+  empty sequence, before the first token.
+
+All 2n + 1 sequences go to the network in one batch: explaining a review costs one model call.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.text.vocab import OOV_ID
+
+
+def explain_many(bundle, texts: list[str]) -> list[dict]:
+    """One explanation dict per text (see the module docstring); JSON-serializable."""
+    prep = bundle.preprocessor
+    seen_lists, dropped = [], []
+    for text in texts:
+        tokens = prep.segmenter.segment(prep.normalizer(bundle.cap(text)))
+        ids = prep.vocabulary.transform([tokens])[0]
+        keep = slice(-prep.maxlen, None) if prep.truncating == "pre" else slice(0, prep.maxlen)
+        pairs = list(zip(tokens, ids, strict=True))
+        seen_lists.append(pairs[keep] if len(pairs) > prep.maxlen else pairs)
+        dropped.append(max(0, len(pairs) - prep.maxlen))
+
+    sequences: list[list[int]] = []
+    for pairs in seen_lists:
+        ids = [i for _, i in pairs]
+        sequences.append(ids)                                                  # the review as the model saw it
+        sequences.append([])                                                   # the empty sequence
+        sequences.extend(ids[:k] + ids[k + 1:] for k in range(len(ids)))       # without token k
+        sequences.extend(ids[:k + 1] for k in range(len(ids)))                 # after reading tokens 1..k
+    probabilities = bundle.predict_ids(prep.pad(sequences)).astype(np.float64)
+
+    out, at = [], 0
+    for pairs, n_dropped in zip(seen_lists, dropped, strict=True):
+        n = len(pairs)
+        full, start = probabilities[at], probabilities[at + 1]
+        without = probabilities[at + 2:at + 2 + n]
+        prefix = probabilities[at + 2 + n:at + 2 + 2 * n]
+        at += 2 + 2 * n
+        out.append({
+            "probability": round(float(full), 6),
+            "start": round(float(start), 6),
+            "tokens": [{"token": token, "oov": token_id == OOV_ID, "effect": round(float(full - w), 6),
+                        "without": round(float(w), 6), "prefix": round(float(p), 6)}
+                       for (token, token_id), w, p in zip(pairs, without, prefix, strict=True)],
+            "truncated_tokens": n_dropped,
+        })
+    return out
+
+
+def format_explanation(explanation: dict) -> list[str]:
+    """Two indented lines for the plain-text output of `ksent predict --explain`.
+
+        effect:  재미있 +0.412  줄 -0.020  실망 -0.513 ...
+        reading: 0.50 > 재미있 0.93 > 을 0.91 > ... > 실망 0.05
+    """
+    tokens = explanation["tokens"]
+    if not tokens:
+        return ["  (no tokens: the model's response to an empty review)"]
+    effect = "  ".join(f"{_tok(t)} {t['effect']:+.3f}" for t in tokens)
+    reading = " > ".join([f"{explanation['start']:.2f}"] + [f"{_tok(t)} {t['prefix']:.2f}" for t in tokens])
+    lines = [f"  effect:  {effect}", f"  reading: {reading}"]
+    if explanation["truncated_tokens"]:
+        lines.append(f"  ({explanation['truncated_tokens']} tokens beyond maxlen were not read)")
+    return lines
+
+
+def _tok(token: dict) -> str:
+    from pipeline.lines import escape
+
+    return escape(token["token"]) + ("(oov)" if token["oov"] else "")

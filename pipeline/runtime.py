@@ -1,0 +1,164 @@
+"""The runtime that runs a bundle's network: ONNX through onnxruntime (no TensorFlow), or Keras.
+
+The train stage saves the network twice: `model.keras`, Keras' native format (to inspect,
+fine-tune or re-export it), and `model.onnx`, the same network converted with tf2onnx and
+checked against Keras before it is published. Prediction (`ksent predict`, the Python API,
+`ksent serve`, `ksent evaluate`) runs `model.onnx` with onnxruntime: a 10 MB native library
+that starts in a fraction of a second, where importing TensorFlow alone takes ~4 s and
+~500 MB. Why ONNX: it is the one open format with a light, well-kept CPU runtime that
+runs the masked LSTM/GRU loop exactly (tf2onnx turns Keras' masked recurrent loop into an
+ONNX Loop); TFLite needs TensorFlow's converter at train time *and* a TFLite runtime whose
+LSTM ops do not take Keras' mask, and Keras' own `model.export(format="onnx")` refused the
+loaded model.
+
+A bundle without `model.onnx` (trained by an older ksent) still loads, through Keras.
+
+Both runtimes are a `Network`: padded int32 ids (batch, time) -> P(positive), float32 (batch,).
+`predict_ids` feeds it batches of similar length without their all-padding columns (the
+mask skips those steps anyway), exactly as the train stage fed Keras.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.io import PipelineError, sha256_file
+from pipeline.text.sequences import length_batches, trim_padding
+
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-5          # largest |P_onnx - P_keras| accepted at export
+THREADS_ENV = "KSENT_THREADS"  # onnxruntime intra-op threads (default: onnxruntime's, all cores)
+
+
+class OnnxNetwork:
+    """model.onnx in an onnxruntime session (CPU)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3          # errors only: no "CleanUnusedInitializers" chatter
+        threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "0") or 0)
+        options.intra_op_num_threads = max(0, threads)
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
+            raise PipelineError(f"{path} cannot be loaded by onnxruntime ({type(exc).__name__}: {str(exc)[:200]}) "
+                                f"- the file is corrupt; retrain (`ksent train ... --force`)") from None
+        self._input = self.session.get_inputs()[0].name
+        self.version = ort.__version__
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: batch})[0].reshape(-1)
+
+
+class KerasNetwork:
+    """model.keras through Keras (imports TensorFlow)."""
+
+    runtime = "keras"
+
+    def __init__(self, model):
+        self.model = model
+        self.version: str | None = None
+
+    @property
+    def variable_length(self) -> bool:
+        return self.model.inputs[0].shape[1] is None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32).reshape(-1)
+
+
+def predict_ids(network, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
+    x = np.asarray(x, dtype=np.int32)
+    out = np.empty(len(x), dtype=np.float32)
+    trim = getattr(network, "variable_length", True)
+    for idx in length_batches(x, batch_size):
+        batch = x[idx]
+        out[idx] = network(trim_padding(batch) if trim else batch)
+    return out
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
+    """The bundle's model.onnx, checked against what bundle.json recorded at training time."""
+    path = directory / str(entry.get("file", ONNX_FILE))
+    if not path.is_file():
+        raise PipelineError(f"incomplete model bundle {directory}: missing {path.name}, which bundle.json records "
+                            f"- restore it, or retrain (`ksent train ... --force`)")
+    if sha256_file(path) != entry.get("sha256"):
+        raise PipelineError(f"{path} is corrupt or not the model recorded in bundle.json (checksum differs from "
+                            f"training time) - retrain, or restore the bundle's files")
+    if entry.get("vocab_size") not in (None, vocab_size):
+        raise PipelineError(f"{directory / 'tokenizer.json'} does not belong to this model: it has {vocab_size} "
+                            f"vocabulary ids, the model's embedding {entry.get('vocab_size')}")
+    return OnnxNetwork(path)
+
+
+def load_keras(path: Path, manifest: dict) -> KerasNetwork:
+    from pipeline.quiet import import_keras
+
+    keras = import_keras()   # without TensorFlow's start-up chatter on stderr, unless KSENT_VERBOSE=1
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
+        trained_with = manifest.get("versions", {}).get("keras")
+        note = (f" (trained with Keras {trained_with}, this is Keras {keras.__version__})"
+                if trained_with and trained_with != keras.__version__ else "")
+        raise PipelineError(f"{path} cannot be loaded{note}: {type(exc).__name__}: {str(exc)[:200]} - "
+                            f"the file is corrupt or incomplete; retrain (`ksent train ... --force`)") from None
+    network = KerasNetwork(model)
+    network.version = keras.__version__
+    return network
+
+
+def embedding_rows(model) -> int | None:
+    """Rows of a Keras model's Embedding layer (its vocabulary size), if it has one."""
+    for layer in model.layers:
+        if hasattr(layer, "input_dim") and hasattr(layer, "output_dim"):
+            return int(layer.input_dim)
+    return None
+
+
+# --- export (train stage; needs TensorFlow and tf2onnx) -----------------------------------------
+
+def export_onnx(model, path: Path, check_ids: np.ndarray) -> dict:
+    """Convert the Keras `model` to ONNX at `path`, check it, and return its bundle.json entry.
+
+    The ONNX graph takes ids of any batch size and length, like the Keras model. Its
+    probabilities on `check_ids` (padded id rows, e.g. the validation split) must equal
+    Keras' to ONNX_TOLERANCE, or PipelineError: a portable model that disagrees with the
+    trained one is never published.
+    """
+    import logging
+
+    import tensorflow as tf
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    spec = (tf.TensorSpec((None, None), tf.int32, name="ids"),)
+
+    @tf.function(input_signature=spec)
+    def forward(ids):
+        return model(ids, training=False)
+
+    tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
+    check_ids = np.asarray(check_ids, dtype=np.int32)
+    expected = predict_ids(KerasNetwork(model), check_ids)
+    got = predict_ids(OnnxNetwork(path), check_ids)
+    max_diff = float(np.max(np.abs(got - expected))) if len(check_ids) else 0.0
+    if not max_diff <= ONNX_TOLERANCE:
+        raise PipelineError(f"the ONNX export of the model differs from Keras by {max_diff:.2e} (> {ONNX_TOLERANCE}) "
+                            f"on {len(check_ids):,} rows - nothing was published; report this with the versions of "
+                            f"tensorflow, tf2onnx and onnxruntime")
+    return {"file": path.name, "sha256": sha256_file(path), "opset": ONNX_OPSET,
+            "converter": f"tf2onnx {tf2onnx.__version__}", "vocab_size": embedding_rows(model),
+            "checked_rows": int(len(check_ids)), "max_abs_diff": max_diff}
