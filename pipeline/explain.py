@@ -4,7 +4,9 @@ For the tokens t1..tn the network saw (the bundle's own tokenization, after trun
 maxlen; out-of-vocabulary ones included, as the model sees them):
 
 - `without`: P(positive) of the review with t_i left out, and `effect` = probability - without:
-  how far t_i pushed the verdict towards positive (> 0) or negative (< 0);
+  how far t_i pushed the verdict towards positive (> 0) or negative (< 0); `effect_logit` is
+  the same in log-odds, which still ranks the tokens of a review whose probability is
+  saturated near 0 or 1 (where every `effect` rounds to zero);
 - `prefix`: P(positive) after reading t1..t_i, so the list shows how the verdict evolves
   ("재미있을 줄 알았는데 ... 실망" starts positive and turns); `start` is the response to the
   empty sequence, before the first token.
@@ -38,20 +40,22 @@ def explain_many(bundle, texts: list[str]) -> list[dict]:
         sequences.extend(ids[:k] + ids[k + 1:] for k in range(len(ids)))       # without token k
         sequences.extend(ids[:k + 1] for k in range(len(ids)))                 # after reading tokens 1..k
     probabilities = bundle.predict_ids(prep.pad(sequences)).astype(np.float64)
+    logits = _logit(probabilities)
 
     out, at = [], 0
     for pairs, n_dropped in zip(seen_lists, dropped, strict=True):
         n = len(pairs)
-        full, start = probabilities[at], probabilities[at + 1]
-        without = probabilities[at + 2:at + 2 + n]
+        full, start, full_logit = probabilities[at], probabilities[at + 1], logits[at]
+        without, without_logit = probabilities[at + 2:at + 2 + n], logits[at + 2:at + 2 + n]
         prefix = probabilities[at + 2 + n:at + 2 + 2 * n]
         at += 2 + 2 * n
         out.append({
             "probability": round(float(full), 6),
             "start": round(float(start), 6),
             "tokens": [{"token": token, "oov": token_id == OOV_ID, "effect": round(float(full - w), 6),
+                        "effect_logit": round(float(full_logit - wl), 4),
                         "without": round(float(w), 6), "prefix": round(float(p), 6)}
-                       for (token, token_id), w, p in zip(pairs, without, prefix, strict=True)],
+                       for (token, token_id), w, wl, p in zip(pairs, without, without_logit, prefix, strict=True)],
             "truncated_tokens": n_dropped,
         })
     return out
@@ -66,12 +70,20 @@ def format_explanation(explanation: dict) -> list[str]:
     tokens = explanation["tokens"]
     if not tokens:
         return ["  (no tokens: the model's response to an empty review)"]
-    effect = "  ".join(f"{_tok(t)} {t['effect']:+.3f}" for t in tokens)
+    if max(abs(t["effect"]) for t in tokens) >= 0.01:
+        effect = "effect:  " + "  ".join(f"{_tok(t)} {t['effect']:+.3f}" for t in tokens)
+    else:   # saturated probability: every effect rounds to 0, log-odds still rank the tokens
+        effect = "effect (log-odds): " + "  ".join(f"{_tok(t)} {t['effect_logit']:+.2f}" for t in tokens)
     reading = " > ".join([f"{explanation['start']:.2f}"] + [f"{_tok(t)} {t['prefix']:.2f}" for t in tokens])
-    lines = [f"  effect:  {effect}", f"  reading: {reading}"]
+    lines = [f"  {effect}", f"  reading: {reading}"]
     if explanation["truncated_tokens"]:
         lines.append(f"  ({explanation['truncated_tokens']} tokens beyond maxlen were not read)")
     return lines
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-7)         # float32 probabilities: 0 and 1 happen (1 - 1e-7 is its last step)
+    return np.log(p) - np.log1p(-p)
 
 
 def _tok(token: dict) -> str:

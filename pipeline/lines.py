@@ -90,11 +90,15 @@ def _line_reads(stream: BinaryIO, name: str, chunk_size: int) -> Iterator[tuple[
         if not chunk:
             break
         *complete, rest = chunk.split(b"\n")
-        lines = []
+        lines: list[str] = []
         if complete:
-            lines.append(decode(b"".join(pending) + complete[0]))
-            lines.extend(decode(raw) for raw in complete[1:])
+            complete[0] = b"".join(pending) + complete[0]
             pending = []
+            try:
+                lines.extend(decode(raw) for raw in complete)
+            except PipelineError:
+                yield lines, True      # the lines before the bad one, then the error
+                raise
         pending.append(rest)
         yield lines, len(chunk) < chunk_size
     last = b"".join(pending)

@@ -43,6 +43,9 @@ class OnnxNetwork:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3          # errors only: no "CleanUnusedInitializers" chatter
+        # Memory patterns pre-plan buffers per input shape; batches here change shape every call
+        # (length-grouped), so planning only costs: off, the arena stays ~60 MB smaller and runs faster.
+        options.enable_mem_pattern = False
         threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "0") or 0)
         options.intra_op_num_threads = max(0, threads)
         options.inter_op_num_threads = 1

@@ -1,8 +1,13 @@
 """The Python API (`pipeline.load`): the README's three lines, agreement with evaluate, threads."""
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,3 +56,17 @@ def test_concurrent_callers_get_the_same_answers(evaluated):  # noqa: F811
         results = list(pool.map(lambda i: clf.predict_proba(texts[i:] + texts[:i]), range(16)))
     for i, got in enumerate(results):
         np.testing.assert_allclose(got, np.roll(expected, -i), atol=1e-6)
+
+
+def test_the_readme_example_runs(evaluated, tmp_path):  # noqa: F811
+    """The README's Python example, as printed there, on the fixture bundle instead of the NSMC one."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "pipeline.load(" in b]
+    assert blocks, "the README has no Python example"
+    code = blocks[0].replace('"artifacts/nsmc-morpheme-mecab"', repr(str(evaluated[0])))
+    assert code != blocks[0]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "'sentiment': 'positive'" in result.stdout or "'sentiment': 'negative'" in result.stdout
+    assert "onnxruntime" in result.stdout

@@ -1,12 +1,16 @@
-"""Benchmark `ksent predict`: (a) latency to the first printed prediction, (b) batch throughput.
+"""Benchmark `ksent predict` as a user runs it: whole processes, wall time and peak memory from the OS.
 
-    .venv/bin/python tests/benchmarks/bench_predict.py --model artifacts/nsmc-morpheme-mecab
+    .venv/bin/python tests/benchmarks/bench_predict.py [--model artifacts/nsmc-morpheme-mecab]
 
-(a) runs the real entry point (`.venv/bin/ksent predict --model DIR "..."`, or
-    `python -m pipeline` where there is no script) in a fresh process and times
-    process start -> first line on stdout; then breaks one cold start down in-process.
-(b) times Bundle.predict_proba on the 50,000 NSMC test reviews, read from the
-    mirror with the corpus registry's reader, split into preprocessing and model time.
+(a) Cold start: `ksent predict --model DIR "<review>"` (model.onnx, onnxruntime) against
+    `python -c 'import numpy'` and against the same command with `--runtime keras`
+    (the TensorFlow path), interleaved run by run so machine noise hits all three alike.
+    Per run: seconds from process start to the first line on stdout, and the process's
+    peak RSS (getrusage via os.wait4). Medians and ratios are printed.
+(b) Batch: `ksent predict --file` end to end (process start to exit) on the 50,000
+    NSMC test reviews, then on 200,000- and 1,000,000-line files (the test reviews
+    repeated): reviews/s and peak RSS, which should not grow with the file.
+(c) The network alone: onnxruntime vs Keras on the 50,000 padded test reviews, in-process.
 Not a pytest test (the name does not start with test_): it needs a trained bundle.
 """
 from __future__ import annotations
@@ -16,12 +20,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-REVIEW = "배우들 연기가 정말 좋았고 스토리도 탄탄해서 시간 가는 줄 몰랐어요"
+REVIEW = "배우들 연기가 훌륭하고 스토리도 감동적이에요"
 
 
 def entry_point() -> list[str]:
@@ -29,62 +34,89 @@ def entry_point() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline"]
 
 
-def first_prediction_latency(model: Path, repeat: int) -> list[float]:
-    """Seconds from starting `ksent predict` to its first line of output, per run."""
-    times = []
+def run_measured(args: list[str], stdout=subprocess.PIPE) -> tuple[float, float, int, str]:
+    """(seconds to the first stdout line, seconds to exit, peak RSS in MB, first line) of one process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE)
+    first_line, first_at = b"", None
+    if stdout is subprocess.PIPE:
+        first_line = proc.stdout.readline()
+        first_at = time.perf_counter() - started
+        proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    ended = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args[:4])} ... failed (exit {proc.returncode}):\n{err.decode()[-2000:]}")
+    return first_at or ended, ended, usage.ru_maxrss // 1024, first_line.decode().strip()
+
+
+def cold_start(model: Path, repeat: int) -> None:
+    commands = {
+        "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
+        "ksent predict (onnx)": [*entry_point(), "predict", "--model", str(model), REVIEW],
+        "ksent predict --runtime keras": [*entry_point(), "predict", "--model", str(model), "--runtime", "keras",
+                                          REVIEW],
+    }
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
     for _ in range(repeat):
-        started = time.perf_counter()
-        proc = subprocess.Popen([*entry_point(), "predict", "--model", str(model), REVIEW], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = proc.stdout.readline()
-        elapsed = time.perf_counter() - started
-        _, err = proc.communicate()
-        if proc.returncode != 0 or not line:
-            sys.exit(f"ksent predict failed (exit {proc.returncode}):\n{err[-2000:]}")
-        times.append(elapsed)
-        print(f"  {elapsed:6.2f} s  {line.strip()}")
-    return times
+        for name, args in commands.items():
+            first, _, rss, line = run_measured(args)
+            results[name].append((first, rss))
+    numpy_s = statistics.median(s for s, _ in results["python -c 'import numpy'"])
+    onnx_s = statistics.median(s for s, _ in results["ksent predict (onnx)"])
+    for name, runs in results.items():
+        s, rss = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        print(f"  {name:32s} first output {s:5.2f} s (runs: {', '.join(f'{r[0]:.2f}' for r in runs)}), "
+              f"peak RSS {rss:4.0f} MB; {s / numpy_s:4.1f}x import numpy, {s / onnx_s:4.1f}x onnx")
+    print(f"  output: {line}")
 
 
-def cold_start_breakdown(model: Path) -> None:
-    """Where a cold start's time goes, in a fresh interpreter (imports are cached after the first)."""
-    code = f"""
-import time; t0 = time.perf_counter()
-import keras; t1 = time.perf_counter()
-from pipeline.bundle import load_bundle; b = load_bundle({str(model)!r}); t2 = time.perf_counter()
-b.predict([{REVIEW!r}]); t3 = time.perf_counter()
-b.predict([{REVIEW!r}]); t4 = time.perf_counter()
-print(f"  import keras+tensorflow {{t1-t0:.2f}} s, load_bundle {{t2-t1:.2f}} s, "
-      f"first predict {{t3-t2:.2f}} s, second predict {{(t4-t3)*1000:.0f}} ms")
-"""
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, stderr=subprocess.DEVNULL)
+def review_file(directory: Path, mirror: Path, lines: int | None) -> tuple[Path, int]:
+    """The NSMC test reviews (document column), repeated to `lines` lines if given."""
+    source = mirror / "nsmc" / "ratings_test.txt"
+    reviews = [row.split("\t")[1] for row in source.read_text(encoding="utf-8").splitlines()[1:]]
+    n = lines or len(reviews)
+    path = directory / f"reviews-{n}.txt"
+    with path.open("w", encoding="utf-8") as out:
+        for start in range(0, n, len(reviews)):
+            out.write("\n".join(reviews[:min(len(reviews), n - start)]) + "\n")
+    return path, n
 
 
-def nsmc_test_texts(mirror: Path) -> list[str]:
-    from pipeline.corpora import CORPORA
+def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            path, n = review_file(Path(tmp), mirror, size)
+            out_path = Path(tmp) / "out.txt"
+            with out_path.open("wb") as out:
+                _, seconds, rss, _ = run_measured([*entry_point(), "predict", "--model", str(model), "--file",
+                                                   str(path)], stdout=out)
+            with out_path.open("rb") as out:
+                results = sum(1 for _ in out)
+            assert results == n, f"{results} results for {n} lines"
+            print(f"  {n:>9,} lines: {seconds:6.1f} s end to end = {n / seconds:7,.0f} reviews/s, "
+                  f"peak RSS {rss} MB ({results:,} results)")
 
-    df, problems = CORPORA["nsmc"].read(mirror / "nsmc")
-    texts = df.loc[df["source"] == "test", "text"].tolist()
-    if problems:
-        print(f"  (reader: {sum(problems.values())} malformed rows skipped: {dict(problems)})")
-    return texts
 
-
-def throughput(model: Path, texts: list[str], batch_size: int, repeat: int) -> None:
+def network_only(model: Path, mirror: Path) -> None:
     from pipeline.bundle import load_bundle
 
-    bundle = load_bundle(model)
-    bundle.predict_proba(texts[:2000], batch_size=batch_size)          # warm-up: trace the model function
-    for _ in range(repeat):
-        started = time.perf_counter()
-        x = bundle.transform(texts)
-        preprocessed = time.perf_counter()
-        p = bundle.predict_ids(x, batch_size=batch_size)
-        done = time.perf_counter()
-        total = done - started
-        print(f"  {len(texts):,} reviews in {total:.2f} s = {len(texts) / total:,.0f} reviews/s "
-              f"(preprocessing {preprocessed - started:.2f} s, model {done - preprocessed:.2f} s = "
-              f"{len(texts) / (done - preprocessed):,.0f} reviews/s); positive share {(p >= 0.5).mean():.3f}")
+    reviews = [row.split("\t")[1] for row in
+               (mirror / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:]]
+    for runtime in ("onnx", "keras"):
+        bundle = load_bundle(model, runtime=runtime)
+        x = bundle.transform(reviews)
+        bundle.predict_ids(x[:2000])                                  # warm-up (Keras traces its function)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            bundle.predict_ids(x)
+            times.append(time.perf_counter() - started)
+        best = min(times)
+        print(f"  {bundle.runtime:12s} {len(x):,} padded reviews in {best:.2f} s = {len(x) / best:,.0f} reviews/s "
+              f"(best of 3)")
 
 
 def main() -> None:
@@ -93,26 +125,25 @@ def main() -> None:
                                                    "./artifacts, as `ksent predict` picks it]")
     parser.add_argument("--mirror", type=Path, default=REPO.parent / "shared" / "corpora",
                         help="folder holding nsmc/ratings_test.txt [default: %(default)s]")
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N test reviews (0 = all)")
+    parser.add_argument("--repeat", type=int, default=5, help="cold-start runs of each command")
+    parser.add_argument("--sizes", default="0,200000,1000000",
+                        help="line counts of the batch files (0 = the 50,000 test reviews as they are)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipeline.bundle import default_model_dir
 
     model = (args.model or default_model_dir(REPO / "artifacts")).resolve()
     print(f"bundle: {model}  (cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
-
-    print(f"(a) process start -> first printed prediction: {' '.join(entry_point())} predict --model DIR '...'")
-    latencies = first_prediction_latency(model, args.repeat)
-    print(f"  median {statistics.median(latencies):.2f} s, best {min(latencies):.2f} s")
-    cold_start_breakdown(model)
-
-    texts = nsmc_test_texts(args.mirror)
-    if args.limit:
-        texts = texts[:args.limit]
-    print(f"(b) Bundle.predict_proba throughput on {len(texts):,} NSMC test reviews, batch size {args.batch_size}")
-    throughput(model, texts, args.batch_size, args.repeat)
+    skip = set(args.skip.split(","))
+    if "a" not in skip:
+        print(f"(a) cold start, median of {args.repeat} interleaved runs: process start -> first line on stdout")
+        cold_start(model, args.repeat)
+    if "b" not in skip:
+        print("(b) ksent predict --file, end to end (process start to exit)")
+        batch(model, args.mirror, [int(s) or None for s in args.sizes.split(",")])
+    if "c" not in skip:
+        print("(c) the network alone, in-process")
+        network_only(model, args.mirror)
 
 
 if __name__ == "__main__":
