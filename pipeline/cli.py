@@ -502,8 +502,11 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
     Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
     stops accepting connections and lets the requests in flight finish.
     """
-    from pipeline.serve import run_server
-
+    try:
+        from pipeline.serve import run_server
+    except ImportError as exc:
+        raise PipelineError(f"`ksent serve` needs {exc.name}, which is not installed: `pip install 'ksent[serve]'` "
+                            f"(`make setup` installs it)") from None
     run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
                max_texts=max_texts, max_body_bytes=max_body_bytes, echo=_echo)
 

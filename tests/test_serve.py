@@ -1,0 +1,519 @@
+"""`ksent serve`: real HTTP to the real server in a subprocess, and the micro-batcher in-process.
+
+The server runs as `python -m pipeline serve --port 0` on a tiny word bundle trained
+here; its port is read from the line it prints once listening. Every wait is bounded
+and every server process is killed in teardown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.batching import BatcherClosed, MicroBatcher
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.train import train
+from test_model_train import SMALL, write_processed  # pytest puts tests/ on sys.path
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 60.0
+MAX_TEXTS, MAX_BODY_BYTES = 50, 20_000          # small limits, so that going over them is cheap
+TEXTS = ["정말 재밌어요 최고의 영화", "시간 아깝다 보지 마세요", "", "   ", "🙂🙂🙂", "Great movie!",
+         "그냥 진짜 지루해요 ㅋㅋㅋㅋ", "탭\t과 줄\n바꿈", "강력 추천 ^^"]
+
+
+# --- fixtures: a bundle and servers -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    """A tiny word bundle, trained and evaluated as tests/test_bundle.py's `evaluated` does."""
+    root = tmp_path_factory.mktemp("serve")
+    write_processed(root / "data")
+    train("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None, **SMALL)
+    evaluate("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None)
+    return root / "artifacts" / "tiny-word"
+
+
+class ServerProcess:
+    """`python -m pipeline serve ...` in a subprocess; `url` once it listens; stdout lines in `lines`."""
+
+    def __init__(self, bundle: Path, *options: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(bundle),
+                                      "--port", "0", *options], cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr_line), daemon=True).start()
+        banner = self.next_line(START_TIMEOUT)
+        if banner is None or not banner.startswith("serving "):
+            self.kill()
+            raise AssertionError(f"no serving line (got {banner!r}); stderr:\n{''.join(self.stderr)[-3000:]}")
+        self.banner = banner
+        self.url = banner.split(" at ", 1)[1].split(" ", 1)[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    @staticmethod
+    def _pump(stream, put) -> None:
+        for line in stream:
+            put(line.rstrip("\n"))
+        put(None)
+
+    def _stderr_line(self, line: str | None) -> None:
+        if line is not None:
+            self.stderr.append(line + "\n")
+
+    def next_line(self, timeout: float) -> str | None:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir):
+    # a request waits up to 20 ms for company: makes combined batches in the concurrency test all but certain
+    srv = ServerProcess(bundle_dir, "--max-texts", str(MAX_TEXTS), "--max-body-bytes", str(MAX_BODY_BYTES),
+                        "--max-wait-ms", "20", "--max-batch", "64")
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=20.0) as http:
+        yield http
+
+
+def cli_predict_json(bundle: Path, texts: list[str]) -> list[dict]:
+    """What `ksent predict --json` prints for these texts, one argument each."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--model", str(bundle), "--json", "--",
+                           *texts], cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes on a fresh connection, read one response: status, headers (lower-case), body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {buffer!r}"
+        buffer += chunk
+    head, body = buffer.split(b"\r\n\r\n", 1)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    length = int(headers["content-length"])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of a response body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def post_head(path: str, length: int | None = None, chunked: bool = False) -> bytes:
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+            ).encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+# --- predictions --------------------------------------------------------------------------------
+
+def test_predictions_equal_ksent_predict_json(server, client, bundle_dir):
+    expected = cli_predict_json(bundle_dir, TEXTS)
+    assert len(expected) == len(TEXTS)
+
+    response = client.post("/predict", json={"texts": TEXTS})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"model": "tiny-word", "predictions": expected}
+
+    # TF Serving form: [P(positive)] per instance, strings or {"text": ...} objects alike
+    probabilities = [[record["probability"]] for record in expected]
+    for instances in (TEXTS, [{"text": t} for t in TEXTS]):
+        response = client.post("/v1/models/tiny-word:predict", json={"instances": instances})
+        assert response.status_code == 200
+        assert response.json() == {"predictions": probabilities}
+    response = client.post("/v1/models/tiny-word:predict",
+                           json={"instances": TEXTS[:2], "signature_name": "serving_default"})
+    assert response.json() == {"predictions": probabilities[:2]}
+
+
+def test_empty_list_and_explain(client):
+    assert client.post("/predict", json={"texts": []}).json() == {"model": "tiny-word", "predictions": []}
+    assert client.post("/v1/models/tiny-word:predict", json={"instances": []}).json() == {"predictions": []}
+    with_bom = client.post("/predict", content=b"\xef\xbb\xbf" + json.dumps({"texts": TEXTS[:1]}).encode())
+    assert with_bom.status_code == 200 and with_bom.json()["predictions"][0]["text"] == TEXTS[0]
+
+    plain = client.post("/predict", json={"texts": TEXTS[:3]}).json()["predictions"]
+    explained = client.post("/predict", json={"texts": TEXTS[:3], "explain": True})
+    assert explained.status_code == 200, explained.text
+    records = explained.json()["predictions"]
+    assert all(isinstance(record.pop("explanation"), dict) for record in records)
+    assert records == plain
+
+
+def test_health_model_status_metadata_and_openapi(client, bundle_dir):
+    assert client.get("/health").json() == {"status": "ok", "model": "tiny-word"}
+
+    status = client.get("/v1/models/tiny-word").json()
+    assert status["model_version_status"] == [{"version": "1", "state": "AVAILABLE",
+                                               "status": {"error_code": "OK", "error_message": ""}}]
+    metrics = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert status["metadata"]["metrics"]["accuracy"] == metrics["accuracy"]
+    assert status["metadata"]["corpus"] == "tiny" and status["metadata"]["tokenization"] == "word"
+    assert status["limits"]["max_texts"] == MAX_TEXTS and status["limits"]["max_body_bytes"] == MAX_BODY_BYTES
+
+    signature = client.get("/v1/models/tiny-word/metadata").json()["metadata"]["signature_def"]["signature_def"]
+    assert signature["serving_default"]["outputs"]["probability"]["dtype"] == "DT_FLOAT"
+
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/v1/models/{model_name}:predict", "/health"} <= set(schema["paths"])
+    body_schema = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["required"] == ["texts"] and body_schema["properties"]["texts"]["type"] == "array"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+TOO_MANY = json.dumps({"texts": ["좋아요"] * (MAX_TEXTS + 1)}).encode()
+TOO_LARGE = json.dumps({"texts": ["가" * 1000] * 21}, ensure_ascii=False).encode()       # ~63 KB > 20 KB
+
+ERRORS = [  # (path, body, status, field)
+    ("/predict", b'{"texts": ["a"', 400, "body"),
+    ("/predict", b'{"texts": ["\xff\xfe"]}', 400, "body"),                 # not UTF-8
+    ("/predict", "{\"texts\": [\"영화\"]}".encode("cp949"), 400, "body"),   # Korean in the legacy encoding
+    ("/predict", b"", 400, "body"),
+    ("/predict", b'["a", "b"]', 422, "body"),
+    ("/predict", b'{"text": ["a"]}', 422, "texts"),                        # missing (a typo)
+    ("/predict", b'{"texts": "a"}', 422, "texts"),
+    ("/predict", b'{"texts": ["a", 3]}', 422, "texts.1"),
+    ("/predict", b'{"texts": ["a", null]}', 422, "texts.1"),
+    ("/predict", b'{"texts": ["a"], "explain": "yes"}', 422, "explain"),
+    ("/predict", b'{"texts": ["a"], "explain": 1}', 422, "explain"),
+    ("/predict", b'{"texts": ["ok", "\\ud800"]}', 422, "texts.1"),          # unpaired surrogate via an escape
+    ("/predict", TOO_MANY, 422, "texts"),
+    ("/predict", TOO_LARGE, 413, "body"),
+    ("/v1/models/tiny-word:predict", b'{"texts": ["a"]}', 422, "instances"),
+    ("/v1/models/tiny-word:predict", b'{"instances": [1]}', 422, "instances.0"),
+    ("/v1/models/tiny-word:predict", b'{"instances": ["a"], "signature_name": "other"}', 422, "signature_name"),
+    ("/v1/models/other:predict", b'{"instances": ["a"]}', 404, "model"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "field"), ERRORS,
+                         ids=[f"{status}-{field}-{i}" for i, (_, _, status, field) in enumerate(ERRORS)])
+def test_bad_requests_get_json_errors_naming_the_field(client, path, body, status, field):
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["field"] == field
+    assert field in error["error"]                                          # the message says where, too
+
+
+def test_unknown_route_and_method_are_json_errors(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404 and "/nowhere" in response.json()["error"]
+    response = client.get("/predict")
+    assert response.status_code == 405 and "error" in response.json()
+
+
+def test_server_keeps_serving_after_malformed_requests(server, client):
+    expected = client.post("/predict", json={"texts": TEXTS}).json()
+    # on one keep-alive connection: every malformed body, then a good request
+    for path, body, status, _ in ERRORS:
+        if status != 413:                       # a 413 closes its connection (the rest of the body is not read)
+            assert client.post(path, content=body).status_code == status
+    assert client.post("/predict", json={"texts": TEXTS}).json() == expected
+    # garbage that is not HTTP, and a connection dropped in the middle of a body
+    status, _, _ = raw_request(server.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == 400
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(post_head("/predict", length=1000) + b'{"texts": [')
+    assert client.post("/predict", json={"texts": TEXTS}).json() == expected
+    assert client.get("/health").status_code == 200
+    assert "Traceback" not in "".join(server.stderr)
+
+
+def test_body_limit_counts_chunked_bodies_without_reading_them_to_the_end(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post_head("/predict", chunked=True) + chunk(b'{"texts": ["') + chunk(b"a" * 8192) * 3)
+        # the body is still open (no last chunk): the server answers after MAX_BODY_BYTES, not at the end
+        status, headers, body = read_response(sock)
+        assert status == 413 and json.loads(body)["field"] == "body"
+        assert headers.get("connection") == "close"
+    # Content-Length over the limit: 413 before the body is sent at all
+    status, headers, body = raw_request(server.port, post_head("/predict", length=MAX_BODY_BYTES + 1))
+    assert status == 413 and json.loads(body)["limit"] == MAX_BODY_BYTES
+    # a chunked body under the limit is fine
+    payload = json.dumps({"texts": TEXTS[:2]}).encode()
+    status, _, body = raw_request(server.port, post_head("/predict", chunked=True) + chunk(payload[:7])
+                                  + chunk(payload[7:]) + b"0\r\n\r\n")
+    assert status == 200 and len(json.loads(body)["predictions"]) == 2
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+def test_concurrent_requests_get_their_own_answers(client, server):
+    pool_texts = [f"{a} {b}" for a in TEXTS for b in ("최고의 영화", "최악이다", "음악", "")]
+    assert len(set(pool_texts)) == len(pool_texts) <= MAX_TEXTS
+    records = client.post("/predict", json={"texts": pool_texts}).json()["predictions"]
+    expected = {record["text"]: record["probability"] for record in records}
+    before = client.get("/v1/models/tiny-word").json()["batching"]
+    start = threading.Barrier(20)
+
+    def one_client(i: int) -> tuple[list[str], list[dict]]:
+        texts = [pool_texts[(i * 7 + k) % len(pool_texts)] for k in range(1 + i % 5)]
+        with httpx.Client(base_url=server.url, timeout=20.0) as http:
+            start.wait(timeout=20)
+            results = []
+            for _ in range(3):
+                results.extend(http.post("/predict", json={"texts": texts}).json()["predictions"])
+        return texts * 3, results
+
+    with ThreadPoolExecutor(20) as threads:
+        answers = list(threads.map(one_client, range(20)))
+    for texts, records in answers:
+        assert [r["text"] for r in records] == texts                     # its own texts, in order
+        for record in records:
+            assert record["probability"] == pytest.approx(expected[record["text"]], abs=1e-6)
+    after = client.get("/v1/models/tiny-word").json()["batching"]
+    calls, texts_done = after["model_calls"] - before["model_calls"], after["texts"] - before["texts"]
+    assert texts_done == sum(len(t) for t, _ in answers)
+    assert calls < 60, f"60 requests took {calls} model calls: nothing was batched together"
+
+
+# --- shutdown and start-up errors ----------------------------------------------------------------
+
+def wait_until_refused(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"port {port} still accepts connections {timeout} s after the stop signal")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_lets_the_request_in_flight_finish(bundle_dir, stop_signal):
+    srv = ServerProcess(bundle_dir)
+    try:
+        payload = json.dumps({"texts": TEXTS}, ensure_ascii=False).encode()
+        half = len(payload) // 2
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as sock:
+            sock.sendall(post_head("/predict", length=len(payload)) + payload[:half])
+            # the server has taken the request once it answered a later one (one event loop, in order)
+            with httpx.Client(base_url=srv.url, timeout=10) as http:
+                expected = http.post("/predict", json={"texts": TEXTS}).json()
+            time.sleep(0.2)
+            srv.proc.send_signal(stop_signal)
+            wait_until_refused(srv.port, timeout=10)                     # no longer accepting...
+            assert srv.proc.poll() is None                               # ...but still running for us
+            sock.sendall(payload[half:])
+            status, headers, body = read_response(sock)
+        assert status == 200 and json.loads(body) == expected
+        assert headers.get("connection") == "close"
+        assert srv.proc.wait(timeout=20) == 0
+        assert srv.next_line(5) == "stopped"
+        assert "Traceback" not in "".join(srv.stderr)
+    finally:
+        srv.kill()
+
+
+def test_start_up_errors_are_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--model", str(tmp_path / "none"),
+                           "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("Error: no model bundle")
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--model", str(tmp_path / "none"),
+                               "--port", str(busy.getsockname()[1])], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode == 1 and "cannot listen on 127.0.0.1" in done.stderr and "--port" in done.stderr
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--name", "a/b", "--port", "0"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--name" in done.stderr
+
+
+# --- the micro-batcher, in-process ---------------------------------------------------------------
+
+class FakeModel:
+    """predict(items) -> items * 10, recording batch sizes and how many calls ran at once."""
+
+    def __init__(self, seconds: float = 0.0, fail_on: int | None = None):
+        self.seconds, self.fail_on = seconds, fail_on
+        self.batches: list[list[int]] = []
+        self.running = self.most_running = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            time.sleep(self.seconds)
+            self.batches.append(list(items))
+            if self.fail_on is not None and self.fail_on in items:
+                raise ValueError(f"cannot predict {self.fail_on}")
+            return [item * 10 for item in items]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def run(coroutine, timeout: float = 10.0):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def test_batcher_combines_concurrent_requests_and_returns_each_its_own():
+    model = FakeModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=16, max_wait_ms=200)
+        requests = [[i * 100 + k for k in range(1 + i % 3)] for i in range(20)]       # 39 items in 20 requests
+        results = await asyncio.gather(*(batcher.submit(items) for items in requests))
+        await batcher.close()
+        return requests, results
+
+    requests, results = run(scenario())
+    assert results == [[item * 10 for item in items] for items in requests]
+    assert [len(batch) for batch in model.batches] == [16, 16, 7]                  # full batches, then the rest
+    assert sorted(sum(model.batches, [])) == sorted(sum(requests, []))
+
+
+def test_batcher_splits_a_large_request_and_runs_one_call_at_a_time():
+    model = FakeModel(seconds=0.01)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=16, max_wait_ms=0)
+        results = await asyncio.gather(batcher.submit(range(40)), batcher.submit([1000]), batcher.submit([]))
+        await batcher.close()
+        return results
+
+    big, small, empty = run(scenario())
+    assert big == [i * 10 for i in range(40)] and small == [10_000] and empty == []
+    assert [len(batch) for batch in model.batches] == [16, 16, 9]                  # 40 + 1 items, split in order
+    assert model.most_running == 1
+
+
+def test_batcher_waits_at_most_max_wait_for_company():
+    model = FakeModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=100, max_wait_ms=50)
+        started = time.monotonic()
+        result = await batcher.submit([1])
+        alone = time.monotonic() - started
+        await batcher.close()
+        return result, alone
+
+    result, alone = run(scenario())
+    assert result == [10] and model.batches == [[1]]
+    assert 0.04 <= alone < 1.0                          # waited for company, then went alone
+
+
+def test_batcher_errors_reach_only_their_batch_and_it_keeps_working():
+    model = FakeModel(fail_on=13)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=4, max_wait_ms=0)
+        failing = asyncio.ensure_future(batcher.submit([11, 12, 13, 14, 15, 16]))   # 13 fails its first batch
+        await asyncio.sleep(0)
+        outcome = await asyncio.gather(failing, return_exceptions=True)
+        later = await batcher.submit([1, 2])
+        cancelled = asyncio.ensure_future(batcher.submit([3]))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        after_cancel = await batcher.submit([4])
+        await batcher.close()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit([5])
+        return outcome[0], later, after_cancel
+
+    error, later, after_cancel = run(scenario())
+    assert isinstance(error, ValueError) and "13" in str(error)
+    assert later == [10, 20] and after_cancel == [40]
+    assert [11, 12, 13, 14] in model.batches and all(15 not in batch for batch in model.batches)
+
+
+def test_batcher_call_runs_unbatched_in_the_model_thread():
+    model = FakeModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=8, max_wait_ms=0, thread_name="the-model")
+        thread = await batcher.call(lambda: threading.current_thread().name)
+        total = await batcher.call(sum, [1, 2, 3])
+        await batcher.close()
+        return thread, total
+
+    thread, total = run(scenario())
+    assert thread.startswith("the-model") and total == 6 and model.batches == []
+
+
+# --- the app in-process: a model that fails ------------------------------------------------------
+
+class FailingClassifier:
+    """Classifier-shaped: fails on the text "boom", else a fixed record."""
+
+    directory = Path("/nowhere/fake-model")
+    info = {"corpus": "fake", "tokenization": "word", "runtime": "fake"}
+
+    def predict(self, texts: list[str], explain: bool = False) -> list[dict]:
+        if "boom" in texts:
+            raise RuntimeError("the network exploded")
+        return [{"text": t, "label": 1, "sentiment": "positive", "probability": 0.75, "empty": False} for t in texts]
+
+
+def test_a_failing_model_call_is_a_json_500_and_the_server_goes_on(caplog):
+    from pipeline.serve import create_app
+
+    app = create_app(FailingClassifier(), max_wait_ms=0)
+
+    async def scenario():
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            failed = await http.post("/predict", json={"texts": ["fine", "boom"]})
+            after = await http.post("/predict", json={"texts": ["fine"]})
+            tf = await http.post("/v1/models/fake-model:predict", json={"instances": ["a"]})
+        return failed, after, tf
+
+    failed, after, tf = run(scenario())
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "prediction failed: RuntimeError: the network exploded"}
+    assert after.json()["predictions"][0]["probability"] == 0.75
+    assert tf.json() == {"predictions": [[0.75]]}
+    assert "prediction failed" in caplog.text
