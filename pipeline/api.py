@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline import params as defaults
 from pipeline.io import read_json
+from pipeline.runtime import BATCH_SIZE
 
 __all__ = ["Classifier", "load"]
 
@@ -36,7 +37,7 @@ class Classifier:
     def directory(self) -> Path:
         return self._bundle.directory
 
-    def predict(self, texts: str | list[str], batch_size: int = 1024, explain: bool = False) -> list[dict]:
+    def predict(self, texts: str | list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """One record per text: text, label (1 = positive), sentiment, probability (of positive), empty;
         with `explain`, also "explanation" (see `explain`)."""
         with self._lock:
@@ -49,13 +50,13 @@ class Classifier:
         return self.predict([text], explain=True)[0]
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
-                       batch_size: int = 1024) -> Iterator[list[dict]]:
+                       batch_size: int = BATCH_SIZE) -> Iterator[list[dict]]:
         """Records for each list of texts in `batches`, in order, as they are computed (bounded memory).
         workers > 1: morpheme analysis of the next batches in that many processes meanwhile."""
         with self._lock:
             yield from self._bundle.predict_stream(batches, workers=workers, batch_size=batch_size)
 
-    def predict_proba(self, texts: str | list[str], batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, texts: str | list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) of each text, float32 array of shape (n,)."""
         with self._lock:
             return self._bundle.predict_proba(_as_list(texts), batch_size=batch_size)

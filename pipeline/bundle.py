@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import PipelineError, library_versions, read_json, sha256_file, write_json
+from pipeline.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
@@ -115,17 +116,17 @@ class Bundle:
         """Padded int32 ids (n, maxlen), exactly as the pad stage made them for training."""
         return self.preprocessor.transform([self.cap(t) for t in texts])
 
-    def predict_ids(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def predict_ids(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
         from pipeline.runtime import predict_ids
 
         return predict_ids(self.network, x, batch_size)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) of each raw text, float32 (n,). See the class docstring for bad input."""
         return self.predict_ids(self.transform(texts), batch_size)
 
-    def predict(self, texts: list[str], batch_size: int = 1024, explain: bool = False) -> list[dict]:
+    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """One record per text: text, label (1 = positive), sentiment, probability, empty
         (+ explanation with `explain`, see pipeline.explain)."""
         x = self.transform(texts)
@@ -138,7 +139,7 @@ class Bundle:
         return records
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
-                       batch_size: int = 1024) -> Iterator[list[dict]]:
+                       batch_size: int = BATCH_SIZE) -> Iterator[list[dict]]:
         """Records for each batch of texts, in order, as soon as they are computed.
 
         Memory holds a few batches, whatever the input's length. With workers > 1 the

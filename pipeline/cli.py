@@ -389,7 +389,7 @@ def report(artifacts_dir):
 
 # --- predict -------------------------------------------------------------------------------
 
-STREAM_BATCH = 8192          # lines per batch when predicting a file or stdin
+STREAM_BATCH = defaults.PREDICT["stream_batch"]     # lines per batch when predicting a file or stdin
 
 
 @cli.command()
@@ -401,7 +401,8 @@ STREAM_BATCH = 8192          # lines per batch when predicting a file or stdin
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
 @click.option("--explain", is_flag=True,
               help="Also show each token's effect on the probability and the probability while reading.")
-@click.option("--batch-size", default=1024, type=click.IntRange(min=1), help="Reviews per model call.")
+@click.option("--batch-size", default=defaults.PREDICT["batch_size"], type=click.IntRange(min=1),
+              help="Reviews per network call.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),

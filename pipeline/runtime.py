@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import PipelineError, sha256_file
+from pipeline.params import PREDICT
 from pipeline.text.sequences import length_batches, trim_padding
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-5          # largest |P_onnx - P_keras| accepted at export
+BATCH_SIZE = PREDICT["batch_size"]
 THREADS_ENV = "KSENT_THREADS"  # onnxruntime intra-op threads (default: onnxruntime's, all cores)
 
 
@@ -78,7 +80,7 @@ class KerasNetwork:
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32).reshape(-1)
 
 
-def predict_ids(network, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict_ids(network, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
     x = np.asarray(x, dtype=np.int32)
     out = np.empty(len(x), dtype=np.float32)

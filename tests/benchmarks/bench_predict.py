@@ -9,7 +9,10 @@
     peak RSS (getrusage via os.wait4). Medians and ratios are printed.
 (b) Batch: `ksent predict --file` end to end (process start to exit) on the 50,000
     NSMC test reviews, then on 200,000- and 1,000,000-line files (the test reviews
-    repeated): reviews/s and peak RSS, which should not grow with the file.
+    repeated): reviews/s and peak memory, which should not grow with the file: RSS of the
+    largest process (getrusage), and of ksent's whole process tree (main process,
+    forkserver and analyzer workers: PSS summed from /proc every 0.2 s, so pages the
+    workers share, such as the Mecab dictionary, count once).
 (c) The network alone: onnxruntime vs Keras on the 50,000 padded test reviews, in-process.
 Not a pytest test (the name does not start with test_): it needs a trained bundle.
 """
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,22 +38,70 @@ def entry_point() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline"]
 
 
-def run_measured(args: list[str], stdout=subprocess.PIPE) -> tuple[float, float, int, str]:
-    """(seconds to the first stdout line, seconds to exit, peak RSS in MB, first line) of one process."""
+def _process_tree_pss_mb(root: int) -> float:
+    """Memory of `root` and all its descendants (analyzer workers, the forkserver): their summed PSS from
+    /proc/PID/smaps_rollup, which counts a page shared by N processes (the Mecab dictionary, mapped by
+    every worker) 1/N times in each, so the sum is what the tree really occupies."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    parents[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+        except OSError:
+            continue
+    return total / 1024
+
+
+class TreeSampler(threading.Thread):
+    """The peak of `_process_tree_pss_mb(pid)`, sampled every `interval` seconds until `stop()`."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak, self._stop_event = pid, interval, 0.0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, _process_tree_pss_mb(self.pid))
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def run_measured(args: list[str], stdout=subprocess.PIPE, sample_tree: bool = False):
+    """(seconds to the first stdout line, seconds to exit, peak RSS in MB of the largest process, first line,
+    sampled peak of the whole process tree's PSS in MB or None) of one process."""
     started = time.perf_counter()
     proc = subprocess.Popen(args, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE)
+    sampler = TreeSampler(proc.pid) if sample_tree else None
     first_line, first_at = b"", None
     if stdout is subprocess.PIPE:
         first_line = proc.stdout.readline()
         first_at = time.perf_counter() - started
         proc.stdout.read()
     err = proc.stderr.read()
+    tree_peak = sampler.stop() if sampler else None
     _, status, usage = os.wait4(proc.pid, 0)
     ended = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args[:4])} ... failed (exit {proc.returncode}):\n{err.decode()[-2000:]}")
-    return first_at or ended, ended, usage.ru_maxrss // 1024, first_line.decode().strip()
+    return first_at or ended, ended, usage.ru_maxrss // 1024, first_line.decode().strip(), tree_peak
 
 
 def cold_start(model: Path, repeat: int) -> None:
@@ -62,7 +114,7 @@ def cold_start(model: Path, repeat: int) -> None:
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, args in commands.items():
-            first, _, rss, line = run_measured(args)
+            first, _, rss, line, _ = run_measured(args)
             results[name].append((first, rss))
     numpy_s = statistics.median(s for s, _ in results["python -c 'import numpy'"])
     onnx_s = statistics.median(s for s, _ in results["ksent predict (onnx)"])
@@ -91,13 +143,14 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
             path, n = review_file(Path(tmp), mirror, size)
             out_path = Path(tmp) / "out.txt"
             with out_path.open("wb") as out:
-                _, seconds, rss, _ = run_measured([*entry_point(), "predict", "--model", str(model), "--file",
-                                                   str(path)], stdout=out)
+                _, seconds, rss, _, tree = run_measured([*entry_point(), "predict", "--model", str(model), "--file",
+                                                         str(path)], stdout=out, sample_tree=True)
             with out_path.open("rb") as out:
                 results = sum(1 for _ in out)
             assert results == n, f"{results} results for {n} lines"
             print(f"  {n:>9,} lines: {seconds:6.1f} s end to end = {n / seconds:7,.0f} reviews/s, "
-                  f"peak RSS {rss} MB ({results:,} results)")
+                  f"peak RSS {rss} MB (largest process), {tree:.0f} MB (PSS of all its processes, sampled); "
+                  f"{results:,} results")
 
 
 def network_only(model: Path, mirror: Path) -> None:
