@@ -109,6 +109,7 @@ status: setup
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_tokenize.py
 	$(BIN)/python tests/benchmarks/bench_predict.py
+	$(BIN)/python tests/benchmarks/bench_serve.py
 
 clean:
 	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/.*.lock artifacts/.*.lock.owner
