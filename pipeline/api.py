@@ -49,12 +49,18 @@ class Classifier:
         after reading up to it (see pipeline.explain)."""
         return self.predict([text], explain=True)[0]
 
-    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
-                       batch_size: int = BATCH_SIZE) -> Iterator[list[dict]]:
+    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
+                       pool_after: int = 0) -> Iterator[list[dict]]:
         """Records for each list of texts in `batches`, in order, as they are computed (bounded memory).
-        workers > 1: morpheme analysis of the next batches in that many processes meanwhile."""
-        with self._lock:
-            yield from self._bundle.predict_stream(batches, workers=workers, batch_size=batch_size)
+        workers > 1: once more than `pool_after` texts have come, morpheme analysis of the next
+        batches runs in that many processes meanwhile."""
+        stream = self._bundle.predict_stream(batches, workers=workers, batch_size=batch_size, pool_after=pool_after)
+        while True:
+            with self._lock:                 # per batch, never across a yield: the caller may call predict meanwhile
+                records = next(stream, None)
+            if records is None:
+                return
+            yield records
 
     def predict_proba(self, texts: str | list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) of each text, float32 array of shape (n,)."""

@@ -27,6 +27,7 @@ bundle.json records one (no TensorFlow is imported), else model.keras through Ke
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -138,26 +139,48 @@ class Bundle:
                 record["explanation"] = explanation
         return records
 
-    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1,
-                       batch_size: int = BATCH_SIZE) -> Iterator[list[dict]]:
+    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
+                       pool_after: int = 0) -> Iterator[list[dict]]:
         """Records for each batch of texts, in order, as soon as they are computed.
 
-        Memory holds a few batches, whatever the input's length. With workers > 1 the
-        segmentation of the next batches runs in worker processes (morpheme analyzers
-        only) while this process runs the network on the current one.
+        Memory holds a few batches, whatever the input's length. With workers > 1, once
+        more than `pool_after` texts have come (a pool costs a start-up, worth it for large
+        inputs only), the segmentation of the next batches runs in worker processes
+        (morpheme analyzers only) while this process runs the network on the current one.
+        If reading `batches` fails (PipelineError, e.g. a line that is not UTF-8), the
+        batches read before are answered first.
         """
-        prep = self.preprocessor
-        if workers <= 1 or prep.segmenter.kind != "morpheme":
-            for texts in batches:
-                yield self.predict(texts, batch_size)
+        batches = iter(batches)
+        use_pool = workers > 1 and self.preprocessor.segmenter.kind == "morpheme"
+        seen = 0
+        for texts in batches:
+            yield self.predict(texts, batch_size)
+            seen += len(texts)
+            if use_pool and seen > pool_after:
+                break
+        else:
             return
+        upcoming = next(batches, None)             # no pool for an input that has just ended
+        if upcoming is not None:
+            yield from self._stream_with_pool(itertools.chain([upcoming], batches), workers, batch_size)
+
+    def _stream_with_pool(self, batches: Iterator[list[str]], workers: int, batch_size: int) -> Iterator[list[dict]]:
         from collections import deque
 
         from pipeline.text.segment import SegmentPool
 
+        prep = self.preprocessor
         with SegmentPool(prep.segmenter, workers) as pool:
             pending: deque = deque()
-            for texts in batches:
+            while True:
+                try:
+                    texts = next(batches)
+                except StopIteration:
+                    break
+                except PipelineError:               # a bad line: answer the lines before it, then report it
+                    while pending:
+                        yield self._finish(*pending.popleft(), batch_size)
+                    raise
                 pending.append((texts, pool.submit([prep.normalizer(self.cap(t)) for t in texts])))
                 if len(pending) > workers:          # keep the workers busy while this process predicts
                     yield self._finish(*pending.popleft(), batch_size)
@@ -165,7 +188,7 @@ class Bundle:
                 yield self._finish(*pending.popleft(), batch_size)
 
     def _finish(self, texts: list[str], segmented, batch_size: int) -> list[dict]:
-        x = self.preprocessor.pad(self.preprocessor.vocabulary.transform(segmented.result()))
+        x = self.preprocessor.ids(segmented.result())
         return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
 
 

@@ -8,6 +8,7 @@ parameter), never a traceback; so does any other error, unless KSENT_DEBUG=1.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import signal
@@ -407,7 +408,8 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]     # lines per batch when predi
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),
               help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras.")
-def predict(texts, model_dir, file_, as_json, explain, batch_size, workers, runtime):
+@click.pass_context
+def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers, runtime):
     """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
 
     Only \\n or \\r\\n ends an input line, so every input line gets exactly one
@@ -433,7 +435,7 @@ def predict(texts, model_dir, file_, as_json, explain, batch_size, workers, runt
     else:
         if file_ and file_ != "-":
             try:
-                stream, name = open(file_, "rb"), file_   # closed when the process ends
+                stream, name = ctx.with_resource(open(file_, "rb")), file_   # closed when the command ends
             except OSError as exc:
                 raise PipelineError(f"cannot read {file_}: {exc.strerror or exc}") from None
         else:
@@ -448,14 +450,13 @@ def predict(texts, model_dir, file_, as_json, explain, batch_size, workers, runt
     for note in bundle.notes:
         click.echo(f"note: {note}", err=True)
     classifier = Classifier(bundle)
+    batches = itertools.chain([first], batches)
     if explain:
-        results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in _chain(first, batches))
+        results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in batches)
     else:
-        # analyzer processes only for an input of more than one batch: a pool costs a start-up
-        workers = workers or DEFAULT_WORKERS
-        large = len(first) == STREAM_BATCH
-        results = classifier.predict_stream(_chain(first, batches), workers=workers if large else 1,
-                                            batch_size=batch_size)
+        # analyzer processes only for an input of more than one full batch: a pool costs a start-up
+        results = classifier.predict_stream(batches, workers=workers or DEFAULT_WORKERS,
+                                            batch_size=batch_size, pool_after=STREAM_BATCH - 1)
     out = sys.stdout
     try:
         for records in results:
@@ -463,11 +464,6 @@ def predict(texts, model_dir, file_, as_json, explain, batch_size, workers, runt
             out.flush()
     except BrokenPipeError:    # `ksent predict --file big.txt | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _format_record(record: dict, as_json: bool) -> str:
@@ -489,13 +485,13 @@ def _format_record(record: dict, as_json: bool) -> str:
               help="Address to bind; 0.0.0.0 exposes the server to the network (see README).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
 @click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
-@click.option("--max-batch", default=256, type=click.IntRange(1, 100_000),
+@click.option("--max-batch", default=defaults.SERVE["max_batch"], type=click.IntRange(1, 100_000),
               help="Most reviews per model call when concurrent requests are batched together.")
-@click.option("--max-wait-ms", default=2.0, type=click.FloatRange(0, 1000),
+@click.option("--max-wait-ms", default=defaults.SERVE["max_wait_ms"], type=click.FloatRange(0, 1000),
               help="How long a request may wait for others to share its model call.")
-@click.option("--max-texts", default=1000, type=click.IntRange(1, 1_000_000),
+@click.option("--max-texts", default=defaults.SERVE["max_texts"], type=click.IntRange(1, 1_000_000),
               help="Most reviews in one request (more: 422).")
-@click.option("--max-body-bytes", default=1_000_000, type=click.IntRange(1, 1 << 30),
+@click.option("--max-body-bytes", default=defaults.SERVE["max_body_bytes"], type=click.IntRange(1, 1 << 30),
               help="Largest request body (more: 413).")
 def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.

@@ -132,9 +132,9 @@ ENCODING_FAILURE_SHARE = 0.1   # more invalid UTF-8 lines than this: the file is
 
 
 def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, Counter]:
+    """Parse one upstream file; a line that is not valid UTF-8 is dropped and counted once."""
     import pandas as pd
 
-    """Parse one upstream file; a line that is not valid UTF-8 is dropped and counted once."""
     ids, texts, labels, ratings = [], [], [], []
     problems: Counter = Counter()
     lines = 0

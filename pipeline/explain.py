@@ -11,7 +11,8 @@ maxlen; out-of-vocabulary ones included, as the model sees them):
   ("재미있을 줄 알았는데 ... 실망" starts positive and turns); `start` is the response to the
   empty sequence, before the first token.
 
-All 2n + 1 sequences go to the network in one batch: explaining a review costs one model call.
+The 2n sequences of a review (n without one token, n prefixes, the last of which is the
+review itself) and the empty sequence go to the network together, in one `predict_ids` call.
 """
 from __future__ import annotations
 
@@ -32,23 +33,22 @@ def explain_many(bundle, texts: list[str]) -> list[dict]:
         seen_lists.append(pairs[keep] if len(pairs) > prep.maxlen else pairs)
         dropped.append(max(0, len(pairs) - prep.maxlen))
 
-    sequences: list[list[int]] = []
+    sequences: list[list[int]] = [[]]                                          # the empty sequence, once
     for pairs in seen_lists:
         ids = [i for _, i in pairs]
-        sequences.append(ids)                                                  # the review as the model saw it
-        sequences.append([])                                                   # the empty sequence
         sequences.extend(ids[:k] + ids[k + 1:] for k in range(len(ids)))       # without token k
         sequences.extend(ids[:k + 1] for k in range(len(ids)))                 # after reading tokens 1..k
     probabilities = bundle.predict_ids(prep.pad(sequences)).astype(np.float64)
     logits = _logit(probabilities)
 
-    out, at = [], 0
+    start, start_logit = probabilities[0], logits[0]
+    out, at = [], 1
     for pairs, n_dropped in zip(seen_lists, dropped, strict=True):
         n = len(pairs)
-        full, start, full_logit = probabilities[at], probabilities[at + 1], logits[at]
-        without, without_logit = probabilities[at + 2:at + 2 + n], logits[at + 2:at + 2 + n]
-        prefix = probabilities[at + 2 + n:at + 2 + 2 * n]
-        at += 2 + 2 * n
+        without, without_logit = probabilities[at:at + n], logits[at:at + n]
+        prefix = probabilities[at + n:at + 2 * n]
+        full, full_logit = (prefix[-1], logits[at + 2 * n - 1]) if n else (start, start_logit)
+        at += 2 * n
         out.append({
             "probability": round(float(full), 6),
             "start": round(float(start), 6),

@@ -8,6 +8,7 @@ an empty review; a UTF-8 BOM at the start of the input is dropped.
 """
 from __future__ import annotations
 
+import select
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import BinaryIO
 from pipeline.io import PipelineError
 
 CHUNK_SIZE = 1 << 16
+IDLE_FLUSH_S = 0.05    # a partial batch is answered once its input has paused this long
 EMPTY = "<empty>"
 _BOM = b"\xef\xbb\xbf"
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -41,13 +43,13 @@ def iter_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> Ite
         yield from lines
 
 
-def iter_line_batches(stream: BinaryIO, name: str, max_lines: int,
-                      chunk_size: int = CHUNK_SIZE) -> Iterator[list[str]]:
+def iter_line_batches(stream: BinaryIO, name: str, max_lines: int, chunk_size: int = CHUNK_SIZE,
+                      idle_s: float = IDLE_FLUSH_S) -> Iterator[list[str]]:
     """The lines of `iter_lines` in lists of at most `max_lines`, for batched prediction.
 
-    A batch is also handed on early when the stream has nothing more to read right now
-    (a pipe whose writer is slow): results appear as the input arrives, while a file
-    is read in full batches.
+    A batch is also handed on early when nothing more arrives for `idle_s` seconds (a
+    pipe whose writer is slow, or a person typing): results appear as the input does,
+    while a file, or a pipe that keeps up, is read in full batches.
     """
     batch: list[str] = []
     for lines, drained in _line_reads(stream, name, chunk_size):
@@ -55,11 +57,19 @@ def iter_line_batches(stream: BinaryIO, name: str, max_lines: int,
         while len(batch) >= max_lines:
             yield batch[:max_lines]
             batch = batch[max_lines:]
-        if drained and batch:
+        if drained and batch and not _more_within(stream, idle_s):
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _more_within(stream: BinaryIO, seconds: float) -> bool:
+    """Whether `stream` has more to read within `seconds` (False for a stream without a file descriptor)."""
+    try:
+        return bool(select.select([stream.fileno()], [], [], seconds)[0])
+    except (AttributeError, OSError, ValueError):    # io.BytesIO and friends; io.UnsupportedOperation
+        return False
 
 
 def _line_reads(stream: BinaryIO, name: str, chunk_size: int) -> Iterator[tuple[list[str], bool]]:

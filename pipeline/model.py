@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pipeline.params import TRAIN
 from pipeline.quiet import import_keras
-from pipeline.text.sequences import length_batches, trim_padding  # noqa: F401 - used by train; no Keras there
 
 keras = import_keras()   # TensorFlow's start-up log stays off the terminal unless KSENT_VERBOSE=1
 

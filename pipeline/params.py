@@ -77,6 +77,17 @@ TRAIN_LIMITS = {
     "dropout": (0.0, 0.95), "learning_rate": (0.0, 1.0), "lr_decay": (0.01, 1.0),
 }
 
+SERVE = {
+    # `ksent serve`: texts of concurrent requests share model calls of at most max_batch texts; a
+    # request waits at most max_wait_ms for company. Measured with bench_serve.py (NSMC morpheme
+    # bundle, 32 clients, single reviews): max_wait_ms 0 -> 2,495 requests/s, 2 -> 2,850-3,081,
+    # 5 -> 2,060. Limits per request: more texts -> 422, a larger body -> 413.
+    "max_batch": 256,
+    "max_wait_ms": 2.0,
+    "max_texts": 1000,
+    "max_body_bytes": 1_000_000,
+}
+
 PREDICT = {
     # Reviews per network call. onnxruntime's arena grows with the largest batch it has run: 256
     # keeps `ksent predict --file` ~70 MB smaller than 1024 and was as fast on the NSMC test file

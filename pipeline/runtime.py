@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import PipelineError, sha256_file
+from pipeline.io import ParameterError, PipelineError, sha256_file
 from pipeline.params import PREDICT
 from pipeline.text.sequences import length_batches, trim_padding
 
@@ -48,8 +48,7 @@ class OnnxNetwork:
         # Memory patterns pre-plan buffers per input shape; batches here change shape every call
         # (length-grouped), so planning only costs: off, the arena stays ~60 MB smaller and runs faster.
         options.enable_mem_pattern = False
-        threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "0") or 0)
-        options.intra_op_num_threads = max(0, threads)
+        options.intra_op_num_threads = threads if threads is not None else _threads_from_env()
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -61,6 +60,13 @@ class OnnxNetwork:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0].reshape(-1)
+
+
+def _threads_from_env() -> int:
+    value = os.environ.get(THREADS_ENV, "").strip() or "0"
+    if not value.isdigit():
+        raise ParameterError(f"{THREADS_ENV} must be a whole number of threads (0 = all cores), got {value!r}")
+    return int(value)
 
 
 class KerasNetwork:

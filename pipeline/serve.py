@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -40,6 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.batching import MicroBatcher
 from pipeline.io import ParameterError, PipelineError
+from pipeline.params import ARTIFACTS_DIR, SERVE
 
 __all__ = ["create_app", "run_server"]
 
@@ -48,7 +50,7 @@ log = logging.getLogger("ksent.serve")
 MODEL_VERSION = "1"             # TF Serving versions a model; a ksent bundle folder is one version
 GRACEFUL_SHUTDOWN_SECONDS = 30  # after SIGTERM, requests in flight get this long to finish
 WARMUP_TEXT = "배우들 연기가 훌륭하고 스토리도 감동적이에요"
-LIMITS = {"max_batch": 256, "max_wait_ms": 2.0, "max_texts": 1000, "max_body_bytes": 1_000_000}  # as `ksent serve`
+LIMITS = SERVE
 
 
 # --- request and response shapes (validation, and the schemas in /docs) -------------------------
@@ -217,6 +219,7 @@ def create_app(clf, *, name: str | None = None, max_batch: int = LIMITS["max_bat
 
     name = name or clf.directory.name
     info = json.loads(json.dumps(clf.info, default=str))        # computed once; reads metrics.json
+    info.pop("directory", None)                                 # a path on the server is nobody else's business
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
               "max_body_bytes": max_body_bytes}
     batcher: MicroBatcher[str, dict] | None = None
@@ -388,15 +391,17 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
     read from stdout), and `stopped` after requests in flight have finished.
     Raises PipelineError for a bundle that cannot be loaded or an address that cannot be bound.
     """
-    import uvicorn
-
-    import pipeline
+    from pipeline.api import Classifier
+    from pipeline.bundle import default_model_dir, load_bundle
 
     if name is not None and (not name or any(c in name for c in "/:?#% ")):
         raise ParameterError(f"--name {name!r} cannot be part of a URL path: use letters, digits, '-', '_', '.'")
     sock = _bind(host, port)
     try:
-        clf = pipeline.load(model_dir)
+        bundle = load_bundle(model_dir or default_model_dir(ARTIFACTS_DIR))
+        for note in bundle.notes:
+            echo(f"note: {note}")
+        clf = Classifier(bundle)
         app = create_app(clf, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
                          max_body_bytes=max_body_bytes)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client

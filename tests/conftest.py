@@ -58,3 +58,29 @@ def tiny_corpus(tmp_path, monkeypatch):
     write_nsmc_file(mirror / "tiny" / "ratings_test.txt", synthetic_reviews(100, seed=2), 5000)
     register_tiny(monkeypatch, mirror)
     return mirror
+
+
+BUNDLE_TOKENIZERS = ("word", "morpheme-mecab")
+
+
+@pytest.fixture(scope="session", params=BUNDLE_TOKENIZERS)
+def evaluated(request, tmp_path_factory):
+    """A bundle trained and evaluated on the fixture corpus: (bundle_dir, artifacts_dir).
+
+    Trained once per session and shared by the bundle, API and runtime tests: read-only
+    (copy it to damage it, see test_bundle's `bundle_copy`).
+    """
+    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.train import train
+    from pipeline.text.segment import Segmenter
+    from test_model_train import SMALL, write_processed
+
+    if request.param.startswith("morpheme"):
+        pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
+    segmenter = Segmenter("word") if request.param == "word" else Segmenter("morpheme", backend="mecab")
+    root = tmp_path_factory.mktemp(request.param)
+    write_processed(root / "data", segmenter=segmenter)
+    for stage in (train, evaluate):
+        stage("tiny", request.param, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
+              **(SMALL if stage is train else {}))
+    return root / "artifacts" / f"tiny-{request.param}", root / "artifacts"

@@ -15,12 +15,11 @@ import pytest
 
 import pipeline
 from pipeline.io import PipelineError
-from test_bundle import evaluated  # noqa: F401 - the trained-and-evaluated bundle fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def test_three_lines_predict_like_evaluate(evaluated):  # noqa: F811
+def test_three_lines_predict_like_evaluate(evaluated):
     bundle_dir, _ = evaluated
     clf = pipeline.load(bundle_dir)
     rows = pd.read_csv(bundle_dir / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
@@ -32,7 +31,7 @@ def test_three_lines_predict_like_evaluate(evaluated):  # noqa: F811
     assert clf.predict(texts[0]) == clf.predict([texts[0]])          # a single string is one review
 
 
-def test_info_and_default_model(evaluated, tmp_path):  # noqa: F811
+def test_info_and_default_model(evaluated, tmp_path):
     bundle_dir, artifacts = evaluated
     clf = pipeline.load(artifacts_dir=artifacts)                     # no argument: the best bundle there
     assert clf.directory.parent == artifacts
@@ -48,7 +47,7 @@ def test_info_and_default_model(evaluated, tmp_path):  # noqa: F811
         pipeline.load(damaged)
 
 
-def test_concurrent_callers_get_the_same_answers(evaluated):  # noqa: F811
+def test_concurrent_callers_get_the_same_answers(evaluated):
     clf = pipeline.load(evaluated[0])
     texts = ["정말 재밌어요 최고의 영화", "시간 아깝다", "그냥 그래요", ""] * 10
     expected = clf.predict_proba(texts)
@@ -58,7 +57,7 @@ def test_concurrent_callers_get_the_same_answers(evaluated):  # noqa: F811
         np.testing.assert_allclose(got, np.roll(expected, -i), atol=1e-6)
 
 
-def test_the_readme_example_runs(evaluated, tmp_path):  # noqa: F811
+def test_the_readme_example_runs(evaluated, tmp_path):
     """The README's Python example, as printed there, on the fixture bundle instead of the NSMC one."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "pipeline.load(" in b]

@@ -10,29 +10,10 @@ import pytest
 
 from pipeline.bundle import MAX_CHARS, default_model_dir, load_bundle
 from pipeline.io import PipelineError, read_json, sha256_file
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.train import train
-from pipeline.text.segment import Segmenter
-from test_model_train import SMALL, write_processed  # pytest puts tests/ on sys.path
+from test_model_train import write_processed  # pytest puts tests/ on sys.path
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-TOKENIZERS = {"word": Segmenter("word"), "morpheme-mecab": Segmenter("morpheme", backend="mecab")}
-
-
-@pytest.fixture(scope="module", params=list(TOKENIZERS))
-def evaluated(request, tmp_path_factory):
-    """A bundle trained and evaluated on the fixture corpus: (bundle_dir, artifacts_dir)."""
-    if request.param.startswith("morpheme"):
-        pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
-    root = tmp_path_factory.mktemp(request.param)
-    write_processed(root / "data", segmenter=TOKENIZERS[request.param])
-    for stage in (train, evaluate):
-        stage("tiny", request.param, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
-              **(SMALL if stage is train else {}))
-    return root / "artifacts" / f"tiny-{request.param}", root / "artifacts"
-
 
 @pytest.fixture
 def bundle_copy(evaluated, tmp_path):

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
-from pipeline.model import build_model, length_batches, trim_padding
+from pipeline.model import build_model
 from pipeline.stages.evaluate import compute_metrics, evaluate, unique_text_mask, write_report
 from pipeline.stages.train import _lr_schedule, train
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
+from pipeline.text.sequences import length_batches, trim_padding
 from pipeline.text.vocab import Vocabulary
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it

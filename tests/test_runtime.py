@@ -15,7 +15,6 @@ import pipeline
 from pipeline.bundle import load_bundle
 from pipeline.io import read_json
 from pipeline.lines import iter_line_batches
-from test_bundle import evaluated  # noqa: F401 - the trained-and-evaluated bundle fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +25,7 @@ def _run(args, **kwargs):
     return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, **kwargs)
 
 
-def test_onnx_equals_keras_on_the_test_split(evaluated):  # noqa: F811
+def test_onnx_equals_keras_on_the_test_split(evaluated):
     bundle_dir, _ = evaluated
     texts = pd.read_csv(bundle_dir / "predictions.csv", dtype={"text": str}, keep_default_na=False)["text"].tolist()
     texts += ["", "🙂", "정말 재밌어요 " * 40]                  # empty, cleans to nothing, longer than maxlen
@@ -39,7 +38,7 @@ def test_onnx_equals_keras_on_the_test_split(evaluated):  # noqa: F811
     assert entry["checked_rows"] > 0 and entry["max_abs_diff"] <= 1e-5   # checked on validation at export
 
 
-def test_prediction_path_does_not_import_tensorflow(evaluated):  # noqa: F811
+def test_prediction_path_does_not_import_tensorflow(evaluated):
     bundle_dir, _ = evaluated
     code = ("import sys, pipeline\n"
             f"clf = pipeline.load({str(bundle_dir)!r})\n"
@@ -59,7 +58,7 @@ def test_prediction_path_does_not_import_tensorflow(evaluated):  # noqa: F811
     assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "pandas")}
 
 
-def test_a_bundle_without_onnx_loads_through_keras_with_a_note(evaluated, tmp_path):  # noqa: F811
+def test_a_bundle_without_onnx_loads_through_keras_with_a_note(evaluated, tmp_path):
     import shutil
 
     old = shutil.copytree(evaluated[0], tmp_path / "old")
@@ -79,7 +78,7 @@ def test_a_bundle_without_onnx_loads_through_keras_with_a_note(evaluated, tmp_pa
         load_bundle(old, runtime="onnx")
 
 
-def test_explain_occlusion_and_reading(evaluated):  # noqa: F811
+def test_explain_occlusion_and_reading(evaluated):
     clf = pipeline.load(evaluated[0])
     bundle = clf._bundle
     text = "진짜 완전 최악이다 시간 아깝다"
@@ -90,13 +89,16 @@ def test_explain_occlusion_and_reading(evaluated):  # noqa: F811
     assert explanation["probability"] == pytest.approx(record["probability"], abs=1e-6)
     assert explanation["tokens"][-1]["prefix"] == pytest.approx(record["probability"], abs=1e-6)
     assert explanation["start"] == pytest.approx(clf.predict_proba([""])[0], abs=1e-6)
+    ids = bundle.preprocessor.vocabulary.transform([tokens])[0]
     for i, token in enumerate(explanation["tokens"]):
-        without = " ".join(tokens[:i] + tokens[i + 1:]) if bundle.preprocessor.segmenter.kind == "word" else None
-        if without is not None:                                   # word tokens: removing one = deleting the word
-            assert token["without"] == pytest.approx(clf.predict_proba([without])[0], abs=1e-6)
-        assert token["effect"] == pytest.approx(record["probability"] - token["without"], abs=1e-6)
-        prefix = clf.predict_proba([" ".join(tokens[:i + 1])])[0] if without is not None else token["prefix"]
+        # the network's own answer for the review without token i, and for its first i + 1 tokens
+        without, prefix = bundle.predict_ids(bundle.preprocessor.pad([ids[:i] + ids[i + 1:], ids[:i + 1]]))
+        assert token["without"] == pytest.approx(without, abs=1e-6)
         assert token["prefix"] == pytest.approx(prefix, abs=1e-6)
+        assert token["effect"] == pytest.approx(record["probability"] - without, abs=1e-6)
+        if bundle.preprocessor.segmenter.kind == "word":          # a word token left out = the text without it
+            assert token["without"] == pytest.approx(
+                clf.predict_proba([" ".join(tokens[:i] + tokens[i + 1:])])[0], abs=1e-6)
     # the strongest negative push comes from a negative phrase of the fixture corpus
     strongest = min(explanation["tokens"], key=lambda t: t["effect"])
     assert strongest["effect"] < 0 and any(word in strongest["token"] for word in ("최악", "아깝", "시간"))
@@ -105,7 +107,7 @@ def test_explain_occlusion_and_reading(evaluated):  # noqa: F811
     assert len(long["tokens"]) == bundle.preprocessor.maxlen and long["truncated_tokens"] > 0
 
 
-def test_cli_explain_plain_and_json(evaluated):  # noqa: F811
+def test_cli_explain_plain_and_json(evaluated):
     bundle_dir, _ = evaluated
     base = [sys.executable, "-m", "pipeline", "predict", "--model", str(bundle_dir), "--explain"]
     plain = _run(base + ["시간 아깝다 최악이다"])
@@ -118,16 +120,38 @@ def test_cli_explain_plain_and_json(evaluated):  # noqa: F811
     assert records[0]["explanation"]["tokens"] and records[0]["label"] == 0
 
 
-def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path):  # noqa: F811
+def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkeypatch):
+    from pipeline.text.segment import SegmentPool
+
     bundle_dir, _ = evaluated
     clf = pipeline.load(bundle_dir)
     rows = pd.read_csv(bundle_dir / "predictions.csv", dtype={"text": str}, keep_default_na=False)["text"].tolist()
     lines = (rows * 120)[:9001]                                   # more than one stream batch (8192 lines)
     expected = clf.predict_proba(lines)
+    submitted = []
+    original_submit = SegmentPool.submit
+    monkeypatch.setattr(SegmentPool, "submit", lambda pool, texts: submitted.append(len(texts)) or
+                        original_submit(pool, texts))
     batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
-    streamed = [r for records in clf.predict_stream(iter(batches), workers=2) for r in records]
+    streamed = []
+    for records in clf.predict_stream(iter(batches), workers=2, pool_after=2500):
+        streamed.extend(records)
+        clf.predict(["정말 재밌어요"])                            # the caller may use the classifier meanwhile
     assert [r["text"] for r in streamed] == lines
     np.testing.assert_allclose([r["probability"] for r in streamed], expected, atol=1e-6)
+    morpheme = clf.info["tokenization"].startswith("morpheme")
+    # in this process until more than pool_after lines came, then in analyzer processes (morphemes only)
+    assert submitted == ([1000] * 6 + [1] if morpheme else [])
+
+    def failing():                                                # a bad line after 3 good batches
+        yield from batches[:3]
+        raise pipeline.io.PipelineError("line 3001 is not valid UTF-8")
+
+    answered = []
+    with pytest.raises(pipeline.io.PipelineError, match="line 3001"):
+        for records in clf.predict_stream(failing(), workers=2, pool_after=1000):
+            answered.extend(records)
+    assert [r["text"] for r in answered] == lines[:3000]          # the lines before it are all answered
     # through the CLI: one result per line, in order, analyzer processes for the large input
     path = tmp_path / "reviews.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -43,8 +43,11 @@ class Preprocessor:
 
     def transform(self, texts: Sequence[str], workers: int = 1, progress: bool = False) -> np.ndarray:
         cleaned = [self.normalizer(text) for text in texts]
-        tokens = self.segmenter.segment_many(cleaned, workers=workers, progress=progress)
-        return self.pad(self.vocabulary.transform(tokens))
+        return self.ids(self.segmenter.segment_many(cleaned, workers=workers, progress=progress))
+
+    def ids(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        """Padded int32 ids (n, maxlen) of segmented texts: the steps after segmentation."""
+        return self.pad(self.vocabulary.transform(token_lists))
 
     def pad(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray:
         return pad_sequences(id_lists, self.maxlen, padding=self.padding, truncating=self.truncating)
