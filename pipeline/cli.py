@@ -383,7 +383,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
-    from pipeline.stages.evaluate import write_report
+    from pipeline.scoring import write_report
     path = write_report(artifacts_dir)
     click.echo(f"report: wrote {path}")
 

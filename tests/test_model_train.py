@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
 from pipeline.model import build_model
-from pipeline.stages.evaluate import compute_metrics, evaluate, unique_text_mask, write_report
+from pipeline.scoring import compute_metrics, unique_text_mask, write_report
+from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import _lr_schedule, train
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
@@ -298,6 +299,8 @@ def test_write_report_table(tmp_path):
     _metrics(tmp_path / "nsmc-word", "nsmc", "word", 0.81)
     _metrics(tmp_path / "nsmc-morpheme-mecab", "nsmc", "morpheme-mecab", 0.87)
     _metrics(tmp_path / "shop-char", "shop", "char", 0.9)
+    for name in ("curves.png", "confusion.png"):
+        (tmp_path / "nsmc-morpheme-mecab" / name).write_bytes(b"png")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.json").write_text("{")
     text = write_report(tmp_path).read_text()
@@ -308,5 +311,6 @@ def test_write_report_table(tmp_path):
                               "| 1,234,567 | 6.9 min | 23.4 MB |")
     assert "[curves](nsmc-morpheme-mecab/curves.png)" in rows[0]
     assert "[confusion](nsmc-morpheme-mecab/confusion.png)" in rows[0]
+    assert "(nsmc-word/curves.png)" not in text                                   # only plots that exist
     assert "broken" in text
     assert "no evaluated models" in write_report(tmp_path / "empty").read_text()
