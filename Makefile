@@ -7,7 +7,7 @@
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers):
-#     download clean-text dedupe split tokenize pad train evaluate report
+#     download clean-text dedupe split tokenize pad train evaluate ensemble report
 # `clean-text` is the pipeline's clean stage; `make clean` keeps its usual meaning:
 # delete the generated data/ and artifacts/ (`make distclean` also removes .venv).
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
@@ -32,7 +32,7 @@ force_arg := $(if $(FORCE),--force)
 installed := $(VENV)/.installed
 uv := $(VENV)/uv/bin/uv
 
-.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pad train evaluate report status bench clean distclean
+.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pad train evaluate ensemble report status bench clean distclean
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
@@ -40,6 +40,7 @@ all: setup
 	  echo "== $$corpus / $$tok"; \
 	  $(KSENT) run --corpus $$corpus --tokenizer $$tok $(mirror_arg) $(force_arg); \
 	done; done
+	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble,echo "(one tokenizer: no ensemble)")
 	$(KSENT) report
 
 test: setup lint check-java
@@ -97,6 +98,12 @@ tokenize pad train evaluate: setup
 	  $(KSENT) $@ --corpus $$corpus --tokenizer $$tok $(force_arg); \
 	done; done
 
+# The mean of every trained bundle of each corpus, as artifacts/<corpus>-ensemble/ (scored like a bundle).
+ensemble: setup
+	@set -e; for corpus in $(CORPORA); do \
+	  $(KSENT) ensemble --corpus $$corpus $(force_arg); \
+	done
+
 report: setup
 	$(KSENT) report
 
@@ -106,10 +113,11 @@ status: setup
 	  $(KSENT) status --corpus $$corpus --tokenizer $$tok; \
 	done; done
 
+BENCH_MODEL ?= artifacts/nsmc-morpheme-mecab
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_tokenize.py
-	$(BIN)/python tests/benchmarks/bench_predict.py
-	$(BIN)/python tests/benchmarks/bench_serve.py
+	$(BIN)/python tests/benchmarks/bench_predict.py --model $(BENCH_MODEL)
+	$(BIN)/python tests/benchmarks/bench_serve.py --model $(BENCH_MODEL)
 
 clean:
 	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/.*.lock artifacts/.*.lock.owner

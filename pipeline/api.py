@@ -78,10 +78,14 @@ class Classifier:
                 metrics = read_json(metrics_path)
             except (OSError, ValueError):
                 metrics = None
-        return {"directory": str(self.directory), "name": self.directory.name, "runtime": self._bundle.runtime,
+        tokenizer = manifest.get("tokenizer") or {}          # an ensemble has none of its own
+        info = {"directory": str(self.directory), "name": self.directory.name, "runtime": self._bundle.runtime,
                 "corpus": manifest["corpus"], "tokenization": manifest["tok"],
-                "vocab_size": manifest["tokenizer"].get("vocab_size"), "maxlen": manifest["tokenizer"].get("maxlen"),
+                "vocab_size": tokenizer.get("vocab_size"), "maxlen": tokenizer.get("maxlen"),
                 "training": manifest.get("training"), "metrics": metrics, "versions": manifest.get("versions")}
+        if manifest.get("kind") == "ensemble":
+            info["members"] = [m["name"] for m in manifest["members"]]
+        return info
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.directory)!r})"

@@ -198,6 +198,88 @@ def _records(texts, probabilities, empty) -> list[dict]:
             for text, p, e in zip(texts, probabilities, empty, strict=True)]
 
 
+def combine(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """An ensemble's P(positive): the weighted sum of its members', float32 (one order of summation, so that
+    the ensemble stage and prediction compute the same numbers)."""
+    total = np.zeros(len(probabilities[0]), dtype=np.float64)
+    for p, w in zip(probabilities, weights, strict=True):
+        total += w * np.asarray(p, dtype=np.float64)
+    return total.astype(np.float32)
+
+
+@dataclass
+class EnsembleBundle:
+    """Bundles whose probabilities are averaged (written by the ensemble stage); predicts like a Bundle.
+
+    Each member replays its own preprocessing, so an ensemble may mix tokenizations.
+    """
+    directory: Path
+    members: list[Bundle]
+    weights: list[float]
+    manifest: dict
+    notes: tuple[str, ...] = ()
+
+    corpus = Bundle.corpus
+    tok = Bundle.tok
+
+    @property
+    def runtime(self) -> str:
+        return "+".join(sorted({m.runtime for m in self.members}))
+
+    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        return self._predict(texts, batch_size)[0]
+
+    def _predict(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        xs = [m.transform(texts) for m in self.members]
+        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
+                                self.weights)
+        empty = np.logical_and.reduce([~x.any(axis=1) for x in xs]) if len(texts) else np.zeros(0, bool)
+        return probabilities, empty
+
+    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
+        """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
+        records = _records(texts, *self._predict(texts, batch_size))
+        if explain:
+            from pipeline.explain import explain_many
+
+            per_member = [explain_many(m, texts) for m in self.members]
+            for i, record in enumerate(records):
+                record["explanation"] = {"members": [
+                    {"name": m.directory.name, "weight": w, **explanations[i]}
+                    for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
+        return records
+
+    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
+                       pool_after: int = 0) -> Iterator[list[dict]]:
+        for texts in batches:             # members analyze in this process: an ensemble is for accuracy
+            yield self.predict(texts, batch_size)
+
+
+def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBundle:
+    """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
+    members, weights = manifest.get("members"), manifest.get("weights")
+    if not (isinstance(members, list) and isinstance(weights, list) and len(members) == len(weights) >= 2
+            and all(isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("bundle_sha256"), str)
+                    for m in members)):
+        raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged ensemble manifest - re-run "
+                            f"`ksent ensemble --corpus {manifest.get('corpus', 'CORPUS')} --force`")
+    rerun = f"`ksent ensemble --corpus {manifest.get('corpus')}`"
+    bundles, notes = [], []
+    for member in members:
+        member_dir = directory.parent / member["name"]
+        if not (member_dir / MANIFEST_FILE).is_file():
+            raise PipelineError(f"ensemble {directory}: its member {member['name']} is missing (no "
+                                f"{member_dir / MANIFEST_FILE}) - train it again, or re-run {rerun} without it")
+        if sha256_file(member_dir / MANIFEST_FILE) != member["bundle_sha256"]:
+            raise PipelineError(f"ensemble {directory}: its member {member['name']} changed since the ensemble was "
+                                f"made (bundle.json checksum differs; retrained?) - re-run {rerun}")
+        bundle = load_bundle(member_dir, runtime=runtime)
+        bundles.append(bundle)
+        notes.extend(bundle.notes)
+    return EnsembleBundle(directory=directory, members=bundles, weights=[float(w) for w in weights],
+                          manifest=manifest, notes=tuple(notes))
+
+
 def _read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST_FILE
     try:
@@ -227,6 +309,10 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Bundle:
     directory = Path(directory)
     if not directory.is_dir():
         raise PipelineError(f"no model bundle at {directory} - train one (`{BUILD_HINT}`) or pass --model DIR")
+    if (directory / MANIFEST_FILE).is_file():
+        manifest = _read_manifest(directory)
+        if manifest.get("kind") == "ensemble":
+            return _load_ensemble(directory, manifest, runtime)
     missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "

@@ -380,6 +380,21 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 
 
 @cli.command()
+@corpus_option
+@click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+              help="Root of raw/, interim/ and processed/.")
+@artifacts_option
+@click.option("--member", "members", multiple=True,
+              help="Bundle folder name to combine (repeatable) [default: every trained bundle of the corpus].")
+@click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
+def ensemble(corpus, data_dir, artifacts_dir, members, force):
+    """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
+    from pipeline.stages.ensemble import ensemble as run
+    run(corpus, members=list(members) or None, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+        echo=_echo)
+
+
+@cli.command()
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""

@@ -67,6 +67,10 @@ def format_explanation(explanation: dict) -> list[str]:
         effect:  재미있 +0.412  줄 -0.020  실망 -0.513 ...
         reading: 0.50 > 재미있 0.93 > 을 0.91 > ... > 실망 0.05
     """
+    if "members" in explanation:         # an ensemble: each member on its own tokens
+        return [line for member in explanation["members"]
+                for line in [f"  [{member['name']}, weight {member['weight']:.2f}: {member['probability']:.4f}]",
+                             *("  " + sub for sub in format_explanation(member))]]
     tokens = explanation["tokens"]
     if not tokens:
         return ["  (no tokens: the model's response to an empty review)"]

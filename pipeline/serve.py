@@ -242,6 +242,8 @@ def create_app(clf, *, name: str | None = None, max_batch: int = LIMITS["max_bat
             if explain:         # explanations cost more than a prediction: a call of their own, in the model thread
                 return await batcher.call(clf.predict, texts, explain=True)
             return await batcher.submit(texts)
+        except PipelineError as exc:    # what this model cannot do (explain an ensemble): the request's fault
+            raise RequestError(422, str(exc), "explain" if explain else "texts") from None
         except Exception as exc:
             log.exception("prediction failed")
             raise RequestError(500, f"prediction failed: {type(exc).__name__}: {str(exc)[:300]}") from None

@@ -1,6 +1,6 @@
 """Benchmark `ksent predict` as a user runs it: whole processes, wall time and peak memory from the OS.
 
-    .venv/bin/python tests/benchmarks/bench_predict.py [--model artifacts/nsmc-morpheme-mecab]
+    .venv/bin/python tests/benchmarks/bench_predict.py --model artifacts/nsmc-morpheme-mecab
 
 (a) Cold start: `ksent predict --model DIR "<review>"` (model.onnx, onnxruntime) against
     `python -c 'import numpy'` and against the same command with `--runtime keras`

@@ -1,0 +1,157 @@
+"""ensemble: combine a corpus's trained bundles into one, artifacts/<corpus>-ensemble/, and score it.
+
+Inputs: each member bundle's bundle.json (which pins its network and tokenizer files by
+checksum; the default members are every single-model bundle of the corpus in
+artifacts/), and each member's val.npz, test.npz and train.npz (pad stage) for the rows
+it was scored on. Outputs in artifacts/<corpus>-ensemble/: bundle.json (kind "ensemble":
+the members by name and bundle.json checksum, their weights), metrics.json,
+predictions.csv and confusion.png as the evaluate stage writes them; then REPORT.md.
+
+The combination is the plain mean of the members' probabilities: nothing is fitted, so
+the validation accuracy recorded (which picks the default model) is an honest estimate,
+not a figure the weights were tuned on. Predicting with the ensemble bundle replays each
+member's own preprocessing and averages the same way (`pipeline.bundle.combine`), so
+`ksent predict --model artifacts/nsmc-ensemble` gives the probabilities scored here.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import params as defaults
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    library_versions,
+    read_json,
+    read_npz,
+    run_stage,
+    sha256_file,
+    write_json,
+)
+from pipeline.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
+
+ENSEMBLE_TOK = "ensemble"
+
+
+def member_names(corpus: str, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> list[str]:
+    """Every single-model bundle of `corpus` in `artifacts_dir`, by folder name."""
+    names = []
+    for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError):
+            continue
+        if (isinstance(manifest, dict) and manifest.get("corpus") == corpus
+                and manifest.get("kind", "model") == "model" and manifest.get("tok") != ENSEMBLE_TOK):
+            names.append(manifest_path.parent.name)
+    return names
+
+
+def _member_tok(bundle_dir: Path) -> str:
+    try:
+        tok = read_json(bundle_dir / "bundle.json").get("tok")
+    except (OSError, ValueError, AttributeError):
+        raise PipelineError(f"ensemble: {bundle_dir} is not a trained bundle (no readable bundle.json) - train it, "
+                            f"or leave it out with --member") from None
+    if not isinstance(tok, str):
+        raise PipelineError(f"ensemble: {bundle_dir}/bundle.json is damaged - re-run its train stage")
+    return tok
+
+
+def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
+         data_dir: Path | str = defaults.DATA_DIR, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
+    artifacts_dir = Path(artifacts_dir)
+    members = sorted(set(members or member_names(corpus, artifacts_dir)))
+    if len(members) < 2:
+        raise ParameterError(f"ensemble {corpus}: needs at least 2 trained bundles of the corpus, found "
+                             f"{len(members)} ({', '.join(members) or 'none'}) - train more tokenizations first "
+                             f"(`ksent run --corpus {corpus} --tokenizer char`)")
+    inputs = {}
+    for name in members:
+        bundle_dir = artifacts_dir / name
+        inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train")
+        src = Path(data_dir) / "processed" / corpus / _member_tok(bundle_dir)
+        for split in ("train", "val", "test"):
+            inputs[f"{name}/{split}.npz"] = Input(src / f"{split}.npz", "pad")
+    return Stage("ensemble", corpus, artifacts_dir / f"{corpus}-{ENSEMBLE_TOK}", inputs=inputs,
+                 params={"members": members, "combination": "mean"},
+                 outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
+
+
+def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
+             data_dir: Path | str = defaults.DATA_DIR, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR,
+             force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+    """Combine the members (default: every single-model bundle of `corpus`) and score the ensemble."""
+    from pipeline.bundle import FORMAT, FORMAT_VERSION, THRESHOLD, combine, load_bundle
+
+    stage = plan(corpus, members=members, data_dir=data_dir, artifacts_dir=artifacts_dir)
+    names = stage.params["members"]
+    weights = [1.0 / len(names)] * len(names)
+    label = f"ensemble {corpus}"
+
+    def split_rows(name: str, split: str, fields: tuple[str, ...]) -> dict:
+        return read_npz(stage.inputs[f"{name}/{split}.npz"].path, "pad", f"{corpus}/{name}", fields)
+
+    def run(out: Staging) -> StageResult:
+        bundles = [load_bundle(Path(artifacts_dir) / name) for name in names]
+        probabilities, reference = {}, {}
+        for split in ("val", "test"):
+            member_p = []
+            for name, bundle in zip(names, bundles, strict=True):
+                rows = split_rows(name, split, ("x", "y", "ids", "text"))
+                if split not in reference:
+                    reference[split] = rows
+                elif not np.array_equal(rows["ids"], reference[split]["ids"]):
+                    raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
+                                        f"re-run the pad stage of both from the same split")
+                member_p.append(bundle.predict_ids(rows["x"]))
+            probabilities[split] = combine(member_p, weights)
+        val_y = reference["val"]["y"]
+        val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())
+        test = reference["test"]
+        seen = np.concatenate([split_rows(names[0], s, ("text",))["text"] for s in ("train", "val")])
+        member_val = {name: b.manifest.get("training", {}).get("best_val_accuracy") for name, b in zip(
+            names, bundles, strict=True)}
+        train_seconds = [b.manifest.get("training", {}).get("train_seconds") for b in bundles]
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "ensemble", "corpus": corpus,
+            "tok": ENSEMBLE_TOK, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "members": [{"name": name, "tok": b.tok, "bundle_sha256": sha256_file(b.directory / "bundle.json")}
+                        for name, b in zip(names, bundles, strict=True)],
+            "combination": "mean", "weights": weights,
+            "training": {"best_val_accuracy": round(val_accuracy, 6), "member_val_accuracy": member_val,
+                         "train_seconds": sum(s for s in train_seconds if s)},
+            "versions": library_versions(),
+        }
+        write_json(out.path("bundle.json"), manifest)
+        y = test["y"]
+        metrics = {
+            "corpus": corpus, "tokenizer": ENSEMBLE_TOK, "threshold": THRESHOLD, "n_test": int(len(y)),
+            **split_metrics(y, probabilities["test"], test["text"], seen, THRESHOLD),
+            "members": names, "vocab_size": None, "maxlen": None,
+            "params": sum(int(b.manifest["model"]["params"]) for b in bundles),
+            "model_bytes": sum((b.directory / b.manifest.get("onnx", b.manifest["model"])["file"]).stat().st_size
+                               for b in bundles),
+            "train_seconds": manifest["training"]["train_seconds"], "best_val_accuracy": round(val_accuracy, 6),
+        }
+        write_json(out.path("metrics.json"), metrics)
+        plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
+                       f"{corpus} / ensemble: accuracy {metrics['accuracy']:.4f}")
+        write_predictions(out.path("predictions.csv"), test["ids"], test["text"], y, probabilities["test"],
+                          THRESHOLD)
+        line = (f"{summary(label, metrics)}; val accuracy {val_accuracy:.4f} (members: "
+                f"{', '.join(f'{n} {v:.4f}' for n, v in member_val.items() if v is not None)})")
+        return StageResult(summary=line, counts={"n_test": metrics["n_test"], "accuracy": metrics["accuracy"],
+                                                 "best_val_accuracy": round(val_accuracy, 6)})
+
+    result = run_stage(stage, run, force=force, echo=echo)
+    write_report(artifacts_dir)
+    return result

@@ -1,0 +1,116 @@
+"""The ensemble stage and ensemble bundles: scored like a bundle, predicted exactly as scored, members pinned."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipeline
+from pipeline.bundle import default_model_dir, load_bundle
+from pipeline.io import ParameterError, PipelineError, read_json, read_npz
+from pipeline.stages.ensemble import ensemble, member_names
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.train import train
+from pipeline.text.segment import Segmenter
+from test_model_train import SMALL, write_processed
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory):
+    """word and char bundles of one tiny corpus, and their ensemble: (data_dir, artifacts_dir, lines echoed)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    data, artifacts = root / "data", root / "artifacts"
+    lines: list[str] = []
+    for segmenter in (Segmenter("word"), Segmenter("char")):
+        write_processed(data, segmenter=segmenter)
+        train("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lines.append, **SMALL)
+        evaluate("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lines.append)
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, echo=lines.append)
+    return data, artifacts, lines
+
+
+def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
+    data, artifacts, lines = combined
+    folder = artifacts / "tiny-ensemble"
+    manifest = read_json(folder / "bundle.json")
+    assert manifest["kind"] == "ensemble" and [m["name"] for m in manifest["members"]] == ["tiny-char", "tiny-word"]
+    assert manifest["weights"] == [0.5, 0.5]
+    assert any(line.startswith("ensemble tiny: test accuracy") for line in lines)
+    members = [load_bundle(artifacts / m["name"]) for m in manifest["members"]]
+    # validation accuracy (what picks the default model) is the mean's, recomputed here from the members
+    val_p = np.mean([m.predict_ids(read_npz(data / "processed" / "tiny" / m.tok / "val.npz", "pad", "t", ("x",))["x"])
+                     for m in members], axis=0)
+    val_y = read_npz(data / "processed" / "tiny" / "word" / "val.npz", "pad", "t", ("y",))["y"]
+    assert manifest["training"]["best_val_accuracy"] == pytest.approx(((val_p >= 0.5) == (val_y == 1)).mean(),
+                                                                      abs=1e-6)
+    rows = pd.read_csv(folder / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
+    metrics = read_json(folder / "metrics.json")
+    assert metrics["accuracy"] == pytest.approx((rows["predicted"] == rows["label"]).mean())
+    assert metrics["members"] == ["tiny-char", "tiny-word"]
+    report = (artifacts / "REPORT.md").read_text(encoding="utf-8")
+    assert "| tiny | ensemble |" in report and "| tiny | word |" in report
+
+
+def test_predict_with_the_ensemble_gives_the_scored_probabilities(combined):
+    _, artifacts, _ = combined
+    folder = artifacts / "tiny-ensemble"
+    rows = pd.read_csv(folder / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
+    texts = rows["text"].tolist()
+    clf = pipeline.load(folder)
+    assert clf.info["members"] == ["tiny-char", "tiny-word"] and clf.info["runtime"] == "onnxruntime"
+    np.testing.assert_allclose(clf.predict_proba(texts), rows["probability"], atol=1e-6)
+    members = np.mean([pipeline.load(artifacts / name).predict_proba(texts) for name in ("tiny-char", "tiny-word")],
+                      axis=0)
+    np.testing.assert_allclose(clf.predict_proba(texts), members, atol=1e-6)
+    records = clf.predict(["정말 재밌어요", ""])
+    assert records[1]["empty"] and not records[0]["empty"]
+    explanation = clf.explain("정말 재밌어요 최고의 영화")["explanation"]
+    assert [m["name"] for m in explanation["members"]] == ["tiny-char", "tiny-word"]
+    assert [t["token"] for t in explanation["members"][1]["tokens"]] == ["정말", "재밌어요", "최고의", "영화"]
+    # the real CLI on the same texts
+    command = [sys.executable, "-m", "pipeline", "predict", "--model", str(folder), "--json", *texts[:20]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    got = [json.loads(line)["probability"] for line in result.stdout.splitlines()]
+    np.testing.assert_allclose(got, rows["probability"][:20], atol=1e-6)
+
+
+def test_rerun_is_skipped_and_default_model_is_chosen_by_validation(combined):
+    data, artifacts, _ = combined
+    lines: list[str] = []
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, echo=lines.append)
+    assert "up to date, skipped" in lines[0]
+    val = {name: read_json(artifacts / name / "bundle.json")["training"]["best_val_accuracy"]
+           for name in ("tiny-word", "tiny-char", "tiny-ensemble")}
+    assert default_model_dir(artifacts).name == max(val, key=val.get)
+    assert member_names("tiny", artifacts) == ["tiny-char", "tiny-word"]          # an ensemble is no member
+
+
+def test_a_changed_or_missing_member_is_refused(combined, tmp_path):
+    _, artifacts, _ = combined
+    copy = shutil.copytree(artifacts, tmp_path / "artifacts")
+    manifest = read_json(copy / "tiny-word" / "bundle.json")
+    manifest["created_at"] = "retrained"
+    (copy / "tiny-word" / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PipelineError, match="member tiny-word changed since the ensemble was made"):
+        load_bundle(copy / "tiny-ensemble")
+    shutil.rmtree(copy / "tiny-char")
+    with pytest.raises(PipelineError, match="member tiny-char is missing"):
+        load_bundle(copy / "tiny-ensemble")
+
+
+def test_one_member_is_not_an_ensemble(combined):
+    data, artifacts, _ = combined
+    with pytest.raises(ParameterError, match="needs at least 2 trained bundles"):
+        ensemble("tiny", members=["tiny-word"], data_dir=data, artifacts_dir=artifacts)
