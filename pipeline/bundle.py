@@ -141,55 +141,66 @@ class Bundle:
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
                        pool_after: int = 0) -> Iterator[list[dict]]:
-        """Records for each batch of texts, in order, as soon as they are computed.
+        """Records for each batch of texts, in order, as soon as they are computed (see `stream_records`)."""
+        return stream_records(self, batches, workers, batch_size, pool_after)
 
-        Memory holds a few batches, whatever the input's length. With workers > 1, once
-        more than `pool_after` texts have come (a pool costs a start-up, worth it for large
-        inputs only), the segmentation of the next batches runs in worker processes
-        (morpheme analyzers only) while this process runs the network on the current one.
-        If reading `batches` fails (PipelineError, e.g. a line that is not UTF-8), the
-        batches read before are answered first.
-        """
-        batches = iter(batches)
-        use_pool = workers > 1 and self.preprocessor.segmenter.kind == "morpheme"
-        seen = 0
-        for texts in batches:
-            yield self.predict(texts, batch_size)
-            seen += len(texts)
-            if use_pool and seen > pool_after:
-                break
-        else:
-            return
-        upcoming = next(batches, None)             # no pool for an input that has just ended
-        if upcoming is not None:
-            yield from self._stream_with_pool(itertools.chain([upcoming], batches), workers, batch_size)
+    def analyzed_members(self) -> list[Bundle]:
+        """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
+        return [self] if self.preprocessor.segmenter.kind == "morpheme" else []
 
-    def _stream_with_pool(self, batches: Iterator[list[str]], workers: int, batch_size: int) -> Iterator[list[dict]]:
-        from collections import deque
-
-        from pipeline.text.segment import SegmentPool
-
-        prep = self.preprocessor
-        with SegmentPool(prep.segmenter, workers) as pool:
-            pending: deque = deque()
-            while True:
-                try:
-                    texts = next(batches)
-                except StopIteration:
-                    break
-                except PipelineError:               # a bad line: answer the lines before it, then report it
-                    while pending:
-                        yield self._finish(*pending.popleft(), batch_size)
-                    raise
-                pending.append((texts, pool.submit([prep.normalizer(self.cap(t)) for t in texts])))
-                if len(pending) > workers:          # keep the workers busy while this process predicts
-                    yield self._finish(*pending.popleft(), batch_size)
-            while pending:
-                yield self._finish(*pending.popleft(), batch_size)
-
-    def _finish(self, texts: list[str], segmented, batch_size: int) -> list[dict]:
-        x = self.preprocessor.ids(segmented.result())
+    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
+        """The records of `texts`, whose tokens worker processes made (`segmented`, by member)."""
+        x = self.preprocessor.ids(segmented[id(self)].result())
         return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+
+
+def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size: int,
+                   pool_after: int) -> Iterator[list[dict]]:
+    """`model.predict` of each batch of texts, in order, as soon as it is computed (a Bundle or EnsembleBundle).
+
+    Memory holds a few batches, whatever the input's length. With workers > 1, once more than
+    `pool_after` texts have come (a pool costs a start-up, worth it for large inputs only), the
+    morpheme analysis of the next batches runs in worker processes (one pool per analyzed
+    member) while this process runs the networks on the current one. If reading `batches`
+    fails (PipelineError, e.g. a line that is not UTF-8), the batches read before are answered first.
+    """
+    import contextlib
+    from collections import deque
+
+    from pipeline.text.segment import SegmentPool
+
+    batches = iter(batches)
+    analyzed = model.analyzed_members() if workers > 1 else []
+    seen = 0
+    for texts in batches:
+        yield model.predict(texts, batch_size)
+        seen += len(texts)
+        if analyzed and seen > pool_after:
+            break
+    else:
+        return
+    upcoming = next(batches, None)             # no pool for an input that has just ended
+    if upcoming is None:
+        return
+    batches = itertools.chain([upcoming], batches)
+    with contextlib.ExitStack() as stack:
+        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
+        pending: deque = deque()
+        while True:
+            try:
+                texts = next(batches)
+            except StopIteration:
+                break
+            except PipelineError:               # a bad line: answer the lines before it, then report it
+                while pending:
+                    yield model.finish(*pending.popleft(), batch_size)
+                raise
+            pending.append((texts, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in texts])
+                                    for m in analyzed}))
+            if len(pending) > workers:          # keep the workers busy while this process predicts
+                yield model.finish(*pending.popleft(), batch_size)
+        while pending:
+            yield model.finish(*pending.popleft(), batch_size)
 
 
 def _records(texts, probabilities, empty) -> list[dict]:
@@ -251,8 +262,18 @@ class EnsembleBundle:
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
                        pool_after: int = 0) -> Iterator[list[dict]]:
-        for texts in batches:             # members analyze in this process: an ensemble is for accuracy
-            yield self.predict(texts, batch_size)
+        """Records for each batch of texts, in order, as soon as they are computed (see `stream_records`)."""
+        return stream_records(self, batches, workers, batch_size, pool_after)
+
+    def analyzed_members(self) -> list[Bundle]:
+        return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]
+
+    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
+        xs = [m.preprocessor.ids(segmented[id(m)].result()) if id(m) in segmented else m.transform(texts)
+              for m in self.members]
+        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
+                                self.weights)
+        return _records(texts, probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs]))
 
 
 def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBundle:

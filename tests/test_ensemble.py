@@ -23,15 +23,16 @@ from test_model_train import SMALL, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
+MEMBERS = ["tiny-char", "tiny-morpheme-mecab", "tiny-word"]
 
 
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory):
-    """word and char bundles of one tiny corpus, and their ensemble: (data_dir, artifacts_dir, lines echoed)."""
+    """word, char and morpheme bundles of one tiny corpus, and their ensemble: (data_dir, artifacts_dir, lines)."""
     root = tmp_path_factory.mktemp("ensemble")
     data, artifacts = root / "data", root / "artifacts"
     lines: list[str] = []
-    for segmenter in (Segmenter("word"), Segmenter("char")):
+    for segmenter in (Segmenter("word"), Segmenter("char"), Segmenter("morpheme", backend="mecab")):
         write_processed(data, segmenter=segmenter)
         train("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lines.append, **SMALL)
         evaluate("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lines.append)
@@ -43,8 +44,8 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
     data, artifacts, lines = combined
     folder = artifacts / "tiny-ensemble"
     manifest = read_json(folder / "bundle.json")
-    assert manifest["kind"] == "ensemble" and [m["name"] for m in manifest["members"]] == ["tiny-char", "tiny-word"]
-    assert manifest["weights"] == [0.5, 0.5]
+    assert manifest["kind"] == "ensemble" and [m["name"] for m in manifest["members"]] == MEMBERS
+    assert manifest["weights"] == pytest.approx([1 / 3] * 3)
     assert any(line.startswith("ensemble tiny: test accuracy") for line in lines)
     members = [load_bundle(artifacts / m["name"]) for m in manifest["members"]]
     # validation accuracy (what picks the default model) is the mean's, recomputed here from the members
@@ -56,7 +57,7 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
     rows = pd.read_csv(folder / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
     metrics = read_json(folder / "metrics.json")
     assert metrics["accuracy"] == pytest.approx((rows["predicted"] == rows["label"]).mean())
-    assert metrics["members"] == ["tiny-char", "tiny-word"]
+    assert metrics["members"] == MEMBERS
     report = (artifacts / "REPORT.md").read_text(encoding="utf-8")
     assert "| tiny | ensemble |" in report and "| tiny | word |" in report
 
@@ -67,16 +68,15 @@ def test_predict_with_the_ensemble_gives_the_scored_probabilities(combined):
     rows = pd.read_csv(folder / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
     texts = rows["text"].tolist()
     clf = pipeline.load(folder)
-    assert clf.info["members"] == ["tiny-char", "tiny-word"] and clf.info["runtime"] == "onnxruntime"
+    assert clf.info["members"] == MEMBERS and clf.info["runtime"] == "onnxruntime"
     np.testing.assert_allclose(clf.predict_proba(texts), rows["probability"], atol=1e-6)
-    members = np.mean([pipeline.load(artifacts / name).predict_proba(texts) for name in ("tiny-char", "tiny-word")],
-                      axis=0)
+    members = np.mean([pipeline.load(artifacts / name).predict_proba(texts) for name in MEMBERS], axis=0)
     np.testing.assert_allclose(clf.predict_proba(texts), members, atol=1e-6)
     records = clf.predict(["정말 재밌어요", ""])
     assert records[1]["empty"] and not records[0]["empty"]
     explanation = clf.explain("정말 재밌어요 최고의 영화")["explanation"]
-    assert [m["name"] for m in explanation["members"]] == ["tiny-char", "tiny-word"]
-    assert [t["token"] for t in explanation["members"][1]["tokens"]] == ["정말", "재밌어요", "최고의", "영화"]
+    assert [m["name"] for m in explanation["members"]] == MEMBERS
+    assert [t["token"] for t in explanation["members"][2]["tokens"]] == ["정말", "재밌어요", "최고의", "영화"]
     # the real CLI on the same texts
     command = [sys.executable, "-m", "pipeline", "predict", "--model", str(folder), "--json", *texts[:20]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120,
@@ -92,9 +92,9 @@ def test_rerun_is_skipped_and_default_model_is_chosen_by_validation(combined):
     ensemble("tiny", data_dir=data, artifacts_dir=artifacts, echo=lines.append)
     assert "up to date, skipped" in lines[0]
     val = {name: read_json(artifacts / name / "bundle.json")["training"]["best_val_accuracy"]
-           for name in ("tiny-word", "tiny-char", "tiny-ensemble")}
-    assert default_model_dir(artifacts).name == max(val, key=val.get)
-    assert member_names("tiny", artifacts) == ["tiny-char", "tiny-word"]          # an ensemble is no member
+           for name in [*MEMBERS, "tiny-ensemble"]}
+    assert val[default_model_dir(artifacts).name] == max(val.values())           # by validation, never test
+    assert member_names("tiny", artifacts) == MEMBERS                            # an ensemble is no member
 
 
 def test_a_changed_or_missing_member_is_refused(combined, tmp_path):
@@ -114,3 +114,23 @@ def test_one_member_is_not_an_ensemble(combined):
     data, artifacts, _ = combined
     with pytest.raises(ParameterError, match="needs at least 2 trained bundles"):
         ensemble("tiny", members=["tiny-word"], data_dir=data, artifacts_dir=artifacts)
+
+
+def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(combined, monkeypatch):
+    from pipeline.text.segment import SegmentPool
+
+    _, artifacts, _ = combined
+    clf = pipeline.load(artifacts / "tiny-ensemble")
+    rows = pd.read_csv(artifacts / "tiny-ensemble" / "predictions.csv", dtype={"text": str},
+                       keep_default_na=False)["text"].tolist()
+    lines = (rows * 30)[:2001]
+    started = []
+    original_init = SegmentPool.__init__
+    monkeypatch.setattr(SegmentPool, "__init__", lambda pool, segmenter, workers, **kw: started.append(
+        segmenter.name()) or original_init(pool, segmenter, workers, **kw))
+    batches = [lines[i:i + 500] for i in range(0, len(lines), 500)]
+    streamed = [r for records in clf.predict_stream(iter(batches), workers=2, pool_after=600) for r in records]
+    assert started == ["morpheme-mecab"]                 # one pool, for the one member that needs an analyzer
+    assert [r["text"] for r in streamed] == lines
+    np.testing.assert_allclose([r["probability"] for r in streamed], clf.predict_proba(lines), atol=1e-6)
+    assert [r["empty"] for r in streamed] == [r["empty"] for r in clf.predict(lines)]
