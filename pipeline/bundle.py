@@ -117,6 +117,11 @@ class Bundle:
         """Padded int32 ids (n, maxlen), exactly as the pad stage made them for training."""
         return self.preprocessor.transform([self.cap(t) for t in texts])
 
+    def tokens(self, texts: list[str]) -> list[list[str]]:
+        """The tokens of each text as the model reads them (before vocabulary and padding)."""
+        prep = self.preprocessor
+        return [prep.segmenter.segment(prep.normalizer(self.cap(t))) for t in texts]
+
     def predict_ids(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
         from pipeline.runtime import predict_ids
@@ -130,13 +135,16 @@ class Bundle:
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """One record per text: text, label (1 = positive), sentiment, probability, empty
         (+ explanation with `explain`, see pipeline.explain)."""
-        x = self.transform(texts)
-        records = _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
-        if explain:
-            from pipeline.explain import explain_many
+        if not explain:
+            x = self.transform(texts)
+            return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        from pipeline.explain import explain_many
 
-            for record, explanation in zip(records, explain_many(self, texts), strict=True):
-                record["explanation"] = explanation
+        token_lists = self.tokens(texts)                  # segmented once, for the records and the explanations
+        x = self.preprocessor.ids(token_lists)
+        records = _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        for record, explanation in zip(records, explain_many(self, texts, token_lists), strict=True):
+            record["explanation"] = explanation
         return records
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
@@ -238,26 +246,28 @@ class EnsembleBundle:
         return "+".join(sorted({m.runtime for m in self.members}))
 
     def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        return self._predict(texts, batch_size)[0]
+        return self._score([m.transform(texts) for m in self.members], batch_size)[0]
 
-    def _predict(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        xs = [m.transform(texts) for m in self.members]
+    def _score(self, xs: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P(positive), empty) from each member's padded ids: empty where no member saw a token."""
         probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
                                 self.weights)
-        empty = np.logical_and.reduce([~x.any(axis=1) for x in xs]) if len(texts) else np.zeros(0, bool)
-        return probabilities, empty
+        return probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs])
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
-        records = _records(texts, *self._predict(texts, batch_size))
-        if explain:
-            from pipeline.explain import explain_many
+        if not explain:
+            return _records(texts, *self._score([m.transform(texts) for m in self.members], batch_size))
+        from pipeline.explain import explain_many
 
-            per_member = [explain_many(m, texts) for m in self.members]
-            for i, record in enumerate(records):
-                record["explanation"] = {"members": [
-                    {"name": m.directory.name, "weight": w, **explanations[i]}
-                    for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
+        token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
+        records = _records(texts, *self._score([m.preprocessor.ids(t) for m, t in zip(
+            self.members, token_lists, strict=True)], batch_size))
+        per_member = [explain_many(m, texts, t) for m, t in zip(self.members, token_lists, strict=True)]
+        for i, record in enumerate(records):
+            record["explanation"] = {"members": [
+                {"name": m.directory.name, "weight": w, **explanations[i]}
+                for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
         return records
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
@@ -271,9 +281,7 @@ class EnsembleBundle:
     def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
         xs = [m.preprocessor.ids(segmented[id(m)].result()) if id(m) in segmented else m.transform(texts)
               for m in self.members]
-        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
-                                self.weights)
-        return _records(texts, probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs]))
+        return _records(texts, *self._score(xs, batch_size))
 
 
 def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBundle:
@@ -330,15 +338,13 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Bundle:
     directory = Path(directory)
     if not directory.is_dir():
         raise PipelineError(f"no model bundle at {directory} - train one (`{BUILD_HINT}`) or pass --model DIR")
-    if (directory / MANIFEST_FILE).is_file():
-        manifest = _read_manifest(directory)
-        if manifest.get("kind") == "ensemble":
-            return _load_ensemble(directory, manifest, runtime)
     missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
+    manifest = _read_manifest(directory) if MANIFEST_FILE not in missing else {}
+    if manifest.get("kind") == "ensemble":       # no tokenizer of its own: its members have theirs
+        return _load_ensemble(directory, manifest, runtime)
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")
-    manifest = _read_manifest(directory)
     recorded_model, recorded_tok = manifest.get("model"), manifest.get("tokenizer")
     recorded_onnx = manifest.get("onnx")
     if not (isinstance(recorded_model, dict) and isinstance(recorded_tok, dict)

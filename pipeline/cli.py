@@ -440,7 +440,7 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
 
     from pipeline.api import Classifier
     from pipeline.bundle import default_model_dir, load_bundle
-    from pipeline.lines import iter_line_batches, stdin_stream
+    from pipeline.lines import iter_line_batches, open_input
     from pipeline.text.segment import DEFAULT_WORKERS
 
     if texts and file_:
@@ -448,15 +448,11 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     if texts:
         batches, name = iter([list(texts)]), None
     else:
+        stream, name = open_input(file_ or "-")
         if file_ and file_ != "-":
-            try:
-                stream, name = ctx.with_resource(open(file_, "rb")), file_   # closed when the command ends
-            except OSError as exc:
-                raise PipelineError(f"cannot read {file_}: {exc.strerror or exc}") from None
-        else:
-            stream, name = stdin_stream(), "standard input"
-            if not file_ and stream.isatty():
-                raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
+            ctx.with_resource(stream)                    # closed when the command ends
+        elif not file_ and stream.isatty():
+            raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
         batches = iter_line_batches(stream, name, STREAM_BATCH)
     first = next(batches, None)
     if first is None:

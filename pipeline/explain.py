@@ -21,12 +21,14 @@ import numpy as np
 from pipeline.text.vocab import OOV_ID
 
 
-def explain_many(bundle, texts: list[str]) -> list[dict]:
-    """One explanation dict per text (see the module docstring); JSON-serializable."""
+def explain_many(bundle, texts: list[str], token_lists: list[list[str]] | None = None) -> list[dict]:
+    """One explanation dict per text (see the module docstring); JSON-serializable.
+
+    token_lists: the texts' tokens, if the caller has segmented them already (`bundle.tokens`).
+    """
     prep = bundle.preprocessor
     seen_lists, dropped = [], []
-    for text in texts:
-        tokens = prep.segmenter.segment(prep.normalizer(bundle.cap(text)))
+    for tokens in token_lists if token_lists is not None else bundle.tokens(texts):
         ids = prep.vocabulary.transform([tokens])[0]
         keep = slice(-prep.maxlen, None) if prep.truncating == "pre" else slice(0, prep.maxlen)
         pairs = list(zip(tokens, ids, strict=True))

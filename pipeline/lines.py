@@ -121,15 +121,24 @@ def read_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> lis
     return list(iter_lines(stream, name, chunk_size))
 
 
-def read_path_lines(path: str) -> list[str]:
-    """All lines of the file at `path`, or of standard input for "-" (`--file -`)."""
+def open_input(path: str) -> tuple[BinaryIO, str]:
+    """(binary stream, its name for messages) of the file at `path`, or of standard input for "-"
+    (`--file -`). The caller closes a file it opened; standard input stays open."""
     if path == "-":
-        return read_lines(stdin_stream(), "standard input")
+        return stdin_stream(), "standard input"
     try:
-        with open(path, "rb") as stream:
-            return read_lines(stream, path)
+        return open(path, "rb"), path
     except OSError as exc:
         raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_path_lines(path: str) -> list[str]:
+    """All lines of the file at `path`, or of standard input for "-" (`--file -`)."""
+    stream, name = open_input(path)
+    if path == "-":
+        return read_lines(stream, name)
+    with stream:
+        return read_lines(stream, name)
 
 
 def _escape_char(char: str) -> str:

@@ -56,7 +56,6 @@ class OnnxNetwork:
             raise PipelineError(f"{path} cannot be loaded by onnxruntime ({type(exc).__name__}: {str(exc)[:200]}) "
                                 f"- the file is corrupt; retrain (`ksent train ... --force`)") from None
         self._input = self.session.get_inputs()[0].name
-        self.version = ort.__version__
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0].reshape(-1)
@@ -76,7 +75,6 @@ class KerasNetwork:
 
     def __init__(self, model):
         self.model = model
-        self.version: str | None = None
 
     @property
     def variable_length(self) -> bool:
@@ -126,9 +124,7 @@ def load_keras(path: Path, manifest: dict) -> KerasNetwork:
                 if trained_with and trained_with != keras.__version__ else "")
         raise PipelineError(f"{path} cannot be loaded{note}: {type(exc).__name__}: {str(exc)[:200]} - "
                             f"the file is corrupt or incomplete; retrain (`ksent train ... --force`)") from None
-    network = KerasNetwork(model)
-    network.version = keras.__version__
-    return network
+    return KerasNetwork(model)
 
 
 def embedding_rows(model) -> int | None:

@@ -50,7 +50,6 @@ log = logging.getLogger("ksent.serve")
 MODEL_VERSION = "1"             # TF Serving versions a model; a ksent bundle folder is one version
 GRACEFUL_SHUTDOWN_SECONDS = 30  # after SIGTERM, requests in flight get this long to finish
 WARMUP_TEXT = "배우들 연기가 훌륭하고 스토리도 감동적이에요"
-LIMITS = SERVE
 
 
 # --- request and response shapes (validation, and the schemas in /docs) -------------------------
@@ -211,9 +210,9 @@ def check_unicode(texts: list[str], list_field: str) -> None:
 
 # --- the app ------------------------------------------------------------------------------------
 
-def create_app(clf, *, name: str | None = None, max_batch: int = LIMITS["max_batch"],
-               max_wait_ms: float = LIMITS["max_wait_ms"], max_texts: int = LIMITS["max_texts"],
-               max_body_bytes: int = LIMITS["max_body_bytes"]) -> FastAPI:
+def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batch"],
+               max_wait_ms: float = SERVE["max_wait_ms"], max_texts: int = SERVE["max_texts"],
+               max_body_bytes: int = SERVE["max_body_bytes"]) -> FastAPI:
     """The FastAPI app serving Classifier `clf` as model `name` (default: the bundle folder's name)."""
     import pipeline
 
@@ -384,8 +383,8 @@ def _signals_left_to_uvicorn(stop_requested: list[int]):
 
 
 def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
-               max_batch: int = LIMITS["max_batch"], max_wait_ms: float = LIMITS["max_wait_ms"],
-               max_texts: int = LIMITS["max_texts"], max_body_bytes: int = LIMITS["max_body_bytes"],
+               max_batch: int = SERVE["max_batch"], max_wait_ms: float = SERVE["max_wait_ms"],
+               max_texts: int = SERVE["max_texts"], max_body_bytes: int = SERVE["max_body_bytes"],
                echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Serve the bundle in `model_dir` (None: the default model) until SIGTERM or Ctrl-C.
 

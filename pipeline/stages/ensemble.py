@@ -133,6 +133,8 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         }
         write_json(out.path("bundle.json"), manifest)
         y = test["y"]
+        if not len(y):
+            raise PipelineError(f"{label}: the test split is empty")
         metrics = {
             "corpus": corpus, "tokenizer": ENSEMBLE_TOK, "threshold": THRESHOLD, "n_test": int(len(y)),
             **split_metrics(y, probabilities["test"], test["text"], seen, THRESHOLD),

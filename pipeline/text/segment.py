@@ -36,7 +36,7 @@ import threading
 import time
 import unicodedata
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -372,29 +372,30 @@ class SegmentPool:
 
     def map(self, texts: Sequence[str], progress: bool = True, chunksize: int | None = None) -> list[list[str]]:
         texts = list(texts)
-        if chunksize is None:  # ~8 chunks per worker for balance, at most MAX_CHUNK for a live bar
-            chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (8 * self.workers))))
         out: list[list[str]] = []
-        try:
-            futures = [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
-                       for i in range(0, len(texts), chunksize)]
-            with _bar(len(texts), progress, f"tokenize {self.segmenter.name()}") as bar:
-                for future in futures:  # in submission order: output order = input order
-                    chunk = future.result()
-                    out.extend(chunk)
-                    bar.update(len(chunk))
-        except BrokenProcessPool as exc:
-            raise PipelineError(f"a {self.segmenter.name()} worker process died ({exc}); "
-                                f"try fewer workers (each Okt worker runs its own JVM)") from None
+        # ~8 chunks per worker for balance, at most MAX_CHUNK for a live bar
+        pending = self.submit(texts, chunksize, chunks_per_worker=8)
+        with _bar(len(texts), progress, f"tokenize {self.segmenter.name()}") as bar:
+            for chunk in pending.chunks():
+                out.extend(chunk)
+                bar.update(len(chunk))
         return out
 
-    def submit(self, texts: Sequence[str], chunksize: int | None = None) -> PendingSegments:
+    def submit(self, texts: Sequence[str], chunksize: int | None = None,
+               chunks_per_worker: int = 2) -> PendingSegments:
         """Queue `texts` for segmentation and return at once; `.result()` waits for their tokens, in order."""
         texts = list(texts)
         if chunksize is None:
-            chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (2 * self.workers))))
-        return PendingSegments(self, [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
-                                      for i in range(0, len(texts), chunksize)])
+            chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (chunks_per_worker * self.workers))))
+        try:
+            return PendingSegments(self, [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
+                                          for i in range(0, len(texts), chunksize)])
+        except BrokenProcessPool as exc:            # a worker died before these were queued
+            raise self.died(exc) from None
+
+    def died(self, exc: BrokenProcessPool) -> PipelineError:
+        return PipelineError(f"a {self.segmenter.name()} worker process died ({exc}); "
+                             f"try fewer workers (each Okt worker runs its own JVM)")
 
     def cpu_seconds(self) -> list[float]:
         """CPU time each worker process has used so far (for benchmarks)."""
@@ -435,8 +436,13 @@ class PendingSegments:
     def __init__(self, pool: SegmentPool, futures: list):
         self._pool, self._futures = pool, futures
 
-    def result(self) -> list[list[str]]:
+    def chunks(self) -> Iterator[list[list[str]]]:
+        """The tokens chunk by chunk, in submission order (= input order), as each is ready."""
         try:
-            return [tokens for future in self._futures for tokens in future.result()]
+            for future in self._futures:
+                yield future.result()
         except BrokenProcessPool as exc:
-            raise PipelineError(f"a {self._pool.segmenter.name()} worker process died ({exc})") from None
+            raise self._pool.died(exc) from None
+
+    def result(self) -> list[list[str]]:
+        return [tokens for chunk in self.chunks() for tokens in chunk]

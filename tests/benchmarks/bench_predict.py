@@ -125,10 +125,15 @@ def cold_start(model: Path, repeat: int) -> None:
     print(f"  output: {line}")
 
 
+def nsmc_test_reviews(mirror: Path) -> list[str]:
+    """The document column of the NSMC test file, as a user would have the reviews."""
+    rows = (mirror / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:]
+    return [row.split("\t")[1] for row in rows]
+
+
 def review_file(directory: Path, mirror: Path, lines: int | None) -> tuple[Path, int]:
-    """The NSMC test reviews (document column), repeated to `lines` lines if given."""
-    source = mirror / "nsmc" / "ratings_test.txt"
-    reviews = [row.split("\t")[1] for row in source.read_text(encoding="utf-8").splitlines()[1:]]
+    """The NSMC test reviews, repeated to `lines` lines if given."""
+    reviews = nsmc_test_reviews(mirror)
     n = lines or len(reviews)
     path = directory / f"reviews-{n}.txt"
     with path.open("w", encoding="utf-8") as out:
@@ -156,8 +161,7 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
 def network_only(model: Path, mirror: Path) -> None:
     from pipeline.bundle import load_bundle
 
-    reviews = [row.split("\t")[1] for row in
-               (mirror / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:]]
+    reviews = nsmc_test_reviews(mirror)
     for runtime in ("onnx", "keras"):
         bundle = load_bundle(model, runtime=runtime)
         x = bundle.transform(reviews)
