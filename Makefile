@@ -7,7 +7,7 @@
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers):
-#     download clean-text dedupe split tokenize pad train evaluate ensemble report
+#     download clean-text dedupe split tokenize pretrain pad train evaluate ensemble report
 # `clean-text` is the pipeline's clean stage; `make clean` keeps its usual meaning:
 # delete the generated data/ and artifacts/ (`make distclean` also removes .venv).
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
@@ -32,7 +32,7 @@ force_arg := $(if $(FORCE),--force)
 installed := $(VENV)/.installed
 uv := $(VENV)/uv/bin/uv
 
-.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pad train evaluate ensemble report status bench clean distclean
+.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pretrain pad train evaluate ensemble report status bench clean distclean
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
@@ -93,7 +93,7 @@ download clean-text dedupe split: setup
 	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg); \
 	done
 
-tokenize pad train evaluate: setup
+tokenize pretrain pad train evaluate: setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  $(KSENT) $@ --corpus $$corpus --tokenizer $$tok $(force_arg); \
 	done; done

@@ -237,6 +237,35 @@ def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_
         workers=workers, force=force, echo=_echo)
 
 
+def unlabeled_option(f):
+    return click.option("--unlabeled", default="auto", show_default=True, metavar="PATH|auto|none",
+                        help="Unlabeled reviews for pretraining (UTF-8, one a line, .gz accepted); auto: the "
+                             "corpus's registered file if `download` fetched it.")(f)
+
+
+@cli.command()
+@corpus_option
+@tokenizer_options
+@data_options
+@unlabeled_option
+@click.option("--method", default=defaults.PRETRAIN["method"], type=click.Choice(["word2vec", "fasttext"]),
+              help="gensim model (skip-gram).")
+@click.option("--dim", default=defaults.PRETRAIN["dim"], type=click.IntRange(1, 4096),
+              help="Vector size (= train --embedding-dim).")
+@click.option("--window", default=defaults.PRETRAIN["window"], type=click.IntRange(1, 100), help="Context window.")
+@click.option("--epochs", default=defaults.PRETRAIN["epochs"], type=click.IntRange(1, 1000), help="Passes.")
+@click.option("--min-count", default=defaults.PRETRAIN["min_count"], type=click.IntRange(min=1),
+              help="Tokens seen fewer times get no vector.")
+@click.option("--seed", default=defaults.PRETRAIN["seed"], type=click.IntRange(0, 2**32 - 1))
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for morpheme analysis of the unlabeled text [default: all cores].")
+def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, **params):
+    """Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and train)."""
+    from pipeline.stages.pretrain import pretrain as run
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
+        force=force, echo=_echo, **params)
+
+
 def _maxlen(value: str):
     if value == "auto":
         return value
@@ -251,6 +280,8 @@ def _maxlen(value: str):
 @data_options
 @click.option("--max-words", default=defaults.PAD["max_words"], type=click.IntRange(min=0),
               help="Vocabulary size limit, ids 0 (padding) and 1 (OOV) included; 0 = no limit.")
+@click.option("--pretrained-words", default=defaults.PAD["pretrained_words"], type=click.IntRange(min=0),
+              help="Then up to this many more tokens that have pretrained vectors (0 = none).")
 @click.option("--min-freq", default=defaults.PAD["min_freq"], type=click.IntRange(min=1),
               help="Tokens seen fewer times in train are out-of-vocabulary.")
 @click.option("--maxlen", default=str(defaults.PAD["maxlen"]), help="Sequence length, or 'auto' (see --coverage).")
@@ -258,19 +289,21 @@ def _maxlen(value: str):
               help="With --maxlen auto: share of train sequences that fit untruncated.")
 @click.option("--padding", default=defaults.PAD["padding"], type=click.Choice(["pre", "post"]))
 @click.option("--truncating", default=defaults.PAD["truncating"], type=click.Choice(["pre", "post"]))
-def pad(corpus, kind, backend, jamo, data_dir, force, max_words, min_freq, maxlen, coverage, padding, truncating):
+def pad(corpus, kind, backend, jamo, data_dir, force, max_words, pretrained_words, min_freq, maxlen, coverage,
+        padding, truncating):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
     try:
         maxlen = _maxlen(maxlen)
     except click.BadParameter as exc:
         raise click.BadParameter(str(exc.message), param_hint="--maxlen") from None
     from pipeline.stages.pad import pad as run
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words, min_freq=min_freq,
-        maxlen=maxlen, coverage=coverage, padding=padding, truncating=truncating, force=force, echo=_echo)
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words,
+        pretrained_words=pretrained_words, min_freq=min_freq, maxlen=maxlen, coverage=coverage, padding=padding,
+        truncating=truncating, force=force, echo=_echo)
 
 
 _TRAIN_HELP = {
-    "embeddings": "Embedding start: word2vec vectors learned from the train split first, or random.",
+    "embeddings": "Embedding start: the pretrain stage's vectors, or random.",
     "embedding_dim": "Embedding size.", "units": "Units per recurrent layer.", "layers": "Stacked recurrent layers.",
     "bidirectional": "Bidirectional recurrent layers.", "cell": "Recurrent cell: lstm or gru.",
     "dropout": "Dropout rate.", "batch_size": "Batch size.", "epochs": "Maximum epochs.",
@@ -337,10 +370,11 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
 @artifacts_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for morpheme analysis [default: all cores].")
+@unlabeled_option
 @train_options
-def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, **train_params):
+def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, unlabeled, **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
-    from pipeline.stages import clean, dedupe, download, evaluate, pad, split, tokenize, train
+    from pipeline.stages import clean, dedupe, download, evaluate, pad, pretrain, split, tokenize, train
 
     segmenter = _segmenter(kind, backend, jamo)
     tok = segmenter.name()
@@ -350,6 +384,9 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     dedupe.dedupe(corpus, **common)
     split.split(corpus, **common)
     tokenize.tokenize(corpus, segmenter, workers=workers, **common)
+    if train_params["embeddings"] == "pretrained" or defaults.PAD["pretrained_words"]:
+        pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, dim=train_params["embedding_dim"],
+                          seed=train_params["seed"], **common)
     pad.pad(corpus, tok, **common)
     train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
     evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)

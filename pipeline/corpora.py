@@ -32,6 +32,7 @@ class CorpusFile:
     source: str                    # "train", "test" or "all"
     sha256: str | None = None      # pinned SHA-256 of the content, or
     git_blob_sha1: str | None = None  # upstream git blob id: sha1(b"blob <size>\0" + content)
+    mirror_folder: str | None = None  # folder of a mirror holding it, if not the corpus's name
 
     def checksum_kind(self) -> str:
         return "sha256" if self.sha256 else "git-blob-sha1"
@@ -47,6 +48,9 @@ class Corpus:
     files: tuple[CorpusFile, ...]
     parse_line: Callable[[str], tuple[str | None, str, int, int | None] | str]
     has_header: bool
+    # Unlabeled in-domain reviews for pretraining (UTF-8, one per line, may be gzipped), if any.
+    # The download stage fetches it like the other files when it has a source (url or mirror).
+    unlabeled: CorpusFile | None = None
 
     def read(self, raw_dir: Path | str) -> tuple[pd.DataFrame, Counter]:
         """Read every upstream file under `raw_dir` into one table in the common schema."""
@@ -187,6 +191,10 @@ CORPORA: dict[str, Corpus] = {
         ),
         parse_line=_parse_nsmc,
         has_header=True,
+        # 492,393 reviews from the crawl NSMC was sampled from, minus NSMC's own reviews (by id).
+        # No upstream URL: only the project's mirror (../shared/corpora/nsmc_unlabeled/) has it.
+        unlabeled=CorpusFile("reviews.txt.gz", "", "unlabeled", mirror_folder="nsmc_unlabeled",
+                             sha256="0945fb1ce50e220adb64db9df6cd4b14751a20f7b39b3eecd75cef4b87a4ff75"),
     ),
     "naver_shopping": Corpus(
         name="naver_shopping",

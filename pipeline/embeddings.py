@@ -1,42 +1,66 @@
-"""Word2vec vectors for the Embedding layer, learned from the train split's id sequences only.
+"""Token vectors for the Embedding layer, learned before training (the pretrain stage).
 
-On NSMC the randomly initialized Embedding learns a token only from the reviews it
-labels; skip-gram vectors learned first from where each token occurs give rare
-morphemes a sensible start (validation accuracy of the morpheme model 0.852 -> 0.864).
-The sequences are the padded ids the model trains on (padding dropped), so the vectors
-line up with the vocabulary by construction and nothing outside the train split is read.
+A randomly initialized Embedding learns a token only from the labeled reviews it occurs
+in; skip-gram vectors learned first from where tokens occur give rare tokens a sensible
+start (NSMC morpheme model, validation accuracy 0.852 -> 0.864 with the train split
+alone), and unlabeled in-domain reviews add contexts the labeled ones lack.
 
-gensim is run with one worker thread: with more, its result depends on thread timing,
-and the same inputs and parameters must give the same model.
+`learn_vectors` runs gensim's Word2Vec or FastText with one worker thread: with more,
+the result depends on thread timing, and the same inputs and parameters must give the
+same vectors. `embedding_matrix` lines the vectors up with a vocabulary's ids.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from pipeline.io import PipelineError
 
-WORD2VEC = {"sg": 1, "window": 5, "epochs": 5, "min_count": 1, "negative": 5}   # skip-gram
+METHODS = ("word2vec", "fasttext")
+SKIP_GRAM = {"sg": 1, "negative": 5}
 
 
-def word2vec_vectors(x: np.ndarray, vocab_size: int, dim: int, *, seed: int) -> np.ndarray:
-    """A (vocab_size, dim) float32 matrix: row i is the word2vec vector of id i.
-
-    `x` holds ids below `vocab_size` (the train stage checks). Ids that never occur in it
-    (padding, an unused vocabulary slot) get seeded random vectors on the learned scale.
-    """
+def learn_vectors(sentences: Sequence[Sequence[str]], *, method: str = "word2vec", dim: int = 128,
+                  window: int = 5, epochs: int = 5, min_count: int = 2,
+                  seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Tokens seen at least `min_count` times and their (n, dim) float32 vectors (most frequent first)."""
+    if method not in METHODS:
+        raise PipelineError(f"pretrain method must be one of {', '.join(METHODS)}, got {method!r}")
     try:
-        from gensim.models import Word2Vec
+        from gensim.models import FastText, Word2Vec
     except ImportError:
-        raise PipelineError("word2vec embeddings need gensim: pip install gensim "
+        raise PipelineError("pretraining needs gensim: pip install gensim "
                             "(or train with --embeddings random)") from None
-    sentences = [[str(i) for i in row[row > 0]] for row in np.asarray(x)]
-    sentences = [s for s in sentences if s]
-    rng = np.random.default_rng(seed)
+    sentences = [s for s in sentences if len(s)]
     if not sentences:
-        return rng.normal(0.0, 0.05, (vocab_size, dim)).astype(np.float32)
-    w2v = Word2Vec(sentences, vector_size=dim, seed=seed, workers=1, **WORD2VEC)
-    ids = np.array([int(key) for key in w2v.wv.index_to_key])
-    learned = w2v.wv.vectors
-    vectors = rng.normal(0.0, float(learned.std()) or 0.05, (vocab_size, dim)).astype(np.float32)
-    vectors[ids] = learned
-    return vectors
+        return [], np.zeros((0, dim), np.float32)
+    model_class = Word2Vec if method == "word2vec" else FastText
+    try:
+        model = model_class(sentences, vector_size=dim, window=window, epochs=epochs, min_count=min_count,
+                            seed=seed, workers=1, **SKIP_GRAM)
+    except RuntimeError as exc:             # gensim: "you must first build vocabulary before training"
+        if "vocabulary" not in str(exc):
+            raise
+        return [], np.zeros((0, dim), np.float32)
+    return list(model.wv.index_to_key), np.asarray(model.wv.vectors, dtype=np.float32)
+
+
+def embedding_matrix(vocabulary_tokens: Sequence[str], tokens: Sequence[str], vectors: np.ndarray, *,
+                     reserved: int, seed: int) -> tuple[np.ndarray, int]:
+    """The (reserved + len(vocabulary_tokens), dim) Embedding matrix and how many rows came from `vectors`.
+
+    Row `reserved + i` is the vector of vocabulary_tokens[i]; reserved ids (padding, OOV) and
+    tokens without a vector get seeded random vectors on the scale of the learned ones.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    rng = np.random.default_rng(seed)
+    scale = float(vectors.std()) if vectors.size else 0.05
+    matrix = rng.normal(0.0, scale or 0.05, (reserved + len(vocabulary_tokens), dim)).astype(np.float32)
+    row_of = {tok: i for i, tok in enumerate(tokens)}
+    found = [(reserved + i, row_of[tok]) for i, tok in enumerate(vocabulary_tokens) if tok in row_of]
+    if found:
+        rows, source = map(list, zip(*found, strict=True))
+        matrix[rows] = vectors[source]
+    return matrix, len(found)

@@ -35,12 +35,27 @@ TOKENIZE = {
 }
 
 PAD = {
-    "max_words": 30000,         # vocabulary size limit, reserved ids included (0 = no limit)
+    "max_words": 30000,         # vocabulary size limit from train tokens, reserved ids included (0 = no limit)
+    # Then up to this many more tokens that have pretrained vectors but are not in the train
+    # vocabulary (mostly tokens of the unlabeled reviews), most frequent first (0 = none). Their
+    # vectors come from pretraining; a test review's rare word then is no longer OOV.
+    "pretrained_words": 20000,
     "min_freq": 2,              # tokens seen fewer times in train are out-of-vocabulary
     "maxlen": "auto",           # int, or "auto": cover `coverage` of training sequences
     "coverage": 0.95,
     "padding": "pre",           # as keras.utils.pad_sequences
     "truncating": "pre",
+}
+
+PRETRAIN = {
+    # Token vectors for the Embedding layer, learned from the train split plus the corpus's
+    # unlabeled reviews (when it has them; `ksent pretrain --unlabeled PATH` for others).
+    "method": "word2vec",       # word2vec | fasttext (gensim), skip-gram
+    "dim": 128,                 # = TRAIN["embedding_dim"]
+    "window": 5,
+    "epochs": 5,
+    "min_count": 3,             # tokens seen fewer times (train + unlabeled) get no vector
+    "seed": 42,
 }
 
 TRAIN = {
@@ -52,7 +67,7 @@ TRAIN = {
     # max+mean pooling: 0.8603 (single-thread word2vec: 0.8605; seed 7: 0.8617). Kept: word2vec,
     # one LSTM of 128 units. Learning rate x0.3 after each epoch without a lower val_loss:
     # 0.8605 -> 0.8633 (best epoch 3 -> 5).
-    "embeddings": "word2vec",   # word2vec (learned from the train split first) | random
+    "embeddings": "pretrained", # pretrained (the pretrain stage's vectors) | random
     "embedding_dim": 128,
     "units": 128,
     "layers": 1,
@@ -67,7 +82,7 @@ TRAIN = {
     "seed": 42,
 }
 
-TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("word2vec", "random")}
+TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("pretrained", "random")}
 
 # Accepted ranges of the numeric TRAIN parameters, (low, high) inclusive; the CLI and the train
 # stage both check them. The upper bounds only catch typos that would exhaust memory or time.

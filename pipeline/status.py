@@ -14,7 +14,8 @@ from pipeline.corpora import get_corpus, verify_file
 from pipeline.io import Stage, input_problem, sha256_file, stale_reasons
 
 UPSTREAM = {"clean": ("download",), "dedupe": ("clean",), "split": ("dedupe",), "tokenize": ("dedupe",),
-            "pad": ("tokenize", "split", "clean"), "train": ("pad",), "evaluate": ("train", "pad")}
+            "pretrain": ("tokenize", "split", "clean"), "pad": ("tokenize", "split", "clean", "pretrain"),
+            "train": ("pad", "pretrain"), "evaluate": ("train", "pad")}
 
 
 @dataclass
@@ -54,15 +55,22 @@ def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
     return hashes, problems
 
 
+def _pretrain_params(train_params: dict | None) -> dict:
+    """What `ksent run` passes the pretrain stage from its training parameters."""
+    train_params = {**defaults.TRAIN, **(train_params or {})}
+    return {"dim": train_params["embedding_dim"], "seed": train_params["seed"]}
+
+
 def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = defaults.DATA_DIR,
                     artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, train_params: dict | None = None
                     ) -> list[StageStatus]:
     """The status of every stage for `corpus` tokenized by `segmenter`, in pipeline order."""
-    from pipeline.stages import clean, dedupe, evaluate, pad, split, tokenize, train
+    from pipeline.stages import clean, dedupe, evaluate, pad, pretrain, split, tokenize, train
 
     data_dir, tok = Path(data_dir), segmenter.name()
     plans = [clean.plan(corpus, data_dir=data_dir), dedupe.plan(corpus, data_dir=data_dir),
              split.plan(corpus, data_dir=data_dir), tokenize.plan(corpus, segmenter, data_dir=data_dir),
+             pretrain.plan(corpus, tok, data_dir=data_dir, **_pretrain_params(train_params)),
              pad.plan(corpus, tok, data_dir=data_dir),
              train.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, **(train_params or {})),
              evaluate.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)]

@@ -23,12 +23,12 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
             "--artifacts-dir", str(artifacts), *SMALL_MODEL]
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
-    for stage in ("download", "clean", "dedupe", "split", "tokenize", "pad", "train", "evaluate"):
+    for stage in ("download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate"):
         assert f"\n{stage} tiny" in "\n" + first.output
 
     second = runner.invoke(cli, args)   # nothing changed: every stage is skipped
     assert second.exit_code == 0, second.output
-    assert second.output.count("up to date") == 8, second.output
+    assert second.output.count("up to date") == 9, second.output
 
     bundle = next(artifacts.glob("tiny-*"))
     for name in ("model.keras", "tokenizer.json", "metrics.json", "bundle.json", "history.csv", "curves.png",

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
+from pipeline.embeddings import learn_vectors
+from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json, save_npz
 from pipeline.model import build_model
 from pipeline.scoring import compute_metrics, unique_text_mask, write_report
 from pipeline.stages.evaluate import evaluate
@@ -42,7 +43,7 @@ def reviews(n: int, seed: int) -> list[tuple[str, int]]:
 
 
 def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
-                    sizes=(300, 80, 80), seed: int = 0) -> Path:
+                    sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"]) -> Path:
     """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
     segmenter = segmenter or Segmenter("word")
     normalizer = Normalizer()
@@ -59,6 +60,10 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
                             ids=np.array([f"{name}-{i}" for i in range(len(rows))]), text=np.array(texts, dtype=str))
     (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
     adopt_outputs("pad", f"{corpus}/{pre.name}", out, ["train.npz", "val.npz", "test.npz", "tokenizer.json"])
+    # the pretrain stage's vectors, from the train split (what the stage learns without unlabeled text)
+    tokens, vectors = learn_vectors(train_tokens, dim=vector_dim, min_count=1, seed=seed)
+    save_npz(out / "vectors.npz", tokens=np.array(tokens, dtype=str), vectors=vectors)
+    adopt_outputs("pretrain", f"{corpus}/{pre.name}", out, ["vectors.npz"])
     return out
 
 

@@ -31,6 +31,7 @@ from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
 from pipeline.stages.download import download
 from pipeline.stages.pad import pad
+from pipeline.stages.pretrain import pretrain
 from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.text.segment import Segmenter
@@ -47,6 +48,7 @@ def _prepare(data: Path, mirror: Path, upto: str = "pad") -> None:
              ("dedupe", lambda: dedupe("tiny", data_dir=data, **QUIET)),
              ("split", lambda: split("tiny", data_dir=data, **QUIET)),
              ("tokenize", lambda: tokenize("tiny", Segmenter("word"), data_dir=data, **QUIET)),
+             ("pretrain", lambda: pretrain("tiny", "word", data_dir=data, dim=8, **QUIET)),
              ("pad", lambda: pad("tiny", "word", data_dir=data, **QUIET))]
     for name, step in steps:
         step()
@@ -170,7 +172,7 @@ def test_train_killed_or_failing_keeps_the_previous_bundle(tmp_path, tiny_corpus
 
 def test_a_second_writer_waits_and_the_result_is_one_complete_run(tmp_path, tiny_corpus):
     data = tmp_path / "data"
-    _prepare(data, tiny_corpus, upto="tokenize")
+    _prepare(data, tiny_corpus, upto="pretrain")
     folder = data / "processed" / "tiny" / "word"
     args = ["pad", "--corpus", "tiny", "--tokenizer", "word", "--data-dir", str(data)]
     with folder_lock(folder, "test"):

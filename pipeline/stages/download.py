@@ -49,9 +49,10 @@ class _Transient(Exception):
 def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
     if not mirror:
         return spec.url
+    folder = spec.mirror_folder or corpus
     if "://" in mirror:
-        return f"{mirror.rstrip('/')}/{corpus}/{spec.name}"
-    return (Path(mirror).expanduser().resolve() / corpus / spec.name).as_uri()
+        return f"{mirror.rstrip('/')}/{folder}/{spec.name}"
+    return (Path(mirror).expanduser().resolve() / folder / spec.name).as_uri()
 
 
 def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> None:
@@ -132,30 +133,45 @@ def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None =
 
 def _download(spec, corpus: str, raw_dir: Path, mirror: str | None, *, force: bool, retries: int, backoff: float,
               timeout: float, progress: bool, echo: Callable[[str], None]) -> StageResult:
-    fetched, kept = [], []
+    fetched, kept, notes = [], [], []
     started = time.perf_counter()
-    for f in spec.files:
+    files = list(spec.files)
+    if spec.unlabeled:                  # optional: only where a mirror or URL has it
+        if spec.unlabeled.url or mirror or (raw_dir / spec.unlabeled.name).is_file():
+            files.append(spec.unlabeled)
+        else:
+            notes.append(f"no source for the unlabeled reviews {spec.unlabeled.name} without --mirror "
+                         f"(pretraining uses the train split alone)")
+    for f in list(files):
         target = raw_dir / f.name
         if not force and target.is_file() and verify_file(target, f)[0]:
             kept.append(f.name)
             continue
-        fetch_verified(f, source_url(f, corpus, mirror), target, retries=retries, backoff=backoff,
-                       timeout=timeout, progress=progress, echo=echo)
+        try:
+            fetch_verified(f, source_url(f, corpus, mirror), target, retries=retries, backoff=backoff,
+                           timeout=timeout, progress=progress, echo=echo)
+        except DownloadError as exc:
+            if f is not spec.unlabeled or not str(exc).startswith("not found"):
+                raise
+            notes.append(f"the mirror has no unlabeled reviews ({exc}; pretraining uses the train split alone)")
+            files.remove(f)
+            continue
         fetched.append(f.name)
-    sizes = {f.name: (raw_dir / f.name).stat().st_size for f in spec.files}
+    sizes = {f.name: (raw_dir / f.name).stat().st_size for f in files}
     if fetched:
         summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
-                   + (f"; {len(kept)} already verified" if kept else ""))
+                   + (f"; {len(kept)} already verified" if kept else "") + "".join(f"; {n}" for n in notes))
         write_json(raw_dir / "download.manifest.json", {
             "stage": "download", "label": corpus,
-            "params": {"sources": {f.name: source_url(f, corpus, mirror) for f in spec.files}},
+            "params": {"sources": {f.name: source_url(f, corpus, mirror) for f in files}},
             "outputs": {f.name: {f.checksum_kind(): f.expected_checksum(), "bytes": sizes[f.name]}
-                        for f in spec.files},
+                        for f in files},
             "summary": summary, "duration_s": round(time.perf_counter() - started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions(),
         })
     else:
-        summary = f"download {corpus}: up to date, skipped ({len(kept)} files already verified)"
+        summary = (f"download {corpus}: up to date, skipped ({len(kept)} files already verified)"
+                   + "".join(f"; {n}" for n in notes))
     echo(summary)
     return StageResult(summary=summary, counts={"fetched": len(fetched), "kept": len(kept)},
                        skipped=not fetched)

@@ -1,7 +1,10 @@
 """pad: fit the vocabulary and maxlen on the train split, index and pad every split.
 
 Inputs: the tokenize stage's tokens.parquet + segmenter.json, the split stage's
-split.parquet and the clean stage's normalizer.json. Outputs in
+split.parquet, the clean stage's normalizer.json and, with `pretrained_words` > 0, the
+pretrain stage's vectors.npz: the vocabulary (train tokens seen `min_freq` times, at most
+`max_words` ids) is then extended by up to `pretrained_words` tokens that have pretrained
+vectors, most frequent first - mostly tokens of the unlabeled reviews. Outputs in
 data/processed/<corpus>/<tok>/: train.npz, val.npz, test.npz (x: padded int32 ids,
 y: labels, ids, text: the review as published), tokenizer.json (everything
 `predict` needs to replay the preprocessing), vocab_report.json and lengths.png.
@@ -25,6 +28,7 @@ from pipeline.io import (
     Staging,
     check_number,
     read_json_from,
+    read_npz,
     read_table,
     run_stage,
     save_npz,
@@ -70,6 +74,7 @@ def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float,
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
+         pretrained_words: int = defaults.PAD["pretrained_words"],
          min_freq: int = defaults.PAD["min_freq"], maxlen: int | str = defaults.PAD["maxlen"],
          coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
          truncating: str = defaults.PAD["truncating"]) -> Stage:
@@ -87,22 +92,26 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int
     check_number("coverage", coverage, 0, 1, low_open=True)
     interim = Path(data_dir) / "interim" / corpus
     folder = processed_dir(data_dir, corpus, tok)
-    return Stage("pad", f"{corpus}/{tok}", folder,
-                 inputs={"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
-                         "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
-                         "split.parquet": Input(interim / "split.parquet", "split"),
-                         "normalizer.json": Input(interim / "normalizer.json", "clean")},
-                 params={"max_words": max_words, "min_freq": min_freq, "maxlen": maxlen, "coverage": coverage,
-                         "padding": padding, "truncating": truncating},
+    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
+              "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
+              "split.parquet": Input(interim / "split.parquet", "split"),
+              "normalizer.json": Input(interim / "normalizer.json", "clean")}
+    if pretrained_words:
+        inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain")
+    return Stage("pad", f"{corpus}/{tok}", folder, inputs=inputs,
+                 params={"max_words": max_words, "pretrained_words": pretrained_words, "min_freq": min_freq,
+                         "maxlen": maxlen, "coverage": coverage, "padding": padding, "truncating": truncating},
                  outputs=(*(f"{name}.npz" for name in SPLITS), "tokenizer.json", "vocab_report.json", "lengths.png"))
 
 
 def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
-        min_freq: int = defaults.PAD["min_freq"], maxlen: int | str = defaults.PAD["maxlen"],
+        pretrained_words: int = defaults.PAD["pretrained_words"], min_freq: int = defaults.PAD["min_freq"],
+        maxlen: int | str = defaults.PAD["maxlen"],
         coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
         truncating: str = defaults.PAD["truncating"], force: bool = False,
         echo: Callable[[str], None] | None = None) -> StageResult:
-    stage = plan(corpus, tok, data_dir=data_dir, max_words=max_words, min_freq=min_freq, maxlen=maxlen,
+    stage = plan(corpus, tok, data_dir=data_dir, max_words=max_words, pretrained_words=pretrained_words,
+                 min_freq=min_freq, maxlen=maxlen,
                  coverage=coverage, padding=padding, truncating=truncating)
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
     label = stage.label
@@ -119,6 +128,13 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         train_tokens = [t for t, keep in zip(token_lists, in_split["train"], strict=True) if keep]
 
         vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit(train_tokens)
+        train_vocab = vocab.size
+        if pretrained_words:
+            pretrained = read_npz(inputs["vectors.npz"], "pretrain", label, ("tokens", "train_counts",
+                                                                             "unlabeled_counts"))
+            vocab.extend(zip(pretrained["tokens"].tolist(),
+                             (pretrained["train_counts"] + pretrained["unlabeled_counts"]).tolist(),
+                             strict=True), pretrained_words)
         train_lengths = np.array([len(t) for t in train_tokens])
         chosen = length_for_coverage(train_lengths, coverage) if maxlen == "auto" else int(maxlen)
         needed, available = len(rows) * chosen * 4, _available_memory()
@@ -130,7 +146,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                            segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
                            vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
 
-        report = {"vocab_size": vocab.size, "maxlen": chosen, "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
+        report = {"vocab_size": vocab.size, "pretrained_words": vocab.size - train_vocab, "maxlen": chosen,
+                  "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
                   "train_sequences_fitting": (round(float((train_lengths <= chosen).mean()), 4)
                                               if len(train_lengths) else None),
                   "train_token_coverage": round(1 - vocab.oov_rate(train_tokens), 4)}
@@ -149,8 +166,9 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         write_json(out.path("vocab_report.json"), report)
         _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")
         how = f"{report['train_sequences_fitting']:.1%} of train fit" if len(train_lengths) else "no train rows"
-        summary = (f"pad {corpus}/{tok}: vocabulary {vocab.size:,} ids ({report['train_token_coverage']:.1%} of "
-                   f"train tokens), maxlen {chosen} ({report['maxlen_mode']}, {how}), OOV rate val "
+        summary = (f"pad {corpus}/{tok}: vocabulary {vocab.size:,} ids ({report['pretrained_words']:,} from "
+                   f"pretraining; {report['train_token_coverage']:.1%} of train tokens), maxlen {chosen} "
+                   f"({report['maxlen_mode']}, {how}), OOV rate val "
                    f"{report.get('val_oov_rate', 0):.1%} test {report.get('test_oov_rate', 0):.1%}; rows "
                    + ", ".join(f"{name} {report[f'{name}_rows']:,}" for name in SPLITS))
         return StageResult(summary=summary, counts=report)

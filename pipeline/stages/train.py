@@ -8,8 +8,8 @@ pipeline.runtime), a copy of tokenizer.json,
 bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
 loss/accuracy/learning rate/seconds) and curves.png.
 
-The Embedding layer starts from word2vec vectors learned from the train split's id
-sequences (pipeline.embeddings; `embeddings="random"` skips that).
+The Embedding layer starts from the pretrain stage's vectors.npz (token vectors learned from
+the train split plus unlabeled reviews, pipeline.embeddings); `embeddings="random"` skips that.
 
 Batches are groups of similar-length reviews without their all-padding columns
 (pipeline.text.sequences.length_batches): on CPU the recurrent loop costs as much per padding
@@ -146,8 +146,10 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
          artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, **params) -> Stage:
     params = validate_params(params)
     src = Path(data_dir) / "processed" / corpus / tok
-    return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok),
-                 inputs={name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")},
+    inputs = {name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")}
+    if params["embeddings"] == "pretrained":
+        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain")
+    return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
                           "curves.png"),
                  whole_folder=True)
@@ -180,13 +182,10 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
         keras.utils.set_random_seed(params["seed"])
         model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
-        embedding_seconds = 0.0
-        if params["embeddings"] == "word2vec":
-            from pipeline.embeddings import word2vec_vectors
-            started = time.perf_counter()
-            vectors = word2vec_vectors(x_train, preprocessor.vocab_size, params["embedding_dim"], seed=params["seed"])
-            model.get_layer("embedding").set_weights([vectors])
-            embedding_seconds = time.perf_counter() - started
+        pretrained_rows = 0
+        if params["embeddings"] == "pretrained":
+            matrix, pretrained_rows = _pretrained_matrix(inputs["vectors.npz"], preprocessor, params, stage.label)
+            model.get_layer("embedding").set_weights([matrix])
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = _dataset(x_train, y_train, params["batch_size"], rng)
@@ -203,7 +202,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
                        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                        save_weights_only=True),
                        *_lr_schedule(params["lr_decay"]), timer]).history
-        train_seconds = time.perf_counter() - started + embedding_seconds
+        train_seconds = time.perf_counter() - started
         if not history.get("loss") or not history.get("val_loss"):
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
         serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
@@ -221,7 +220,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             "params": int(n_params), "epochs_run": epochs_run, "best_epoch": best + 1,
             "best_val_loss": round(float(history["val_loss"][best]), 6),
             "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
-            "train_seconds": round(train_seconds, 1), "embedding_seconds": round(embedding_seconds, 1),
+            "train_seconds": round(train_seconds, 1), "pretrained_rows": pretrained_rows,
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
         }
         bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
@@ -232,11 +231,27 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         _plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
-                   f"({f'word2vec {embedding_seconds:.0f}s, ' if embedding_seconds else ''}"
-                   f"{counts['seconds_per_epoch']:.0f}s/epoch)")
+                   f"({counts['seconds_per_epoch']:.0f}s/epoch), "
+                   + (f"{pretrained_rows:,} of {preprocessor.vocab_size:,} embedding rows pretrained"
+                      if params["embeddings"] == "pretrained" else "random embeddings"))
         return StageResult(summary=summary, counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)
+
+
+def _pretrained_matrix(path: Path, preprocessor, params: dict, label: str) -> tuple[np.ndarray, int]:
+    """The Embedding matrix from the pretrain stage's vectors, rows in the vocabulary's id order."""
+    from pipeline.embeddings import embedding_matrix
+    from pipeline.text.vocab import OOV_ID
+
+    arrays = read_npz(path, "pretrain", label, ("tokens", "vectors"))
+    dim = arrays["vectors"].shape[1] if arrays["vectors"].ndim == 2 else None
+    if dim != params["embedding_dim"]:
+        raise ParameterError(f"train {label}: the pretrained vectors are {dim}-dimensional, the Embedding "
+                             f"{params['embedding_dim']} - re-run `ksent pretrain ... --dim "
+                             f"{params['embedding_dim']}` or train with --embedding-dim {dim}")
+    return embedding_matrix(preprocessor.vocabulary.tokens, arrays["tokens"].tolist(), arrays["vectors"],
+                            reserved=OOV_ID + 1, seed=params["seed"])
 
 
 def _save_for_serving(model, checkpoint: Path, target: Path):

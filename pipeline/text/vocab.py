@@ -32,6 +32,17 @@ class Vocabulary:
         self._set_tokens([tok for tok, _ in ranked])
         return self
 
+    def extend(self, counted: Iterable[tuple[str, int]], limit: int) -> Vocabulary:
+        """Append up to `limit` of the (token, count) pairs not in the vocabulary yet, most frequent first.
+
+        For tokens that have pretrained vectors but were too rare in train (or absent): their
+        ids come after every train token's, so a vocabulary fit on the same train rows keeps
+        its ids.
+        """
+        ranked = sorted(((tok, n) for tok, n in counted if tok not in self._ids), key=lambda item: (-item[1], item[0]))
+        self._set_tokens(self.tokens + [tok for tok, _ in ranked[:max(0, limit)]])
+        return self
+
     def _set_tokens(self, tokens: list[str]) -> None:
         self.tokens = tokens
         self._ids = {tok: i + _RESERVED for i, tok in enumerate(tokens)}

@@ -1,0 +1,184 @@
+"""pretrain: learn token vectors for the Embedding layer from the train split plus unlabeled reviews.
+
+Inputs: the tokenize stage's tokens.parquet + segmenter.json, the split stage's split.parquet,
+the clean stage's normalizer.json and, optionally, unlabeled reviews: UTF-8 text, one review
+a line, gzipped or not. By default (`unlabeled="auto"`) that is the corpus's registered
+unlabeled file if the download stage fetched it (verified against its pinned SHA-256);
+`unlabeled=PATH` takes any file (recorded by its SHA-256), `unlabeled="none"` none.
+Output in data/processed/<corpus>/<tok>/: vectors.npz (tokens, vectors, train_counts,
+unlabeled_counts), which the pad stage may use to extend the vocabulary and the train
+stage starts the Embedding layer from.
+
+Unlabeled lines go through the corpus's normalizer and segmenter (in parallel, like the
+tokenize stage). A line whose cleaned text equals a validation or test review's is dropped
+and counted: no held-out text may shape the model. Validation and test rows themselves are
+never read. Same inputs and parameters, same vectors (one gensim worker thread).
+"""
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import params as defaults
+from pipeline.corpora import get_corpus, verify_file
+from pipeline.embeddings import METHODS, learn_vectors
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    check_number,
+    read_json_from,
+    read_table,
+    run_stage,
+    save_npz,
+)
+from pipeline.text.normalize import Normalizer
+from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+
+ENCODING_FAILURE_SHARE = 0.01     # more invalid UTF-8 lines than this: the file is in another encoding
+
+
+def registered_unlabeled(corpus: str, data_dir: Path | str) -> tuple[Path, Callable[[Path], None]] | None:
+    """The corpus's registered unlabeled file under data/raw/<corpus>/ and its checksum check, if any."""
+    spec = get_corpus(corpus).unlabeled
+    if spec is None:
+        return None
+
+    def check(path: Path) -> None:
+        ok, actual = verify_file(path, spec)
+        if not ok:
+            raise PipelineError(f"{path} is not the registered unlabeled file ({spec.checksum_kind()} "
+                                f"{actual}, expected {spec.expected_checksum()}) - re-run "
+                                f"`ksent download --corpus {corpus} --force`")
+
+    return Path(data_dir) / "raw" / corpus / spec.name, check
+
+
+def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
+         **params) -> Stage:
+    unknown = sorted(set(params) - set(defaults.PRETRAIN))
+    if unknown:
+        raise ParameterError(f"pretrain: unknown parameter(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(defaults.PRETRAIN)}")
+    params = {**defaults.PRETRAIN, **params}
+    if params["method"] not in METHODS:
+        raise ParameterError(f"pretrain: method must be one of {', '.join(METHODS)}, got {params['method']!r}")
+    for key, low, high in (("dim", 1, 4096), ("window", 1, 100), ("epochs", 1, 1000), ("min_count", 1, 10**9),
+                           ("seed", 0, 2**32 - 1)):
+        check_number(f"pretrain: {key}", params[key], low, high, integer=True)
+    interim = Path(data_dir) / "interim" / corpus
+    folder = Path(data_dir) / "processed" / corpus / tok
+    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
+              "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
+              "split.parquet": Input(interim / "split.parquet", "split"),
+              "normalizer.json": Input(interim / "normalizer.json", "clean")}
+    unlabeled = str(unlabeled)
+    if unlabeled == "auto":
+        registered = registered_unlabeled(corpus, data_dir)
+        if registered and registered[0].is_file():
+            inputs["unlabeled"] = Input(registered[0], None, registered[1])
+    elif unlabeled != "none":
+        inputs["unlabeled"] = Input(Path(unlabeled), None)
+    return Stage("pretrain", f"{corpus}/{tok}", folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
+                 outputs=("vectors.npz",))
+
+
+def read_lines(path: Path) -> tuple[list[str], Counter]:
+    """The lines of a UTF-8 text file (gzipped or not), and a Counter of the ones that were not UTF-8."""
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    lines, problems = [], Counter()
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+            for raw in fh:
+                try:
+                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
+                except UnicodeDecodeError:
+                    problems["invalid UTF-8"] += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise PipelineError(f"{path} is not a complete gzip file ({exc or type(exc).__name__}) - "
+                            f"fetch it again") from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if problems["invalid UTF-8"] > max(1, ENCODING_FAILURE_SHARE * (len(lines) + problems["invalid UTF-8"])):
+        raise PipelineError(f"{path} is not UTF-8 ({problems['invalid UTF-8']:,} lines are not valid UTF-8) - "
+                            f"convert it, e.g. `iconv -f CP949 -t UTF-8`")
+    return lines, problems
+
+
+def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
+             workers: int | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
+             **params) -> StageResult:
+    """Learn vectors.npz for <data_dir>/processed/<corpus>/<tok>/; `params` override pipeline.params.PRETRAIN."""
+    stage = plan(corpus, tok, data_dir=data_dir, unlabeled=unlabeled, **params)
+    params = stage.params
+    inputs = {name: inp.path for name, inp in stage.inputs.items()}
+
+    def run(out: Staging) -> StageResult:
+        tokens = read_table(inputs["tokens.parquet"], "tokenize", stage.label)
+        rows = read_table(inputs["split.parquet"], "split", corpus, columns=["id", "text", "split"])
+        if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
+                                                          rows["id"].to_numpy(dtype=str)):
+            raise PipelineError(f"pretrain {stage.label}: tokens.parquet does not match split.parquet row for row "
+                                f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
+        in_train = (rows["split"] == "train").to_numpy()
+        canonical: dict[str, str] = {}      # one str object per distinct token: ~10x less memory
+        train_tokens = [[canonical.setdefault(t, t) for t in seq]
+                        for seq, keep in zip(tokens["tokens"], in_train, strict=True) if keep]
+        counts = {"train_reviews": len(train_tokens), "unlabeled_lines": 0}
+        unlabeled_tokens: list[list[str]] = []
+        if "unlabeled" in inputs:
+            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, counts)
+            unlabeled_tokens = [[canonical.setdefault(t, t) for t in seq] for seq in unlabeled_tokens]
+        learned, vectors = learn_vectors(train_tokens + unlabeled_tokens, method=params["method"], dim=params["dim"],
+                                         window=params["window"], epochs=params["epochs"],
+                                         min_count=params["min_count"], seed=params["seed"])
+        train_counts = Counter(t for seq in train_tokens for t in seq)
+        unlabeled_counts = Counter(t for seq in unlabeled_tokens for t in seq)
+        save_npz(out.path("vectors.npz"), tokens=np.array(learned, dtype=str), vectors=vectors,
+                 train_counts=np.array([train_counts[t] for t in learned], dtype=np.int64),
+                 unlabeled_counts=np.array([unlabeled_counts[t] for t in learned], dtype=np.int64))
+        counts.update(tokens=len(learned), unlabeled_only_tokens=sum(1 for t in learned if not train_counts[t]),
+                      sentences=len(train_tokens) + len(unlabeled_tokens))
+        if "unlabeled" in inputs:
+            source = (f"{counts['train_reviews']:,} train reviews + {counts['unlabeled_used']:,} unlabeled "
+                      f"({counts['unlabeled_lines']:,} lines: {counts['heldout_text']:,} with a validation/test "
+                      f"review's text, {counts['empty']:,} empty after cleaning"
+                      + (f", {counts['invalid_utf8']:,} not UTF-8" if counts["invalid_utf8"] else "") + " dropped)")
+        else:
+            source = f"{counts['train_reviews']:,} train reviews (no unlabeled text)"
+        summary = (f"pretrain {stage.label}: {params['method']} {params['dim']}-d vectors for {len(learned):,} tokens "
+                   f"({counts['unlabeled_only_tokens']:,} only in unlabeled text) from {source}")
+        return StageResult(summary=summary, counts=counts)
+
+    return run_stage(stage, run, force=force, echo=echo)
+
+
+def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, workers: int | None,
+                      counts: dict) -> list[list[str]]:
+    """Segmented unlabeled lines, minus those whose cleaned text is a validation or test review's."""
+    normalizer = Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", label.split("/")[0]))
+    segmenter = Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label))
+    lines, problems = read_lines(inputs["unlabeled"])
+    heldout = set(rows.loc[~in_train, "text"].fillna("").astype(str))
+    cleaned, empty, dropped = [], 0, 0
+    for line in lines:
+        text = normalizer(line)
+        if not text.strip():
+            empty += 1
+        elif text in heldout:
+            dropped += 1
+        else:
+            cleaned.append(text)
+    counts.update(unlabeled_lines=len(lines) + problems["invalid UTF-8"], invalid_utf8=problems["invalid UTF-8"],
+                  empty=empty, heldout_text=dropped, unlabeled_used=len(cleaned))
+    used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
+    return segmenter.segment_many(cleaned, workers=used, progress=True)
