@@ -185,12 +185,27 @@ def test_train_second_run_is_skipped(trained):
     assert (bundle_dir / "model.keras").read_bytes() == before
 
 
-def test_train_is_reproducible_with_its_seed(tmp_path, trained):
+def test_train_is_reproducible_with_its_seed_in_a_fresh_process(tmp_path, trained):
+    """Same inputs and parameters, another process (another hash seed): the same weights, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
     data = trained[0]
-    train("tiny", "word", data_dir=data, artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
-    ours = pd.read_csv(tmp_path / "tiny-word" / "history.csv")
-    theirs = pd.read_csv(trained[2] / "history.csv")
-    np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
+    code = ("import sys; from pipeline.stages.train import train; "
+            f"train('tiny', 'word', data_dir=sys.argv[1], artifacts_dir=sys.argv[2], echo=print, **{SMALL!r})")
+    run = subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path)], capture_output=True, timeout=300,
+                         env={**os.environ, "PYTHONHASHSEED": "random"})
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    ours, theirs = (keras.saving.load_model(d / "model.keras", compile=False).get_weights()
+                    for d in (tmp_path / "tiny-word", trained[2]))
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "tiny-word" / "history.csv")[columns],
+                                  pd.read_csv(trained[2] / "history.csv")[columns])
 
 
 def test_lr_schedule():
