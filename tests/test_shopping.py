@@ -1,0 +1,70 @@
+"""The shopping corpus's path (no header, ratings, no upstream test split) through pretraining and an ensemble.
+
+Its real file cannot be fetched offline, so a fixture corpus in its exact format - the
+shared preview's real lines plus synthetic ones - goes through `ksent run` with
+`--unlabeled`, then `ksent ensemble` and `ksent predict` with the ensemble.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import random
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import corpora
+from pipeline.cli import cli
+from pipeline.io import read_json, sha256_file
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, SHARED_CORPORA, synthetic_reviews
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
+               "--learning-rate", "0.01"]
+
+
+@pytest.fixture
+def tiny_shop(tmp_path, monkeypatch):
+    """Corpus "tiny_shop" in naver_shopping.txt's format, registered with the shopping reader, and a mirror."""
+    rng = random.Random(5)
+    lines = (SHARED_CORPORA / "naver_shopping" / "preview_head10.txt").read_text(encoding="utf-8").splitlines()
+    lines += [f"{rng.choice((4, 5)) if label else rng.choice((1, 2))}\t{text}"
+              for text, label in synthetic_reviews(400, seed=7)]
+    path = tmp_path / "mirror" / "tiny_shop" / "naver_shopping.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shop = corpora.CORPORA["naver_shopping"]
+    spec = dataclasses.replace(shop, name="tiny_shop", files=(dataclasses.replace(
+        shop.files[0], url="http://127.0.0.1:9/naver_shopping.txt", git_blob_sha1=None, sha256=sha256_file(path)),))
+    monkeypatch.setitem(corpora.CORPORA, "tiny_shop", spec)
+    return tmp_path / "mirror"
+
+
+def test_shopping_format_through_pretraining_and_an_ensemble(tiny_shop, tmp_path):
+    rng = random.Random(9)
+    unlabeled = tmp_path / "shop_unlabeled.txt.gz"
+    with gzip.GzipFile(unlabeled, "wb", mtime=0) as fh:
+        fh.write("\n".join(f"{rng.choice(FILLER)} {rng.choice(POSITIVE + NEGATIVE)} 배송 빠르고"
+                           for _ in range(300)).encode())
+    data, artifacts = tmp_path / "data", tmp_path / "artifacts"
+    runner = CliRunner()
+    common = ["--data-dir", str(data), "--artifacts-dir", str(artifacts)]
+    for tokenizer in ("word", "char"):
+        result = runner.invoke(cli, ["run", "--corpus", "tiny_shop", "--tokenizer", tokenizer, "--mirror",
+                                     str(tiny_shop), "--unlabeled", str(unlabeled), *common, *SMALL_MODEL])
+        assert result.exit_code == 0, result.output
+        pretrained = read_json(data / "processed" / "tiny_shop" / tokenizer / "pretrain.manifest.json")
+        assert pretrained["inputs"]["unlabeled"] == sha256_file(unlabeled)
+        assert pretrained["counts"]["unlabeled_used"] == 300 - pretrained["counts"]["heldout_text"]
+        assert read_json(artifacts / f"tiny_shop-{tokenizer}" / "train.manifest.json")["counts"]["pretrained_rows"]
+
+    result = runner.invoke(cli, ["ensemble", "--corpus", "tiny_shop", *common])
+    assert result.exit_code == 0, result.output
+    manifest = read_json(artifacts / "tiny_shop-ensemble" / "bundle.json")
+    assert [m["name"] for m in manifest["members"]] == ["tiny_shop-char", "tiny_shop-word"]
+    result = runner.invoke(cli, ["predict", "--model", str(artifacts / "tiny_shop-ensemble"), "--json",
+                                 "배송 빠르고 정말 재밌어요", "최악이다 돈 아까운 영화"])
+    assert result.exit_code == 0, result.output
+    printed = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [p["label"] for p in printed] == [1, 0]
