@@ -314,21 +314,27 @@ _TRAIN_HELP = {
 }
 
 
+def _default_help(key: str) -> str:
+    """`[default: X; char: Y]`: the defaults live in pipeline.params, some per tokenization."""
+    per_kind = [f"{kind}: {values[key]}" for kind, values in defaults.TRAIN_BY_TOKENIZER.items() if key in values]
+    return f"{_TRAIN_HELP.get(key, '')}  [default: {'; '.join([str(defaults.TRAIN[key]), *per_kind])}]"
+
+
 def train_options(f):
-    """One option per key of pipeline.params.TRAIN, so the defaults live in one place."""
+    """One option per key of pipeline.params.TRAIN; not given (None) means the tokenization's default."""
     for key, default in reversed(list(defaults.TRAIN.items())):
         flag = "--" + key.replace("_", "-")
         if isinstance(default, bool):
-            f = click.option(f"{flag}/--no-{flag[2:]}", key, default=default, help=_TRAIN_HELP.get(key))(f)
+            decls, kind = (f"{flag}/--no-{flag[2:]}", key), None
         elif key in defaults.TRAIN_CHOICES:
-            f = click.option(flag, key, default=default, type=click.Choice(defaults.TRAIN_CHOICES[key]),
-                             help=_TRAIN_HELP[key])(f)
+            decls, kind = (flag, key), click.Choice(defaults.TRAIN_CHOICES[key])
         elif key in defaults.TRAIN_LIMITS:
             low, high = defaults.TRAIN_LIMITS[key]
-            kind = click.IntRange(low, high) if isinstance(default, int) else click.FloatRange(low, high)
-            f = click.option(flag, key, default=default, type=kind, help=_TRAIN_HELP.get(key))(f)
+            decls, kind = (flag, key), click.IntRange(low, high) if isinstance(default, int) else click.FloatRange(
+                low, high)
         else:
-            f = click.option(flag, key, default=default, type=type(default), help=_TRAIN_HELP.get(key))(f)
+            decls, kind = (flag, key), type(default)
+        f = click.option(*decls, default=None, type=kind, show_default=False, help=_default_help(key))(f)
     return f
 
 
@@ -384,9 +390,9 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     dedupe.dedupe(corpus, **common)
     split.split(corpus, **common)
     tokenize.tokenize(corpus, segmenter, workers=workers, **common)
-    if train_params["embeddings"] == "pretrained" or defaults.PAD["pretrained_words"]:
-        pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, dim=train_params["embedding_dim"],
-                          seed=train_params["seed"], **common)
+    from pipeline.status import pretrain_params
+    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, **pretrain_params(tok, train_params),
+                      **common)
     pad.pad(corpus, tok, **common)
     train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
     evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)

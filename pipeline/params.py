@@ -82,6 +82,20 @@ TRAIN = {
     "seed": 42,
 }
 
+# Per tokenization (the part of the tokenizer's name before "-": word, char, morpheme), what
+# differs from TRAIN; chosen on the NSMC validation split (see the comments).
+TRAIN_BY_TOKENIZER: dict[str, dict] = {
+    "morpheme": {},
+    "char": {},
+    "word": {},
+}
+
+
+def train_defaults(tok: str) -> dict:
+    """The training defaults for tokenization `tok` (e.g. "morpheme-mecab", "char-jamo")."""
+    return {**TRAIN, **TRAIN_BY_TOKENIZER.get(tok.split("-")[0], {})}
+
+
 TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("pretrained", "random")}
 
 # Accepted ranges of the numeric TRAIN parameters, (low, high) inclusive; the CLI and the train

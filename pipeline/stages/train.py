@@ -123,12 +123,12 @@ def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None
     plt.close(fig)
 
 
-def validate_params(params: dict) -> dict:
-    """The TRAIN defaults overridden by `params`, each checked against pipeline.params (ParameterError)."""
+def validate_params(params: dict, tok: str) -> dict:
+    """The defaults for `tok` overridden by `params` (None: the default), each checked (ParameterError)."""
     unknown = sorted(set(params) - set(defaults.TRAIN))
     if unknown:
         raise ParameterError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
-    params = {**defaults.TRAIN, **params}
+    params = {**defaults.train_defaults(tok), **{k: v for k, v in params.items() if v is not None}}
     for key, choices in defaults.TRAIN_CHOICES.items():
         if params[key] not in choices:
             raise ParameterError(f"train: {key} must be one of {', '.join(choices)}, got {params[key]!r}")
@@ -144,7 +144,7 @@ def validate_params(params: dict) -> dict:
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
          artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, **params) -> Stage:
-    params = validate_params(params)
+    params = validate_params(params, tok)
     src = Path(data_dir) / "processed" / corpus / tok
     inputs = {name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")}
     if params["embeddings"] == "pretrained":
@@ -160,7 +160,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
           echo: Callable[[str], None] | None = None, **params) -> StageResult:
     """Train on <data_dir>/processed/<corpus>/<tok>/ and write the bundle <artifacts_dir>/<corpus>-<tok>/.
 
-    `params` override pipeline.params.TRAIN (embedding_dim, units, layers, bidirectional,
+    `params` override pipeline.params.train_defaults(tok) (embedding_dim, units, layers, bidirectional,
     cell, dropout, batch_size, epochs, patience, learning_rate, lr_decay, seed). The new
     bundle is built in a staging folder and swapped in whole: a failed or killed run leaves
     the previous bundle as it was.
