@@ -217,12 +217,29 @@ def _records(texts, probabilities, empty) -> list[dict]:
             for text, p, e in zip(texts, probabilities, empty, strict=True)]
 
 
-def combine(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """An ensemble's P(positive): the weighted sum of its members', float32 (one order of summation, so that
-    the ensemble stage and prediction compute the same numbers)."""
+COMBINATIONS = ("logit-mean", "mean")
+_EPS = 1e-7
+
+
+def combine(probabilities: list[np.ndarray], weights: list[float], combination: str = "logit-mean") -> np.ndarray:
+    """An ensemble's P(positive), float32, from its members' (one order of summation, so that the ensemble
+    stage and prediction compute the same numbers).
+
+    "mean": the weighted mean of the probabilities; "logit-mean": the sigmoid of the weighted mean
+    of their log-odds, so a member that is sure counts for more than one that is barely sure.
+    """
+    if combination not in COMBINATIONS:
+        raise PipelineError(f"unknown ensemble combination {combination!r} (this ksent knows "
+                            f"{', '.join(COMBINATIONS)}) - re-run `ksent ensemble` or update ksent")
     total = np.zeros(len(probabilities[0]), dtype=np.float64)
     for p, w in zip(probabilities, weights, strict=True):
-        total += w * np.asarray(p, dtype=np.float64)
+        p = np.asarray(p, dtype=np.float64)
+        if combination == "logit-mean":
+            p = np.clip(p, _EPS, 1 - _EPS)
+            p = np.log(p) - np.log1p(-p)
+        total += w * p
+    if combination == "logit-mean":
+        total = 1.0 / (1.0 + np.exp(-total))
     return total.astype(np.float32)
 
 
@@ -237,6 +254,7 @@ class EnsembleBundle:
     weights: list[float]
     manifest: dict
     notes: tuple[str, ...] = ()
+    combination: str = "mean"               # see `combine`
 
     corpus = Bundle.corpus
     tok = Bundle.tok
@@ -251,7 +269,7 @@ class EnsembleBundle:
     def _score(self, xs: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(P(positive), empty) from each member's padded ids: empty where no member saw a token."""
         probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
-                                self.weights)
+                                self.weights, self.combination)
         return probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs])
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
@@ -293,6 +311,10 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBun
         raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged ensemble manifest - re-run "
                             f"`ksent ensemble --corpus {manifest.get('corpus', 'CORPUS')} --force`")
     rerun = f"`ksent ensemble --corpus {manifest.get('corpus')}`"
+    combination = manifest.get("combination", "mean")
+    if combination not in COMBINATIONS:
+        raise PipelineError(f"ensemble {directory}: combination {combination!r} is unknown to this ksent (it knows "
+                            f"{', '.join(COMBINATIONS)}) - re-run {rerun} or update ksent")
     bundles, notes = [], []
     for member in members:
         member_dir = directory.parent / member["name"]
@@ -306,7 +328,7 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBun
         bundles.append(bundle)
         notes.extend(bundle.notes)
     return EnsembleBundle(directory=directory, members=bundles, weights=[float(w) for w in weights],
-                          manifest=manifest, notes=tuple(notes))
+                          manifest=manifest, notes=tuple(notes), combination=combination)
 
 
 def _read_manifest(directory: Path) -> dict:

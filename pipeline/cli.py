@@ -429,12 +429,14 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 @artifacts_option
 @click.option("--member", "members", multiple=True,
               help="Bundle folder name to combine (repeatable) [default: every trained bundle of the corpus].")
+@click.option("--combination", default=defaults.ENSEMBLE["combination"], type=click.Choice(["logit-mean", "mean"]),
+              help="Mean of the members' log-odds, or of their probabilities.")
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
-def ensemble(corpus, data_dir, artifacts_dir, members, force):
+def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
     from pipeline.stages.ensemble import ensemble as run
-    run(corpus, members=list(members) or None, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
-        echo=_echo)
+    run(corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
+        artifacts_dir=artifacts_dir, force=force, echo=_echo)
 
 
 @cli.command()

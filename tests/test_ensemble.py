@@ -26,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 MEMBERS = ["tiny-char", "tiny-morpheme-mecab", "tiny-word"]
 
 
+def logit_mean(probabilities) -> np.ndarray:
+    """sigmoid(mean log-odds), computed here independently of pipeline.bundle.combine."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=0)))
+
+
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory):
     """word, char and morpheme bundles of one tiny corpus, and their ensemble: (data_dir, artifacts_dir, lines)."""
@@ -49,8 +55,9 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
     assert any(line.startswith("ensemble tiny: test accuracy") for line in lines)
     members = [load_bundle(artifacts / m["name"]) for m in manifest["members"]]
     # validation accuracy (what picks the default model) is the mean's, recomputed here from the members
-    val_p = np.mean([m.predict_ids(read_npz(data / "processed" / "tiny" / m.tok / "val.npz", "pad", "t", ("x",))["x"])
-                     for m in members], axis=0)
+    assert manifest["combination"] == "logit-mean"
+    val_p = logit_mean([m.predict_ids(read_npz(data / "processed" / "tiny" / m.tok / "val.npz", "pad", "t",
+                                               ("x",))["x"]) for m in members])
     val_y = read_npz(data / "processed" / "tiny" / "word" / "val.npz", "pad", "t", ("y",))["y"]
     assert manifest["training"]["best_val_accuracy"] == pytest.approx(((val_p >= 0.5) == (val_y == 1)).mean(),
                                                                       abs=1e-6)
@@ -70,7 +77,7 @@ def test_predict_with_the_ensemble_gives_the_scored_probabilities(combined):
     clf = pipeline.load(folder)
     assert clf.info["members"] == MEMBERS and clf.info["runtime"] == "onnxruntime"
     np.testing.assert_allclose(clf.predict_proba(texts), rows["probability"], atol=1e-6)
-    members = np.mean([pipeline.load(artifacts / name).predict_proba(texts) for name in MEMBERS], axis=0)
+    members = logit_mean([pipeline.load(artifacts / name).predict_proba(texts) for name in MEMBERS])
     np.testing.assert_allclose(clf.predict_proba(texts), members, atol=1e-6)
     records = clf.predict(["정말 재밌어요", ""])
     assert records[1]["empty"] and not records[0]["empty"]
@@ -107,6 +114,22 @@ def test_a_changed_or_missing_member_is_refused(combined, tmp_path):
         load_bundle(copy / "tiny-ensemble")
     shutil.rmtree(copy / "tiny-char")
     with pytest.raises(PipelineError, match="member tiny-char is missing"):
+        load_bundle(copy / "tiny-ensemble")
+
+
+def test_probability_mean_ensemble_and_unknown_combinations(combined, tmp_path):
+    data, artifacts, _ = combined
+    copy = shutil.copytree(artifacts, tmp_path / "artifacts")
+    ensemble("tiny", members=["tiny-word", "tiny-char"], combination="mean", data_dir=data, artifacts_dir=copy,
+             echo=lambda _: None)
+    texts = ["정말 재밌어요", "최악이다 시간 아깝다", "그냥 음악"]
+    mean = np.mean([pipeline.load(copy / name).predict_proba(texts) for name in ("tiny-word", "tiny-char")], axis=0)
+    np.testing.assert_allclose(pipeline.load(copy / "tiny-ensemble").predict_proba(texts), mean, atol=1e-6)
+    with pytest.raises(ParameterError, match="combination must be one of"):
+        ensemble("tiny", combination="median", data_dir=data, artifacts_dir=copy)
+    manifest = read_json(copy / "tiny-ensemble" / "bundle.json")
+    (copy / "tiny-ensemble" / "bundle.json").write_text(json.dumps({**manifest, "combination": "vote"}))
+    with pytest.raises(PipelineError, match="combination 'vote' is unknown to this ksent"):
         load_bundle(copy / "tiny-ensemble")
 
 

@@ -104,6 +104,9 @@ def test_variable_length_model_ignores_padding_columns():
     np.testing.assert_allclose(model.predict(padded, verbose=0), model.predict(padded[:, 3:], verbose=0), atol=1e-6)
     np.testing.assert_allclose(model.predict(padded[:1], verbose=0), model.predict(padded[:1, 4:], verbose=0),
                                atol=1e-6)
+    # right padding (what a GPU's cuDNN kernel needs) reads the same tokens: the same output
+    post = np.array([[5, 7, 0, 0, 0, 0], [2, 3, 4, 0, 0, 0]], dtype=np.int32)
+    np.testing.assert_allclose(model.predict(post, verbose=0), model.predict(padded, verbose=0), atol=1e-6)
 
 
 def test_build_model_rejects_unknown_cell():

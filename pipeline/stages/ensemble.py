@@ -7,7 +7,8 @@ it was scored on. Outputs in artifacts/<corpus>-ensemble/: bundle.json (kind "en
 the members by name and bundle.json checksum, their weights), metrics.json,
 predictions.csv and confusion.png as the evaluate stage writes them; then REPORT.md.
 
-The combination is the plain mean of the members' probabilities: nothing is fitted, so
+The combination is the equal-weight mean of the members' log-odds (or of their probabilities,
+`combination="mean"`; pipeline.params.ENSEMBLE says why): nothing is fitted, so
 the validation accuracy recorded (which picks the default model) is an honest estimate,
 not a figure the weights were tuned on. Predicting with the ensemble bundle replays each
 member's own preprocessing and averages the same way (`pipeline.bundle.combine`), so
@@ -67,7 +68,13 @@ def _member_tok(bundle_dir: Path) -> str:
 
 
 def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
-         data_dir: Path | str = defaults.DATA_DIR, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
+         combination: str = defaults.ENSEMBLE["combination"], data_dir: Path | str = defaults.DATA_DIR,
+         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
+    from pipeline.bundle import COMBINATIONS
+
+    if combination not in COMBINATIONS:
+        raise ParameterError(f"ensemble {corpus}: combination must be one of {', '.join(COMBINATIONS)}, "
+                             f"got {combination!r}")
     artifacts_dir = Path(artifacts_dir)
     members = sorted(set(members or member_names(corpus, artifacts_dir)))
     if len(members) < 2:
@@ -82,17 +89,18 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         for split in ("train", "val", "test"):
             inputs[f"{name}/{split}.npz"] = Input(src / f"{split}.npz", "pad")
     return Stage("ensemble", corpus, artifacts_dir / f"{corpus}-{ENSEMBLE_TOK}", inputs=inputs,
-                 params={"members": members, "combination": "mean"},
+                 params={"members": members, "combination": combination},
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 
 
 def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
+             combination: str = defaults.ENSEMBLE["combination"],
              data_dir: Path | str = defaults.DATA_DIR, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Combine the members (default: every single-model bundle of `corpus`) and score the ensemble."""
     from pipeline.bundle import FORMAT, FORMAT_VERSION, THRESHOLD, combine, load_bundle
 
-    stage = plan(corpus, members=members, data_dir=data_dir, artifacts_dir=artifacts_dir)
+    stage = plan(corpus, members=members, combination=combination, data_dir=data_dir, artifacts_dir=artifacts_dir)
     names = stage.params["members"]
     weights = [1.0 / len(names)] * len(names)
     label = f"ensemble {corpus}"
@@ -113,7 +121,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                     raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
                                         f"re-run the pad stage of both from the same split")
                 member_p.append(bundle.predict_ids(rows["x"]))
-            probabilities[split] = combine(member_p, weights)
+            probabilities[split] = combine(member_p, weights, combination)
         val_y = reference["val"]["y"]
         val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())
         test = reference["test"]
@@ -126,7 +134,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
             "tok": ENSEMBLE_TOK, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "members": [{"name": name, "tok": b.tok, "bundle_sha256": sha256_file(b.directory / "bundle.json")}
                         for name, b in zip(names, bundles, strict=True)],
-            "combination": "mean", "weights": weights,
+            "combination": combination, "weights": weights,
             "training": {"best_val_accuracy": round(val_accuracy, 6), "member_val_accuracy": member_val,
                          "train_seconds": sum(s for s in train_seconds if s)},
             "versions": library_versions(),
