@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.corpora import get_corpus, verify_file
+from pipeline.corpora import ENCODING_FAILURE_SHARE, get_corpus, verify_file
 from pipeline.embeddings import METHODS, learn_vectors
 from pipeline.io import (
     Input,
@@ -42,8 +42,6 @@ from pipeline.io import (
 )
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
-
-ENCODING_FAILURE_SHARE = 0.01     # more invalid UTF-8 lines than this: the file is in another encoding
 
 
 def registered_unlabeled(corpus: str, data_dir: Path | str) -> tuple[Path, Callable[[Path], None]] | None:
