@@ -28,6 +28,9 @@ MAIN = textwrap.dedent("""\
     from pipeline.text.segment import Segmenter, SegmentPool
 
     if __name__ == "__main__":  # forkserver pools re-import __main__
+        # as from a terminal, even when the test run itself was started in the background
+        # (a shell starts background jobs with SIGINT ignored, which a child inherits)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         if sys.argv[1] == "handler":  # what the CLI does: let Python's cleanup run
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         texts = ["영화가 정말 재밌었어요 배우들 연기가 너무 좋았다 " * 10] * 300_000
