@@ -2,7 +2,8 @@
 # Both create .venv and install the project on first use, with the exact versions pinned
 # in requirements.lock (`make lock` re-resolves that file from pyproject.toml).
 #
-# Variables: CORPORA, TOKENIZERS (word char morpheme), MIRROR (a folder or URL laid
+# Variables: CORPORA, TOKENIZERS (word char morpheme; `morpheme:kiwi` names a morpheme
+# backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
 # out like ../shared/corpora), PYTHON. Example, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
@@ -28,6 +29,8 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
+# shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
+tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
 force_arg := $(if $(FORCE),--force)
 installed := $(VENV)/.installed
 uv := $(VENV)/uv/bin/uv
@@ -38,7 +41,7 @@ all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus --tokenizer $$tok $(mirror_arg) $(force_arg); \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
 	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble,echo "(one tokenizer: no ensemble)")
 	$(KSENT) report
@@ -95,7 +98,7 @@ download clean-text dedupe split: setup
 
 tokenize pretrain pad train evaluate: setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
-	  $(KSENT) $@ --corpus $$corpus --tokenizer $$tok $(force_arg); \
+	  $(KSENT) $@ --corpus $$corpus $(tok_args) $(force_arg); \
 	done; done
 
 # The mean of every trained bundle of each corpus, as artifacts/<corpus>-ensemble/ (scored like a bundle).
@@ -110,7 +113,7 @@ report: setup
 # What `make all` would re-run, and why (stale inputs or parameters), without running it.
 status: setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
-	  $(KSENT) status --corpus $$corpus --tokenizer $$tok; \
+	  $(KSENT) status --corpus $$corpus $(tok_args); \
 	done; done
 
 BENCH_MODEL ?= artifacts/nsmc-morpheme-mecab
