@@ -390,9 +390,8 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     dedupe.dedupe(corpus, **common)
     split.split(corpus, **common)
     tokenize.tokenize(corpus, segmenter, workers=workers, **common)
-    from pipeline.status import pretrain_params
-    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, **pretrain_params(tok, train_params),
-                      **common)
+    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers,
+                      **defaults.pretrain_params(tok, train_params), **common)
     pad.pad(corpus, tok, **common)
     train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
     evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)

@@ -86,6 +86,27 @@ def verify_file(path: Path | str, spec: CorpusFile) -> tuple[bool, str]:
     return actual == spec.expected_checksum(), actual
 
 
+def pinned_check(corpus: str, spec: CorpusFile, what: str = "the upstream file") -> Callable[[Path], None]:
+    """A check (for a stage Input) that a downloaded file is still the verified one, not edited since."""
+    def check(path: Path) -> None:
+        ok, actual = verify_file(path, spec)
+        if not ok:
+            from pipeline.io import PipelineError
+            raise PipelineError(f"{path} is not {what} ({spec.checksum_kind()} {actual[:12]}..., pinned "
+                                f"{spec.expected_checksum()[:12]}...): it changed after download - re-run "
+                                f"`ksent download --corpus {corpus} --force`")
+    return check
+
+
+def check_utf8_share(path: Path | str, invalid: int, lines: int) -> None:
+    """PipelineError if more than ENCODING_FAILURE_SHARE of a file's lines were not UTF-8 (another encoding)."""
+    if invalid > max(1, ENCODING_FAILURE_SHARE * lines):
+        from pipeline.io import PipelineError
+        raise PipelineError(f"{path} is not UTF-8 ({invalid:,} of {lines:,} lines are not valid UTF-8; Korean "
+                            f"text in CP949/EUC-KR looks like this) - convert it, e.g. `iconv -f CP949 -t UTF-8`, "
+                            f"or fetch the file again")
+
+
 # --- line parsers: return (id, text, label, rating) or a problem reason -------------------
 
 def unquote_csv_field(field: str, layers: int = 1) -> str:
@@ -161,11 +182,7 @@ def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, 
             texts.append(text)
             labels.append(label)
             ratings.append(rating)
-    if problems["invalid UTF-8"] > max(1, ENCODING_FAILURE_SHARE * lines):
-        from pipeline.io import PipelineError
-        raise PipelineError(f"{path} is not UTF-8 ({problems['invalid UTF-8']:,} of {lines:,} lines are not valid "
-                            f"UTF-8; Korean text in CP949/EUC-KR looks like this) - convert it, e.g. "
-                            f"`iconv -f CP949 -t UTF-8`, or download the upstream file again")
+    check_utf8_share(path, problems["invalid UTF-8"], lines)
     frame = pd.DataFrame({
         "id": pd.Series(ids, dtype="string"),
         "text": pd.Series(texts, dtype="string"),

@@ -539,6 +539,23 @@ def read_table(path: Path | str, stage: str, label: str, columns: list[str] | No
         raise _unreadable(Path(path), stage, label, exc) from None
 
 
+def read_split_tokens(tokens_path: Path | str, split_path: Path | str, what: str, label: str,
+                      split_columns: list[str] | None = None):
+    """The tokenize stage's tokens.parquet and the split stage's split.parquet of `label` ("corpus/tok"),
+    checked to hold the same rows in the same order (PipelineError naming the stage to re-run otherwise).
+    `what` names the reading stage in the message."""
+    import numpy as np
+
+    corpus = label.split("/")[0]
+    tokens = read_table(tokens_path, "tokenize", label)
+    rows = read_table(split_path, "split", corpus, columns=split_columns)
+    if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
+                                                      rows["id"].to_numpy(dtype=str)):
+        raise PipelineError(f"{what} {label}: tokens.parquet does not match split.parquet row for row "
+                            f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
+    return tokens, rows
+
+
 def read_npz(path: Path | str, stage: str, label: str, keys: tuple[str, ...]) -> dict:
     """Arrays `keys` of an .npz written by `stage`; PipelineError naming the stage to re-run if damaged."""
     import numpy as np

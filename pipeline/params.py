@@ -107,6 +107,13 @@ def train_defaults(tok: str) -> dict:
     return {**TRAIN, **TRAIN_BY_TOKENIZER.get(tok.split("-")[0], {})}
 
 
+def pretrain_params(tok: str, train_params: dict | None) -> dict:
+    """What `ksent run` passes the pretrain stage from its training parameters (None: the default)."""
+    given = {k: v for k, v in (train_params or {}).items() if v is not None}
+    train_params = {**train_defaults(tok), **given}
+    return {"dim": train_params["embedding_dim"], "seed": train_params["seed"]}
+
+
 TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("pretrained", "random")}
 
 # Accepted ranges of the numeric TRAIN parameters, (low, high) inclusive; the CLI and the train

@@ -55,13 +55,6 @@ def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
     return hashes, problems
 
 
-def pretrain_params(tok: str, train_params: dict | None) -> dict:
-    """What `ksent run` passes the pretrain stage from its training parameters (None: default)."""
-    given = {k: v for k, v in (train_params or {}).items() if v is not None}
-    train_params = {**defaults.train_defaults(tok), **given}
-    return {"dim": train_params["embedding_dim"], "seed": train_params["seed"]}
-
-
 def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = defaults.DATA_DIR,
                     artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, train_params: dict | None = None
                     ) -> list[StageStatus]:
@@ -71,7 +64,7 @@ def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = defaults.D
     data_dir, tok = Path(data_dir), segmenter.name()
     plans = [clean.plan(corpus, data_dir=data_dir), dedupe.plan(corpus, data_dir=data_dir),
              split.plan(corpus, data_dir=data_dir), tokenize.plan(corpus, segmenter, data_dir=data_dir),
-             pretrain.plan(corpus, tok, data_dir=data_dir, **pretrain_params(tok, train_params)),
+             pretrain.plan(corpus, tok, data_dir=data_dir, **defaults.pretrain_params(tok, train_params)),
              pad.plan(corpus, tok, data_dir=data_dir),
              train.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, **(train_params or {})),
              evaluate.plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)]

@@ -18,10 +18,9 @@ from pipeline import corpora
 from pipeline.cli import cli
 from pipeline.io import read_json, sha256_file
 from tests.conftest import FILLER, NEGATIVE, POSITIVE, SHARED_CORPORA, synthetic_reviews
+from tests.test_end_to_end import SMALL_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
-               "--learning-rate", "0.01"]
 
 
 @pytest.fixture

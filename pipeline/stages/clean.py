@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import params as defaults
-from pipeline.corpora import CorpusFile, get_corpus, verify_file
+from pipeline.corpora import get_corpus, pinned_check
 from pipeline.io import (
     Input,
     ParameterError,
@@ -31,17 +31,6 @@ def interim_dir(data_dir: Path | str, corpus: str) -> Path:
     return Path(data_dir) / "interim" / corpus
 
 
-def _pinned(corpus: str, spec: CorpusFile) -> Callable[[Path], None]:
-    """A check that a raw file is still the verified upstream file (not edited or re-encoded since)."""
-    def check(path: Path) -> None:
-        ok, actual = verify_file(path, spec)
-        if not ok:
-            raise PipelineError(f"{path} is not the upstream file ({spec.checksum_kind()} "
-                                f"{actual[:12]}..., pinned {spec.expected_checksum()[:12]}...): it changed after "
-                                f"download - re-run `ksent download --corpus {corpus} --force`")
-    return check
-
-
 def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
          squeeze: int = defaults.CLEAN["squeeze"], drop_empty_test: bool = defaults.CLEAN["drop_empty_test"]) -> Stage:
     spec = get_corpus(corpus)
@@ -50,7 +39,7 @@ def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.
     check_number("squeeze", squeeze, 0, integer=True)
     raw_dir = Path(data_dir) / "raw" / corpus
     return Stage("clean", corpus, interim_dir(data_dir, corpus),
-                 inputs={f.name: Input(raw_dir / f.name, None, _pinned(corpus, f)) for f in spec.files},
+                 inputs={f.name: Input(raw_dir / f.name, None, pinned_check(corpus, f)) for f in spec.files},
                  params={"profile": profile, "squeeze": squeeze, "drop_empty_test": bool(drop_empty_test)},
                  outputs=("clean.parquet", "normalizer.json"))
 

@@ -42,6 +42,10 @@ class ChecksumError(DownloadError):
     pass
 
 
+class NotFoundError(DownloadError):
+    """A folder or file:// source has no such file."""
+
+
 class _Transient(Exception):
     """A failure worth retrying (network hiccup, server error, connection dropped mid-file)."""
 
@@ -66,7 +70,7 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, FileNotFoundError) or (isinstance(reason, str) and "No such file" in reason):
-            raise DownloadError(f"not found: {url}") from None
+            raise NotFoundError(f"not found: {url}") from None
         raise _Transient(str(reason.strerror if isinstance(reason, OSError) and reason.strerror
                              else reason)) from None
     except (TimeoutError, ConnectionError) as exc:
@@ -142,21 +146,24 @@ def _download(spec, corpus: str, raw_dir: Path, mirror: str | None, *, force: bo
         else:
             notes.append(f"no source for the unlabeled reviews {spec.unlabeled.name} without --mirror "
                          f"(pretraining uses the train split alone)")
-    for f in list(files):
+    present = []                        # the files now in raw_dir, verified
+    for f in files:
         target = raw_dir / f.name
         if not force and target.is_file() and verify_file(target, f)[0]:
             kept.append(f.name)
+            present.append(f)
             continue
         try:
             fetch_verified(f, source_url(f, corpus, mirror), target, retries=retries, backoff=backoff,
                            timeout=timeout, progress=progress, echo=echo)
-        except DownloadError as exc:
-            if f is not spec.unlabeled or not str(exc).startswith("not found"):
+        except NotFoundError as exc:
+            if f is not spec.unlabeled:
                 raise
             notes.append(f"the mirror has no unlabeled reviews ({exc}; pretraining uses the train split alone)")
-            files.remove(f)
             continue
         fetched.append(f.name)
+        present.append(f)
+    files = present
     sizes = {f.name: (raw_dir / f.name).stat().st_size for f in files}
     if fetched:
         summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"

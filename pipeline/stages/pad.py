@@ -22,14 +22,13 @@ from pipeline import params as defaults
 from pipeline.io import (
     Input,
     ParameterError,
-    PipelineError,
     Stage,
     StageResult,
     Staging,
     check_number,
     read_json_from,
     read_npz,
-    read_table,
+    read_split_tokens,
     run_stage,
     save_npz,
     write_json,
@@ -117,12 +116,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
     label = stage.label
 
     def run(out: Staging) -> StageResult:
-        tokens = read_table(inputs["tokens.parquet"], "tokenize", label)
-        rows = read_table(inputs["split.parquet"], "split", corpus)
-        if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
-                                                          rows["id"].to_numpy(dtype=str)):
-            raise PipelineError(f"pad {corpus}/{tok}: tokens.parquet does not match split.parquet row for row "
-                                f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
+        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs["split.parquet"], "pad", label)
         token_lists = [list(t) for t in tokens["tokens"]]
         in_split = {name: (rows["split"] == name).to_numpy() for name in SPLITS}
         train_tokens = [t for t, keep in zip(token_lists, in_split["train"], strict=True) if keep]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import params as defaults
-from pipeline.corpora import ENCODING_FAILURE_SHARE, get_corpus, verify_file
+from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
 from pipeline.embeddings import METHODS, learn_vectors
 from pipeline.io import (
     Input,
@@ -36,7 +36,7 @@ from pipeline.io import (
     Staging,
     check_number,
     read_json_from,
-    read_table,
+    read_split_tokens,
     run_stage,
     save_npz,
 )
@@ -44,20 +44,13 @@ from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
 
 
-def registered_unlabeled(corpus: str, data_dir: Path | str) -> tuple[Path, Callable[[Path], None]] | None:
-    """The corpus's registered unlabeled file under data/raw/<corpus>/ and its checksum check, if any."""
+def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
+    """The corpus's registered unlabeled file under data/raw/<corpus>/, checked against its pin; None if none."""
     spec = get_corpus(corpus).unlabeled
     if spec is None:
         return None
-
-    def check(path: Path) -> None:
-        ok, actual = verify_file(path, spec)
-        if not ok:
-            raise PipelineError(f"{path} is not the registered unlabeled file ({spec.checksum_kind()} "
-                                f"{actual}, expected {spec.expected_checksum()}) - re-run "
-                                f"`ksent download --corpus {corpus} --force`")
-
-    return Path(data_dir) / "raw" / corpus / spec.name, check
+    return Input(Path(data_dir) / "raw" / corpus / spec.name, None,
+                 pinned_check(corpus, spec, "the registered unlabeled file"))
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
@@ -81,8 +74,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unl
     unlabeled = str(unlabeled)
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
-        if registered and registered[0].is_file():
-            inputs["unlabeled"] = Input(registered[0], None, registered[1])
+        if registered and registered.path.is_file():
+            inputs["unlabeled"] = registered
     elif unlabeled != "none":
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("pretrain", f"{corpus}/{tok}", folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
@@ -91,10 +84,10 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unl
 
 def read_lines(path: Path) -> tuple[list[str], Counter]:
     """The lines of a UTF-8 text file (gzipped or not), and a Counter of the ones that were not UTF-8."""
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
     lines, problems = [], Counter()
     try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
             for raw in fh:
                 try:
@@ -106,9 +99,7 @@ def read_lines(path: Path) -> tuple[list[str], Counter]:
                             f"fetch it again") from None
     except OSError as exc:
         raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if problems["invalid UTF-8"] > max(1, ENCODING_FAILURE_SHARE * (len(lines) + problems["invalid UTF-8"])):
-        raise PipelineError(f"{path} is not UTF-8 ({problems['invalid UTF-8']:,} lines are not valid UTF-8) - "
-                            f"convert it, e.g. `iconv -f CP949 -t UTF-8`")
+    check_utf8_share(path, problems["invalid UTF-8"], len(lines) + problems["invalid UTF-8"])
     return lines, problems
 
 
@@ -121,12 +112,8 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
 
     def run(out: Staging) -> StageResult:
-        tokens = read_table(inputs["tokens.parquet"], "tokenize", stage.label)
-        rows = read_table(inputs["split.parquet"], "split", corpus, columns=["id", "text", "split"])
-        if len(tokens) != len(rows) or not np.array_equal(tokens["id"].to_numpy(dtype=str),
-                                                          rows["id"].to_numpy(dtype=str)):
-            raise PipelineError(f"pretrain {stage.label}: tokens.parquet does not match split.parquet row for row "
-                                f"- re-run `ksent tokenize --corpus {corpus}` (the dedupe output changed)")
+        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs["split.parquet"], "pretrain",
+                                         stage.label, split_columns=["id", "text", "split"])
         in_train = (rows["split"] == "train").to_numpy()
         canonical: dict[str, str] = {}      # one str object per distinct token: ~10x less memory
         train_tokens = [[canonical.setdefault(t, t) for t in seq]
