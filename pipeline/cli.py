@@ -114,6 +114,15 @@ def data_options(f):
                         help="Root of raw/, interim/ and processed/.")(f)
 
 
+def engine_options(f):
+    """--workers and --scheduler: where the data stages' partitions run (pipeline.engine)."""
+    f = click.option("--scheduler", metavar="ADDRESS", envvar="KSENT_SCHEDULER", show_envvar=True, default=None,
+                     help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
+                          "its workers must see --data-dir at the same path.")(f)
+    return click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Local worker processes for morpheme analysis [default: all cores].")(f)
+
+
 def tokenizer_options(f):
     f = click.option("--jamo", is_flag=True, help="char: decompose Hangul syllables into jamo.")(f)
     f = click.option("--backend", default=defaults.TOKENIZE["backend"], type=click.Choice(BACKENDS),
@@ -228,13 +237,12 @@ def split(corpus, data_dir, force, seed, val_ratio, test_ratio):
 @click.option("--with-tags", is_flag=True, help="morpheme: emit morpheme/TAG tokens.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Backend option, e.g. --option stem=true for okt (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes for morpheme analysis [default: all cores].")
-def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_tags, options, workers):
+@engine_options
+def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_tags, options, workers, scheduler):
     """Segment every cleaned review into tokens (word, char or morpheme)."""
     from pipeline.stages.tokenize import tokenize as run
     run(corpus, _segmenter(kind, backend, jamo, pos, stopwords, with_tags, options), data_dir=data_dir,
-        workers=workers, force=force, echo=_echo)
+        workers=workers, scheduler=scheduler, force=force, echo=_echo)
 
 
 def unlabeled_option(f):
@@ -257,13 +265,12 @@ def unlabeled_option(f):
 @click.option("--min-count", default=defaults.PRETRAIN["min_count"], type=click.IntRange(min=1),
               help="Tokens seen fewer times get no vector.")
 @click.option("--seed", default=defaults.PRETRAIN["seed"], type=click.IntRange(0, 2**32 - 1))
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes for morpheme analysis of the unlabeled text [default: all cores].")
-def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, **params):
+@engine_options
+def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, scheduler, **params):
     """Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and train)."""
     from pipeline.stages.pretrain import pretrain as run
     run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
-        force=force, echo=_echo, **params)
+        scheduler=scheduler, force=force, echo=_echo, **params)
 
 
 def _maxlen(value: str):
@@ -374,11 +381,11 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
 @mirror_option
 @data_options
 @artifacts_option
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes for morpheme analysis [default: all cores].")
+@engine_options
 @unlabeled_option
 @train_options
-def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, unlabeled, **train_params):
+def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
+            **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
     from pipeline.stages import clean, dedupe, download, evaluate, pad, pretrain, split, tokenize, train
 
@@ -389,8 +396,8 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     clean.clean(corpus, **common)
     dedupe.dedupe(corpus, **common)
     split.split(corpus, **common)
-    tokenize.tokenize(corpus, segmenter, workers=workers, **common)
-    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers,
+    tokenize.tokenize(corpus, segmenter, workers=workers, scheduler=scheduler, **common)
+    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, scheduler=scheduler,
                       **defaults.pretrain_params(tok, train_params), **common)
     pad.pad(corpus, tok, **common)
     train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)

@@ -140,6 +140,79 @@ def save_npz(path: Path | str, **arrays) -> None:
                 np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
+# Tables are written in row groups of this many rows: the partitions the engine hands its
+# workers (pipeline.engine). Fixed, so a table's bytes do not depend on how it was computed.
+ROW_GROUP_ROWS = int(os.environ.get("KSENT_TEST_ROW_GROUP_ROWS", 20_000))  # test hook: small partitions
+
+
+def write_parquet(table, path: Path | str) -> None:
+    """A pandas DataFrame or Arrow table as Parquet in row groups of ROW_GROUP_ROWS rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
+
+
+class ParquetRowGroupWriter:
+    """Writes Arrow tables, handed over in any chunks, as one Parquet file in row groups of
+    exactly ROW_GROUP_ROWS rows (the last one shorter): the same bytes however they were chunked.
+
+        with ParquetRowGroupWriter(path, schema) as writer:
+            for table in tables:
+                writer.write(table)
+    """
+
+    def __init__(self, path: Path | str, schema):
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(path, schema)
+        self._buffer: list = []
+        self._buffered = 0
+        self.rows = 0
+
+    def write(self, table) -> None:
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= ROW_GROUP_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        import pyarrow as pa
+
+        if not self._buffer:
+            return
+        table = pa.concat_tables(self._buffer).combine_chunks()
+        full = table.num_rows if final else table.num_rows - table.num_rows % ROW_GROUP_ROWS
+        for start in range(0, full, ROW_GROUP_ROWS):
+            self._writer.write_table(table.slice(start, min(ROW_GROUP_ROWS, full - start)),
+                                     row_group_size=ROW_GROUP_ROWS)
+        self.rows += full
+        rest = table.slice(full)
+        self._buffer, self._buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    def close(self) -> None:
+        self._flush(final=True)
+        self._writer.close()
+
+    def __enter__(self) -> ParquetRowGroupWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+
+
+def row_groups(path: Path | str) -> int:
+    """How many row groups (the engine's partitions) a Parquet file has."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).num_row_groups
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _TRACKED_LIBRARIES:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from pipeline.io import PipelineError
+from pipeline.stages import clean as clean_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.download import download
 from pipeline.text.normalize import Normalizer, squeeze_repeats
@@ -101,7 +102,7 @@ def test_interrupted_stage_keeps_previous_output(tmp_path, tiny_corpus, monkeypa
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", fail)
+    monkeypatch.setattr(clean_stage, "write_parquet", fail)
     with pytest.raises(KeyboardInterrupt):
         clean("tiny", data_dir=data, profile="hangul-latin", echo=lambda line: None)
     assert target.read_bytes() == before

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from pipeline.io import (
@@ -27,6 +26,7 @@ from pipeline.io import (
     sha256_file,
     verify_inputs,
 )
+from pipeline.stages import dedupe as dedupe_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
 from pipeline.stages.download import download
@@ -274,10 +274,10 @@ def test_a_failed_write_keeps_the_previous_outputs_and_leaves_no_temp_files(tmp_
     folder = data / "interim" / "tiny"
     before = _bytes(folder, ["dedupe.parquet", "dedupe.manifest.json"])
 
-    def full(self, path, *args, **kwargs):
+    def full(table, path):
         Path(path).write_bytes(b"PAR1 partial")
         raise OSError(code, os.strerror(code), str(path))
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    monkeypatch.setattr(dedupe_stage, "write_parquet", full)
     with pytest.raises(PipelineError, match=r"dedupe tiny: cannot write .*(no space left|read-only).*previous "
                                             r"outputs are kept"):
         dedupe("tiny", data_dir=data, conflicts="drop", **QUIET)

@@ -23,6 +23,7 @@ from pipeline.io import (
     check_number,
     run_stage,
     write_json,
+    write_parquet,
 )
 from pipeline.text.normalize import PROFILES, Normalizer
 
@@ -64,7 +65,7 @@ def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults
         droppable = empty & ((table["source"] != "test") | drop_empty_test)
         kept_empty = int((empty & ~droppable).sum())
         table = table.loc[~droppable, ["id", "raw", "text", "label", "rating", "source"]].reset_index(drop=True)
-        table.to_parquet(out.path("clean.parquet"), index=False)
+        write_parquet(table, out.path("clean.parquet"))
         write_json(out.path("normalizer.json"), normalizer.to_dict())
 
         read = sum(read_by_source.values()) + sum(problems.values())

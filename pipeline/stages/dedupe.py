@@ -16,7 +16,17 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import params as defaults
-from pipeline.io import Input, ParameterError, PipelineError, Stage, StageResult, Staging, read_table, run_stage
+from pipeline.io import (
+    Input,
+    ParameterError,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    read_table,
+    run_stage,
+    write_parquet,
+)
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
 LEAKAGE_POLICIES = ("drop-train", "keep")
@@ -104,7 +114,7 @@ def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defau
                                      conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
         if not counts["train_out"]:
             raise PipelineError(f"dedupe {corpus}: no training rows left (policy conflicts={conflicts!r})")
-        table.to_parquet(out.path("dedupe.parquet"), index=False)
+        write_parquet(table, out.path("dedupe.parquet"))
         return StageResult(summary=_summary(corpus, counts, conflicts, leakage, dedupe_test), counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)

@@ -9,10 +9,11 @@ Output in data/processed/<corpus>/<tok>/: vectors.npz (tokens, vectors, train_co
 unlabeled_counts), which the pad stage may use to extend the vocabulary and the train
 stage starts the Embedding layer from.
 
-Unlabeled lines go through the corpus's normalizer and segmenter (in parallel, like the
-tokenize stage). A line whose cleaned text equals a validation or test review's is dropped
-and counted: no held-out text may shape the model. Validation and test rows themselves are
-never read. Same inputs and parameters, same vectors (one gensim worker thread).
+Unlabeled lines go through the corpus's normalizer and segmenter in blocks of ROW_GROUP_ROWS
+lines, on the engine (pipeline.engine) for morpheme analysis, like the tokenize stage.
+A line whose cleaned text equals a validation or test review's is dropped and counted: no
+held-out text may shape the model. Validation and test rows themselves are never read.
+Same inputs and parameters, same vectors (one gensim worker thread).
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
+from pipeline import engine, params as defaults
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
 from pipeline.embeddings import METHODS, learn_vectors
 from pipeline.io import (
+    ROW_GROUP_ROWS,
     Input,
     ParameterError,
     PipelineError,
@@ -104,7 +106,8 @@ def read_lines(path: Path) -> tuple[list[str], Counter]:
 
 
 def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
-             workers: int | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
+             workers: int | None = None, scheduler: str | None = None, force: bool = False,
+             echo: Callable[[str], None] | None = None,
              **params) -> StageResult:
     """Learn vectors.npz for <data_dir>/processed/<corpus>/<tok>/; `params` override pipeline.params.PRETRAIN."""
     stage = plan(corpus, tok, data_dir=data_dir, unlabeled=unlabeled, **params)
@@ -121,7 +124,7 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         counts = {"train_reviews": len(train_tokens), "unlabeled_lines": 0}
         unlabeled_tokens: list[list[str]] = []
         if "unlabeled" in inputs:
-            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, counts)
+            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, scheduler, counts)
             unlabeled_tokens = [[canonical.setdefault(t, t) for t in seq] for seq in unlabeled_tokens]
         learned, vectors = learn_vectors(train_tokens + unlabeled_tokens, method=params["method"], dim=params["dim"],
                                          window=params["window"], epochs=params["epochs"],
@@ -148,22 +151,34 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
 
 def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, workers: int | None,
-                      counts: dict) -> list[list[str]]:
+                      scheduler: str | None, counts: dict) -> list[list[str]]:
     """Segmented unlabeled lines, minus those whose cleaned text is a validation or test review's."""
     normalizer = Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", label.split("/")[0]))
     segmenter = Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label))
     lines, problems = read_lines(inputs["unlabeled"])
     heldout = set(rows.loc[~in_train, "text"].fillna("").astype(str))
-    cleaned, empty, dropped = [], 0, 0
-    for line in lines:
-        text = normalizer(line)
-        if not text.strip():
-            empty += 1
-        elif text in heldout:
-            dropped += 1
-        else:
-            cleaned.append(text)
-    counts.update(unlabeled_lines=len(lines) + problems["invalid UTF-8"], invalid_utf8=problems["invalid UTF-8"],
-                  empty=empty, heldout_text=dropped, unlabeled_used=len(cleaned))
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
-    return segmenter.segment_many(cleaned, workers=used, progress=True)
+    blocks = [(lines[start:start + ROW_GROUP_ROWS], normalizer, segmenter)
+              for start in range(0, len(lines), ROW_GROUP_ROWS)]
+    del lines
+    kept: list[list[str]] = []
+    empty = dropped = 0
+    for cleaned, tokens in engine.map_partitions(prepare_lines, blocks, workers=used, scheduler=scheduler,
+                                                 what=f"pretrain {label}"):
+        for text, seq in zip(cleaned, tokens, strict=True):
+            if not text.strip():
+                empty += 1
+            elif text in heldout:
+                dropped += 1
+            else:
+                kept.append(seq)
+    counts.update(unlabeled_lines=sum(len(b[0]) for b in blocks) + problems["invalid UTF-8"],
+                  invalid_utf8=problems["invalid UTF-8"], empty=empty, heldout_text=dropped, unlabeled_used=len(kept),
+                  engine=engine.where(used, scheduler))
+    return kept
+
+
+def prepare_lines(lines: list[str], normalizer: Normalizer, segmenter: Segmenter) -> tuple[list[str], list[list[str]]]:
+    """Cleaned text and tokens of each line (runs on a worker); empty text gets no tokens."""
+    cleaned = [normalizer(line) for line in lines]
+    return cleaned, [segmenter.segment(text) if text.strip() else [] for text in cleaned]

@@ -30,6 +30,7 @@ from pipeline.io import (
     read_table,
     run_stage,
     write_json,
+    write_parquet,
 )
 
 SPLITS = ("train", "val", "test")
@@ -96,7 +97,7 @@ def split(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SP
         table = read_table(stage.inputs["dedupe.parquet"].path, "dedupe", corpus)
         _check_sizes(table, val_ratio, test_ratio, corpus)
         table["split"] = assign_splits(table, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
-        table.to_parquet(out.path("split.parquet"), index=False)
+        write_parquet(table, out.path("split.parquet"))
         report = split_report(table)
         write_json(out.path("split_report.json"), report)
         parts = ", ".join(f"{name} {r['rows']:,} ({r['positive_share']:.1%} positive)"

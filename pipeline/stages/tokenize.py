@@ -5,8 +5,13 @@ Outputs in data/processed/<corpus>/<tok>/ (`<tok>` = `Segmenter.name()`, e.g. mo
 - tokens.parquet: id (string), tokens (list<string>), the input's rows in the input's order;
 - segmenter.json: `Segmenter.to_dict()`, which the pad stage puts into tokenizer.json.
 The parameters are the segmenter's description, analyzer version included (a new
-analyzer version re-runs the stage); the number of workers is not a parameter, since
-the tokens do not depend on it.
+analyzer version re-runs the stage); the number of workers and the scheduler are not
+parameters, since the tokens do not depend on them.
+
+Morpheme analysis runs on the engine (pipeline.engine): one partition per row group of
+dedupe.parquet, each worker process reading its row groups itself and building its
+analyzer once. Word and character splitting is cheaper than shipping the tokens between
+processes, so it runs in this process unless a scheduler is given.
 """
 from __future__ import annotations
 
@@ -16,8 +21,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import Input, Stage, StageResult, Staging, check_number, read_table, run_stage, write_json
+from pipeline import engine
+from pipeline.io import (
+    Input,
+    ParquetRowGroupWriter,
+    PipelineError,
+    Stage,
+    StageResult,
+    Staging,
+    check_number,
+    row_groups,
+    run_stage,
+    write_json,
+)
 from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+
+SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
 
 
 def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") -> Stage:
@@ -28,29 +47,59 @@ def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") ->
                  outputs=("tokens.parquet", "segmenter.json"))
 
 
+def tokenize_row_group(path: str, index: int, segmenter: Segmenter) -> tuple[pa.Table, dict]:
+    """Tokens of row group `index` of dedupe.parquet at `path`, and its counts (runs on a worker)."""
+    try:
+        rows = pq.ParquetFile(path).read_row_group(index, columns=["id", "text"]).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise PipelineError(f"tokenize: cannot read row group {index} of {path} ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}) - does this worker see the data folder at the same path?") from None
+    texts = rows["text"].fillna("").astype(str).tolist()
+    tokens = [segmenter.segment(t) for t in texts]
+    table = pa.table({"id": pa.array(rows["id"].astype("string"), type=pa.string()),
+                      "tokens": pa.array(tokens, type=pa.list_(pa.string()))}, schema=SCHEMA)
+    counts = {"docs": len(tokens), "tokens": sum(map(len, tokens)), "empty_docs": sum(1 for t in tokens if not t),
+              "empty_texts": sum(1 for t in texts if not t.strip())}
+    return table, counts
+
+
 def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data", workers: int | None = None,
-             force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+             scheduler: str | None = None, force: bool = False,
+             echo: Callable[[str], None] | None = None) -> StageResult:
     if workers is not None:
         check_number("workers", workers, 1, integer=True)
     stage = plan(corpus, segmenter, data_dir=data_dir)
     name = segmenter.name()
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
+    if segmenter.kind == "morpheme":
+        from pipeline.text import morph
+        morph.backend_class(segmenter.backend).check_available()  # a clear error here, not in a worker
 
     def run(out: Staging) -> StageResult:
-        rows = read_table(stage.inputs["dedupe.parquet"].path, "dedupe", corpus, columns=["id", "text"])
-        texts = rows["text"].fillna("").astype(str).tolist()
-        tokens = segmenter.segment_many(texts, workers=used, progress=True)
-        table = pa.table({"id": pa.array(rows["id"].astype("string"), type=pa.string()),
-                          "tokens": pa.array(tokens, type=pa.list_(pa.string()))})
-        pq.write_table(table, out.path("tokens.parquet"))
+        source = str(stage.inputs["dedupe.parquet"].path.resolve())
+        parts = [(source, i, segmenter) for i in range(row_groups(source))]
+        counts = {"docs": 0, "tokens": 0, "empty_docs": 0, "empty_texts": 0}
+        with ParquetRowGroupWriter(out.path("tokens.parquet"), SCHEMA) as writer:
+            for table, part_counts in _progress(engine.map_partitions(tokenize_row_group, parts, workers=used,
+                                                                      scheduler=scheduler, what=f"tokenize {name}"),
+                                                len(parts), f"tokenize {name}"):
+                writer.write(table)
+                for key, n in part_counts.items():
+                    counts[key] += n
         write_json(out.path("segmenter.json"), stage.params)
 
-        n_docs, n_tokens = len(tokens), sum(map(len, tokens))
-        counts = {"docs": n_docs, "tokens": n_tokens, "empty_docs": sum(1 for t in tokens if not t),
-                  "empty_texts": sum(1 for t in texts if not t.strip()), "workers": used}
-        per_doc = n_tokens / n_docs if n_docs else 0.0
-        summary = (f"tokenize {corpus}/{name}: {n_docs:,} docs -> {n_tokens:,} tokens ({per_doc:.1f} per doc, "
-                   f"{counts['empty_docs']:,} without tokens), {used} worker{'s' if used != 1 else ''}")
+        runs_on = engine.where(used, scheduler)
+        counts.update(partitions=len(parts), workers=used, engine=runs_on)
+        per_doc = counts["tokens"] / counts["docs"] if counts["docs"] else 0.0
+        summary = (f"tokenize {corpus}/{name}: {counts['docs']:,} docs -> {counts['tokens']:,} tokens "
+                   f"({per_doc:.1f} per doc, {counts['empty_docs']:,} without tokens), {len(parts)} partitions "
+                   f"on {runs_on}")
         return StageResult(summary=summary, counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)
+
+
+def _progress(items, total: int, desc: str):
+    from tqdm import tqdm
+    # disable=None: shown on a terminal, silent in logs and pipes
+    return tqdm(items, total=total, desc=desc, unit="part", disable=None, mininterval=0.5)

@@ -1,0 +1,132 @@
+"""The engine of the data stages: Dask (distributed), on this machine or on an existing cluster.
+
+A stage splits its input into partitions (the row groups of its input Parquet file, or
+blocks of lines) and hands the engine one function call per partition; `map_partitions`
+yields the results in partition order, whichever worker finished first, so a stage's
+output is the same bytes for any number of workers. At most `2 x workers` partitions are
+in flight: the stage holds a bounded number of results however large the corpus is.
+
+Where the calls run:
+- an existing Dask cluster when a scheduler address is given (`--scheduler`, or the
+  KSENT_SCHEDULER environment variable). Its workers must import this ksent and, for
+  stages that read their partitions by path, see the data folder at the same path
+  (shared storage). Start workers single-threaded (`dask worker ADDR --nthreads 1`):
+  morpheme analyzers are built once per worker process and are not shared by threads;
+- otherwise, for `workers` > 1, a LocalCluster of that many single-threaded worker
+  processes, started when the stage needs it and stopped when it ends (~1 s);
+- otherwise (one worker, no scheduler) in this process, with the same functions: no
+  cluster to start for small inputs and cheap tokenizations.
+
+A worker that dies mid-stage (killed, out of memory) is replaced and its partitions are
+recomputed (Dask retries each up to `distributed.scheduler.allowed-failures` times); if
+they keep killing workers the stage fails with a PipelineError and publishes nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from pipeline.io import PipelineError
+
+SCHEDULER_ENV = "KSENT_SCHEDULER"
+# Test hook: a worker SIGKILLs itself when it starts partition N of a stage (once per marker file).
+KILL_AT_PARTITION_ENV = "KSENT_TEST_KILL_WORKER_AT"
+
+
+def scheduler_address(scheduler: str | None = None) -> str | None:
+    """The Dask scheduler to use: `scheduler`, else $KSENT_SCHEDULER, else None (this machine)."""
+    return scheduler or os.environ.get(SCHEDULER_ENV) or None
+
+
+def where(workers: int, scheduler: str | None = None) -> str:
+    """How `map_partitions(..., workers, scheduler)` will run, for summaries."""
+    address = scheduler_address(scheduler)
+    if address:
+        return f"Dask scheduler {address}"
+    return f"{workers} Dask workers" if workers > 1 else "1 process"
+
+
+@contextlib.contextmanager
+def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
+    """A distributed.Client: to `scheduler` (or $KSENT_SCHEDULER), else to a LocalCluster of `workers`."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler_address(scheduler)
+    if address:
+        try:
+            c = Client(address, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise PipelineError(f"cannot reach the Dask scheduler at {address} ({exc}) - start it with "
+                                f"`dask scheduler`, or drop --scheduler/{SCHEDULER_ENV} to run on this machine"
+                                ) from None
+        with c:
+            if not c.scheduler_info().get("workers"):
+                c.wait_for_workers(1, timeout=60)
+            yield c
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def map_partitions(fn: Callable, partitions: Iterable[tuple], *, workers: int = 1, scheduler: str | None = None,
+                   what: str = "stage") -> Iterator[Any]:
+    """`fn(*args)` for every `args` in `partitions`, yielded in order (see the module doc for where)."""
+    partitions = list(partitions)
+    if not scheduler_address(scheduler) and (workers <= 1 or len(partitions) <= 1):
+        for args in partitions:
+            yield fn(*args)
+        return
+    from distributed import KilledWorker
+
+    with client(workers, scheduler) as c:
+        window = 2 * max(1, len(c.scheduler_info().get("workers", {})) or workers)
+        pending: deque = deque()
+        todo = iter(enumerate(partitions))
+
+        def submit_next() -> None:
+            for i, args in todo:
+                pending.append(c.submit(_call, fn, i, what, *args, pure=False, key=f"{what}-{i}-{os.urandom(4).hex()}"))
+                return
+
+        for _ in range(window):
+            submit_next()
+        while pending:
+            future = pending.popleft()
+            try:
+                result = future.result()
+            except KilledWorker as exc:
+                for f in pending:
+                    f.cancel()
+                raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
+                                    f"nothing was published; check the workers' memory and logs") from None
+            del future
+            submit_next()
+            yield result
+
+
+def _call(fn: Callable, index: int, what: str, *args):
+    kill_at = os.environ.get(KILL_AT_PARTITION_ENV)
+    if kill_at:
+        _maybe_die(kill_at, index)
+    return fn(*args)
+
+
+def _maybe_die(spec: str, index: int) -> None:
+    """Test hook: "N:MARKER" kills this process at partition N if MARKER does not exist yet
+    (it is created first, so the retry succeeds); "N:always" kills it every time."""
+    at, _, marker = spec.partition(":")
+    if str(index) != at:
+        return
+    if marker != "always":
+        try:
+            with open(marker, "x"):
+                pass
+        except FileExistsError:
+            return
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,206 @@
+"""The data stages on the Dask engine: same bytes on 1 or 2 workers, on a separately started
+scheduler, and after a worker is killed mid-stage.
+
+The fixture corpus is small, so the tables are written in row groups (the engine's
+partitions) of ROW_GROUP rows instead of 20,000: several partitions per stage.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import engine, io
+from pipeline.io import ParquetRowGroupWriter, PipelineError, read_json
+from pipeline.stages import pretrain as pretrain_stage
+from pipeline.stages.clean import clean
+from pipeline.stages.dedupe import dedupe
+from pipeline.stages.download import download
+from pipeline.stages.pad import pad
+from pipeline.stages.pretrain import pretrain
+from pipeline.stages.split import split
+from pipeline.stages.tokenize import tokenize
+from pipeline.text.segment import Segmenter
+from tests.conftest import synthetic_reviews
+
+pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
+
+ROW_GROUP = 40
+MECAB = Segmenter("morpheme", backend="mecab")
+QUIET = {"echo": lambda line: None}
+
+
+@pytest.fixture
+def small_partitions(monkeypatch):
+    monkeypatch.setattr(io, "ROW_GROUP_ROWS", ROW_GROUP)
+    monkeypatch.setattr(pretrain_stage, "ROW_GROUP_ROWS", ROW_GROUP)
+
+
+@pytest.fixture
+def unlabeled(tmp_path) -> Path:
+    path = tmp_path / "unlabeled.txt.gz"
+    lines = [text for text, _ in synthetic_reviews(150, seed=9)] + ["", "영화 정말 재밌다 ㅋㅋㅋ"]
+    path.write_bytes(gzip.compress("\n".join(lines).encode("utf-8"), mtime=0))
+    return path
+
+
+def _prepare(data: Path, mirror: Path) -> None:
+    download("tiny", data_dir=data, mirror=str(mirror), **QUIET)
+    clean("tiny", data_dir=data, **QUIET)
+    dedupe("tiny", data_dir=data, **QUIET)
+    split("tiny", data_dir=data, **QUIET)
+
+
+def _data_stages(data: Path, mirror: Path, unlabeled: Path, **where) -> dict:
+    _prepare(data, mirror)
+    results = {"tokenize": tokenize("tiny", MECAB, data_dir=data, **where, **QUIET),
+               "pretrain": pretrain("tiny", MECAB.name(), data_dir=data, unlabeled=str(unlabeled), **where, **QUIET)}
+    pad("tiny", MECAB.name(), data_dir=data, **QUIET)
+    return results
+
+
+def _outputs(data: Path) -> dict[str, bytes]:
+    """Every file the stages wrote, manifests as the output hashes they record (not their timings)."""
+    files = {}
+    for path in sorted(data.rglob("*")):
+        if path.is_file() and "raw" not in path.parts:
+            rel = str(path.relative_to(data))
+            files[rel] = (repr(read_json(path)["outputs"]).encode() if path.name.endswith(".manifest.json")
+                          else path.read_bytes())
+    return files
+
+
+def test_row_group_writer_gives_the_same_bytes_however_the_rows_are_chunked(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "ROW_GROUP_ROWS", 7)
+    table = pa.table({"id": [str(i) for i in range(30)], "tokens": [["토큰"] * (i % 4) for i in range(30)]})
+    written = []
+    for chunks in ([30], [1, 29], [7, 7, 7, 9], [5] * 6, [13, 0, 17]):
+        path = tmp_path / f"{len(written)}.parquet"
+        with ParquetRowGroupWriter(path, table.schema) as writer:
+            start = 0
+            for n in chunks:
+                writer.write(table.slice(start, n))
+                start += n
+        written.append(path.read_bytes())
+        meta = pq.ParquetFile(path).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [7, 7, 7, 7, 2]
+    assert len(set(written)) == 1
+    assert pq.read_table(tmp_path / "0.parquet").equals(table)
+
+
+def test_data_stages_on_two_workers_match_one_process_byte_for_byte(tmp_path, tiny_corpus, unlabeled,
+                                                                     small_partitions):
+    one = _data_stages(tmp_path / "one", tiny_corpus, unlabeled, workers=1)
+    two = _data_stages(tmp_path / "two", tiny_corpus, unlabeled, workers=2)
+    assert one["tokenize"].counts["engine"] == "1 process"
+    assert two["tokenize"].counts["engine"] == "2 Dask workers"
+    assert two["pretrain"].counts["engine"] == "2 Dask workers"
+    assert two["tokenize"].counts["partitions"] > 2                # the fixture really is partitioned
+    assert pq.ParquetFile(tmp_path / "two/interim/tiny/dedupe.parquet").num_row_groups > 2
+    a, b = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert a.keys() == b.keys() and "processed/tiny/morpheme-mecab/vectors.npz" in a
+    assert [name for name in a if a[name] != b[name]] == []
+    assert one["pretrain"].counts["unlabeled_used"] == two["pretrain"].counts["unlabeled_used"] > 100
+
+
+def test_tokens_do_not_depend_on_the_input_row_groups(tmp_path, tiny_corpus, monkeypatch):
+    """Another partitioning of dedupe.parquet (a file written elsewhere) gives the same tokens.parquet."""
+    data = tmp_path / "d"
+    monkeypatch.setattr(io, "ROW_GROUP_ROWS", ROW_GROUP)
+    _prepare(data, tiny_corpus)
+    tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)
+    out = data / "processed/tiny/morpheme-mecab/tokens.parquet"
+    reference = out.read_bytes()
+    interim = data / "interim/tiny"
+    pq.write_table(pq.read_table(interim / "dedupe.parquet"), interim / "dedupe.parquet", row_group_size=17)
+    io.adopt_outputs("dedupe", "tiny", interim, ["dedupe.parquet"],
+                     read_json(interim / "dedupe.manifest.json")["params"])
+    result = tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)
+    assert not result.skipped and result.counts["partitions"] != reference.count(b"PAR1")
+    assert out.read_bytes() == reference
+
+
+def test_a_killed_worker_is_replaced_and_the_stage_gives_the_same_output(tmp_path, tiny_corpus, small_partitions,
+                                                                         monkeypatch):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    tokenize("tiny", MECAB, data_dir=data, workers=1, **QUIET)
+    out = data / "processed/tiny/morpheme-mecab/tokens.parquet"
+    reference = out.read_bytes()
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(engine.KILL_AT_PARTITION_ENV, f"2:{marker}")
+    result = tokenize("tiny", MECAB, data_dir=data, workers=2, force=True, **QUIET)
+    assert marker.exists()                    # a worker did die at partition 2
+    assert result.counts["engine"] == "2 Dask workers"
+    assert out.read_bytes() == reference
+
+
+def test_a_partition_that_keeps_killing_workers_fails_the_stage_and_publishes_nothing(tmp_path, tiny_corpus,
+                                                                                       small_partitions, monkeypatch):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    monkeypatch.setenv(engine.KILL_AT_PARTITION_ENV, "1:always")
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "1")   # give up after 2 deaths
+    with pytest.raises(PipelineError, match="killed its Dask worker .* nothing was published"):
+        tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)
+    folder = data / "processed/tiny/morpheme-mecab"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_stages_run_on_a_separately_started_scheduler_and_two_workers(tmp_path, tiny_corpus, unlabeled,
+                                                                      small_partitions):
+    reference = _data_stages(tmp_path / "local", tiny_corpus, unlabeled, workers=1)
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log")]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = read_json(scheduler_file)["address"]
+        for i in range(2):
+            procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
+                                tmp_path / f"worker{i}.log"))
+        from distributed import Client
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+            worker_pids = set(c.run(os.getpid).values())
+        assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+        remote = _data_stages(tmp_path / "remote", tiny_corpus, unlabeled, scheduler=address)
+        assert remote["tokenize"].counts["engine"] == f"Dask scheduler {address}"
+        a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "remote")
+        assert a.keys() == b.keys() and [name for name in a if a[name] != b[name]] == []
+        assert reference["pretrain"].counts["unlabeled_used"] == remote["pretrain"].counts["unlabeled_used"]
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        shutil.rmtree(tmp_path / "remote", ignore_errors=True)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, tiny_corpus):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    with pytest.raises(PipelineError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        tokenize("tiny", MECAB, data_dir=data, scheduler="tcp://127.0.0.1:9", **QUIET)
+    assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
