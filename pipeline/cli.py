@@ -296,8 +296,9 @@ def _maxlen(value: str):
               help="With --maxlen auto: share of train sequences that fit untruncated.")
 @click.option("--padding", default=defaults.PAD["padding"], type=click.Choice(["pre", "post"]))
 @click.option("--truncating", default=defaults.PAD["truncating"], type=click.Choice(["pre", "post"]))
+@engine_options
 def pad(corpus, kind, backend, jamo, data_dir, force, max_words, pretrained_words, min_freq, maxlen, coverage,
-        padding, truncating):
+        padding, truncating, workers, scheduler):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
     try:
         maxlen = _maxlen(maxlen)
@@ -306,7 +307,7 @@ def pad(corpus, kind, backend, jamo, data_dir, force, max_words, pretrained_word
     from pipeline.stages.pad import pad as run
     run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words,
         pretrained_words=pretrained_words, min_freq=min_freq, maxlen=maxlen, coverage=coverage, padding=padding,
-        truncating=truncating, force=force, echo=_echo)
+        truncating=truncating, workers=workers, scheduler=scheduler, force=force, echo=_echo)
 
 
 _TRAIN_HELP = {
@@ -399,7 +400,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     tokenize.tokenize(corpus, segmenter, workers=workers, scheduler=scheduler, **common)
     pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, scheduler=scheduler,
                       **defaults.pretrain_params(tok, train_params), **common)
-    pad.pad(corpus, tok, **common)
+    pad.pad(corpus, tok, workers=workers, scheduler=scheduler, **common)
     train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
     evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)
 

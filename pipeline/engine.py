@@ -1,7 +1,7 @@
 """The engine of the data stages: Dask (distributed), on this machine or on an existing cluster.
 
 A stage splits its input into partitions (the row groups of its input Parquet file, or
-blocks of lines) and hands the engine one function call per partition; `map_partitions`
+blocks of lines) and hands the engine one function call per partition; `Engine.map`
 yields the results in partition order, whichever worker finished first, so a stage's
 output is the same bytes for any number of workers. At most `2 x workers` partitions are
 in flight: the stage holds a bounded number of results however large the corpus is.
@@ -43,7 +43,7 @@ def scheduler_address(scheduler: str | None = None) -> str | None:
 
 
 def where(workers: int, scheduler: str | None = None) -> str:
-    """How `map_partitions(..., workers, scheduler)` will run, for summaries."""
+    """Where a cluster of `workers` (or at `scheduler`) runs, for summaries."""
     address = scheduler_address(scheduler)
     if address:
         return f"Dask scheduler {address}"
@@ -73,40 +73,68 @@ def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
         yield c
 
 
-def map_partitions(fn: Callable, partitions: Iterable[tuple], *, workers: int = 1, scheduler: str | None = None,
-                   what: str = "stage") -> Iterator[Any]:
-    """`fn(*args)` for every `args` in `partitions`, yielded in order (see the module doc for where)."""
-    partitions = list(partitions)
-    if not scheduler_address(scheduler) and (workers <= 1 or len(partitions) <= 1):
-        for args in partitions:
-            yield fn(*args)
-        return
-    from distributed import KilledWorker
+class Engine:
+    """Where a stage's partitions run; a cluster (if any) starts at the first `map` and stops on exit.
 
-    with client(workers, scheduler) as c:
-        window = 2 * max(1, len(c.scheduler_info().get("workers", {})) or workers)
+        with Engine(workers=2) as eng:
+            counts = list(eng.map(count, parts, what="pad"))
+            arrays = list(eng.map(index, parts, what="pad"))      # same cluster
+    """
+
+    def __init__(self, workers: int = 1, scheduler: str | None = None):
+        self.workers, self.scheduler = max(1, workers), scheduler_address(scheduler)
+        self._stack = contextlib.ExitStack()
+        self._client = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    @property
+    def where(self) -> str:
+        """Where the partitions ran: "1 process" unless a cluster was used."""
+        return where(self.workers, self.scheduler) if self._client is not None else "1 process"
+
+    def map(self, fn: Callable, partitions: Iterable[tuple], *, what: str = "stage") -> Iterator[Any]:
+        """`fn(*args)` for every `args` in `partitions`, yielded in order (see the module doc for where)."""
+        partitions = list(partitions)
+        if not self.scheduler and (self.workers <= 1 or len(partitions) <= 1):
+            for args in partitions:
+                yield fn(*args)
+            return
+        from distributed import KilledWorker
+
+        if self._client is None:
+            self._client = self._stack.enter_context(client(self.workers, self.scheduler))
+        c = self._client
+        window = 2 * max(1, len(c.scheduler_info().get("workers", {})) or self.workers)
         pending: deque = deque()
         todo = iter(enumerate(partitions))
+        run = os.urandom(4).hex()
 
         def submit_next() -> None:
             for i, args in todo:
-                pending.append(c.submit(_call, fn, i, what, *args, pure=False, key=f"{what}-{i}-{os.urandom(4).hex()}"))
+                pending.append(c.submit(_call, fn, i, what, *args, pure=False, key=f"{what}-{run}-{i}"))
                 return
 
         for _ in range(window):
             submit_next()
-        while pending:
-            future = pending.popleft()
-            try:
-                result = future.result()
-            except KilledWorker as exc:
-                for f in pending:
-                    f.cancel()
-                raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
-                                    f"nothing was published; check the workers' memory and logs") from None
-            del future
-            submit_next()
-            yield result
+        try:
+            while pending:
+                future = pending.popleft()
+                try:
+                    result = future.result()
+                except KilledWorker as exc:
+                    raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
+                                        f"nothing was published; check the workers' memory and logs") from None
+                del future
+                submit_next()
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _call(fn: Callable, index: int, what: str, *args):

@@ -213,6 +213,34 @@ def row_groups(path: Path | str) -> int:
     return pq.ParquetFile(path).num_row_groups
 
 
+def row_group_ranges(path: Path | str) -> list[tuple[int, int]]:
+    """(start, stop) row numbers of each row group of a Parquet file: partitions by row range."""
+    import pyarrow.parquet as pq
+
+    meta, ranges, start = pq.ParquetFile(path).metadata, [], 0
+    for i in range(meta.num_row_groups):
+        ranges.append((start, start + meta.row_group(i).num_rows))
+        start += meta.row_group(i).num_rows
+    return ranges
+
+
+def read_rows(path: Path | str, start: int, stop: int, columns: list[str] | None = None):
+    """Rows [start, stop) of a Parquet file as an Arrow table, reading only the row groups they are in."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    groups, first, offset = [], None, 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(i)
+            first = offset if first is None else first
+        offset += n
+    if not groups:
+        return pf.schema_arrow.empty_table().select(columns) if columns else pf.schema_arrow.empty_table()
+    return pf.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _TRACKED_LIBRARIES:

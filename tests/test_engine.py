@@ -64,7 +64,7 @@ def _data_stages(data: Path, mirror: Path, unlabeled: Path, **where) -> dict:
     _prepare(data, mirror)
     results = {"tokenize": tokenize("tiny", MECAB, data_dir=data, **where, **QUIET),
                "pretrain": pretrain("tiny", MECAB.name(), data_dir=data, unlabeled=str(unlabeled), **where, **QUIET)}
-    pad("tiny", MECAB.name(), data_dir=data, **QUIET)
+    results["pad"] = pad("tiny", MECAB.name(), data_dir=data, **where, **QUIET)
     return results
 
 
@@ -103,7 +103,8 @@ def test_data_stages_on_two_workers_match_one_process_byte_for_byte(tmp_path, ti
     two = _data_stages(tmp_path / "two", tiny_corpus, unlabeled, workers=2)
     assert one["tokenize"].counts["engine"] == "1 process"
     assert two["tokenize"].counts["engine"] == "2 Dask workers"
-    assert two["pretrain"].counts["engine"] == "2 Dask workers"
+    assert two["pretrain"].counts["engine"] == two["pad"].counts["engine"] == "2 Dask workers"
+    assert one["pad"].counts["engine"] == "1 process"
     assert two["tokenize"].counts["partitions"] > 2                # the fixture really is partitioned
     assert pq.ParquetFile(tmp_path / "two/interim/tiny/dedupe.parquet").num_row_groups > 2
     a, b = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
@@ -181,7 +182,7 @@ def test_stages_run_on_a_separately_started_scheduler_and_two_workers(tmp_path, 
             worker_pids = set(c.run(os.getpid).values())
         assert len(worker_pids) == 2 and os.getpid() not in worker_pids
         remote = _data_stages(tmp_path / "remote", tiny_corpus, unlabeled, scheduler=address)
-        assert remote["tokenize"].counts["engine"] == f"Dask scheduler {address}"
+        assert {remote[stage].counts["engine"] for stage in remote} == {f"Dask scheduler {address}"}
         a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "remote")
         assert a.keys() == b.keys() and [name for name in a if a[name] != b[name]] == []
         assert reference["pretrain"].counts["unlabeled_used"] == remote["pretrain"].counts["unlabeled_used"]

@@ -198,7 +198,7 @@ def test_a_second_writer_waits_and_the_result_is_one_complete_run(tmp_path, tiny
     for name, digest in manifest["outputs"].items():
         assert sha256_file(folder / name) == digest, name
     report = read_json(folder / "vocab_report.json")
-    assert report == manifest["counts"]
+    assert report == {k: v for k, v in manifest["counts"].items() if k not in ("engine", "partitions")}
 
 
 def _bootstrap(mirror: Path) -> str:

@@ -13,22 +13,27 @@ Nothing is learned from validation or test rows.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline import params as defaults
+from pipeline.engine import Engine
 from pipeline.io import (
     Input,
     ParameterError,
+    PipelineError,
     Stage,
     StageResult,
     Staging,
     check_number,
     read_json_from,
     read_npz,
-    read_split_tokens,
+    read_rows,
+    row_group_ranges,
     run_stage,
     save_npz,
     write_json,
@@ -37,9 +42,9 @@ from pipeline.io import (
 from pipeline.stages.split import SPLITS
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
-from pipeline.text.segment import Segmenter
+from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
 from pipeline.text.sequences import SIDES, length_for_coverage
-from pipeline.text.vocab import Vocabulary
+from pipeline.text.vocab import OOV_ID, Vocabulary
 
 
 def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
@@ -70,6 +75,59 @@ def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float,
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def _partitions(tokens_path: Path, split_path: Path, label: str) -> list[tuple[int, int]]:
+    """Row ranges (the row groups of tokens.parquet), once both files are known to have the same rows."""
+    try:
+        parts = row_group_ranges(tokens_path)
+        n_split = sum(b - a for a, b in row_group_ranges(split_path))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise PipelineError(f"pad {label}: cannot read {tokens_path} or {split_path} ({type(exc).__name__}) - "
+                            f"re-run the stage that wrote it with --force") from None
+    if (parts[-1][1] if parts else 0) != n_split:
+        raise PipelineError(f"pad {label}: tokens.parquet does not match split.parquet row for row - re-run "
+                            f"`ksent tokenize --corpus {label.split('/')[0]}` (the dedupe output changed)")
+    return parts
+
+
+def _read_partition(tokens_path: str, split_path: str, start: int, stop: int, label: str,
+                    columns: list[str]) -> tuple[list[list[str]], pd.DataFrame]:
+    """Tokens and split rows [start, stop), checked to be the same reviews (runs on a worker)."""
+    try:
+        tokens = read_rows(tokens_path, start, stop, ["id", "tokens"])
+        rows = read_rows(split_path, start, stop, columns).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise PipelineError(f"pad {label}: cannot read rows {start:,}-{stop:,} ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}) - does this worker see the data folder at the same path?") from None
+    if tokens.column("id").to_pylist() != rows["id"].astype(str).tolist():
+        raise PipelineError(f"pad {label}: tokens.parquet does not match split.parquet row for row - re-run "
+                            f"`ksent tokenize --corpus {label.split('/')[0]}` (the dedupe output changed)")
+    return tokens.column("tokens").to_pylist(), rows
+
+
+def count_partition(tokens_path: str, split_path: str, start: int, stop: int,
+                    label: str) -> tuple[Counter, np.ndarray]:
+    """Token counts and token lengths of the train rows among rows [start, stop)."""
+    token_lists, rows = _read_partition(tokens_path, split_path, start, stop, label, ["id", "split"])
+    train = [seq for seq, split in zip(token_lists, rows["split"], strict=True) if split == "train"]
+    return Counter(tok for seq in train for tok in seq), np.array([len(seq) for seq in train], dtype=np.int32)
+
+
+def index_partition(tokens_path: str, split_path: str, start: int, stop: int, label: str,
+                    pre: Preprocessor) -> dict[str, dict]:
+    """Rows [start, stop) of each split: padded ids, labels, ids, published text, OOV and token counts."""
+    token_lists, rows = _read_partition(tokens_path, split_path, start, stop, label,
+                                        ["id", "split", "label", "raw"])
+    out = {}
+    for name in SPLITS:
+        mask = (rows["split"] == name).to_numpy()
+        seqs = [seq for seq, keep in zip(token_lists, mask, strict=True) if keep]
+        ids = pre.vocabulary.transform(seqs)
+        out[name] = {"x": pre.pad(ids), "y": rows.loc[mask, "label"].to_numpy(dtype=np.int8),
+                     "ids": rows.loc[mask, "id"].to_numpy(dtype=str), "text": rows.loc[mask, "raw"].to_numpy(dtype=str),
+                     "oov": sum(i == OOV_ID for seq in ids for i in seq), "tokens": sum(map(len, ids))}
+    return out
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
@@ -107,8 +165,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
         pretrained_words: int = defaults.PAD["pretrained_words"], min_freq: int = defaults.PAD["min_freq"],
         maxlen: int | str = defaults.PAD["maxlen"],
         coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
-        truncating: str = defaults.PAD["truncating"], force: bool = False,
-        echo: Callable[[str], None] | None = None) -> StageResult:
+        truncating: str = defaults.PAD["truncating"], workers: int | None = None, scheduler: str | None = None,
+        force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     stage = plan(corpus, tok, data_dir=data_dir, max_words=max_words, pretrained_words=pretrained_words,
                  min_freq=min_freq, maxlen=maxlen,
                  coverage=coverage, padding=padding, truncating=truncating)
@@ -116,46 +174,62 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
     label = stage.label
 
     def run(out: Staging) -> StageResult:
-        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs["split.parquet"], "pad", label)
-        token_lists = [list(t) for t in tokens["tokens"]]
-        in_split = {name: (rows["split"] == name).to_numpy() for name in SPLITS}
-        train_tokens = [t for t, keep in zip(token_lists, in_split["train"], strict=True) if keep]
-
-        vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit(train_tokens)
-        train_vocab = vocab.size
-        if pretrained_words:
-            pretrained = read_npz(inputs["vectors.npz"], "pretrain", label, ("tokens", "train_counts",
-                                                                             "unlabeled_counts"))
-            vocab.extend(zip(pretrained["tokens"].tolist(),
-                             (pretrained["train_counts"] + pretrained["unlabeled_counts"]).tolist(),
-                             strict=True), pretrained_words)
-        train_lengths = np.array([len(t) for t in train_tokens])
-        chosen = length_for_coverage(train_lengths, coverage) if maxlen == "auto" else int(maxlen)
-        needed, available = len(rows) * chosen * 4, _available_memory()
-        if available is not None and needed > available:
-            raise ParameterError(f"pad {corpus}/{tok}: maxlen {chosen:,} x {len(rows):,} rows needs "
-                                 f"{needed / 2**30:.1f} GiB of padded ids, {available / 2**30:.1f} GiB are free - "
-                                 f"choose a smaller --maxlen")
-        pre = Preprocessor(normalizer=Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", corpus)),
-                           segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
-                           vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
+        parts = _partitions(inputs["tokens.parquet"], inputs["split.parquet"], label)
+        paths = (str(inputs["tokens.parquet"].resolve()), str(inputs["split.parquet"].resolve()))
+        with Engine(DEFAULT_WORKERS if workers is None else workers, scheduler) as eng:
+            # pass 1: train token counts and lengths, per partition, merged here (ties broken by token)
+            counts: Counter = Counter()
+            lengths = []
+            for part_counts, part_lengths in eng.map(count_partition, [(*paths, a, b, label) for a, b in parts],
+                                                     what=f"pad {label}: vocabulary"):
+                counts.update(part_counts)
+                lengths.append(part_lengths)
+            train_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
+            vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit_counts(counts)
+            train_vocab = vocab.size
+            if pretrained_words:
+                pretrained = read_npz(inputs["vectors.npz"], "pretrain", label, ("tokens", "train_counts",
+                                                                                 "unlabeled_counts"))
+                vocab.extend(zip(pretrained["tokens"].tolist(),
+                                 (pretrained["train_counts"] + pretrained["unlabeled_counts"]).tolist(),
+                                 strict=True), pretrained_words)
+            chosen = length_for_coverage(train_lengths, coverage) if maxlen == "auto" else int(maxlen)
+            n_rows = parts[-1][1] if parts else 0
+            needed, available = n_rows * chosen * 4, _available_memory()
+            if available is not None and needed > available:
+                raise ParameterError(f"pad {corpus}/{tok}: maxlen {chosen:,} x {n_rows:,} rows needs "
+                                     f"{needed / 2**30:.1f} GiB of padded ids, {available / 2**30:.1f} GiB are free "
+                                     f"- choose a smaller --maxlen")
+            pre = Preprocessor(
+                normalizer=Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", corpus)),
+                segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
+                vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
+            # pass 2: every split indexed and padded, per partition, in row order
+            pieces: dict[str, list[dict]] = {name: [] for name in SPLITS}
+            for indexed in eng.map(index_partition, [(*paths, a, b, label, pre) for a, b in parts],
+                                   what=f"pad {label}: ids"):
+                for name in SPLITS:
+                    pieces[name].append(indexed[name])
+            runs_on = eng.where
 
         report = {"vocab_size": vocab.size, "pretrained_words": vocab.size - train_vocab, "maxlen": chosen,
                   "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
                   "train_sequences_fitting": (round(float((train_lengths <= chosen).mean()), 4)
-                                              if len(train_lengths) else None),
-                  "train_token_coverage": round(1 - vocab.oov_rate(train_tokens), 4)}
-        ids = vocab.transform(token_lists)
+                                              if len(train_lengths) else None), "train_token_coverage": None}
         for name in SPLITS:
-            mask = in_split[name]
-            split_ids = [seq for seq, keep in zip(ids, mask, strict=True) if keep]
-            save_npz(out.path(f"{name}.npz"), x=pre.pad(split_ids),
-                     y=rows.loc[mask, "label"].to_numpy(dtype=np.int8),
-                     ids=rows.loc[mask, "id"].to_numpy(dtype=str), text=rows.loc[mask, "raw"].to_numpy(dtype=str))
-            report[f"{name}_rows"] = int(mask.sum())
-            if name != "train":
-                split_tokens = (t for t, keep in zip(token_lists, mask, strict=True) if keep)
-                report[f"{name}_oov_rate"] = round(vocab.oov_rate(split_tokens), 4)
+            split = {key: np.concatenate([p[key] for p in pieces[name]]) if pieces[name] else None
+                     for key in ("x", "y", "ids", "text")}
+            if split["x"] is None:
+                split = {"x": np.zeros((0, chosen), np.int32), "y": np.zeros(0, np.int8),
+                         "ids": np.zeros(0, str), "text": np.zeros(0, str)}
+            save_npz(out.path(f"{name}.npz"), **split)
+            report[f"{name}_rows"] = len(split["y"])
+            oov, total = (sum(p[key] for p in pieces[name]) for key in ("oov", "tokens"))
+            rate = oov / total if total else 0.0
+            if name == "train":
+                report["train_token_coverage"] = round(1 - rate, 4)
+            else:
+                report[f"{name}_oov_rate"] = round(rate, 4)
         write_text(out.path("tokenizer.json"), pre.to_json())
         write_json(out.path("vocab_report.json"), report)
         _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")
@@ -165,6 +239,6 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                    f"({report['maxlen_mode']}, {how}), OOV rate val "
                    f"{report.get('val_oov_rate', 0):.1%} test {report.get('test_oov_rate', 0):.1%}; rows "
                    + ", ".join(f"{name} {report[f'{name}_rows']:,}" for name in SPLITS))
-        return StageResult(summary=summary, counts=report)
+        return StageResult(summary=summary, counts={**report, "partitions": len(parts), "engine": runs_on})
 
     return run_stage(stage, run, force=force, echo=echo)

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import engine, params as defaults
+from pipeline import params as defaults
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
 from pipeline.embeddings import METHODS, learn_vectors
+from pipeline.engine import Engine
 from pipeline.io import (
     ROW_GROUP_ROWS,
     Input,
@@ -163,18 +164,19 @@ def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, work
     del lines
     kept: list[list[str]] = []
     empty = dropped = 0
-    for cleaned, tokens in engine.map_partitions(prepare_lines, blocks, workers=used, scheduler=scheduler,
-                                                 what=f"pretrain {label}"):
-        for text, seq in zip(cleaned, tokens, strict=True):
-            if not text.strip():
-                empty += 1
-            elif text in heldout:
-                dropped += 1
-            else:
-                kept.append(seq)
+    with Engine(used, scheduler) as eng:
+        for cleaned, tokens in eng.map(prepare_lines, blocks, what=f"pretrain {label}"):
+            for text, seq in zip(cleaned, tokens, strict=True):
+                if not text.strip():
+                    empty += 1
+                elif text in heldout:
+                    dropped += 1
+                else:
+                    kept.append(seq)
+        runs_on = eng.where
     counts.update(unlabeled_lines=sum(len(b[0]) for b in blocks) + problems["invalid UTF-8"],
                   invalid_utf8=problems["invalid UTF-8"], empty=empty, heldout_text=dropped, unlabeled_used=len(kept),
-                  engine=engine.where(used, scheduler))
+                  engine=runs_on)
     return kept
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import engine
+from pipeline.engine import Engine
 from pipeline.io import (
     Input,
     ParquetRowGroupWriter,
@@ -79,17 +79,15 @@ def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data"
         source = str(stage.inputs["dedupe.parquet"].path.resolve())
         parts = [(source, i, segmenter) for i in range(row_groups(source))]
         counts = {"docs": 0, "tokens": 0, "empty_docs": 0, "empty_texts": 0}
-        with ParquetRowGroupWriter(out.path("tokens.parquet"), SCHEMA) as writer:
-            for table, part_counts in _progress(engine.map_partitions(tokenize_row_group, parts, workers=used,
-                                                                      scheduler=scheduler, what=f"tokenize {name}"),
+        with ParquetRowGroupWriter(out.path("tokens.parquet"), SCHEMA) as writer, Engine(used, scheduler) as eng:
+            for table, part_counts in _progress(eng.map(tokenize_row_group, parts, what=f"tokenize {name}"),
                                                 len(parts), f"tokenize {name}"):
                 writer.write(table)
                 for key, n in part_counts.items():
                     counts[key] += n
+            runs_on = eng.where
         write_json(out.path("segmenter.json"), stage.params)
-
-        runs_on = engine.where(used, scheduler)
-        counts.update(partitions=len(parts), workers=used, engine=runs_on)
+        counts.update(partitions=len(parts), engine=runs_on)
         per_doc = counts["tokens"] / counts["docs"] if counts["docs"] else 0.0
         summary = (f"tokenize {corpus}/{name}: {counts['docs']:,} docs -> {counts['tokens']:,} tokens "
                    f"({per_doc:.1f} per doc, {counts['empty_docs']:,} without tokens), {len(parts)} partitions "

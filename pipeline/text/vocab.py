@@ -7,7 +7,7 @@ always give the same ids (a plain Counter would break ties by insertion order).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 PAD_ID = 0
 OOV_ID = 1
@@ -24,7 +24,10 @@ class Vocabulary:
         self._ids: dict[str, int] = {}
 
     def fit(self, token_lists: Iterable[Sequence[str]]) -> Vocabulary:
-        counts = Counter(tok for tokens in token_lists for tok in tokens)
+        return self.fit_counts(Counter(tok for tokens in token_lists for tok in tokens))
+
+    def fit_counts(self, counts: Mapping[str, int]) -> Vocabulary:
+        """`fit` from token counts (e.g. counted per partition and summed): the same ids."""
         ranked = sorted((item for item in counts.items() if item[1] >= self.min_freq),
                         key=lambda item: (-item[1], item[0]))
         if self.max_words:
