@@ -4,7 +4,8 @@
 #
 # Variables: CORPORA, TOKENIZERS (word char morpheme; `morpheme:kiwi` names a morpheme
 # backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
-# out like ../shared/corpora), PYTHON. Example, offline here:
+# out like ../shared/corpora), SCHEDULER (a Dask scheduler address: the data stages run on
+# that cluster instead of this machine), PYTHON. Example, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers):
@@ -27,6 +28,12 @@ PYTEST_ARGS ?=
 LOCK := requirements.lock
 UV_VERSION ?= 0.13.9
 UPGRADE ?=
+
+SCHEDULER ?=
+# every ksent command that has --scheduler reads KSENT_SCHEDULER
+ifneq ($(SCHEDULER),)
+export KSENT_SCHEDULER := $(SCHEDULER)
+endif
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)

@@ -12,9 +12,11 @@ A `Segmenter` is a frozen, hashable value that round-trips through `to_dict`/`fr
 training did. Morpheme analyzers are the pluggable backends of `pipeline.text.morph`.
 
 `segment_many` is order preserving and deterministic: the output does not depend on
-the number of workers (each document is analyzed on its own). Morpheme analysis with
-several workers runs in worker processes that load the analyzer once each (one JVM per
-worker for Okt), fed chunks of documents; kiwi uses its own threads instead.
+the number of workers (each document is analyzed on its own). It is prediction's path
+(`ksent predict --file`, the Python API): morpheme analysis with several workers runs in
+a light `SegmentPool` of worker processes that load the analyzer once each (one JVM per
+worker for Okt), fed chunks of documents; kiwi uses its own threads instead. The data
+stages segment on their engine instead (pipeline.engine: Dask, partitions of a table).
 Worker processes start with "forkserver" (or "spawn" where there is none), never
 "fork": forking a process that runs a JVM (Okt, through JPype) or other threads (kiwi,
 tqdm's monitor, TensorFlow) can deadlock the child. The cost is a fresh interpreter per
