@@ -1,12 +1,14 @@
 """download stage against a local HTTP server started by the test, and a file:// mirror."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from pipeline import corpora
 from pipeline.stages.download import ChecksumError, DownloadError, download, source_url
 
 
@@ -143,3 +145,16 @@ def test_source_url_layout(tiny_corpus):
     assert source_url(spec, "nsmc", None) == spec.url
     assert source_url(spec, "nsmc", "http://h:8000/m/") == "http://h:8000/m/nsmc/ratings_train.txt"
     assert source_url(spec, "nsmc", "/srv/m").startswith("file:///srv/m/nsmc/ratings_train.txt")
+
+
+def test_an_http_mirror_without_the_optional_unlabeled_file_gives_a_note(server, tmp_path, monkeypatch):
+    spec = corpora.CORPORA["tiny"]
+    monkeypatch.setitem(corpora.CORPORA, "tiny", dataclasses.replace(spec, unlabeled=corpora.CorpusFile(
+        "reviews.txt.gz", "", "unlabeled", sha256="0" * 64, mirror_folder="tiny_unlabeled")))
+    lines: list[str] = []
+    result = download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/good", backoff=0, echo=lines.append)
+    assert result.counts == {"fetched": 2, "kept": 0}
+    assert "the mirror has no unlabeled reviews (HTTP 404" in lines[-1]
+    assert _raw_files(tmp_path / "d") == ["download.manifest.json", "ratings_test.txt", "ratings_train.txt"]
+    with pytest.raises(DownloadError, match="HTTP 404"):                  # a required file: still an error
+        download("tiny", data_dir=tmp_path / "e", mirror=f"{server}/missing", backoff=0, echo=_quiet)

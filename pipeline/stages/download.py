@@ -43,7 +43,7 @@ class ChecksumError(DownloadError):
 
 
 class NotFoundError(DownloadError):
-    """A folder or file:// source has no such file."""
+    """The source has no such file (a folder or file:// path that does not exist, HTTP 404 or 410)."""
 
 
 class _Transient(Exception):
@@ -66,6 +66,8 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+        if exc.code in (404, 410):
+            raise NotFoundError(f"HTTP {exc.code} {exc.reason} for {url}") from None
         raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
