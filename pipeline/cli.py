@@ -120,7 +120,7 @@ def engine_options(f):
                      help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
                           "its workers must see --data-dir at the same path.")(f)
     return click.option("--workers", type=click.IntRange(min=1), default=None,
-                        help="Local worker processes for morpheme analysis [default: all cores].")(f)
+                        help="Local worker processes for the stage's partitions [default: all cores].")(f)
 
 
 def tokenizer_options(f):
@@ -188,11 +188,12 @@ def download(corpus, mirror, data_dir, force, retries, timeout):
               help="Shorten runs of one repeated character to this length (0 = off).")
 @click.option("--drop-empty-test/--keep-empty-test", default=defaults.CLEAN["drop_empty_test"],
               help="Drop test rows that are empty after cleaning (published figures keep them).")
-def clean(corpus, data_dir, force, profile, squeeze, drop_empty_test):
+@engine_options
+def clean(corpus, data_dir, force, profile, squeeze, drop_empty_test, workers, scheduler):
     """Normalize the raw text (regex profile); count malformed and empty rows."""
     from pipeline.stages.clean import clean as run
     run(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test,
-        force=force, echo=_echo)
+        workers=workers, scheduler=scheduler, force=force, echo=_echo)
 
 
 @cli.command()
@@ -394,7 +395,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     tok = segmenter.name()
     common = {"data_dir": data_dir, "force": force, "echo": _echo}
     download.download(corpus, mirror=mirror, **common)
-    clean.clean(corpus, **common)
+    clean.clean(corpus, workers=workers, scheduler=scheduler, **common)
     dedupe.dedupe(corpus, **common)
     split.split(corpus, **common)
     tokenize.tokenize(corpus, segmenter, workers=workers, scheduler=scheduler, **common)

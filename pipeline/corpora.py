@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,31 +158,42 @@ ENCODING_FAILURE_SHARE = 0.1   # more invalid UTF-8 lines than this: the file is
 
 def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, Counter]:
     """Parse one upstream file; a line that is not valid UTF-8 is dropped and counted once."""
+    with open(path, "rb") as fh:                   # lines end at b"\n" only, as upstream writes them
+        frame, problems, lines = parse_lines(fh, 1, corpus, source)
+    check_utf8_share(path, problems["invalid UTF-8"], lines)
+    return frame, problems
+
+
+def parse_lines(lines: Iterable[bytes], first_lineno: int, corpus: Corpus,
+                source: str) -> tuple[pd.DataFrame, Counter, int]:
+    """Parse upstream lines (bytes, the first one numbered `first_lineno`) into the common schema.
+
+    Returns (rows, problems by reason, number of lines); a line that is not valid UTF-8 is
+    dropped and counted. A row without an id gets its line number as id.
+    """
     import pandas as pd
 
     ids, texts, labels, ratings = [], [], [], []
     problems: Counter = Counter()
-    lines = 0
-    with open(path, "rb") as fh:                   # lines end at b"\n" only, as upstream writes them
-        for lineno, raw in enumerate(fh, start=1):
-            lines += 1
-            if lineno == 1 and corpus.has_header:
-                continue
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                problems["invalid UTF-8"] += 1
-                continue
-            parsed = corpus.parse_line(line)
-            if isinstance(parsed, str):
-                problems[parsed] += 1
-                continue
-            doc_id, text, label, rating = parsed
-            ids.append(doc_id if doc_id is not None else str(lineno))
-            texts.append(text)
-            labels.append(label)
-            ratings.append(rating)
-    check_utf8_share(path, problems["invalid UTF-8"], lines)
+    n = 0
+    for lineno, raw in enumerate(lines, start=first_lineno):
+        n += 1
+        if lineno == 1 and corpus.has_header:
+            continue
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            problems["invalid UTF-8"] += 1
+            continue
+        parsed = corpus.parse_line(line)
+        if isinstance(parsed, str):
+            problems[parsed] += 1
+            continue
+        doc_id, text, label, rating = parsed
+        ids.append(doc_id if doc_id is not None else str(lineno))
+        texts.append(text)
+        labels.append(label)
+        ratings.append(rating)
     frame = pd.DataFrame({
         "id": pd.Series(ids, dtype="string"),
         "text": pd.Series(texts, dtype="string"),
@@ -190,7 +201,41 @@ def _read_lines(path: Path, corpus: Corpus, source: str) -> tuple[pd.DataFrame, 
         "rating": pd.Series(ratings, dtype="Int8"),
         "source": pd.Series([source] * len(ids), dtype="string"),
     })
-    return frame, problems
+    return frame, problems, n
+
+
+def line_blocks(path: Path | str, block_bytes: int) -> list[tuple[int, int, int]]:
+    """(start byte, end byte, number of the first line) of consecutive blocks of whole lines,
+    each about `block_bytes` long: the partitions in which the clean stage parses a file."""
+    size = Path(path).stat().st_size
+    blocks, start, first_line = [], 0, 1
+    with open(path, "rb") as fh:
+        while start < size:
+            if start + block_bytes >= size:
+                end = size
+            else:
+                fh.seek(start + block_bytes)
+                fh.readline()                       # to the end of the line the target falls in
+                end = fh.tell()
+            fh.seek(start)
+            newlines, left = 0, end - start
+            while left:
+                chunk = fh.read(min(left, 1 << 20))
+                newlines += chunk.count(b"\n")
+                left -= len(chunk)
+            blocks.append((start, end, first_line))
+            first_line += newlines
+            start = end
+    return blocks
+
+
+def read_block(path: Path | str, start: int, end: int) -> list[bytes]:
+    """The lines of bytes [start, end) of a file, as iterating over the open file yields them."""
+    import io
+
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return list(io.BytesIO(fh.read(end - start)))
 
 
 _NSMC_BASE = "https://raw.githubusercontent.com/e9t/nsmc/master"

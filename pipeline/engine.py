@@ -14,8 +14,9 @@ Where the calls run:
   morpheme analyzers are built once per worker process and are not shared by threads;
 - otherwise, for `workers` > 1, a LocalCluster of that many single-threaded worker
   processes, started when the stage needs it and stopped when it ends (~1 s);
-- otherwise (one worker, no scheduler) in this process, with the same functions: no
-  cluster to start for small inputs and cheap tokenizations.
+- otherwise (one worker, or fewer partitions than the stage's `local_below`, no
+  scheduler) in this process, with the same functions: no cluster to start for small
+  inputs and cheap work.
 
 A worker that dies mid-stage (killed, out of memory) is replaced and its partitions are
 recomputed (Dask retries each up to `distributed.scheduler.allowed-failures` times); if
@@ -97,10 +98,15 @@ class Engine:
         """Where the partitions ran: "1 process" unless a cluster was used."""
         return where(self.workers, self.scheduler) if self._client is not None else "1 process"
 
-    def map(self, fn: Callable, partitions: Iterable[tuple], *, what: str = "stage") -> Iterator[Any]:
-        """`fn(*args)` for every `args` in `partitions`, yielded in order (see the module doc for where)."""
+    def map(self, fn: Callable, partitions: Iterable[tuple], *, what: str = "stage",
+            local_below: int = 2) -> Iterator[Any]:
+        """`fn(*args)` for every `args` in `partitions`, yielded in order (see the module doc for where).
+
+        Without a scheduler, fewer than `local_below` partitions run in this process: for a
+        stage whose partitions are cheap, a local cluster's start (~1-2 s) costs more than it saves.
+        """
         partitions = list(partitions)
-        if not self.scheduler and (self.workers <= 1 or len(partitions) <= 1):
+        if not self.scheduler and (self.workers <= 1 or len(partitions) < max(2, local_below)):
             for args in partitions:
                 yield fn(*args)
             return

@@ -1,6 +1,7 @@
-"""Fixture corpora written by the tests: NSMC-format files and a registered "tiny" corpus."""
+"""Fixture corpora written by the tests: NSMC-format files, a registered "tiny" corpus and a shopping-format one."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -84,3 +85,20 @@ def evaluated(request, tmp_path_factory):
         stage("tiny", request.param, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
               **(SMALL if stage is train else {}))
     return root / "artifacts" / f"tiny-{request.param}", root / "artifacts"
+
+
+@pytest.fixture
+def tiny_shop(tmp_path, monkeypatch):
+    """Corpus "tiny_shop" in naver_shopping.txt's format, registered with the shopping reader, and a mirror."""
+    rng = random.Random(5)
+    lines = (SHARED_CORPORA / "naver_shopping" / "preview_head10.txt").read_text(encoding="utf-8").splitlines()
+    lines += [f"{rng.choice((4, 5)) if label else rng.choice((1, 2))}\t{text}"
+              for text, label in synthetic_reviews(400, seed=7)]
+    path = tmp_path / "mirror" / "tiny_shop" / "naver_shopping.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shop = corpora.CORPORA["naver_shopping"]
+    spec = dataclasses.replace(shop, name="tiny_shop", files=(dataclasses.replace(
+        shop.files[0], url="http://127.0.0.1:9/naver_shopping.txt", git_blob_sha1=None, sha256=sha256_file(path)),))
+    monkeypatch.setitem(corpora.CORPORA, "tiny_shop", spec)
+    return tmp_path / "mirror"

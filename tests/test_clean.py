@@ -102,7 +102,7 @@ def test_interrupted_stage_keeps_previous_output(tmp_path, tiny_corpus, monkeypa
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(clean_stage, "write_parquet", fail)
+    monkeypatch.setattr(clean_stage.ParquetRowGroupWriter, "write", fail)
     with pytest.raises(KeyboardInterrupt):
         clean("tiny", data_dir=data, profile="hangul-latin", echo=lambda line: None)
     assert target.read_bytes() == before

@@ -6,7 +6,9 @@ partitions) of ROW_GROUP rows instead of 20,000: several partitions per stage.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -20,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import engine, io
-from pipeline.io import ParquetRowGroupWriter, PipelineError, read_json
-from pipeline.stages import pretrain as pretrain_stage
+from pipeline.io import ParquetRowGroupWriter, PipelineError, StageResult, read_json
+from pipeline.stages import clean as clean_stage, pad as pad_stage, pretrain as pretrain_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
 from pipeline.stages.download import download
@@ -43,6 +45,9 @@ QUIET = {"echo": lambda line: None}
 def small_partitions(monkeypatch):
     monkeypatch.setattr(io, "ROW_GROUP_ROWS", ROW_GROUP)
     monkeypatch.setattr(pretrain_stage, "ROW_GROUP_ROWS", ROW_GROUP)
+    monkeypatch.setattr(clean_stage, "BLOCK_BYTES", 1500)          # the raw files in several blocks
+    monkeypatch.setattr(clean_stage, "LOCAL_BELOW", 2)             # and on the cluster however few
+    monkeypatch.setattr(pad_stage, "LOCAL_BELOW", 2)
 
 
 @pytest.fixture
@@ -53,16 +58,17 @@ def unlabeled(tmp_path) -> Path:
     return path
 
 
-def _prepare(data: Path, mirror: Path) -> None:
+def _prepare(data: Path, mirror: Path, **where) -> StageResult:
     download("tiny", data_dir=data, mirror=str(mirror), **QUIET)
-    clean("tiny", data_dir=data, **QUIET)
+    cleaned = clean("tiny", data_dir=data, **where, **QUIET)
     dedupe("tiny", data_dir=data, **QUIET)
     split("tiny", data_dir=data, **QUIET)
+    return cleaned
 
 
 def _data_stages(data: Path, mirror: Path, unlabeled: Path, **where) -> dict:
-    _prepare(data, mirror)
-    results = {"tokenize": tokenize("tiny", MECAB, data_dir=data, **where, **QUIET),
+    results = {"clean": _prepare(data, mirror, **where),
+               "tokenize": tokenize("tiny", MECAB, data_dir=data, **where, **QUIET),
                "pretrain": pretrain("tiny", MECAB.name(), data_dir=data, unlabeled=str(unlabeled), **where, **QUIET)}
     results["pad"] = pad("tiny", MECAB.name(), data_dir=data, **where, **QUIET)
     return results
@@ -103,9 +109,9 @@ def test_data_stages_on_two_workers_match_one_process_byte_for_byte(tmp_path, ti
     two = _data_stages(tmp_path / "two", tiny_corpus, unlabeled, workers=2)
     assert one["tokenize"].counts["engine"] == "1 process"
     assert two["tokenize"].counts["engine"] == "2 Dask workers"
-    assert two["pretrain"].counts["engine"] == two["pad"].counts["engine"] == "2 Dask workers"
-    assert one["pad"].counts["engine"] == "1 process"
-    assert two["tokenize"].counts["partitions"] > 2                # the fixture really is partitioned
+    assert {result.counts["engine"] for result in two.values()} == {"2 Dask workers"}
+    assert {result.counts["engine"] for result in one.values()} == {"1 process"}
+    assert two["tokenize"].counts["partitions"] > 2 and two["clean"].counts["partitions"] > 4  # really partitioned
     assert pq.ParquetFile(tmp_path / "two/interim/tiny/dedupe.parquet").num_row_groups > 2
     a, b = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert a.keys() == b.keys() and "processed/tiny/morpheme-mecab/vectors.npz" in a
@@ -205,3 +211,30 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, tiny_corpus):
     with pytest.raises(PipelineError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         tokenize("tiny", MECAB, data_dir=data, scheduler="tcp://127.0.0.1:9", **QUIET)
     assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
+
+
+def test_clean_in_blocks_gives_the_rows_of_one_pass_line_numbers_included(tmp_path, tiny_shop, monkeypatch):
+    """The shopping file has no ids (a row's id is its line number) and a malformed line: blocks must agree."""
+    raw = tiny_shop / "tiny_shop" / "naver_shopping.txt"
+    with raw.open("a", encoding="utf-8") as fh:
+        fh.write("not a rating\tline\n6\tno such rating\n")
+    from pipeline import corpora
+    spec = corpora.CORPORA["tiny_shop"]
+    monkeypatch.setitem(corpora.CORPORA, "tiny_shop", dataclasses.replace(spec, files=(dataclasses.replace(
+        spec.files[0], sha256=io.sha256_file(raw)),)))
+    results, files = [], []
+    for name, block_bytes, workers in (("one", 1 << 30, 1), ("blocks", 700, 1), ("cluster", 700, 2)):
+        data = tmp_path / name
+        download("tiny_shop", data_dir=data, mirror=str(tiny_shop), **QUIET)
+        monkeypatch.setattr(clean_stage, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(clean_stage, "LOCAL_BELOW", 2)
+        results.append(clean("tiny_shop", data_dir=data, workers=workers, **QUIET))
+        files.append((data / "interim/tiny_shop/clean.parquet").read_bytes())
+    assert [r.counts["partitions"] for r in results][0] == 1 and results[1].counts["partitions"] > 10
+    assert results[2].counts["engine"] == "2 Dask workers"
+    assert files[0] == files[1] == files[2]
+    assert len({json.dumps({k: v for k, v in r.counts.items() if k not in ("partitions", "engine")}, sort_keys=True)
+                for r in results}) == 1
+    assert sum(results[0].counts["malformed"].values()) == 2
+    ids = pq.read_table(tmp_path / "blocks/interim/tiny_shop/clean.parquet", columns=["id"]).column("id").to_pylist()
+    assert ids[:3] == ["1", "2", "3"] and ids[-1] == str(len(raw.read_text(encoding="utf-8").splitlines()) - 2)

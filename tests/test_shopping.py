@@ -6,7 +6,6 @@ shared preview's real lines plus synthetic ones - goes through `ksent run` with
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import random
@@ -14,30 +13,12 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from pipeline import corpora
 from pipeline.cli import cli
 from pipeline.io import read_json, sha256_file
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, SHARED_CORPORA, synthetic_reviews
+from tests.conftest import FILLER, NEGATIVE, POSITIVE
 from tests.test_end_to_end import SMALL_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture
-def tiny_shop(tmp_path, monkeypatch):
-    """Corpus "tiny_shop" in naver_shopping.txt's format, registered with the shopping reader, and a mirror."""
-    rng = random.Random(5)
-    lines = (SHARED_CORPORA / "naver_shopping" / "preview_head10.txt").read_text(encoding="utf-8").splitlines()
-    lines += [f"{rng.choice((4, 5)) if label else rng.choice((1, 2))}\t{text}"
-              for text, label in synthetic_reviews(400, seed=7)]
-    path = tmp_path / "mirror" / "tiny_shop" / "naver_shopping.txt"
-    path.parent.mkdir(parents=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shop = corpora.CORPORA["naver_shopping"]
-    spec = dataclasses.replace(shop, name="tiny_shop", files=(dataclasses.replace(
-        shop.files[0], url="http://127.0.0.1:9/naver_shopping.txt", git_blob_sha1=None, sha256=sha256_file(path)),))
-    monkeypatch.setitem(corpora.CORPORA, "tiny_shop", spec)
-    return tmp_path / "mirror"
 
 
 def test_shopping_format_through_pretraining_and_an_ensemble(tiny_shop, tmp_path):

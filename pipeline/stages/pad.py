@@ -51,6 +51,10 @@ def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
     return Path(data_dir) / "processed" / corpus / tok
 
 
+# Fewer partitions (row groups of 20,000 rows) than this are padded in this process: at NSMC's
+# 193,499 rows (10) 2 local workers were no faster than one process (bench_scale.py: 0.97x),
+# at 1,000,000 rows 1.35x faster.
+LOCAL_BELOW = 16
 MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
 
 
@@ -181,7 +185,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
             counts: Counter = Counter()
             lengths = []
             for part_counts, part_lengths in eng.map(count_partition, [(*paths, a, b, label) for a, b in parts],
-                                                     what=f"pad {label}: vocabulary"):
+                                                     what=f"pad {label}: vocabulary", local_below=LOCAL_BELOW):
                 counts.update(part_counts)
                 lengths.append(part_lengths)
             train_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
@@ -207,7 +211,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
             # pass 2: every split indexed and padded, per partition, in row order
             pieces: dict[str, list[dict]] = {name: [] for name in SPLITS}
             for indexed in eng.map(index_partition, [(*paths, a, b, label, pre) for a, b in parts],
-                                   what=f"pad {label}: ids"):
+                                   what=f"pad {label}: ids", local_below=LOCAL_BELOW):
                 for name in SPLITS:
                     pieces[name].append(indexed[name])
             runs_on = eng.where
