@@ -66,7 +66,11 @@ def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
                                 ) from None
         with c:
             if not c.scheduler_info().get("workers"):
-                c.wait_for_workers(1, timeout=60)
+                try:
+                    c.wait_for_workers(1, timeout=60)
+                except TimeoutError:
+                    raise PipelineError(f"the Dask scheduler at {address} has no workers (waited 60 s) - start "
+                                        f"some with `dask worker {address} --nthreads 1`") from None
             yield c
         return
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -135,6 +139,9 @@ class Engine:
                 except KilledWorker as exc:
                     raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
                                         f"nothing was published; check the workers' memory and logs") from None
+                except ImportError as exc:          # a worker without ksent or one of its libraries
+                    raise PipelineError(f"{what}: a Dask worker cannot import {exc.name or exc} - install this "
+                                        f"ksent (`make setup`) where the workers run") from None
                 del future
                 submit_next()
                 yield result

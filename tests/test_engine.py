@@ -238,3 +238,13 @@ def test_clean_in_blocks_gives_the_rows_of_one_pass_line_numbers_included(tmp_pa
     assert sum(results[0].counts["malformed"].values()) == 2
     ids = pq.read_table(tmp_path / "blocks/interim/tiny_shop/clean.parquet", columns=["id"]).column("id").to_pylist()
     assert ids[:3] == ["1", "2", "3"] and ids[-1] == str(len(raw.read_text(encoding="utf-8").splitlines()) - 2)
+
+
+def _needs_a_missing_library(x: int) -> int:
+    import ksent_no_such_library  # noqa: F401
+    return x
+
+
+def test_a_worker_without_a_library_is_a_clear_error():
+    with engine.Engine(workers=2) as eng, pytest.raises(PipelineError, match="cannot import ksent_no_such_library"):
+        list(eng.map(_needs_a_missing_library, [(1,), (2,)], what="test"))
