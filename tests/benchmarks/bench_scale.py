@@ -128,7 +128,7 @@ def run_once(data: Path, mirror: Path, workers: int) -> dict:
     mecab = Segmenter("morpheme", backend="mecab")
     quiet = {"data_dir": data, "echo": lambda line: print(line, file=sys.stderr, flush=True)}
     calls = {"download": lambda: download("scale", mirror=str(mirror), **quiet),
-             "clean": lambda: clean("scale", **quiet),
+             "clean": lambda: clean("scale", workers=workers, **quiet),
              "dedupe": lambda: dedupe("scale", **quiet),
              "split": lambda: split("scale", **quiet),
              "tokenize": lambda: tokenize("scale", mecab, workers=workers, **quiet),
@@ -191,18 +191,19 @@ def main() -> None:
             one, two = results[(size, 1)], results[(size, 2)]
             tok = one["tokenize"]["seconds"] / two["tokenize"]["seconds"]
             chain = sum(one[s]["seconds"] for s in STAGES) / sum(two[s]["seconds"] for s in STAGES)
-            print(f"{size:>9,}: speed-up 1 -> 2 workers: tokenize {tok:.2f}x, pad "
+            clean = one["clean"]["seconds"] / two["clean"]["seconds"]
+            print(f"{size:>9,}: speed-up 1 -> 2 workers: clean {clean:.2f}x, tokenize {tok:.2f}x, pad "
                   f"{one['pad']['seconds'] / two['pad']['seconds']:.2f}x, download -> pad {chain:.2f}x")
     two_worker = [size for size in sizes if (size, 2) in results]
     if len(two_worker) > 1:
         lo, hi = two_worker[0], two_worker[-1]
-        for stage in ("tokenize", "pad"):
+        for stage in ("clean", "tokenize", "pad"):
             a, b = (max(results[(s, 2)][stage]["worker_peaks_mib"] or [0]) for s in (lo, hi))
-            if a:
+            if a and b:
                 print(f"peak memory per worker, {stage}, {lo:,} -> {hi:,} reviews: {a} -> {b} MiB ({b / a:.2f}x)")
         a, b = (results[(s, 2)]["pad"]["main_peak_mib"] for s in (lo, hi))
         print(f"peak memory of the main process (all stages), {lo:,} -> {hi:,} reviews: {a:,} -> {b:,} MiB "
-              f"({b / a:.2f}x; clean, dedupe and split still hold the whole table there)")
+              f"({b / a:.2f}x; dedupe and split hold the whole table there, pad the padded arrays)")
 
 
 if __name__ == "__main__":
