@@ -248,3 +248,20 @@ def _needs_a_missing_library(x: int) -> int:
 def test_a_worker_without_a_library_is_a_clear_error():
     with engine.Engine(workers=2) as eng, pytest.raises(PipelineError, match="cannot import ksent_no_such_library"):
         list(eng.map(_needs_a_missing_library, [(1,), (2,)], what="test"))
+
+
+def test_split_streams_row_groups_and_keeps_every_row_and_column(tmp_path, tiny_corpus, small_partitions):
+    import pandas as pd
+
+    from pipeline.params import SPLIT
+    from pipeline.stages.split import assign_splits
+
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    interim = data / "interim/tiny"
+    rows = pd.read_parquet(interim / "dedupe.parquet")
+    written = pd.read_parquet(interim / "split.parquet")
+    assert pq.ParquetFile(interim / "split.parquet").num_row_groups > 2
+    expected = rows.assign(split=assign_splits(rows, **SPLIT))
+    pd.testing.assert_frame_equal(written.drop(columns="split"), rows)
+    assert written["split"].astype(str).tolist() == expected["split"].astype(str).tolist()

@@ -9,6 +9,8 @@ of all rows.
 
 Output `data/interim/<corpus>/split.parquet`: the deduplicated rows in the same
 order with a `split` column; `split_report.json`: rows and class balance per split.
+Membership is decided from the label and source columns alone; the rows are then
+streamed through one row group at a time, so memory does not grow with the text.
 """
 from __future__ import annotations
 
@@ -23,14 +25,17 @@ from pipeline import params as defaults
 from pipeline.io import (
     Input,
     ParameterError,
+    ParquetRowGroupWriter,
+    PipelineError,
     Stage,
     StageResult,
     Staging,
     check_number,
+    read_rows,
     read_table,
+    row_group_ranges,
     run_stage,
     write_json,
-    write_parquet,
 )
 
 SPLITS = ("train", "val", "test")
@@ -75,6 +80,27 @@ def _check_sizes(table: pd.DataFrame, val_ratio: float, test_ratio: float, corpu
                                  f"each split needs rows of both labels - choose a larger ratio or more data")
 
 
+def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str) -> None:
+    """dedupe.parquet's rows with the `split` column added, one row group at a time."""
+    import pyarrow as pa
+
+    def with_split(start: int, stop: int):
+        try:
+            rows = read_rows(source, start, stop).to_pandas()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+            raise PipelineError(f"split {corpus}: cannot read {source} ({type(exc).__name__}: {str(exc)[:120]}) "
+                                f"- re-run `ksent dedupe --corpus {corpus} --force`") from None
+        rows["split"] = pd.Series(split.iloc[start:stop].to_numpy(), dtype="string")
+        return pa.Table.from_pandas(rows, preserve_index=False)
+
+    ranges = row_group_ranges(source) or [(0, 0)]
+    first = with_split(*ranges[0])
+    with ParquetRowGroupWriter(target, first.schema) as writer:
+        writer.write(first)
+        for start, stop in ranges[1:]:
+            writer.write(with_split(start, stop).cast(first.schema))
+
+
 def plan(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
          val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"]) -> Stage:
     for name, ratio in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
@@ -94,10 +120,12 @@ def split(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SP
     stage = plan(corpus, data_dir=data_dir, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
 
     def run(out: Staging) -> StageResult:
-        table = read_table(stage.inputs["dedupe.parquet"].path, "dedupe", corpus)
+        source = stage.inputs["dedupe.parquet"].path
+        # membership needs only the labels and sources; the rows themselves are streamed by row group
+        table = read_table(source, "dedupe", corpus, columns=["source", "label"])
         _check_sizes(table, val_ratio, test_ratio, corpus)
         table["split"] = assign_splits(table, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
-        write_parquet(table, out.path("split.parquet"))
+        _write_with_split(source, table["split"], out.path("split.parquet"), corpus)
         report = split_report(table)
         write_json(out.path("split_report.json"), report)
         parts = ", ".join(f"{name} {r['rows']:,} ({r['positive_share']:.1%} positive)"
