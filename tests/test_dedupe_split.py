@@ -97,3 +97,25 @@ def test_split_stage_writes_table_and_report(tmp_path):
     assert table["id"].tolist() == [str(i) for i in range(500)]    # same rows, same order
     with pytest.raises(PipelineError, match="val_ratio must be between 0 and 1"):
         split("c", data_dir=tmp_path, val_ratio=1.5)
+
+
+@pytest.mark.parametrize("conflicts", ["drop", "majority", "first"])
+@pytest.mark.parametrize("leakage, dedupe_test", [("drop-train", False), ("keep", True)])
+def test_dedupe_stage_over_row_groups_gives_the_whole_table_result(tmp_path, conflicts, leakage, dedupe_test):
+    """The stage keys texts by hash and streams row groups; the policies' result must be the whole table's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "interim" / "c"
+    folder.mkdir(parents=True)
+    rows = ROWS[:10] + ROWS[3:6] + ROWS[10:]                     # train rows after some test-like repeats
+    table = _table(rows)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "clean.parquet", row_group_size=3)
+    adopt_outputs("clean", "c", folder, ["clean.parquet"])
+    result = dedupe("c", data_dir=tmp_path, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test,
+                    echo=lambda line: None)
+    expected, counts = dedupe_table(pd.read_parquet(folder / "clean.parquet"), conflicts=conflicts, leakage=leakage,
+                                    dedupe_test=dedupe_test)
+    written = pd.read_parquet(folder / "dedupe.parquet")
+    pd.testing.assert_frame_equal(written, expected.reset_index(drop=True))
+    assert result.counts == counts

@@ -274,10 +274,10 @@ def test_a_failed_write_keeps_the_previous_outputs_and_leaves_no_temp_files(tmp_
     folder = data / "interim" / "tiny"
     before = _bytes(folder, ["dedupe.parquet", "dedupe.manifest.json"])
 
-    def full(table, path):
-        Path(path).write_bytes(b"PAR1 partial")
-        raise OSError(code, os.strerror(code), str(path))
-    monkeypatch.setattr(dedupe_stage, "write_parquet", full)
+    def full(source, positions, target, corpus):
+        Path(target).write_bytes(b"PAR1 partial")
+        raise OSError(code, os.strerror(code), str(target))
+    monkeypatch.setattr(dedupe_stage, "_write_rows", full)
     with pytest.raises(PipelineError, match=r"dedupe tiny: cannot write .*(no space left|read-only).*previous "
                                             r"outputs are kept"):
         dedupe("tiny", data_dir=data, conflicts="drop", **QUIET)

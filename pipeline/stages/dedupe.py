@@ -7,25 +7,33 @@ Policies (defaults in pipeline.params.DEDUPE):
 - leakage, a text in both an upstream train and test file:
   `drop-train` remove it from train, so the test rows stay exactly as published | `keep` only report it;
 - test rows stay as published (duplicates included) unless `dedupe_test`.
+
+The stage applies the policies (`dedupe_table`) to a slim table whose texts are 128-bit
+BLAKE2b keys, read one row group at a time, then streams the kept rows from clean.parquet
+in order: memory grows with the number of rows, not with their text.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline import params as defaults
 from pipeline.io import (
     Input,
     ParameterError,
+    ParquetRowGroupWriter,
     PipelineError,
     Stage,
     StageResult,
     Staging,
-    read_table,
+    read_rows,
+    row_group_ranges,
     run_stage,
-    write_parquet,
 )
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
@@ -92,6 +100,41 @@ def _summary(corpus: str, c: dict, conflicts: str, leakage: str, dedupe_test: bo
     return line
 
 
+def _read_group(path: Path, start: int, stop: int, corpus: str, columns: list[str] | None = None):
+    try:
+        return read_rows(path, start, stop, columns)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise PipelineError(f"dedupe {corpus}: cannot read {path} ({type(exc).__name__}: {str(exc)[:120]}) - "
+                            f"re-run `ksent clean --corpus {corpus} --force`") from None
+
+
+def _text_keys(path: Path, corpus: str) -> pd.DataFrame:
+    """row, text, label, source of clean.parquet, the text as a 128-bit BLAKE2b key ("" for an empty text):
+    what the policies need, a fraction of the text's memory. Read one row group at a time."""
+    parts = [pd.DataFrame({"row": np.zeros(0, np.int64), "text": [], "label": np.zeros(0, np.int8), "source": []})]
+    for start, stop in row_group_ranges(path):
+        rows = _read_group(path, start, stop, corpus, ["text", "label", "source"]).to_pandas()
+        keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest() if text else ""
+                for text in rows["text"].fillna("")]
+        parts.append(pd.DataFrame({"row": np.arange(start, stop), "text": keys, "label": rows["label"].to_numpy(),
+                                   "source": rows["source"].to_numpy()}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _write_rows(path: Path, positions: np.ndarray, target: Path, corpus: str) -> None:
+    """Rows `positions` of the Parquet file at `path`, in that order (runs of increasing positions:
+    train rows, then test rows), streamed one row group at a time."""
+    runs = np.split(positions, np.flatnonzero(np.diff(positions) <= 0) + 1)
+    ranges = row_group_ranges(path)
+    schema = pq.read_schema(path)
+    with ParquetRowGroupWriter(target, schema) as writer:
+        for run in runs:
+            for start, stop in ranges:
+                lo, hi = np.searchsorted(run, [start, stop])
+                if hi > lo:
+                    writer.write(_read_group(path, start, stop, corpus).take(run[lo:hi] - start))
+
+
 def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
          leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"]) -> Stage:
     if conflicts not in CONFLICT_POLICIES:
@@ -110,11 +153,12 @@ def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defau
     stage = plan(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
 
     def run(out: Staging) -> StageResult:
-        table, counts = dedupe_table(read_table(stage.inputs["clean.parquet"].path, "clean", corpus),
-                                     conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
+        source = stage.inputs["clean.parquet"].path
+        kept, counts = dedupe_table(_text_keys(source, corpus), conflicts=conflicts, leakage=leakage,
+                                    dedupe_test=dedupe_test)
         if not counts["train_out"]:
             raise PipelineError(f"dedupe {corpus}: no training rows left (policy conflicts={conflicts!r})")
-        write_parquet(table, out.path("dedupe.parquet"))
+        _write_rows(source, kept["row"].to_numpy(), out.path("dedupe.parquet"), corpus)
         return StageResult(summary=_summary(corpus, counts, conflicts, leakage, dedupe_test), counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)
