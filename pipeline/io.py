@@ -142,17 +142,7 @@ def save_npz(path: Path | str, **arrays) -> None:
 
 # Tables are written in row groups of this many rows: the partitions the engine hands its
 # workers (pipeline.engine). Fixed, so a table's bytes do not depend on how it was computed.
-ROW_GROUP_ROWS = int(os.environ.get("KSENT_TEST_ROW_GROUP_ROWS", 20_000))  # test hook: small partitions
-
-
-def write_parquet(table, path: Path | str) -> None:
-    """A pandas DataFrame or Arrow table as Parquet in row groups of ROW_GROUP_ROWS rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not isinstance(table, pa.Table):
-        table = pa.Table.from_pandas(table, preserve_index=False)
-    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
+ROW_GROUP_ROWS = 20_000
 
 
 class ParquetRowGroupWriter:
@@ -170,7 +160,6 @@ class ParquetRowGroupWriter:
         self._writer = pq.ParquetWriter(path, schema)
         self._buffer: list = []
         self._buffered = 0
-        self.rows = 0
 
     def write(self, table) -> None:
         self._buffer.append(table)
@@ -188,7 +177,6 @@ class ParquetRowGroupWriter:
         for start in range(0, full, ROW_GROUP_ROWS):
             self._writer.write_table(table.slice(start, min(ROW_GROUP_ROWS, full - start)),
                                      row_group_size=ROW_GROUP_ROWS)
-        self.rows += full
         rest = table.slice(full)
         self._buffer, self._buffered = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 
@@ -206,13 +194,6 @@ class ParquetRowGroupWriter:
             self._writer.close()
 
 
-def row_groups(path: Path | str) -> int:
-    """How many row groups (the engine's partitions) a Parquet file has."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).num_row_groups
-
-
 def row_group_ranges(path: Path | str) -> list[tuple[int, int]]:
     """(start, stop) row numbers of each row group of a Parquet file: partitions by row range."""
     import pyarrow.parquet as pq
@@ -224,21 +205,28 @@ def row_group_ranges(path: Path | str) -> list[tuple[int, int]]:
     return ranges
 
 
-def read_rows(path: Path | str, start: int, stop: int, columns: list[str] | None = None):
-    """Rows [start, stop) of a Parquet file as an Arrow table, reading only the row groups they are in."""
+def read_rows(path: Path | str, start: int, stop: int, stage: str, label: str, columns: list[str] | None = None):
+    """Rows [start, stop) of a Parquet table written by `stage`, as an Arrow table, reading only the row
+    groups they are in; PipelineError naming the stage to re-run if it is unreadable (as `read_table`)."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    groups, first, offset = [], None, 0
-    for i in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        if offset < stop and offset + n > start:
-            groups.append(i)
-            first = offset if first is None else first
-        offset += n
-    if not groups:
-        return pf.schema_arrow.empty_table().select(columns) if columns else pf.schema_arrow.empty_table()
-    return pf.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
+    try:
+        pf = pq.ParquetFile(path)
+        groups, first, offset = [], None, 0
+        for i in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if offset < stop and offset + n > start:
+                groups.append(i)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            return pf.schema_arrow.empty_table().select(columns) if columns else pf.schema_arrow.empty_table()
+        return pf.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
+    except FileNotFoundError:   # verify_inputs saw it: this process (a Dask worker) does not
+        raise PipelineError(f"{path} not found where this runs - do the Dask workers see the data folder at "
+                            f"the same path?") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise _unreadable(Path(path), stage, label, exc) from None
 
 
 def library_versions() -> dict[str, str]:

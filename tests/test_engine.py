@@ -265,3 +265,12 @@ def test_split_streams_row_groups_and_keeps_every_row_and_column(tmp_path, tiny_
     expected = rows.assign(split=assign_splits(rows, **SPLIT))
     pd.testing.assert_frame_equal(written.drop(columns="split"), rows)
     assert written["split"].astype(str).tolist() == expected["split"].astype(str).tolist()
+
+
+def test_read_rows_names_the_stage_to_rerun_or_the_missing_shared_folder(tmp_path):
+    with pytest.raises(PipelineError, match="not found where this runs - do the Dask workers see the data folder"):
+        io.read_rows(tmp_path / "absent.parquet", 0, 10, "dedupe", "tiny")
+    damaged = tmp_path / "dedupe.parquet"
+    damaged.write_bytes(b"PAR1 not really")
+    with pytest.raises(PipelineError, match=r"is unreadable .* re-run `ksent dedupe --corpus tiny --force`"):
+        io.read_rows(damaged, 0, 10, "dedupe", "tiny")

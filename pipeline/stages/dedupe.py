@@ -100,20 +100,12 @@ def _summary(corpus: str, c: dict, conflicts: str, leakage: str, dedupe_test: bo
     return line
 
 
-def _read_group(path: Path, start: int, stop: int, corpus: str, columns: list[str] | None = None):
-    try:
-        return read_rows(path, start, stop, columns)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-        raise PipelineError(f"dedupe {corpus}: cannot read {path} ({type(exc).__name__}: {str(exc)[:120]}) - "
-                            f"re-run `ksent clean --corpus {corpus} --force`") from None
-
-
 def _text_keys(path: Path, corpus: str) -> pd.DataFrame:
     """row, text, label, source of clean.parquet, the text as a 128-bit BLAKE2b key ("" for an empty text):
     what the policies need, a fraction of the text's memory. Read one row group at a time."""
     parts = [pd.DataFrame({"row": np.zeros(0, np.int64), "text": [], "label": np.zeros(0, np.int8), "source": []})]
     for start, stop in row_group_ranges(path):
-        rows = _read_group(path, start, stop, corpus, ["text", "label", "source"]).to_pandas()
+        rows = read_rows(path, start, stop, "clean", corpus, ["text", "label", "source"]).to_pandas()
         keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest() if text else ""
                 for text in rows["text"].fillna("")]
         parts.append(pd.DataFrame({"row": np.arange(start, stop), "text": keys, "label": rows["label"].to_numpy(),
@@ -132,7 +124,7 @@ def _write_rows(path: Path, positions: np.ndarray, target: Path, corpus: str) ->
             for start, stop in ranges:
                 lo, hi = np.searchsorted(run, [start, stop])
                 if hi > lo:
-                    writer.write(_read_group(path, start, stop, corpus).take(run[lo:hi] - start))
+                    writer.write(read_rows(path, start, stop, "clean", corpus).take(run[lo:hi] - start))
 
 
 def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],

@@ -98,12 +98,8 @@ def _partitions(tokens_path: Path, split_path: Path, label: str) -> list[tuple[i
 def _read_partition(tokens_path: str, split_path: str, start: int, stop: int, label: str,
                     columns: list[str]) -> tuple[list[list[str]], pd.DataFrame]:
     """Tokens and split rows [start, stop), checked to be the same reviews (runs on a worker)."""
-    try:
-        tokens = read_rows(tokens_path, start, stop, ["id", "tokens"])
-        rows = read_rows(split_path, start, stop, columns).to_pandas()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-        raise PipelineError(f"pad {label}: cannot read rows {start:,}-{stop:,} ({type(exc).__name__}: "
-                            f"{str(exc)[:120]}) - does this worker see the data folder at the same path?") from None
+    tokens = read_rows(tokens_path, start, stop, "tokenize", label, ["id", "tokens"])
+    rows = read_rows(split_path, start, stop, "split", label.split("/")[0], columns).to_pandas()
     if tokens.column("id").to_pylist() != rows["id"].astype(str).tolist():
         raise PipelineError(f"pad {label}: tokens.parquet does not match split.parquet row for row - re-run "
                             f"`ksent tokenize --corpus {label.split('/')[0]}` (the dedupe output changed)")

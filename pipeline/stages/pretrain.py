@@ -159,8 +159,9 @@ def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, work
     lines, problems = read_lines(inputs["unlabeled"])
     heldout = set(rows.loc[~in_train, "text"].fillna("").astype(str))
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
+    n_lines = len(lines)
     blocks = [(lines[start:start + ROW_GROUP_ROWS], normalizer, segmenter)
-              for start in range(0, len(lines), ROW_GROUP_ROWS)]
+              for start in range(0, n_lines, ROW_GROUP_ROWS)]
     del lines
     kept: list[list[str]] = []
     empty = dropped = 0
@@ -174,7 +175,7 @@ def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, work
                 else:
                     kept.append(seq)
         runs_on = eng.where
-    counts.update(unlabeled_lines=sum(len(b[0]) for b in blocks) + problems["invalid UTF-8"],
+    counts.update(unlabeled_lines=n_lines + problems["invalid UTF-8"],
                   invalid_utf8=problems["invalid UTF-8"], empty=empty, heldout_text=dropped, unlabeled_used=len(kept),
                   engine=runs_on)
     return kept

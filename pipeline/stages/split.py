@@ -26,7 +26,6 @@ from pipeline.io import (
     Input,
     ParameterError,
     ParquetRowGroupWriter,
-    PipelineError,
     Stage,
     StageResult,
     Staging,
@@ -85,11 +84,7 @@ def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str)
     import pyarrow as pa
 
     def with_split(start: int, stop: int):
-        try:
-            rows = read_rows(source, start, stop).to_pandas()
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-            raise PipelineError(f"split {corpus}: cannot read {source} ({type(exc).__name__}: {str(exc)[:120]}) "
-                                f"- re-run `ksent dedupe --corpus {corpus} --force`") from None
+        rows = read_rows(source, start, stop, "dedupe", corpus).to_pandas()
         rows["split"] = pd.Series(split.iloc[start:stop].to_numpy(), dtype="string")
         return pa.Table.from_pandas(rows, preserve_index=False)
 

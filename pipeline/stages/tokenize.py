@@ -19,18 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.engine import Engine
 from pipeline.io import (
     Input,
     ParquetRowGroupWriter,
-    PipelineError,
     Stage,
     StageResult,
     Staging,
     check_number,
-    row_groups,
+    read_rows,
+    row_group_ranges,
     run_stage,
     write_json,
 )
@@ -47,13 +46,9 @@ def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") ->
                  outputs=("tokens.parquet", "segmenter.json"))
 
 
-def tokenize_row_group(path: str, index: int, segmenter: Segmenter) -> tuple[pa.Table, dict]:
-    """Tokens of row group `index` of dedupe.parquet at `path`, and its counts (runs on a worker)."""
-    try:
-        rows = pq.ParquetFile(path).read_row_group(index, columns=["id", "text"]).to_pandas()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-        raise PipelineError(f"tokenize: cannot read row group {index} of {path} ({type(exc).__name__}: "
-                            f"{str(exc)[:120]}) - does this worker see the data folder at the same path?") from None
+def tokenize_rows(path: str, start: int, stop: int, corpus: str, segmenter: Segmenter) -> tuple[pa.Table, dict]:
+    """Tokens of rows [start, stop) of dedupe.parquet at `path`, and their counts (runs on a worker)."""
+    rows = read_rows(path, start, stop, "dedupe", corpus, ["id", "text"]).to_pandas()
     texts = rows["text"].fillna("").astype(str).tolist()
     tokens = [segmenter.segment(t) for t in texts]
     table = pa.table({"id": pa.array(rows["id"].astype("string"), type=pa.string()),
@@ -77,10 +72,10 @@ def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data"
 
     def run(out: Staging) -> StageResult:
         source = str(stage.inputs["dedupe.parquet"].path.resolve())
-        parts = [(source, i, segmenter) for i in range(row_groups(source))]
+        parts = [(source, start, stop, corpus, segmenter) for start, stop in row_group_ranges(source)]
         counts = {"docs": 0, "tokens": 0, "empty_docs": 0, "empty_texts": 0}
         with ParquetRowGroupWriter(out.path("tokens.parquet"), SCHEMA) as writer, Engine(used, scheduler) as eng:
-            for table, part_counts in _progress(eng.map(tokenize_row_group, parts, what=f"tokenize {name}"),
+            for table, part_counts in _progress(eng.map(tokenize_rows, parts, what=f"tokenize {name}"),
                                                 len(parts), f"tokenize {name}"):
                 writer.write(table)
                 for key, n in part_counts.items():
