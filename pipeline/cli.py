@@ -320,6 +320,7 @@ _TRAIN_HELP = {
     "learning_rate": "Adam learning rate.",
     "lr_decay": "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
     "seed": "Random seed (recorded).",
+    "shard_mb": "Read the training data in shards of at most this many MB of padded ids (bounds memory).",
 }
 
 

@@ -226,7 +226,7 @@ def read_rows(path: Path | str, start: int, stop: int, stage: str, label: str, c
         raise PipelineError(f"{path} not found where this runs - do the Dask workers see the data folder at "
                             f"the same path?") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-        raise _unreadable(Path(path), stage, label, exc) from None
+        raise unreadable(Path(path), stage, label, exc) from None
 
 
 def library_versions() -> dict[str, str]:
@@ -613,7 +613,7 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
 
 # --- reading what a stage wrote -----------------------------------------------------------------
 
-def _unreadable(path: Path, stage: str, label: str, exc: Exception) -> PipelineError:
+def unreadable(path: Path, stage: str, label: str, exc: Exception) -> PipelineError:
     return PipelineError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}) - re-run "
                          f"`{rerun_command(stage, label)} --force`")
 
@@ -625,7 +625,7 @@ def read_table(path: Path | str, stage: str, label: str, columns: list[str] | No
     try:
         return pd.read_parquet(path, columns=columns)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
-        raise _unreadable(Path(path), stage, label, exc) from None
+        raise unreadable(Path(path), stage, label, exc) from None
 
 
 def read_split_tokens(tokens_path: Path | str, split_path: Path | str, what: str, label: str,
@@ -653,7 +653,7 @@ def read_npz(path: Path | str, stage: str, label: str, keys: tuple[str, ...]) ->
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in keys}
     except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many kinds for a damaged file
-        raise _unreadable(Path(path), stage, label, exc) from None
+        raise unreadable(Path(path), stage, label, exc) from None
 
 
 def read_json_from(path: Path | str, stage: str, label: str, kind: type = dict):
@@ -661,7 +661,7 @@ def read_json_from(path: Path | str, stage: str, label: str, kind: type = dict):
     try:
         value = read_json(path)
     except (OSError, ValueError) as exc:
-        raise _unreadable(Path(path), stage, label, exc) from None
+        raise unreadable(Path(path), stage, label, exc) from None
     if not isinstance(value, kind):
         raise PipelineError(f"{path} does not hold what the {stage} stage writes - re-run "
                             f"`{rerun_command(stage, label)} --force`")

@@ -86,6 +86,11 @@ TRAIN = {
     "learning_rate": 1e-3,
     "lr_decay": 0.3,            # learning rate x this after an epoch without a lower val_loss (1 = off)
     "seed": 42,
+    # Train reads its split in shards of whole row groups holding at most this many MB of padded
+    # ids, so a training set larger than memory trains. A split that fits in one shard (NSMC's
+    # 129,149 x 80 ids are 41 MB) is read whole and batched exactly as in memory; larger ones are
+    # shuffled by row group into shards, and batches are drawn within a shard.
+    "shard_mb": 512.0,
 }
 
 # Per tokenization (the part of the tokenizer's name before "-": word, char, morpheme), what
@@ -123,7 +128,7 @@ TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("pretrained", "random")
 TRAIN_LIMITS = {
     "embedding_dim": (1, 4096), "units": (1, 4096), "layers": (1, 8), "batch_size": (1, 65536),
     "epochs": (1, 1000), "patience": (0, 1000), "seed": (0, 2**32 - 1),
-    "dropout": (0.0, 0.95), "learning_rate": (0.0, 1.0), "lr_decay": (0.01, 1.0),
+    "dropout": (0.0, 0.95), "learning_rate": (0.0, 1.0), "lr_decay": (0.01, 1.0), "shard_mb": (0.01, 1e6),
 }
 
 ENSEMBLE = {

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 import pipeline
+from pipeline import padded
 from pipeline.bundle import default_model_dir, load_bundle
-from pipeline.io import ParameterError, PipelineError, read_json, read_npz
+from pipeline.io import ParameterError, PipelineError, read_json
 from pipeline.stages.ensemble import ensemble, member_names
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
@@ -56,9 +57,9 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
     members = [load_bundle(artifacts / m["name"]) for m in manifest["members"]]
     # validation accuracy (what picks the default model) is the mean's, recomputed here from the members
     assert manifest["combination"] == "logit-mean"
-    val_p = logit_mean([m.predict_ids(read_npz(data / "processed" / "tiny" / m.tok / "val.npz", "pad", "t",
-                                               ("x",))["x"]) for m in members])
-    val_y = read_npz(data / "processed" / "tiny" / "word" / "val.npz", "pad", "t", ("y",))["y"]
+    val_p = logit_mean([m.predict_ids(padded.read(data / "processed" / "tiny" / m.tok / "val.parquet", "t",
+                                                  ("x",))["x"]) for m in members])
+    val_y = padded.read(data / "processed" / "tiny" / "word" / "val.parquet", "t", ("label",))["label"]
     assert manifest["training"]["best_val_accuracy"] == pytest.approx(((val_p >= 0.5) == (val_y == 1)).mean(),
                                                                       abs=1e-6)
     rows = pd.read_csv(folder / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from pipeline import padded
 from pipeline.embeddings import learn_vectors
 from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json, save_npz
 from pipeline.model import build_model
 from pipeline.scoring import compute_metrics, unique_text_mask, write_report
 from pipeline.stages.evaluate import evaluate
-from pipeline.stages.train import _lr_schedule, train
+from pipeline.stages.train import SplitReader, _lr_schedule, train
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
-from pipeline.text.sequences import length_batches, trim_padding
+from pipeline.text.sequences import length_batch_count, length_batches, trim_padding
 from pipeline.text.vocab import Vocabulary
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
@@ -43,7 +45,8 @@ def reviews(n: int, seed: int) -> list[tuple[str, int]]:
 
 
 def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
-                    sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"]) -> Path:
+                    sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"],
+                    row_group_rows: int = 20_000) -> Path:
     """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
     segmenter = segmenter or Segmenter("word")
     normalizer = Normalizer()
@@ -56,10 +59,12 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
         texts = [text for text, _ in rows]
-        np.savez_compressed(out / f"{name}.npz", x=pre.transform(texts), y=np.array([y for _, y in rows], np.int8),
-                            ids=np.array([f"{name}-{i}" for i in range(len(rows))]), text=np.array(texts, dtype=str))
+        table = padded.to_table(pre.transform(texts), [y for _, y in rows], [f"{name}-{i}" for i in range(len(rows))],
+                                texts, maxlen)
+        pq.write_table(table, out / f"{name}.parquet", row_group_size=row_group_rows)
     (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
-    adopt_outputs("pad", f"{corpus}/{pre.name}", out, ["train.npz", "val.npz", "test.npz", "tokenizer.json"])
+    adopt_outputs("pad", f"{corpus}/{pre.name}", out,
+                  [f"{name}.parquet" for name in splits] + ["tokenizer.json"])
     # the pretrain stage's vectors, from the train split (what the stage learns without unlabeled text)
     tokens, vectors = learn_vectors(train_tokens, dim=vector_dim, min_count=1, seed=seed)
     save_npz(out / "vectors.npz", tokens=np.array(tokens, dtype=str), vectors=vectors)
@@ -172,8 +177,8 @@ def test_saved_model_is_the_best_epoch_without_optimizer_state(trained):
     assert getattr(model, "optimizer", None) is None
     params = read_json(bundle_dir / "train.manifest.json")["counts"]["params"]
     assert (bundle_dir / "model.keras").stat().st_size < 4 * params + 100_000      # float32 weights, no Adam slots
-    with np.load(data / "processed" / "tiny" / "word" / "val.npz") as npz:
-        x, y = npz["x"], npz["y"]
+    val = padded.read(data / "processed" / "tiny" / "word" / "val.parquet", "tiny/word")
+    x, y = val["x"], val["label"]
     accuracy = ((model.predict(x, verbose=0)[:, 0] >= 0.5) == y).mean()
     best = read_json(bundle_dir / "train.manifest.json")["counts"]["best_val_accuracy"]
     assert accuracy == pytest.approx(best, abs=1e-6)
@@ -211,6 +216,59 @@ def test_train_is_reproducible_with_its_seed_in_a_fresh_process(tmp_path, traine
                                   pd.read_csv(trained[2] / "history.csv")[columns])
 
 
+# --- streamed training data ---------------------------------------------------------------------
+
+def test_split_in_one_shard_is_batched_exactly_as_in_memory(tmp_path):
+    out = write_processed(tmp_path, row_group_rows=50)                   # train: 6 row groups of 50
+    split = SplitReader(out / "train.parquet", "train", "tiny/word", shard_mb=512)
+    assert (split.rows, split.groups, split.shard_count) == (300, 6, 1)
+    whole = padded.read(out / "train.parquet", "tiny/word")
+    x, y = whole["x"], whole["label"].astype(np.float32)
+    streamed, in_memory = np.random.default_rng(3), np.random.default_rng(3)
+    for _epoch in range(2):                             # the same draws, epoch after epoch
+        expected = [(trim_padding(x[idx]), y[idx]) for idx in length_batches(x, 16, in_memory)]
+        got = list(split.batches(16, streamed))
+        assert len(got) == len(expected) == length_batch_count(300, 16)
+        for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(gx, ex)
+            np.testing.assert_array_equal(gy, ey)
+
+
+def test_shards_hold_whole_row_groups_within_the_budget_and_every_row_once(tmp_path):
+    out = write_processed(tmp_path, maxlen=64, row_group_rows=50)        # 50 x 64 int32 = 12,800 bytes a group
+    split = SplitReader(out / "train.parquet", "train", "tiny/word", shard_mb=26_000 / 2**20)
+    assert (split.groups, split.groups_per_shard, split.shard_count) == (6, 2, 3)
+    x_all = padded.read(out / "train.parquet", "tiny/word")["x"]
+    rng, orders = np.random.default_rng(0), []
+    for _epoch in range(3):
+        shards = list(split.shards(rng))
+        assert [len(x) for x, _ in shards] == [100, 100, 100]
+        rows = np.concatenate([x for x, _ in shards])
+        assert sorted(map(bytes, rows)) == sorted(map(bytes, x_all))    # every row once per epoch
+        orders.append(b"".join(map(bytes, rows)))
+    assert len(set(orders)) > 1                         # the row groups are dealt afresh each epoch
+    assert b"".join(map(bytes, np.concatenate([x for x, _ in split.shards()]))) == b"".join(map(bytes, x_all))
+    for rng in (np.random.default_rng(1), None):        # the batch count does not depend on the shards
+        batches = list(split.batches(16, rng, window=2))
+        assert len(batches) == length_batch_count(300, 16, window=2)
+        assert all(len(y) <= 16 for _, y in batches)
+        tokens = sorted(tuple(row[row != 0]) for bx, _ in batches for row in bx)    # trimming keeps every token
+        assert tokens == sorted(tuple(row[row != 0]) for row in x_all)
+
+
+def test_train_streams_a_split_larger_than_its_shards(tmp_path):
+    data = tmp_path / "data"
+    write_processed(data, maxlen=64, row_group_rows=50)
+    lines: list[str] = []
+    train("tiny", "word", data_dir=data, artifacts_dir=tmp_path / "a", echo=lines.append,
+          **{**SMALL, "shard_mb": 26_000 / 2**20})
+    counts = read_json(tmp_path / "a" / "tiny-word" / "train.manifest.json")["counts"]
+    assert counts["train_shards"] == 3 and counts["train_rows"] == 300
+    assert counts["best_val_accuracy"] >= 0.75          # the fixture's phrases decide the label
+    history = pd.read_csv(tmp_path / "a" / "tiny-word" / "history.csv")
+    assert len(history) == counts["epochs_run"] >= 1 and history["loss"].notna().all()
+
+
 def test_lr_schedule():
     import keras
 
@@ -226,16 +284,17 @@ def test_train_errors(tmp_path):
     for bad in (0.0, 1.5):
         with pytest.raises(PipelineError, match="lr_decay"):
             train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path, lr_decay=bad)
-    with pytest.raises(MissingInputError, match="train.npz"):
+    with pytest.raises(MissingInputError, match="train.parquet"):
         train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path)
     out = write_processed(tmp_path / "data")
-    with np.load(out / "val.npz") as npz:
-        arrays = dict(npz)
-    arrays["x"][0, -1] = 10_000                     # an id the vocabulary does not have
-    np.savez(out / "val.npz", **arrays)
-    with pytest.raises(PipelineError, match=r"val.npz is not the file the pad stage recorded .* re-run `ksent pad"):
+    arrays = padded.read(out / "val.parquet", "tiny/word")
+    x = arrays["x"].copy()                          # arrays read from Arrow are read-only views
+    x[0, -1] = 10_000                               # an id the vocabulary does not have
+    pq.write_table(padded.to_table(x, arrays["label"], arrays["id"], arrays["text"], 8),
+                   out / "val.parquet")
+    with pytest.raises(PipelineError, match=r"val.parquet is not the file the pad stage recorded .* re-run `ksent pad"):
         train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
-    adopt_outputs("pad", "tiny/word", out, ["train.npz", "val.npz", "test.npz", "tokenizer.json"])
+    adopt_outputs("pad", "tiny/word", out, ["train.parquet", "val.parquet", "test.parquet", "tokenizer.json"])
     with pytest.raises(PipelineError, match="outside"):
         train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path, echo=lambda _: None, **SMALL)
 
@@ -277,8 +336,8 @@ def test_evaluate_writes_metrics_predictions_and_report(trained):
         compute_metrics(predictions["label"][unique], predictions["probability"][unique])["accuracy"])
     seen = set()
     for split in ("train", "val"):
-        with np.load(data / "processed" / "tiny" / "word" / f"{split}.npz") as npz:
-            seen.update(npz["text"].tolist())
+        seen.update(padded.read(data / "processed" / "tiny" / "word" / f"{split}.parquet", "tiny/word",
+                                ("text",))["text"].tolist())
     unseen = ~predictions["text"].isin(seen).to_numpy()
     assert 0 < metrics["unseen_text_test"]["n"] == unseen.sum() < 80       # the fixture repeats phrases
     assert metrics["unseen_text_test"]["accuracy"] == pytest.approx(

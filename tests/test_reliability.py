@@ -71,7 +71,7 @@ FAULT_STAGES = {
     "tokenize": (["tokenize", "--corpus", "tiny", "--tokenizer", "word", "--stopwords", "{stopwords}"],
                  "processed/tiny/word", ["tokens.parquet", "segmenter.json"]),
     "pad": (["pad", "--corpus", "tiny", "--tokenizer", "word", "--min-freq", "5"], "processed/tiny/word",
-            ["train.npz", "val.npz", "test.npz", "tokenizer.json", "vocab_report.json", "lengths.png"]),
+            ["train.parquet", "val.parquet", "test.parquet", "tokenizer.json", "vocab_report.json", "lengths.png"]),
 }
 
 

@@ -2,7 +2,7 @@
 
 Inputs: each member bundle's bundle.json (which pins its network and tokenizer files by
 checksum; the default members are every single-model bundle of the corpus in
-artifacts/), and each member's val.npz, test.npz and train.npz (pad stage) for the rows
+artifacts/), and each member's val.parquet, test.parquet and train.parquet (pad stage) for the rows
 it was scored on. Outputs in artifacts/<corpus>-ensemble/: bundle.json (kind "ensemble":
 the members by name and bundle.json checksum, their weights), metrics.json,
 predictions.csv and confusion.png as the evaluate stage writes them; then REPORT.md.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
+from pipeline import padded, params as defaults
 from pipeline.io import (
     Input,
     ParameterError,
@@ -32,7 +32,6 @@ from pipeline.io import (
     Staging,
     library_versions,
     read_json,
-    read_npz,
     run_stage,
     sha256_file,
     write_json,
@@ -87,7 +86,7 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train")
         src = Path(data_dir) / "processed" / corpus / _member_tok(bundle_dir)
         for split in ("train", "val", "test"):
-            inputs[f"{name}/{split}.npz"] = Input(src / f"{split}.npz", "pad")
+            inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad")
     return Stage("ensemble", corpus, artifacts_dir / f"{corpus}-{ENSEMBLE_TOK}", inputs=inputs,
                  params={"members": members, "combination": combination},
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
@@ -106,7 +105,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
     label = f"ensemble {corpus}"
 
     def split_rows(name: str, split: str, fields: tuple[str, ...]) -> dict:
-        return read_npz(stage.inputs[f"{name}/{split}.npz"].path, "pad", f"{corpus}/{name}", fields)
+        return padded.read(stage.inputs[f"{name}/{split}.parquet"].path, f"{corpus}/{name}", fields)
 
     def run(out: Staging) -> StageResult:
         bundles = [load_bundle(Path(artifacts_dir) / name) for name in names]
@@ -114,15 +113,15 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         for split in ("val", "test"):
             member_p = []
             for name, bundle in zip(names, bundles, strict=True):
-                rows = split_rows(name, split, ("x", "y", "ids", "text"))
+                rows = split_rows(name, split, ("x", "label", "id", "text"))
                 if split not in reference:
                     reference[split] = rows
-                elif not np.array_equal(rows["ids"], reference[split]["ids"]):
+                elif not np.array_equal(rows["id"], reference[split]["id"]):
                     raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
                                         f"re-run the pad stage of both from the same split")
                 member_p.append(bundle.predict_ids(rows["x"]))
             probabilities[split] = combine(member_p, weights, combination)
-        val_y = reference["val"]["y"]
+        val_y = reference["val"]["label"]
         val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())
         test = reference["test"]
         seen = np.concatenate([split_rows(names[0], s, ("text",))["text"] for s in ("train", "val")])
@@ -140,7 +139,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
             "versions": library_versions(),
         }
         write_json(out.path("bundle.json"), manifest)
-        y = test["y"]
+        y = test["label"]
         if not len(y):
             raise PipelineError(f"{label}: the test split is empty")
         metrics = {
@@ -155,7 +154,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         write_json(out.path("metrics.json"), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / ensemble: accuracy {metrics['accuracy']:.4f}")
-        write_predictions(out.path("predictions.csv"), test["ids"], test["text"], y, probabilities["test"],
+        write_predictions(out.path("predictions.csv"), test["id"], test["text"], y, probabilities["test"],
                           THRESHOLD)
         line = (f"{summary(label, metrics)}; val accuracy {val_accuracy:.4f} (members: "
                 f"{', '.join(f'{n} {v:.4f}' for n, v in member_val.items() if v is not None)})")

@@ -1,7 +1,7 @@
 """evaluate: score a trained bundle on the test split, then rewrite the comparison report.
 
-Inputs: data/processed/<corpus>/<tok>/test.npz (+ its tokenizer.json, to check it is the
-model's, and train.npz/val.npz, for the texts seen in training) and the bundle
+Inputs: data/processed/<corpus>/<tok>/test.parquet (+ its tokenizer.json, to check it is the
+model's, and train/val.parquet, for the texts seen in training) and the bundle
 artifacts/<corpus>-<tok>/ (model.onnx, model.keras, tokenizer.json, bundle.json, train.manifest.json).
 Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, text, label,
 probability, predicted). Then artifacts/REPORT.md is regenerated from every bundle's
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
-from pipeline.io import Input, PipelineError, Stage, StageResult, Staging, read_npz, run_stage, sha256_file, write_json
+from pipeline import padded, params as defaults
+from pipeline.io import Input, PipelineError, Stage, StageResult, Staging, run_stage, sha256_file, write_json
 from pipeline.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
 
 
@@ -32,7 +32,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
     src = Path(data_dir) / "processed" / corpus / tok
     bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
-    inputs = {name: Input(src / name, "pad") for name in ("test.npz", "train.npz", "val.npz")}
+    inputs = {name: Input(src / name, "pad") for name in ("test.parquet", "train.parquet", "val.parquet")}
     inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad")
     inputs.update({name: Input(bundle_dir / name, "train")
                    for name in ("model.keras", "model.onnx", "tokenizer.json", "bundle.json")})
@@ -55,19 +55,19 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
         bundle = load_bundle(bundle_dir)
         if sha256_file(inputs["processed tokenizer.json"]) != bundle.manifest["tokenizer"]["sha256"]:
-            raise PipelineError(f"evaluate {label}: {inputs['test.npz'].parent}/ was padded with a different "
+            raise PipelineError(f"evaluate {label}: {inputs['test.parquet'].parent}/ was padded with a different "
                                 f"tokenizer.json than the model was trained with - re-run "
                                 f"`ksent train --corpus {corpus}` (see `ksent status`)")
-        test = read_npz(inputs["test.npz"], "pad", label, ("x", "y", "ids", "text"))
-        x, y, ids, texts = test["x"], test["y"], test["ids"], test["text"]
+        test = padded.read(inputs["test.parquet"], label)
+        x, y, ids, texts = test["x"], test["label"], test["id"], test["text"]
         if not len(y):
             raise PipelineError(f"evaluate {label}: the test split is empty")
         if x.ndim != 2 or x.shape[1] != bundle.preprocessor.maxlen:
-            raise PipelineError(f"evaluate {label}: test.npz has shape {x.shape}, the bundle's "
+            raise PipelineError(f"evaluate {label}: test.parquet has shape {x.shape}, the bundle's "
                                 f"maxlen is {bundle.preprocessor.maxlen} - re-run the pad and train stages")
         probability = bundle.predict_ids(x)
-        seen = np.concatenate([read_npz(inputs[name], "pad", label, ("text",))["text"]
-                               for name in ("train.npz", "val.npz")])
+        seen = np.concatenate([padded.read(inputs[name], label, ("text",))["text"]
+                               for name in ("train.parquet", "val.parquet")])
         trained = bundle.manifest.get("training") or {}
         metrics = {
             "corpus": corpus, "tokenizer": tok, "threshold": THRESHOLD, "n_test": int(len(y)),

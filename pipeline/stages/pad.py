@@ -5,26 +5,30 @@ split.parquet, the clean stage's normalizer.json and, with `pretrained_words` > 
 pretrain stage's vectors.npz: the vocabulary (train tokens seen `min_freq` times, at most
 `max_words` ids) is then extended by up to `pretrained_words` tokens that have pretrained
 vectors, most frequent first - mostly tokens of the unlabeled reviews. Outputs in
-data/processed/<corpus>/<tok>/: train.npz, val.npz, test.npz (x: padded int32 ids,
-y: labels, ids, text: the review as published), tokenizer.json (everything
+data/processed/<corpus>/<tok>/: train.parquet, val.parquet, test.parquet (id, label, text: the
+review as published, x: padded int32 ids; see pipeline.padded), tokenizer.json (everything
 `predict` needs to replay the preprocessing), vocab_report.json and lengths.png.
 Nothing is learned from validation or test rows.
+
+Both passes run per partition on the engine; the padded rows stream into the split tables
+in row order, so this process never holds a split.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import params as defaults
+from pipeline import padded, params as defaults
 from pipeline.engine import Engine
 from pipeline.io import (
     Input,
     ParameterError,
+    ParquetRowGroupWriter,
     PipelineError,
     Stage,
     StageResult,
@@ -35,7 +39,6 @@ from pipeline.io import (
     read_rows,
     row_group_ranges,
     run_stage,
-    save_npz,
     write_json,
     write_text,
 )
@@ -56,13 +59,6 @@ def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
 # at 1,000,000 rows 1.35x faster.
 LOCAL_BELOW = 16
 MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
-
-
-def _available_memory() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float, title: str) -> None:
@@ -116,7 +112,7 @@ def count_partition(tokens_path: str, split_path: str, start: int, stop: int,
 
 def index_partition(tokens_path: str, split_path: str, start: int, stop: int, label: str,
                     pre: Preprocessor) -> dict[str, dict]:
-    """Rows [start, stop) of each split: padded ids, labels, ids, published text, OOV and token counts."""
+    """Rows [start, stop) of each split as a table of padded rows (pipeline.padded), with OOV and token counts."""
     token_lists, rows = _read_partition(tokens_path, split_path, start, stop, label,
                                         ["id", "split", "label", "raw"])
     out = {}
@@ -124,8 +120,8 @@ def index_partition(tokens_path: str, split_path: str, start: int, stop: int, la
         mask = (rows["split"] == name).to_numpy()
         seqs = [seq for seq, keep in zip(token_lists, mask, strict=True) if keep]
         ids = pre.vocabulary.transform(seqs)
-        out[name] = {"x": pre.pad(ids), "y": rows.loc[mask, "label"].to_numpy(dtype=np.int8),
-                     "ids": rows.loc[mask, "id"].to_numpy(dtype=str), "text": rows.loc[mask, "raw"].to_numpy(dtype=str),
+        out[name] = {"table": padded.to_table(pre.pad(ids), rows.loc[mask, "label"].to_numpy(dtype=np.int8),
+                                              rows.loc[mask, "id"].astype(str), rows.loc[mask, "raw"], pre.maxlen),
                      "oov": sum(i == OOV_ID for seq in ids for i in seq), "tokens": sum(map(len, ids))}
     return out
 
@@ -158,7 +154,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int
     return Stage("pad", f"{corpus}/{tok}", folder, inputs=inputs,
                  params={"max_words": max_words, "pretrained_words": pretrained_words, "min_freq": min_freq,
                          "maxlen": maxlen, "coverage": coverage, "padding": padding, "truncating": truncating},
-                 outputs=(*(f"{name}.npz" for name in SPLITS), "tokenizer.json", "vocab_report.json", "lengths.png"))
+                 outputs=(*(f"{name}.parquet" for name in SPLITS), "tokenizer.json", "vocab_report.json",
+                          "lengths.png"))
 
 
 def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
@@ -194,22 +191,23 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                                  (pretrained["train_counts"] + pretrained["unlabeled_counts"]).tolist(),
                                  strict=True), pretrained_words)
             chosen = length_for_coverage(train_lengths, coverage) if maxlen == "auto" else int(maxlen)
-            n_rows = parts[-1][1] if parts else 0
-            needed, available = n_rows * chosen * 4, _available_memory()
-            if available is not None and needed > available:
-                raise ParameterError(f"pad {corpus}/{tok}: maxlen {chosen:,} x {n_rows:,} rows needs "
-                                     f"{needed / 2**30:.1f} GiB of padded ids, {available / 2**30:.1f} GiB are free "
-                                     f"- choose a smaller --maxlen")
             pre = Preprocessor(
                 normalizer=Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", corpus)),
                 segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
                 vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
-            # pass 2: every split indexed and padded, per partition, in row order
-            pieces: dict[str, list[dict]] = {name: [] for name in SPLITS}
-            for indexed in eng.map(index_partition, [(*paths, a, b, label, pre) for a, b in parts],
-                                   what=f"pad {label}: ids", local_below=LOCAL_BELOW):
-                for name in SPLITS:
-                    pieces[name].append(indexed[name])
+            # pass 2: every split indexed and padded, per partition, written in row order as it arrives
+            rows, oov, total = (dict.fromkeys(SPLITS, 0) for _ in range(3))
+            with ExitStack() as writing:
+                writers = {name: writing.enter_context(ParquetRowGroupWriter(out.path(f"{name}.parquet"),
+                                                                             padded.schema(chosen)))
+                           for name in SPLITS}
+                for indexed in eng.map(index_partition, [(*paths, a, b, label, pre) for a, b in parts],
+                                       what=f"pad {label}: ids", local_below=LOCAL_BELOW):
+                    for name in SPLITS:
+                        writers[name].write(indexed[name]["table"])
+                        rows[name] += indexed[name]["table"].num_rows
+                        oov[name] += indexed[name]["oov"]
+                        total[name] += indexed[name]["tokens"]
             runs_on = eng.where
 
         report = {"vocab_size": vocab.size, "pretrained_words": vocab.size - train_vocab, "maxlen": chosen,
@@ -217,15 +215,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                   "train_sequences_fitting": (round(float((train_lengths <= chosen).mean()), 4)
                                               if len(train_lengths) else None), "train_token_coverage": None}
         for name in SPLITS:
-            split = {key: np.concatenate([p[key] for p in pieces[name]]) if pieces[name] else None
-                     for key in ("x", "y", "ids", "text")}
-            if split["x"] is None:
-                split = {"x": np.zeros((0, chosen), np.int32), "y": np.zeros(0, np.int8),
-                         "ids": np.zeros(0, str), "text": np.zeros(0, str)}
-            save_npz(out.path(f"{name}.npz"), **split)
-            report[f"{name}_rows"] = len(split["y"])
-            oov, total = (sum(p[key] for p in pieces[name]) for key in ("oov", "tokens"))
-            rate = oov / total if total else 0.0
+            report[f"{name}_rows"] = rows[name]
+            rate = oov[name] / total[name] if total[name] else 0.0
             if name == "train":
                 report["train_token_coverage"] = round(1 - rate, 4)
             else:

@@ -1,6 +1,6 @@
 """train: fit the network on the train split, stop early on the validation split, save the bundle.
 
-Inputs: data/processed/<corpus>/<tok>/train.npz, val.npz and tokenizer.json (pad stage).
+Inputs: data/processed/<corpus>/<tok>/train.parquet, val.parquet and tokenizer.json (pad stage).
 Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
 validation loss, kept by ModelCheckpoint; no optimizer state), model.onnx (the same network
 for TensorFlow-free prediction, checked against Keras on the validation split; see
@@ -14,6 +14,10 @@ the train split plus unlabeled reviews, pipeline.embeddings); `embeddings="rando
 Batches are groups of similar-length reviews without their all-padding columns
 (pipeline.text.sequences.length_batches): on CPU the recurrent loop costs as much per padding
 step as per token, and most of a padded NSMC row is padding.
+
+The splits are streamed (`SplitReader`): read in shards of whole row groups of at most
+`shard_mb` MB of ids, one shard in memory at a time, so a training set larger than memory
+trains. A split that fits in one shard is batched exactly as if it were loaded whole.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
+from pipeline import padded, params as defaults
 from pipeline.io import (
     Input,
     ParameterError,
@@ -36,6 +40,7 @@ from pipeline.io import (
     check_number,
     read_npz,
     run_stage,
+    unreadable,
 )
 from pipeline.quiet import import_keras  # keras itself is imported when a model is built, not on import
 
@@ -46,39 +51,92 @@ def artifact_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
     return Path(artifacts_dir) / f"{corpus}-{tok}"
 
 
-def load_split(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """x (int32 padded ids) and y (float32 labels) of one split's .npz (pad stage of `label`)."""
-    arrays = read_npz(path, "pad", label, ("x", "y"))
-    return arrays["x"].astype(np.int32, copy=False), arrays["y"].astype(np.float32)
+class SplitReader:
+    """A split table of the pad stage (pipeline.padded) read in shards: runs of whole row groups
+    holding at most `shard_mb` MB of padded ids (at least one row group each)."""
 
+    def __init__(self, path: Path, name: str, label: str, shard_mb: float):
+        info = padded.describe(path, label)
+        self.path, self.name, self.label = path, name, label
+        self.rows, self.maxlen, self.groups = info["rows"], info["maxlen"], len(info["row_groups"])
+        group_rows = max((b - a for a, b in info["row_groups"]), default=1)
+        self.groups_per_shard = max(1, int(shard_mb * 2**20 // (group_rows * self.maxlen * 4)))
 
-def _check(name: str, x: np.ndarray, y: np.ndarray, vocab_size: int, maxlen: int) -> None:
-    if len(x) == 0:
-        raise PipelineError(f"train: {name} split is empty - check the split stage's ratios")
-    if x.ndim != 2 or x.shape[1] != maxlen or len(y) != len(x):
-        raise PipelineError(f"train: {name}.npz has shape {x.shape} / {y.shape}, tokenizer.json says maxlen "
-                            f"{maxlen} - re-run the pad stage")
-    if x.min() < 0 or x.max() >= vocab_size:
-        raise PipelineError(f"train: {name}.npz has ids outside 0..{vocab_size - 1} (tokenizer.json's "
-                            f"vocabulary) - re-run the pad stage")
-    if not np.isin(y, (0, 1)).all():
-        raise PipelineError(f"train: {name}.npz has labels other than 0/1")
+    @property
+    def shard_count(self) -> int:
+        return -(-self.groups // self.groups_per_shard)
 
+    def shards(self, rng: np.random.Generator | None = None):
+        """(x int32, y float32) per shard. With `rng` and more than one shard, the row groups are
+        dealt into shards in a fresh random order (per call, i.e. per epoch); otherwise in file order."""
+        order = np.arange(self.groups)
+        if rng is not None and self.shard_count > 1:
+            order = rng.permutation(self.groups)
+        for start in range(0, self.groups, self.groups_per_shard):
+            arrays = self.read_groups(sorted(order[start:start + self.groups_per_shard].tolist()))
+            yield arrays["x"], arrays["label"].astype(np.float32)
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None):
-    """A tf.data pipeline of length-grouped, trimmed batches; reshuffled each epoch when `rng` is given."""
-    import tensorflow as tf
+    def read_groups(self, groups: list[int], columns: tuple[str, ...] = ("x", "label")) -> dict[str, np.ndarray]:
+        import pyarrow.parquet as pq
 
-    from pipeline.text.sequences import length_batches, trim_padding
+        try:
+            table = pq.ParquetFile(self.path).read_row_groups(groups, columns=list(columns))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+            raise unreadable(self.path, "pad", self.label, exc) from None
+        return padded.to_arrays(table)
 
-    def batches():
-        for idx in length_batches(x, batch_size, rng):
-            yield trim_padding(x[idx]), y[idx]
+    def check(self, vocab_size: int, maxlen: int) -> None:
+        """PipelineError unless the split is non-empty, padded to `maxlen` with ids of the vocabulary, labels 0/1."""
+        if self.rows == 0:
+            raise PipelineError(f"train: {self.name} split is empty - check the split stage's ratios")
+        if self.maxlen != maxlen:
+            raise PipelineError(f"train: {self.name}.parquet is padded to {self.maxlen}, tokenizer.json says maxlen "
+                                f"{maxlen} - re-run the pad stage")
+        for x, y in self.shards():
+            if x.min() < 0 or x.max() >= vocab_size:
+                raise PipelineError(f"train: {self.name}.parquet has ids outside 0..{vocab_size - 1} "
+                                    f"(tokenizer.json's vocabulary) - re-run the pad stage")
+            if not np.isin(y, (0, 1)).all():
+                raise PipelineError(f"train: {self.name}.parquet has labels other than 0/1")
 
-    n_batches = len(length_batches(x, batch_size))
-    ds = tf.data.Dataset.from_generator(batches, output_signature=(
-        tf.TensorSpec(shape=(None, None), dtype=tf.int32), tf.TensorSpec(shape=(None,), dtype=tf.float32)))
-    return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    def batches(self, batch_size: int, rng: np.random.Generator | None, window: int = 100):
+        """Length-grouped, trimmed (x, y) batches, as `length_batches` draws them, shard by shard;
+        reshuffled on each call when `rng` is given.
+
+        Each shard's rows are drawn in random order after the rows its predecessor left in an
+        unfinished window (fewer than batch_size x window), windows are sorted by length and cut
+        into batches, and a shard's batches are shuffled. So every epoch has length_batch_count
+        batches, and a split that fits in one shard gets exactly `length_batches`' batches."""
+        from pipeline.text.sequences import trim_padding, window_batches
+
+        span = batch_size * window
+        carry_x, carry_y = np.zeros((0, self.maxlen), np.int32), np.zeros(0, np.float32)
+        for number, (x, y) in enumerate(self.shards(rng), start=1):
+            order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+            n_carry = len(carry_y)
+            lengths = np.concatenate([np.count_nonzero(carry_x, axis=1), np.count_nonzero(x, axis=1)[order]])
+            done = len(lengths) if number == self.shard_count else len(lengths) - len(lengths) % span
+            # row at position p of the drawn sequence: carry row p, or shard row order[p - n_carry]
+
+            def rows(positions, x=x, y=y, order=order, carry_x=carry_x, carry_y=carry_y, n_carry=n_carry):
+                old, new = positions[positions < n_carry], order[positions[positions >= n_carry] - n_carry]
+                return np.concatenate([carry_x[old], x[new]]), np.concatenate([carry_y[old], y[new]])
+
+            batches = window_batches(lengths[:done], batch_size, window)
+            carry_x, carry_y = rows(np.arange(done, len(lengths)))
+            for i in (rng.permutation(len(batches)) if rng is not None else range(len(batches))):
+                bx, by = rows(batches[i])
+                yield trim_padding(bx), by
+
+    def dataset(self, batch_size: int, rng: np.random.Generator | None):
+        """`batches` as a tf.data pipeline (a fresh pass, so a fresh shuffle, per epoch)."""
+        import tensorflow as tf
+
+        from pipeline.text.sequences import length_batch_count
+
+        ds = tf.data.Dataset.from_generator(lambda: self.batches(batch_size, rng), output_signature=(
+            tf.TensorSpec(shape=(None, None), dtype=tf.int32), tf.TensorSpec(shape=(None,), dtype=tf.float32)))
+        return ds.apply(tf.data.experimental.assert_cardinality(length_batch_count(self.rows, batch_size))).prefetch(2)
 
 
 def _lr_schedule(factor: float) -> list:
@@ -146,7 +204,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
          artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, **params) -> Stage:
     params = validate_params(params, tok)
     src = Path(data_dir) / "processed" / corpus / tok
-    inputs = {name: Input(src / name, "pad") for name in ("train.npz", "val.npz", "tokenizer.json")}
+    inputs = {name: Input(src / name, "pad") for name in ("train.parquet", "val.parquet", "tokenizer.json")}
     if params["embeddings"] == "pretrained":
         inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain")
     return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok), inputs=inputs,
@@ -175,10 +233,10 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         from pipeline.model import build_model
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
-        x_train, y_train = load_split(inputs["train.npz"], stage.label)
-        x_val, y_val = load_split(inputs["val.npz"], stage.label)
-        for name, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
-            _check(name, x, y, preprocessor.vocab_size, preprocessor.maxlen)
+        splits = {name: SplitReader(inputs[f"{name}.parquet"], name, stage.label, params["shard_mb"])
+                  for name in ("train", "val")}
+        for split in splits.values():
+            split.check(preprocessor.vocab_size, preprocessor.maxlen)
 
         keras.utils.set_random_seed(params["seed"])
         model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
@@ -188,8 +246,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             model.get_layer("embedding").set_weights([matrix])
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
-        train_ds = _dataset(x_train, y_train, params["batch_size"], rng)
-        val_ds = _dataset(x_val, y_val, max(params["batch_size"], 1024), None)
+        train_ds = splits["train"].dataset(params["batch_size"], rng)
+        val_ds = splits["val"].dataset(max(params["batch_size"], 1024), None)
 
         timer = _epoch_timer()
         checkpoint = out.path("best.weights.h5")            # Keras insists on the suffix
@@ -208,14 +266,16 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
         serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
         from pipeline.runtime import ONNX_FILE, export_onnx
-        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=x_val)   # checked against Keras on val
+        # checked against Keras on the first row group of val (NSMC: all of it)
+        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=splits["val"].read_groups([0])["x"])
 
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])
         val_loss = np.asarray(history["val_loss"], dtype=float)
         best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else epochs_run - 1
         counts = {
-            "train_rows": len(x_train), "val_rows": len(x_val),
+            "train_rows": splits["train"].rows, "val_rows": splits["val"].rows,
+            "train_shards": splits["train"].shard_count,
             "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen),
             "params": int(n_params), "epochs_run": epochs_run, "best_epoch": best + 1,
             "best_val_loss": round(float(history["val_loss"][best]), 6),

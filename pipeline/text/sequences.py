@@ -59,14 +59,26 @@ def length_batches(x: np.ndarray, batch_size: int, rng: np.random.Generator | No
     """
     lengths = np.count_nonzero(x, axis=1)
     order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
-    batches = []
-    for start in range(0, len(x), batch_size * window):
-        part = order[start:start + batch_size * window]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    batches = [order[positions] for positions in window_batches(lengths[order], batch_size, window)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def window_batches(lengths: np.ndarray, batch_size: int, window: int = 100) -> list[np.ndarray]:
+    """Positions in `lengths` (a sequence of rows' lengths, in the order drawn) cut into batches
+    of similar length: sorted by length within each run of `window` batches."""
+    batches = []
+    for start in range(0, len(lengths), batch_size * window):
+        part = start + np.argsort(lengths[start:start + batch_size * window], kind="stable")
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    return batches
+
+
+def length_batch_count(rows: int, batch_size: int, window: int = 100) -> int:
+    """len(length_batches(x, batch_size, window=window)) for an `x` of `rows` rows."""
+    full, rest = divmod(rows, batch_size * window)
+    return full * window + math.ceil(rest / batch_size)
 
 
 def trim_padding(x: np.ndarray) -> np.ndarray:
