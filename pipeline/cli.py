@@ -205,11 +205,12 @@ def clean(corpus, data_dir, force, profile, squeeze, drop_empty_test, workers, s
               help="Text in both train and test: remove it from train, or keep (report only).")
 @click.option("--dedupe-test/--keep-test-duplicates", default=defaults.DEDUPE["dedupe_test"],
               help="Deduplicate the test rows too (published figures use the full test file).")
-def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test):
+@engine_options
+def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test, workers, scheduler):
     """Remove duplicate texts; report and handle label conflicts and train/test leakage."""
     from pipeline.stages.dedupe import dedupe as run
     run(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test,
-        force=force, echo=_echo)
+        workers=workers, scheduler=scheduler, force=force, echo=_echo)
 
 
 @cli.command()
@@ -397,7 +398,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     common = {"data_dir": data_dir, "force": force, "echo": _echo}
     download.download(corpus, mirror=mirror, **common)
     clean.clean(corpus, workers=workers, scheduler=scheduler, **common)
-    dedupe.dedupe(corpus, **common)
+    dedupe.dedupe(corpus, workers=workers, scheduler=scheduler, **common)
     split.split(corpus, **common)
     tokenize.tokenize(corpus, segmenter, workers=workers, scheduler=scheduler, **common)
     pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, scheduler=scheduler,

@@ -99,12 +99,24 @@ def test_split_stage_writes_table_and_report(tmp_path):
         split("c", data_dir=tmp_path, val_ratio=1.5)
 
 
-@pytest.mark.parametrize("conflicts", ["drop", "majority", "first"])
-@pytest.mark.parametrize("leakage, dedupe_test", [("drop-train", False), ("keep", True)])
-def test_dedupe_stage_over_row_groups_gives_the_whole_table_result(tmp_path, conflicts, leakage, dedupe_test):
-    """The stage keys texts by hash and streams row groups; the policies' result must be the whole table's."""
+POLICIES = [(c, leak, test) for c in ("drop", "majority", "first") for leak, test in (("drop-train", False),
+                                                                                      ("keep", True))]
+
+
+@pytest.mark.parametrize("conflicts, leakage, dedupe_test, bucket_rows, workers",
+                         [(*p, 1_000, 1) for p in POLICIES] + [(*p, 4, 1) for p in POLICIES]
+                         + [("majority", "keep", True, 4, 2)])          # 2 workers: a cluster start per case
+def test_dedupe_stage_over_row_groups_gives_the_whole_table_result(tmp_path, monkeypatch, conflicts, leakage,
+                                                                    dedupe_test, bucket_rows, workers):
+    """The stage keys texts by hash per row group and applies the policies per hash bucket (on the
+    engine's workers); the result must be the whole table's, for any number of buckets and workers."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pipeline.stages import dedupe as stage
+
+    monkeypatch.setattr(stage, "BUCKET_ROWS", bucket_rows)
+    monkeypatch.setattr(stage, "LOCAL_BELOW", 2)
 
     folder = tmp_path / "interim" / "c"
     folder.mkdir(parents=True)
@@ -113,9 +125,13 @@ def test_dedupe_stage_over_row_groups_gives_the_whole_table_result(tmp_path, con
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / "clean.parquet", row_group_size=3)
     adopt_outputs("clean", "c", folder, ["clean.parquet"])
     result = dedupe("c", data_dir=tmp_path, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test,
-                    echo=lambda line: None)
+                    workers=workers, echo=lambda line: None)
+    assert result.counts["buckets"] == (1 if bucket_rows > len(rows) else -(-len(rows) // bucket_rows))
+    assert result.counts["engine"] == ("2 Dask workers" if workers > 1 else "1 process")
+    assert sorted(p.name for p in folder.iterdir()) == ["clean.manifest.json", "clean.parquet",
+                                                         "dedupe.manifest.json", "dedupe.parquet"]   # no spill left
     expected, counts = dedupe_table(pd.read_parquet(folder / "clean.parquet"), conflicts=conflicts, leakage=leakage,
                                     dedupe_test=dedupe_test)
     written = pd.read_parquet(folder / "dedupe.parquet")
     pd.testing.assert_frame_equal(written, expected.reset_index(drop=True))
-    assert result.counts == counts
+    assert {key: result.counts[key] for key in counts} == counts

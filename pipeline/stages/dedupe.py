@@ -8,13 +8,19 @@ Policies (defaults in pipeline.params.DEDUPE):
   `drop-train` remove it from train, so the test rows stay exactly as published | `keep` only report it;
 - test rows stay as published (duplicates included) unless `dedupe_test`.
 
-The stage applies the policies (`dedupe_table`) to a slim table whose texts are 128-bit
-BLAKE2b keys, read one row group at a time, then streams the kept rows from clean.parquet
-in order: memory grows with the number of rows, not with their text.
+Every policy decides per text, so the stage partitions by text: on the engine
+(pipeline.engine), pass 1 turns each row group of clean.parquet into a slim table whose texts
+are 128-bit BLAKE2b keys, spilled into the staging folder ordered by hash bucket; pass 2
+applies the policies (`dedupe_table`) to one bucket at a time (about BUCKET_ROWS rows). The
+kept rows are then streamed from clean.parquet in order. No process holds more than a
+bucket's keys or a row group's text; this one keeps two flags per row.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +29,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline import params as defaults
+from pipeline.engine import Engine
 from pipeline.io import (
     Input,
     ParameterError,
@@ -37,6 +44,8 @@ from pipeline.io import (
 )
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
+BUCKET_ROWS = 250_000       # rows per hash bucket, on average: what pass 2 holds at once
+LOCAL_BELOW = 16            # fewer row groups than this run in this process (as pad)
 LEAKAGE_POLICIES = ("drop-train", "keep")
 
 
@@ -100,17 +109,43 @@ def _summary(corpus: str, c: dict, conflicts: str, leakage: str, dedupe_test: bo
     return line
 
 
-def _text_keys(path: Path, corpus: str) -> pd.DataFrame:
-    """row, text, label, source of clean.parquet, the text as a 128-bit BLAKE2b key ("" for an empty text):
-    what the policies need, a fraction of the text's memory. Read one row group at a time."""
+def spill_keys(path: str, start: int, stop: int, corpus: str, spill: str, n_buckets: int) -> list[int]:
+    """Pass 1, rows [start, stop) of clean.parquet: row, text as a 128-bit BLAKE2b key ("" for an empty
+    text), label and source, written to <spill>/<start>.parquet one row group per hash bucket (rows in
+    order within it). Returns the rows per bucket."""
+    import pyarrow as pa
+
+    rows = read_rows(path, start, stop, "clean", corpus, ["text", "label", "source"]).to_pandas()
+    keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest() if text else ""
+            for text in rows["text"].fillna("")]
+    bucket = np.array([int(key[:8], 16) % n_buckets if key else 0 for key in keys], dtype=np.int64)
+    table = pd.DataFrame({"row": np.arange(start, stop), "text": keys, "label": rows["label"].to_numpy(),
+                          "source": rows["source"].to_numpy()}).iloc[np.argsort(bucket, kind="stable")]
+    sizes = np.bincount(bucket, minlength=n_buckets)
+    target = Path(spill) / f"{start:012d}.parquet"
+    temp = target.with_suffix(f".tmp-{os.getpid()}")          # a retried partition rewrites it whole
+    with pq.ParquetWriter(temp, pa.Schema.from_pandas(table, preserve_index=False)) as writer:
+        offset = 0
+        for size in sizes[sizes > 0]:
+            writer.write_table(pa.Table.from_pandas(table.iloc[offset:offset + size], preserve_index=False))
+            offset += size
+    os.replace(temp, target)
+    return sizes.tolist()
+
+
+def dedupe_bucket(spill: str, bucket: int, pieces: list[tuple[int, int, int]], corpus: str, conflicts: str,
+                  leakage: str, dedupe_test: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pass 2: the policies applied to one hash bucket, gathered from every partition's spill file
+    (`pieces`: partition start, offset and rows of the bucket in it). Kept train rows, kept test rows, counts."""
     parts = [pd.DataFrame({"row": np.zeros(0, np.int64), "text": [], "label": np.zeros(0, np.int8), "source": []})]
-    for start, stop in row_group_ranges(path):
-        rows = read_rows(path, start, stop, "clean", corpus, ["text", "label", "source"]).to_pandas()
-        keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest() if text else ""
-                for text in rows["text"].fillna("")]
-        parts.append(pd.DataFrame({"row": np.arange(start, stop), "text": keys, "label": rows["label"].to_numpy(),
-                                   "source": rows["source"].to_numpy()}))
-    return pd.concat(parts, ignore_index=True)
+    for start, offset, n in pieces:
+        parts.append(read_rows(Path(spill) / f"{start:012d}.parquet", offset, offset + n, "dedupe", corpus
+                               ).to_pandas())
+    table = pd.concat(parts, ignore_index=True)
+    kept, counts = dedupe_table(table, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
+    is_test = (kept["source"] == "test").to_numpy()
+    rows = kept["row"].to_numpy(dtype=np.int64)
+    return rows[~is_test], rows[is_test], counts
 
 
 def _write_rows(path: Path, positions: np.ndarray, target: Path, corpus: str) -> None:
@@ -141,16 +176,43 @@ def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = default
 
 def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
            leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"],
-           force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+           workers: int | None = None, scheduler: str | None = None, force: bool = False,
+           echo: Callable[[str], None] | None = None) -> StageResult:
+    from pipeline.text.segment import DEFAULT_WORKERS
+
     stage = plan(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
 
     def run(out: Staging) -> StageResult:
         source = stage.inputs["clean.parquet"].path
-        kept, counts = dedupe_table(_text_keys(source, corpus), conflicts=conflicts, leakage=leakage,
-                                    dedupe_test=dedupe_test)
+        parts = row_group_ranges(source)
+        n_rows = parts[-1][1] if parts else 0
+        n_buckets = max(1, math.ceil(n_rows / BUCKET_ROWS))
+        spill = out.path("keys")                        # in the staging folder: seen by the workers, never published
+        spill.mkdir()
+        clean_path, spill_dir = str(source.resolve()), str(spill.resolve())
+        keep_train, keep_test = np.zeros(n_rows, bool), np.zeros(n_rows, bool)
+        counts: dict = {}
+        with Engine(DEFAULT_WORKERS if workers is None else workers, scheduler) as eng:
+            sizes = list(eng.map(spill_keys, [(clean_path, a, b, corpus, spill_dir, n_buckets) for a, b in parts],
+                                 what=f"dedupe {corpus}: keys", local_below=LOCAL_BELOW))
+            offsets = [np.concatenate([[0], np.cumsum(s)[:-1]]) for s in sizes]
+            buckets = [(spill_dir, b, [(a, int(off[b]), n[b]) for (a, _), off, n in zip(parts, offsets, sizes,
+                                                                                        strict=True) if n[b]],
+                        corpus, conflicts, leakage, dedupe_test) for b in range(n_buckets)]
+            for train_rows, test_rows, bucket_counts in eng.map(dedupe_bucket, buckets, what=f"dedupe {corpus}",
+                                                                local_below=2):
+                keep_train[train_rows] = True
+                keep_test[test_rows] = True
+                for key, value in bucket_counts.items():
+                    counts[key] = counts.get(key, 0) + value
+            runs_on = eng.where
+        shutil.rmtree(spill)
         if not counts["train_out"]:
             raise PipelineError(f"dedupe {corpus}: no training rows left (policy conflicts={conflicts!r})")
-        _write_rows(source, kept["row"].to_numpy(), out.path("dedupe.parquet"), corpus)
-        return StageResult(summary=_summary(corpus, counts, conflicts, leakage, dedupe_test), counts=counts)
+        # train rows, then test rows, each in the order of clean.parquet (as dedupe_table orders them)
+        positions = np.concatenate([np.flatnonzero(keep_train), np.flatnonzero(keep_test)])
+        _write_rows(source, positions, out.path("dedupe.parquet"), corpus)
+        return StageResult(summary=_summary(corpus, counts, conflicts, leakage, dedupe_test),
+                           counts={**counts, "buckets": n_buckets, "engine": runs_on})
 
     return run_stage(stage, run, force=force, echo=echo)
