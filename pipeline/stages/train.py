@@ -110,22 +110,16 @@ class SplitReader:
         from pipeline.text.sequences import trim_padding, window_batches
 
         span = batch_size * window
-        carry_x, carry_y = np.zeros((0, self.maxlen), np.int32), np.zeros(0, np.float32)
+        carry = (np.zeros((0, self.maxlen), np.int32), np.zeros(0, np.float32))
         for number, (x, y) in enumerate(self.shards(rng), start=1):
             order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
-            n_carry = len(carry_y)
-            lengths = np.concatenate([np.count_nonzero(carry_x, axis=1), np.count_nonzero(x, axis=1)[order]])
+            drawn = (*carry, x, y, order)
+            lengths = np.concatenate([np.count_nonzero(carry[0], axis=1), np.count_nonzero(x, axis=1)[order]])
             done = len(lengths) if number == self.shard_count else len(lengths) - len(lengths) % span
-            # row at position p of the drawn sequence: carry row p, or shard row order[p - n_carry]
-
-            def rows(positions, x=x, y=y, order=order, carry_x=carry_x, carry_y=carry_y, n_carry=n_carry):
-                old, new = positions[positions < n_carry], order[positions[positions >= n_carry] - n_carry]
-                return np.concatenate([carry_x[old], x[new]]), np.concatenate([carry_y[old], y[new]])
-
             batches = window_batches(lengths[:done], batch_size, window)
-            carry_x, carry_y = rows(np.arange(done, len(lengths)))
+            carry = _take(np.arange(done, len(lengths)), *drawn)
             for i in (rng.permutation(len(batches)) if rng is not None else range(len(batches))):
-                bx, by = rows(batches[i])
+                bx, by = _take(batches[i], *drawn)
                 yield trim_padding(bx), by
 
     def dataset(self, batch_size: int, rng: np.random.Generator | None):
@@ -137,6 +131,14 @@ class SplitReader:
         ds = tf.data.Dataset.from_generator(lambda: self.batches(batch_size, rng), output_signature=(
             tf.TensorSpec(shape=(None, None), dtype=tf.int32), tf.TensorSpec(shape=(None,), dtype=tf.float32)))
         return ds.apply(tf.data.experimental.assert_cardinality(length_batch_count(self.rows, batch_size))).prefetch(2)
+
+
+def _take(positions: np.ndarray, carry_x: np.ndarray, carry_y: np.ndarray, x: np.ndarray, y: np.ndarray,
+          order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows at `positions` of a drawn sequence: the carried rows, then the shard's rows in `order`."""
+    n = len(carry_y)
+    old, new = positions[positions < n], order[positions[positions >= n] - n]
+    return np.concatenate([carry_x[old], x[new]]), np.concatenate([carry_y[old], y[new]])
 
 
 def _lr_schedule(factor: float) -> list:

@@ -6,7 +6,8 @@ documents per second and the peak memory of the main process and of each Dask wo
 process; then the speed-up from 1 to 2 workers and how peak memory per worker grows with
 the corpus. Memory comes from the OS: the kernel's peak resident set (VmHWM in
 /proc/<pid>/status) of the main process and of every process it started, sampled every
-0.2 s while each stage runs (workers live for one stage, so each stage gets its own).
+0.2 s while each stage runs (workers live for one stage, so each stage gets its own; the
+main process's peak is reset before each stage through /proc/self/clear_refs).
 
     .venv/bin/python tests/benchmarks/bench_scale.py [--runs 200000:1,200000:2,1000000:1,1000000:2,5000000:2]
         [--dir /tmp/ksent-scale] [--source ../shared/corpora/nsmc/ratings_train.txt]
@@ -66,6 +67,12 @@ def _peak_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _reset_peak() -> None:
+    """Start this process's VmHWM afresh (Linux: "5" to clear_refs resets the peak RSS)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 class PeakSampler:
@@ -129,12 +136,13 @@ def run_once(data: Path, mirror: Path, workers: int) -> dict:
     quiet = {"data_dir": data, "echo": lambda line: print(line, file=sys.stderr, flush=True)}
     calls = {"download": lambda: download("scale", mirror=str(mirror), **quiet),
              "clean": lambda: clean("scale", workers=workers, **quiet),
-             "dedupe": lambda: dedupe("scale", **quiet),
+             "dedupe": lambda: dedupe("scale", workers=workers, **quiet),
              "split": lambda: split("scale", **quiet),
              "tokenize": lambda: tokenize("scale", mecab, workers=workers, **quiet),
              "pad": lambda: pad("scale", mecab.name(), pretrained_words=0, workers=workers, **quiet)}
     out = {}
     for stage in STAGES:
+        _reset_peak()
         with PeakSampler() as sampler:
             started = time.perf_counter()
             result = calls[stage]()
@@ -197,13 +205,14 @@ def main() -> None:
     two_worker = [size for size in sizes if (size, 2) in results]
     if len(two_worker) > 1:
         lo, hi = two_worker[0], two_worker[-1]
-        for stage in ("clean", "tokenize", "pad"):
+        for stage in ("clean", "dedupe", "tokenize", "pad"):
             a, b = (max(results[(s, 2)][stage]["worker_peaks_mib"] or [0]) for s in (lo, hi))
             if a and b:
                 print(f"peak memory per worker, {stage}, {lo:,} -> {hi:,} reviews: {a} -> {b} MiB ({b / a:.2f}x)")
-        a, b = (results[(s, 2)]["pad"]["main_peak_mib"] for s in (lo, hi))
-        print(f"peak memory of the main process (all stages), {lo:,} -> {hi:,} reviews: {a:,} -> {b:,} MiB "
-              f"({b / a:.2f}x; dedupe and split hold the whole table there, pad the padded arrays)")
+        for stage in STAGES[1:]:
+            a, b = (results[(s, 2)][stage]["main_peak_mib"] for s in (lo, hi))
+            print(f"peak memory of the main process, {stage}, {lo:,} -> {hi:,} reviews: {a:,} -> {b:,} MiB "
+                  f"({b / a:.2f}x)")
 
 
 if __name__ == "__main__":
