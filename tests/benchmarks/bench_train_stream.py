@@ -3,8 +3,8 @@ training split, read in shards (`--shard-mb`) or whole (one shard as large as th
 
 For each size it writes a synthetic padded split as the pad stage does (pipeline.padded:
 row groups of 20,000 rows, maxlen 55, lengths and ids drawn like NSMC morphemes: mean ~18
-tokens, Zipf-like ids; the label follows a few "sentiment" ids, so there is something to
-learn), then runs the real train stage for one epoch of a small network (random embeddings,
+tokens, Zipf-like ids; each row ends in a "sentiment" id that gives its label away 9 times in
+10, so there is something to learn), then runs the real train stage for one epoch of a small network (random embeddings,
 LSTM 16) in a fresh process, once per shard setting. Memory is the kernel's peak resident set
 of that process (ru_maxrss from wait4), not an estimate.
 
@@ -43,7 +43,8 @@ def write_split(path: Path, rows: int, seed: int) -> None:
             lengths = np.minimum(rng.geometric(1 / 18, n), MAXLEN)
             ids = np.minimum(rng.zipf(1.3, (n, MAXLEN)) + 1, VOCAB - 1).astype(np.int32)
             label = rng.integers(0, 2, n).astype(np.int8)
-            ids[np.arange(n), MAXLEN - 1] = 2 + label                     # a sentiment id at the end of each row
+            marker = np.where(rng.random(n) < 0.9, label, 1 - label)      # 10% of the markers lie
+            ids[np.arange(n), MAXLEN - 1] = 2 + marker                    # a sentiment id at the end of each row
             ids[np.arange(MAXLEN)[None, :] < (MAXLEN - lengths)[:, None]] = 0   # pre-padding
             names = [f"r{start + i}" for i in range(n)]
             writer.write(padded.to_table(ids, label, names, [""] * n, MAXLEN))
