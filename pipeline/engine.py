@@ -78,6 +78,16 @@ def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
         yield c
 
 
+class Shared:
+    """An argument of every partition's call that is large (a vocabulary): `Engine.map` sends it to
+    each worker once (Dask scatter) instead of with every call, where the scheduler would also
+    keep a copy per call."""
+
+    def __init__(self, value: Any):
+        self.value = value
+        self._future = None
+
+
 class Engine:
     """Where a stage's partitions run; a cluster (if any) starts at the first `map` and stops on exit.
 
@@ -112,7 +122,7 @@ class Engine:
         partitions = list(partitions)
         if not self.scheduler and (self.workers <= 1 or len(partitions) < max(2, local_below)):
             for args in partitions:
-                yield fn(*args)
+                yield fn(*(a.value if isinstance(a, Shared) else a for a in args))
             return
         from distributed import KilledWorker
 
@@ -124,9 +134,16 @@ class Engine:
         todo = iter(enumerate(partitions))
         run = os.urandom(4).hex()
 
+        def shared(arg):
+            if not isinstance(arg, Shared):
+                return arg
+            if arg._future is None:
+                arg._future = c.scatter(arg.value, broadcast=True, hash=False)
+            return arg._future
+
         def submit_next() -> None:
             for i, args in todo:
-                pending.append(c.submit(_call, fn, i, what, *args, pure=False, key=f"{what}-{run}-{i}"))
+                pending.append(c.submit(_call, fn, i, what, *map(shared, args), pure=False, key=f"{what}-{run}-{i}"))
                 return
 
         for _ in range(window):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import padded, params as defaults
-from pipeline.engine import Engine
+from pipeline.engine import Engine, Shared
 from pipeline.io import (
     Input,
     ParameterError,
@@ -201,7 +201,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int 
                 writers = {name: writing.enter_context(ParquetRowGroupWriter(out.path(f"{name}.parquet"),
                                                                              padded.schema(chosen)))
                            for name in SPLITS}
-                for indexed in eng.map(index_partition, [(*paths, a, b, label, pre) for a, b in parts],
+                shared_pre = Shared(pre)                    # the vocabulary goes to each worker once
+                for indexed in eng.map(index_partition, [(*paths, a, b, label, shared_pre) for a, b in parts],
                                        what=f"pad {label}: ids", local_below=LOCAL_BELOW):
                     for name in SPLITS:
                         writers[name].write(indexed[name]["table"])
