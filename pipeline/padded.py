@@ -50,12 +50,9 @@ def to_arrays(table) -> dict[str, np.ndarray]:
     return out
 
 
-def read(path: Path | str, label: str, columns: tuple[str, ...] = COLUMNS, start: int = 0,
-         stop: int | None = None) -> dict[str, np.ndarray]:
-    """Rows [start, stop) (default: all) of a split table written by the pad stage of `label`."""
-    info = describe(path, label)
-    stop = info["rows"] if stop is None else min(stop, info["rows"])
-    return to_arrays(read_rows(path, start, max(start, stop), "pad", label, list(columns)))
+def read(path: Path | str, label: str, columns: tuple[str, ...] = COLUMNS) -> dict[str, np.ndarray]:
+    """`columns` of a whole split table written by the pad stage of `label` (checked to be one)."""
+    return to_arrays(read_rows(path, 0, describe(path, label)["rows"], "pad", label, list(columns)))
 
 
 def describe(path: Path | str, label: str) -> dict:

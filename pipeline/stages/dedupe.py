@@ -42,11 +42,12 @@ from pipeline.io import (
     row_group_ranges,
     run_stage,
 )
+from pipeline.text.segment import DEFAULT_WORKERS
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
+LEAKAGE_POLICIES = ("drop-train", "keep")
 BUCKET_ROWS = 250_000       # rows per hash bucket, on average: what pass 2 holds at once
 LOCAL_BELOW = 16            # fewer row groups than this run in this process (as pad)
-LEAKAGE_POLICIES = ("drop-train", "keep")
 
 
 def resolve_conflicts(rows: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, int, int]:
@@ -178,8 +179,6 @@ def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defau
            leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"],
            workers: int | None = None, scheduler: str | None = None, force: bool = False,
            echo: Callable[[str], None] | None = None) -> StageResult:
-    from pipeline.text.segment import DEFAULT_WORKERS
-
     stage = plan(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
 
     def run(out: Staging) -> StageResult:
