@@ -75,7 +75,7 @@ def git_blob_sha1(path: Path | str) -> str:
 
 def file_checksum(path: Path | str, kind: str) -> str:
     if kind == "sha256":
-        from pipeline.io import sha256_file
+        from pipeline.core.files import sha256_file
         return sha256_file(path)
     return git_blob_sha1(path)
 
@@ -91,7 +91,7 @@ def pinned_check(corpus: str, spec: CorpusFile, what: str = "the upstream file")
     def check(path: Path) -> None:
         ok, actual = verify_file(path, spec)
         if not ok:
-            from pipeline.io import PipelineError
+            from pipeline.errors import PipelineError
             raise PipelineError(f"{path} is not {what} ({spec.checksum_kind()} {actual[:12]}..., pinned "
                                 f"{spec.expected_checksum()[:12]}...): it changed after download - re-run "
                                 f"`ksent download --corpus {corpus} --force`")
@@ -101,7 +101,7 @@ def pinned_check(corpus: str, spec: CorpusFile, what: str = "the upstream file")
 def check_utf8_share(path: Path | str, invalid: int, lines: int) -> None:
     """PipelineError if more than ENCODING_FAILURE_SHARE of a file's lines were not UTF-8 (another encoding)."""
     if invalid > max(1, ENCODING_FAILURE_SHARE * lines):
-        from pipeline.io import PipelineError
+        from pipeline.errors import PipelineError
         raise PipelineError(f"{path} is not UTF-8 ({invalid:,} of {lines:,} lines are not valid UTF-8; Korean "
                             f"text in CP949/EUC-KR looks like this) - convert it, e.g. `iconv -f CP949 -t UTF-8`, "
                             f"or fetch the file again")
@@ -272,7 +272,7 @@ CORPORA: dict[str, Corpus] = {
 
 
 def get_corpus(name: str) -> Corpus:
-    from pipeline.io import PipelineError
+    from pipeline.errors import PipelineError
     try:
         return CORPORA[name]
     except KeyError:

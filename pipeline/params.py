@@ -5,9 +5,6 @@ record the values actually used. Tuned on the validation split only.
 """
 from __future__ import annotations
 
-DATA_DIR = "data"
-ARTIFACTS_DIR = "artifacts"
-
 CLEAN = {
     "profile": "hangul",        # see pipeline.text.normalize.PROFILES
     "squeeze": 2,               # longest run of one repeated character kept (0 = off)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import params as defaults
+from pipeline import layout, params as defaults
+from pipeline.core.files import sha256_file
+from pipeline.core.stage import Stage, input_problem, stale_reasons
 from pipeline.corpora import get_corpus, verify_file
-from pipeline.io import Stage, input_problem, sha256_file, stale_reasons
 
 UPSTREAM = {"clean": ("download",), "dedupe": ("clean",), "split": ("dedupe",), "tokenize": ("dedupe",),
             "pretrain": ("tokenize", "split", "clean"), "pad": ("tokenize", "split", "clean", "pretrain"),
@@ -55,8 +56,8 @@ def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
     return hashes, problems
 
 
-def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = defaults.DATA_DIR,
-                    artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, train_params: dict | None = None
+def pipeline_status(corpus: str, segmenter, *, data_dir: Path | str = layout.DATA_DIR,
+                    artifacts_dir: Path | str = layout.ARTIFACTS_DIR, train_params: dict | None = None
                     ) -> list[StageStatus]:
     """The status of every stage for `corpus` tokenized by `segmenter`, in pipeline order."""
     from pipeline.stages import clean, dedupe, evaluate, pad, pretrain, split, tokenize, train

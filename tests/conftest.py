@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import corpora
-from pipeline.io import sha256_file
+from pipeline.core.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = REPO.parent / "shared" / "corpora"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import pipeline
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

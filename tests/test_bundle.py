@@ -1,4 +1,4 @@
-"""pipeline.bundle: loading checks, predict/predict_proba, default_model_dir, and no train/serve skew."""
+"""pipeline.predict.bundle: loading checks, predict/predict_proba, default_model_dir, and no train/serve skew."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import MAX_CHARS, default_model_dir, load_bundle
-from pipeline.io import PipelineError, read_json, sha256_file
+from pipeline.core.files import read_json, sha256_file
+from pipeline.errors import PipelineError
+from pipeline.predict.bundle import MAX_CHARS, default_model_dir, load_bundle
 from test_model_train import write_processed  # pytest puts tests/ on sys.path
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.stages import clean as clean_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.download import download

@@ -8,7 +8,7 @@ import sys
 
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.apps.cli import cli
 from tests.conftest import REPO, SHARED_CORPORA
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.io import PipelineError, adopt_outputs
+from pipeline.core.stage import adopt_outputs
+from pipeline.errors import PipelineError
 from pipeline.stages.dedupe import dedupe, dedupe_table
 from pipeline.stages.split import assign_splits, split
 

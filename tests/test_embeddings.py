@@ -1,4 +1,4 @@
-"""Pretrained token vectors: pipeline.embeddings, the pretrain stage, and their use by pad and train."""
+"""Pretrained token vectors: pipeline.model.embeddings, the pretrain stage, and their use by pad and train."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from pipeline import corpora
-from pipeline.embeddings import embedding_matrix, learn_vectors
-from pipeline.io import ParameterError, PipelineError, read_json, sha256_file
+from pipeline.core.files import read_json, sha256_file
+from pipeline.errors import ParameterError, PipelineError
+from pipeline.model.embeddings import embedding_matrix, learn_vectors
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
 from pipeline.stages.download import download

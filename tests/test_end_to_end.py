@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.apps.cli import cli
 from tests.test_cli import ksent
 
 SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",

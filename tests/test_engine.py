@@ -21,8 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import engine, io
-from pipeline.io import ParquetRowGroupWriter, PipelineError, StageResult, read_json
+from pipeline.core import engine, tables
+from pipeline.core.files import read_json, sha256_file
+from pipeline.core.stage import StageResult, adopt_outputs
+from pipeline.core.tables import ParquetRowGroupWriter
+from pipeline.errors import PipelineError
 from pipeline.stages import clean as clean_stage, pad as pad_stage, pretrain as pretrain_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
@@ -43,7 +46,7 @@ QUIET = {"echo": lambda line: None}
 
 @pytest.fixture
 def small_partitions(monkeypatch):
-    monkeypatch.setattr(io, "ROW_GROUP_ROWS", ROW_GROUP)
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", ROW_GROUP)
     monkeypatch.setattr(pretrain_stage, "ROW_GROUP_ROWS", ROW_GROUP)
     monkeypatch.setattr(clean_stage, "BLOCK_BYTES", 1500)          # the raw files in several blocks
     monkeypatch.setattr(clean_stage, "LOCAL_BELOW", 2)             # and on the cluster however few
@@ -86,7 +89,7 @@ def _outputs(data: Path) -> dict[str, bytes]:
 
 
 def test_row_group_writer_gives_the_same_bytes_however_the_rows_are_chunked(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", 7)
     table = pa.table({"id": [str(i) for i in range(30)], "tokens": [["토큰"] * (i % 4) for i in range(30)]})
     written = []
     for chunks in ([30], [1, 29], [7, 7, 7, 9], [5] * 6, [13, 0, 17]):
@@ -122,14 +125,14 @@ def test_data_stages_on_two_workers_match_one_process_byte_for_byte(tmp_path, ti
 def test_tokens_do_not_depend_on_the_input_row_groups(tmp_path, tiny_corpus, monkeypatch):
     """Another partitioning of dedupe.parquet (a file written elsewhere) gives the same tokens.parquet."""
     data = tmp_path / "d"
-    monkeypatch.setattr(io, "ROW_GROUP_ROWS", ROW_GROUP)
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", ROW_GROUP)
     _prepare(data, tiny_corpus)
     tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)
     out = data / "processed/tiny/morpheme-mecab/tokens.parquet"
     reference = out.read_bytes()
     interim = data / "interim/tiny"
     pq.write_table(pq.read_table(interim / "dedupe.parquet"), interim / "dedupe.parquet", row_group_size=17)
-    io.adopt_outputs("dedupe", "tiny", interim, ["dedupe.parquet"],
+    adopt_outputs("dedupe", "tiny", interim, ["dedupe.parquet"],
                      read_json(interim / "dedupe.manifest.json")["params"])
     result = tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)
     assert not result.skipped and result.counts["partitions"] != reference.count(b"PAR1")
@@ -221,7 +224,7 @@ def test_clean_in_blocks_gives_the_rows_of_one_pass_line_numbers_included(tmp_pa
     from pipeline import corpora
     spec = corpora.CORPORA["tiny_shop"]
     monkeypatch.setitem(corpora.CORPORA, "tiny_shop", dataclasses.replace(spec, files=(dataclasses.replace(
-        spec.files[0], sha256=io.sha256_file(raw)),)))
+        spec.files[0], sha256=sha256_file(raw)),)))
     results, files = [], []
     for name, block_bytes, workers in (("one", 1 << 30, 1), ("blocks", 700, 1), ("cluster", 700, 2)):
         data = tmp_path / name
@@ -269,8 +272,8 @@ def test_split_streams_row_groups_and_keeps_every_row_and_column(tmp_path, tiny_
 
 def test_read_rows_names_the_stage_to_rerun_or_the_missing_shared_folder(tmp_path):
     with pytest.raises(PipelineError, match="not found where this runs - do the Dask workers see the data folder"):
-        io.read_rows(tmp_path / "absent.parquet", 0, 10, "dedupe", "tiny")
+        tables.read_rows(tmp_path / "absent.parquet", 0, 10, "dedupe", "tiny")
     damaged = tmp_path / "dedupe.parquet"
     damaged.write_bytes(b"PAR1 not really")
     with pytest.raises(PipelineError, match=r"is unreadable .* re-run `ksent dedupe --corpus tiny --force`"):
-        io.read_rows(damaged, 0, 10, "dedupe", "tiny")
+        tables.read_rows(damaged, 0, 10, "dedupe", "tiny")

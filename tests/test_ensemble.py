@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 import pipeline
-from pipeline import padded
-from pipeline.bundle import default_model_dir, load_bundle
-from pipeline.io import ParameterError, PipelineError, read_json
+from pipeline.core.files import read_json
+from pipeline.errors import ParameterError, PipelineError
+from pipeline.model import padded
+from pipeline.predict.bundle import default_model_dir, load_bundle
 from pipeline.stages.ensemble import ensemble, member_names
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
@@ -28,7 +29,7 @@ MEMBERS = ["tiny-char", "tiny-morpheme-mecab", "tiny-word"]
 
 
 def logit_mean(probabilities) -> np.ndarray:
-    """sigmoid(mean log-odds), computed here independently of pipeline.bundle.combine."""
+    """sigmoid(mean log-odds), computed here independently of pipeline.predict.bundle.combine."""
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
     return 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=0)))
 

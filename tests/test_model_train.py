@@ -10,11 +10,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import padded
-from pipeline.embeddings import learn_vectors
-from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json, save_npz
-from pipeline.model import build_model
-from pipeline.scoring import compute_metrics, unique_text_mask, write_report
+from pipeline.core.files import read_json, save_npz
+from pipeline.core.stage import adopt_outputs
+from pipeline.errors import MissingInputError, PipelineError
+from pipeline.model import padded
+from pipeline.model.embeddings import learn_vectors
+from pipeline.model.network import build_model
+from pipeline.model.scoring import compute_metrics, unique_text_mask, write_report
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import SplitReader, _lr_schedule, train
 from pipeline.text.normalize import Normalizer

@@ -23,7 +23,7 @@ LINUX = sys.platform.startswith("linux")
 
 MAIN = textwrap.dedent("""\
     import signal, sys
-    from pipeline.io import PipelineError
+    from pipeline.errors import PipelineError
     from pipeline.text import segment
     from pipeline.text.segment import Segmenter, SegmentPool
 

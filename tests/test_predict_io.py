@@ -1,4 +1,5 @@
-"""`ksent predict` input and output: one result per input line (pipeline.lines), quiet start-up (pipeline.quiet)."""
+"""`ksent predict` input and output: one result per input line (pipeline.predict.lines), quiet start-up
+(pipeline.core.quiet)."""
 from __future__ import annotations
 
 import io
@@ -10,8 +11,8 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeline.io import PipelineError
-from pipeline.lines import format_plain, iter_lines, read_lines, read_path_lines
+from pipeline.errors import PipelineError
+from pipeline.predict.lines import format_plain, iter_lines, read_lines, read_path_lines
 from tests.conftest import REPO
 
 SEPARATORS = "\u2028\u2029\x0b\x0c\x1c\x1d\x1e\x85"   # str.splitlines() breaks on these; ksent does not
@@ -146,8 +147,8 @@ def _quote(s: str) -> str:
 
 
 READ_STDIN = """
-from pipeline.io import PipelineError
-from pipeline.lines import read_lines, read_path_lines, stdin_stream
+from pipeline.errors import PipelineError
+from pipeline.predict.lines import read_lines, read_path_lines, stdin_stream
 for read in (lambda: read_lines(stdin_stream(), "standard input"), lambda: read_path_lines("-")):
     try:
         print(read())
@@ -194,7 +195,7 @@ print("python-level noise", file=sys.stderr)
 if os.environ.get("FAKE_KERAS_FAIL"):
     raise ImportError("fake keras is broken")
 """
-IMPORT = "from pipeline import quiet; keras = quiet.import_keras(); print('imported', keras.__name__)"
+IMPORT = "from pipeline.core import quiet; keras = quiet.import_keras(); print('imported', keras.__name__)"
 
 
 @pytest.fixture
@@ -224,7 +225,7 @@ def test_failed_import_replays_what_it_wrote(fake_keras):
     assert result.stderr.endswith("ImportError: fake keras is broken\n")
 
 
-LEVEL = ("from pipeline import quiet; quiet.default_log_level(); {verbose} quiet.import_keras(); "
+LEVEL = ("from pipeline.core import quiet; quiet.default_log_level(); {verbose} quiet.import_keras(); "
          "import os; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
 
 
@@ -242,7 +243,7 @@ def test_tf_log_level(fake_keras, user_level, verbose, expected):
 
 TINY_MODEL = """
 import numpy as np
-from pipeline.quiet import import_keras
+from pipeline.core.quiet import import_keras
 keras = import_keras()
 inputs = keras.Input(shape=(None,), dtype="int32")
 x = keras.layers.LSTM(4)(keras.layers.Embedding(50, 8, mask_zero=True)(inputs))

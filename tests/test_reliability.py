@@ -1,6 +1,6 @@
 """The stage contract under faults: killed and concurrent runs, damaged inputs, bad options, full disks.
 
-Kills happen through the test hook KSENT_TEST_KILL_AFTER_RENAME=N (pipeline.io): the stage's
+Kills happen through the test hook KSENT_TEST_KILL_AFTER_RENAME=N (_bootstrap): the stage's
 process SIGKILLs itself right after its N-th rename, so every step of a commit is hit in turn.
 """
 from __future__ import annotations
@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import (
-    KILL_AFTER_RENAME_ENV,
-    Input,
-    PipelineError,
-    Stage,
-    folder_lock,
-    read_json,
-    sha256_file,
-    verify_inputs,
-)
+from pipeline.core.files import read_json, sha256_file
+from pipeline.core.locks import folder_lock
+from pipeline.core.stage import Input, Stage, verify_inputs
+from pipeline.errors import PipelineError
 from pipeline.stages import dedupe as dedupe_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
@@ -123,7 +117,7 @@ def test_killed_at_every_rename_leaves_old_or_new_set_and_rerun_is_identical(sta
 
 
 def test_train_killed_or_failing_keeps_the_previous_bundle(tmp_path, tiny_corpus):
-    from pipeline.bundle import load_bundle
+    from pipeline.predict.bundle import load_bundle
     from pipeline.stages.train import train
 
     data, artifacts = tmp_path / "data", tmp_path / "artifacts"
@@ -201,10 +195,26 @@ def test_a_second_writer_waits_and_the_result_is_one_complete_run(tmp_path, tiny
     assert report == {k: v for k, v in manifest["counts"].items() if k not in ("engine", "partitions")}
 
 
+KILL_AFTER_RENAME_ENV = "KSENT_TEST_KILL_AFTER_RENAME"
+# Installed in the subprocess: SIGKILL it right after the N-th rename that publishes a file or folder
+# (pipeline.core.files.renamed, called by atomic writes and commits), N from KILL_AFTER_RENAME_ENV.
+_KILL_HOOK = f"""
+import os, signal
+import pipeline.core.files
+_renames = 0
+def _renamed():
+    global _renames
+    _renames += 1
+    if os.environ.get({KILL_AFTER_RENAME_ENV!r}) == str(_renames):
+        os.kill(os.getpid(), signal.SIGKILL)
+pipeline.core.files.renamed = _renamed
+"""
+
+
 def _bootstrap(mirror: Path) -> str:
-    return ("from pipeline import corpora; import tests.conftest as c; from _pytest.monkeypatch import MonkeyPatch; "
+    return (_KILL_HOOK + "import tests.conftest as c; from _pytest.monkeypatch import MonkeyPatch; "
             f"c.register_tiny(MonkeyPatch(), __import__('pathlib').Path({str(mirror)!r})); "
-            "from pipeline.cli import cli; cli(prog_name='ksent')")
+            "from pipeline.apps.cli import cli; cli(prog_name='ksent')")
 
 
 # --- inputs verified where they are read ------------------------------------------------------------
@@ -336,7 +346,7 @@ def test_bad_options_give_one_line_and_a_nonzero_exit_never_a_traceback(tmp_path
 
 
 def test_a_damaged_bundle_json_is_a_message(tmp_path):
-    from pipeline.bundle import load_bundle
+    from pipeline.predict.bundle import load_bundle
 
     bundle = tmp_path / "b"
     bundle.mkdir()

@@ -1,4 +1,5 @@
-"""pipeline.runtime and the prediction path: ONNX = Keras, no TensorFlow, old bundles, explanations, streaming."""
+"""pipeline.predict.runtime and the prediction path: ONNX = Keras, no TensorFlow, old bundles, explanations,
+streaming."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import pandas as pd
 import pytest
 
 import pipeline
-from pipeline.bundle import load_bundle
-from pipeline.io import read_json
-from pipeline.lines import iter_line_batches
+from pipeline.core.files import read_json
+from pipeline.predict.bundle import load_bundle
+from pipeline.predict.lines import iter_line_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +75,7 @@ def test_a_bundle_without_onnx_loads_through_keras_with_a_note(evaluated, tmp_pa
     result = _run([sys.executable, "-m", "pipeline", "predict", "--model", str(old), "시간 아깝다"])
     assert result.returncode == 0 and result.stdout.startswith(("긍정\t", "부정\t"))
     assert "note:" in result.stderr and "no model.onnx" in result.stderr
-    with pytest.raises(pipeline.io.PipelineError, match="no model.onnx"):
+    with pytest.raises(pipeline.errors.PipelineError, match="no model.onnx"):
         load_bundle(old, runtime="onnx")
 
 
@@ -145,10 +146,10 @@ def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkey
 
     def failing():                                                # a bad line after 3 good batches
         yield from batches[:3]
-        raise pipeline.io.PipelineError("line 3001 is not valid UTF-8")
+        raise pipeline.errors.PipelineError("line 3001 is not valid UTF-8")
 
     answered = []
-    with pytest.raises(pipeline.io.PipelineError, match="line 3001"):
+    with pytest.raises(pipeline.errors.PipelineError, match="line 3001"):
         for records in clf.predict_stream(failing(), workers=2, pool_after=1000):
             answered.extend(records)
     assert [r["text"] for r in answered] == lines[:3000]          # the lines before it are all answered

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline.io import MissingInputError, PipelineError, adopt_outputs, read_json
+from pipeline.core.files import read_json
+from pipeline.core.stage import adopt_outputs
+from pipeline.errors import MissingInputError, PipelineError
 from pipeline.stages.tokenize import tokenize
 from pipeline.text import morph, segment
 from pipeline.text.segment import Segmenter, SegmentPool, jamo_tokens

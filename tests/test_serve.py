@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.batching import BatcherClosed, MicroBatcher
+from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
 from test_model_train import SMALL, write_processed  # pytest puts tests/ on sys.path
@@ -499,7 +499,7 @@ class FailingClassifier:
 
 
 def test_a_failing_model_call_is_a_json_500_and_the_server_goes_on(caplog):
-    from pipeline.serve import create_app
+    from pipeline.apps.serve import create_app
 
     app = create_app(FailingClassifier(), max_wait_ms=0)
 

@@ -13,8 +13,8 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.io import read_json, sha256_file
+from pipeline.apps.cli import cli
+from pipeline.core.files import read_json, sha256_file
 from tests.conftest import FILLER, NEGATIVE, POSITIVE
 from tests.test_end_to_end import SMALL_MODEL
 

@@ -7,7 +7,7 @@ sources and counted; rows of an upstream test file are kept by default (each
 still gets a prediction), because published accuracies score every test row.
 
 Each raw file is parsed and normalized in blocks of whole lines (BLOCK_BYTES) on the
-engine (pipeline.engine), the rows written in file and line order, so the output does
+engine (pipeline.core.engine), the rows written in file and line order, so the output does
 not depend on the number of workers.
 """
 from __future__ import annotations
@@ -16,27 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import params as defaults
+from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS, Engine
+from pipeline.core.files import write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ParquetRowGroupWriter
 from pipeline.corpora import Corpus, check_utf8_share, get_corpus, line_blocks, parse_lines, pinned_check, read_block
-from pipeline.engine import Engine
-from pipeline.io import (
-    Input,
-    ParameterError,
-    ParquetRowGroupWriter,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    run_stage,
-    write_json,
-)
+from pipeline.errors import ParameterError, PipelineError, check_number
 from pipeline.text.normalize import PROFILES, Normalizer
-from pipeline.text.segment import DEFAULT_WORKERS
-
-
-def interim_dir(data_dir: Path | str, corpus: str) -> Path:
-    return Path(data_dir) / "interim" / corpus
 
 
 def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
@@ -45,8 +32,8 @@ def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     check_number("squeeze", squeeze, 0, integer=True)
-    raw_dir = Path(data_dir) / "raw" / corpus
-    return Stage("clean", corpus, interim_dir(data_dir, corpus),
+    raw_dir = layout.raw_dir(data_dir, corpus)
+    return Stage("clean", corpus, layout.interim_dir(data_dir, corpus),
                  inputs={f.name: Input(raw_dir / f.name, None, pinned_check(corpus, f)) for f in spec.files},
                  params={"profile": profile, "squeeze": squeeze, "drop_empty_test": bool(drop_empty_test)},
                  outputs=("clean.parquet", "normalizer.json"))
@@ -98,7 +85,7 @@ def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults
     stage = plan(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test)
     spec = get_corpus(corpus)
     normalizer = Normalizer(profile=profile, squeeze=squeeze)
-    raw_dir = Path(data_dir) / "raw" / corpus
+    raw_dir = layout.raw_dir(data_dir, corpus)
 
     def run(out: Staging) -> StageResult:
         parts = [(str((raw_dir / f.name).resolve()), *block, spec, f.source, normalizer, bool(drop_empty_test))

@@ -9,7 +9,7 @@ Policies (defaults in pipeline.params.DEDUPE):
 - test rows stay as published (duplicates included) unless `dedupe_test`.
 
 Every policy decides per text, so the stage partitions by text: on the engine
-(pipeline.engine), pass 1 turns each row group of clean.parquet into a slim table whose texts
+(pipeline.core.engine), pass 1 turns each row group of clean.parquet into a slim table whose texts
 are 128-bit BLAKE2b keys, spilled into the staging folder ordered by hash bucket; pass 2
 applies the policies (`dedupe_table`) to one bucket at a time (about BUCKET_ROWS rows). The
 kept rows are then streamed from clean.parquet in order. No process holds more than a
@@ -28,21 +28,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline import params as defaults
-from pipeline.engine import Engine
-from pipeline.io import (
-    Input,
-    ParameterError,
-    ParquetRowGroupWriter,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    read_rows,
-    row_group_ranges,
-    run_stage,
-)
-from pipeline.text.segment import DEFAULT_WORKERS
+from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS, Engine
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ParquetRowGroupWriter, read_rows, row_group_ranges
+from pipeline.errors import ParameterError, PipelineError
 
 CONFLICT_POLICIES = ("drop", "majority", "first")
 LEAKAGE_POLICIES = ("drop-train", "keep")
@@ -169,8 +159,9 @@ def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = default
         raise ParameterError(f"unknown conflict policy {conflicts!r}; choose one of {', '.join(CONFLICT_POLICIES)}")
     if leakage not in LEAKAGE_POLICIES:
         raise ParameterError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
-    folder = Path(data_dir) / "interim" / corpus
-    return Stage("dedupe", corpus, folder, inputs={"clean.parquet": Input(folder / "clean.parquet", "clean")},
+    folder = layout.interim_dir(data_dir, corpus)
+    return Stage("dedupe", corpus, folder,
+                 inputs={"clean.parquet": Input(folder / "clean.parquet", "clean", label=corpus)},
                  params={"conflicts": conflicts, "leakage": leakage, "dedupe_test": bool(dedupe_test)},
                  outputs=("dedupe.parquet",))
 

@@ -18,17 +18,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline import layout
+from pipeline.core.files import atomic_path, write_json
+from pipeline.core.locks import folder_lock
+from pipeline.core.stage import StageResult, library_versions
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.io import (
-    PipelineError,
-    StageResult,
-    atomic_path,
-    check_number,
-    folder_lock,
-    library_versions,
-    write_error,
-    write_json,
-)
+from pipeline.errors import PipelineError, check_number, write_error
 
 MIRROR_ENV = "KSENT_MIRROR"
 _CHUNK = 1 << 16
@@ -128,7 +123,7 @@ def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None =
     check_number("timeout", timeout, 0, 3600, low_open=True)
     check_number("backoff", backoff, 0, 3600)
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
-    raw_dir = Path(data_dir) / "raw" / corpus
+    raw_dir = layout.raw_dir(data_dir, corpus)
     with folder_lock(raw_dir, f"download {corpus}", echo):
         try:
             return _download(spec, corpus, raw_dir, mirror, force=force, retries=retries, backoff=backoff,

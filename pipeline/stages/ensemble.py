@@ -11,7 +11,7 @@ The combination is the equal-weight mean of the members' log-odds (or of their p
 `combination="mean"`; pipeline.params.ENSEMBLE says why): nothing is fitted, so
 the validation accuracy recorded (which picks the default model) is an honest estimate,
 not a figure the weights were tuned on. Predicting with the ensemble bundle replays each
-member's own preprocessing and averages the same way (`pipeline.bundle.combine`), so
+member's own preprocessing and averages the same way (`pipeline.predict.bundle.combine`), so
 `ksent predict --model artifacts/nsmc-ensemble` gives the probabilities scored here.
 """
 from __future__ import annotations
@@ -22,26 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import padded, params as defaults
-from pipeline.io import (
-    Input,
-    ParameterError,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    library_versions,
-    read_json,
-    run_stage,
-    sha256_file,
-    write_json,
-)
-from pipeline.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
+from pipeline import layout, params as defaults
+from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, library_versions, run_stage
+from pipeline.errors import ParameterError, PipelineError
+from pipeline.model import padded
+from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
 
 ENSEMBLE_TOK = "ensemble"
 
 
-def member_names(corpus: str, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> list[str]:
+def member_names(corpus: str, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
     """Every single-model bundle of `corpus` in `artifacts_dir`, by folder name."""
     names = []
     for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
@@ -67,9 +58,9 @@ def _member_tok(bundle_dir: Path) -> str:
 
 
 def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
-         combination: str = defaults.ENSEMBLE["combination"], data_dir: Path | str = defaults.DATA_DIR,
-         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
-    from pipeline.bundle import COMBINATIONS
+         combination: str = defaults.ENSEMBLE["combination"], data_dir: Path | str = layout.DATA_DIR,
+         artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
+    from pipeline.predict.bundle import COMBINATIONS
 
     if combination not in COMBINATIONS:
         raise ParameterError(f"ensemble {corpus}: combination must be one of {', '.join(COMBINATIONS)}, "
@@ -83,21 +74,23 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
     inputs = {}
     for name in members:
         bundle_dir = artifacts_dir / name
-        inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train")
-        src = Path(data_dir) / "processed" / corpus / _member_tok(bundle_dir)
-        for split in ("train", "val", "test"):
-            inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad")
-    return Stage("ensemble", corpus, artifacts_dir / f"{corpus}-{ENSEMBLE_TOK}", inputs=inputs,
+        tok = _member_tok(bundle_dir)
+        label = layout.label(corpus, tok)
+        inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train", label=label)
+        src = layout.processed_dir(data_dir, corpus, tok)
+        for split in layout.SPLITS:
+            inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad", label=label)
+    return Stage("ensemble", corpus, layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK), inputs=inputs,
                  params={"members": members, "combination": combination},
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 
 
 def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
              combination: str = defaults.ENSEMBLE["combination"],
-             data_dir: Path | str = defaults.DATA_DIR, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR,
+             data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Combine the members (default: every single-model bundle of `corpus`) and score the ensemble."""
-    from pipeline.bundle import FORMAT, FORMAT_VERSION, THRESHOLD, combine, load_bundle
+    from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, THRESHOLD, combine, load_bundle
 
     stage = plan(corpus, members=members, combination=combination, data_dir=data_dir, artifacts_dir=artifacts_dir)
     names = stage.params["members"]

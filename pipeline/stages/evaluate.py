@@ -7,7 +7,7 @@ Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, tex
 probability, predicted). Then artifacts/REPORT.md is regenerated from every bundle's
 metrics.json (`write_report`).
 
-The model is loaded through pipeline.bundle.load_bundle and scored with the same runtime
+The model is loaded through pipeline.predict.bundle.load_bundle and scored with the same runtime
 (model.onnx) and batching code as `ksent predict`, so evaluated and served probabilities agree.
 Besides the whole test split, metrics are given for the rows whose raw text is
 unique within it (stock phrases such as "굿" or "최고" repeat many times in NSMC's
@@ -21,37 +21,40 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import padded, params as defaults
-from pipeline.io import Input, PipelineError, Stage, StageResult, Staging, run_stage, sha256_file, write_json
-from pipeline.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
+from pipeline import layout
+from pipeline.core.files import sha256_file, write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.errors import PipelineError
+from pipeline.model import padded
+from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
 
 
-def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
-         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Stage:
-    from pipeline.bundle import THRESHOLD
+def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
+         artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
+    from pipeline.predict.bundle import THRESHOLD
 
-    src = Path(data_dir) / "processed" / corpus / tok
-    bundle_dir = Path(artifacts_dir) / f"{corpus}-{tok}"
-    inputs = {name: Input(src / name, "pad") for name in ("test.parquet", "train.parquet", "val.parquet")}
-    inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad")
-    inputs.update({name: Input(bundle_dir / name, "train")
+    src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
+    bundle_dir = layout.bundle_dir(artifacts_dir, corpus, tok)
+    inputs = {name: Input(src / name, "pad", label=label) for name in ("test.parquet", "train.parquet", "val.parquet")}
+    inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
+    inputs.update({name: Input(bundle_dir / name, "train", label=label)
                    for name in ("model.keras", "model.onnx", "tokenizer.json", "bundle.json")})
-    return Stage("evaluate", f"{corpus}/{tok}", bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
+    return Stage("evaluate", label, bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 
 
-def evaluate(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
-             artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, force: bool = False,
+def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
+             artifacts_dir: Path | str = layout.ARTIFACTS_DIR, force: bool = False,
              echo: Callable[[str], None] | None = None) -> StageResult:
     """Score <artifacts_dir>/<corpus>-<tok>/ on the test split; write metrics and REPORT.md."""
-    from pipeline.bundle import THRESHOLD
+    from pipeline.predict.bundle import THRESHOLD
 
     stage = plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
     bundle_dir, label = stage.folder, stage.label
 
     def run(out: Staging) -> StageResult:
-        from pipeline.bundle import load_bundle
+        from pipeline.predict.bundle import load_bundle
 
         bundle = load_bundle(bundle_dir)
         if sha256_file(inputs["processed tokenizer.json"]) != bundle.manifest["tokenizer"]["sha256"]:

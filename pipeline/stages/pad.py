@@ -6,7 +6,7 @@ pretrain stage's vectors.npz: the vocabulary (train tokens seen `min_freq` times
 `max_words` ids) is then extended by up to `pretrained_words` tokens that have pretrained
 vectors, most frequent first - mostly tokens of the unlabeled reviews. Outputs in
 data/processed/<corpus>/<tok>/: train.parquet, val.parquet, test.parquet (id, label, text: the
-review as published, x: padded int32 ids; see pipeline.padded), tokenizer.json (everything
+review as published, x: padded int32 ids; see pipeline.model.padded), tokenizer.json (everything
 `predict` needs to replay the preprocessing), vocab_report.json and lengths.png.
 Nothing is learned from validation or test rows.
 
@@ -23,36 +23,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import padded, params as defaults
-from pipeline.engine import Engine, Shared
-from pipeline.io import (
-    Input,
-    ParameterError,
-    ParquetRowGroupWriter,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    read_json_from,
-    read_npz,
-    read_rows,
-    row_group_ranges,
-    run_stage,
-    write_json,
-    write_text,
-)
-from pipeline.stages.split import SPLITS
+from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS, Engine, Shared
+from pipeline.core.files import write_json, write_text
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ParquetRowGroupWriter, read_json_from, read_npz, read_rows, row_group_ranges
+from pipeline.errors import ParameterError, PipelineError, check_number
+from pipeline.layout import SPLITS
+from pipeline.model import padded
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
-from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+from pipeline.text.segment import Segmenter
 from pipeline.text.sequences import SIDES, length_for_coverage
 from pipeline.text.vocab import OOV_ID, Vocabulary
-
-
-def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
-    return Path(data_dir) / "processed" / corpus / tok
-
 
 # Fewer partitions (row groups of 20,000 rows) than this are padded in this process: at NSMC's
 # 193,499 rows (10) 2 local workers were no faster than one process (bench_scale.py: 0.97x),
@@ -112,7 +95,7 @@ def count_partition(tokens_path: str, split_path: str, start: int, stop: int,
 
 def index_partition(tokens_path: str, split_path: str, start: int, stop: int, label: str,
                     pre: Preprocessor) -> dict[str, dict]:
-    """Rows [start, stop) of each split as a table of padded rows (pipeline.padded), with OOV and token counts."""
+    """Rows [start, stop) of each split as a table of padded rows (pipeline.model.padded), with OOV and token counts."""
     token_lists, rows = _read_partition(tokens_path, split_path, start, stop, label,
                                         ["id", "split", "label", "raw"])
     out = {}
@@ -143,15 +126,15 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int
                              f"got {max_words!r}")
     check_number("min_freq", min_freq, 1, integer=True)
     check_number("coverage", coverage, 0, 1, low_open=True)
-    interim = Path(data_dir) / "interim" / corpus
-    folder = processed_dir(data_dir, corpus, tok)
-    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
-              "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
-              "split.parquet": Input(interim / "split.parquet", "split"),
-              "normalizer.json": Input(interim / "normalizer.json", "clean")}
+    interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
+        layout.label(corpus, tok)
+    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
+              "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
+              "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
+              "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
     if pretrained_words:
-        inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain")
-    return Stage("pad", f"{corpus}/{tok}", folder, inputs=inputs,
+        inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain", label=label)
+    return Stage("pad", label, folder, inputs=inputs,
                  params={"max_words": max_words, "pretrained_words": pretrained_words, "min_freq": min_freq,
                          "maxlen": maxlen, "coverage": coverage, "padding": padding, "truncating": truncating},
                  outputs=(*(f"{name}.parquet" for name in SPLITS), "tokenizer.json", "vocab_report.json",

@@ -10,7 +10,7 @@ unlabeled_counts), which the pad stage may use to extend the vocabulary and the 
 stage starts the Embedding layer from.
 
 Unlabeled lines go through the corpus's normalizer and segmenter in blocks of ROW_GROUP_ROWS
-lines, on the engine (pipeline.engine) for morpheme analysis, like the tokenize stage.
+lines, on the engine (pipeline.core.engine) for morpheme analysis, like the tokenize stage.
 A line whose cleaned text equals a validation or test review's is dropped and counted: no
 held-out text may shape the model. Validation and test rows themselves are never read.
 Same inputs and parameters, same vectors (one gensim worker thread).
@@ -25,26 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
+from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS, Engine
+from pipeline.core.files import save_npz
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
-from pipeline.embeddings import METHODS, learn_vectors
-from pipeline.engine import Engine
-from pipeline.io import (
-    ROW_GROUP_ROWS,
-    Input,
-    ParameterError,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    read_json_from,
-    read_split_tokens,
-    run_stage,
-    save_npz,
-)
+from pipeline.errors import ParameterError, PipelineError, check_number
+from pipeline.model.embeddings import METHODS, learn_vectors
 from pipeline.text.normalize import Normalizer
-from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+from pipeline.text.segment import Segmenter
 
 
 def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
@@ -52,11 +42,11 @@ def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
     spec = get_corpus(corpus).unlabeled
     if spec is None:
         return None
-    return Input(Path(data_dir) / "raw" / corpus / spec.name, None,
+    return Input(layout.raw_dir(data_dir, corpus) / spec.name, None,
                  pinned_check(corpus, spec, "the registered unlabeled file"))
 
 
-def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
+def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
          **params) -> Stage:
     unknown = sorted(set(params) - set(defaults.PRETRAIN))
     if unknown:
@@ -68,12 +58,12 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unl
     for key, low, high in (("dim", 1, 4096), ("window", 1, 100), ("epochs", 1, 1000), ("min_count", 1, 10**9),
                            ("seed", 0, 2**32 - 1)):
         check_number(f"pretrain: {key}", params[key], low, high, integer=True)
-    interim = Path(data_dir) / "interim" / corpus
-    folder = Path(data_dir) / "processed" / corpus / tok
-    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize"),
-              "segmenter.json": Input(folder / "segmenter.json", "tokenize"),
-              "split.parquet": Input(interim / "split.parquet", "split"),
-              "normalizer.json": Input(interim / "normalizer.json", "clean")}
+    interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
+        layout.label(corpus, tok)
+    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
+              "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
+              "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
+              "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
     unlabeled = str(unlabeled)
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
@@ -81,7 +71,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unl
             inputs["unlabeled"] = registered
     elif unlabeled != "none":
         inputs["unlabeled"] = Input(Path(unlabeled), None)
-    return Stage("pretrain", f"{corpus}/{tok}", folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
+    return Stage("pretrain", label, folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
                  outputs=("vectors.npz",))
 
 
@@ -106,7 +96,7 @@ def read_lines(path: Path) -> tuple[list[str], Counter]:
     return lines, problems
 
 
-def pretrain(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR, unlabeled: str | Path = "auto",
+def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
              workers: int | None = None, scheduler: str | None = None, force: bool = False,
              echo: Callable[[str], None] | None = None,
              **params) -> StageResult:

@@ -21,23 +21,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipeline import params as defaults
-from pipeline.io import (
-    Input,
-    ParameterError,
-    ParquetRowGroupWriter,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    read_rows,
-    read_table,
-    row_group_ranges,
-    run_stage,
-    write_json,
-)
-
-SPLITS = ("train", "val", "test")
+from pipeline import layout, params as defaults
+from pipeline.core.files import write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
+from pipeline.errors import ParameterError, check_number
 
 
 def _stratified(index: np.ndarray, labels: pd.Series, size: float, seed: int):
@@ -61,7 +49,7 @@ def assign_splits(table: pd.DataFrame, *, seed: int, val_ratio: float, test_rati
 
 def split_report(table: pd.DataFrame) -> dict:
     report = {}
-    for name in SPLITS:
+    for name in layout.SPLITS:
         labels = table.loc[table["split"] == name, "label"]
         report[name] = {"rows": int(labels.size), "positive": int(labels.sum()),
                         "positive_share": round(float(labels.mean()), 4) if labels.size else None}
@@ -103,8 +91,9 @@ def plan(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPL
     if val_ratio + test_ratio >= 1:
         raise ParameterError(f"val_ratio + test_ratio must be below 1, got {val_ratio} + {test_ratio}")
     check_number("seed", seed, 0, 2**32 - 1, integer=True)
-    folder = Path(data_dir) / "interim" / corpus
-    return Stage("split", corpus, folder, inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe")},
+    folder = layout.interim_dir(data_dir, corpus)
+    return Stage("split", corpus, folder,
+                 inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe", label=corpus)},
                  params={"seed": seed, "val_ratio": val_ratio, "test_ratio": test_ratio},
                  outputs=("split.parquet", "split_report.json"))
 

@@ -8,7 +8,7 @@ The parameters are the segmenter's description, analyzer version included (a new
 analyzer version re-runs the stage); the number of workers and the scheduler are not
 parameters, since the tokens do not depend on them.
 
-Morpheme analysis runs on the engine (pipeline.engine): one partition per row group of
+Morpheme analysis runs on the engine (pipeline.core.engine): one partition per row group of
 dedupe.parquet, each worker process reading its row groups itself and building its
 analyzer once. Word and character splitting is cheaper than shipping the tokens between
 processes, so it runs in this process unless a scheduler is given.
@@ -20,29 +20,23 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.engine import Engine
-from pipeline.io import (
-    Input,
-    ParquetRowGroupWriter,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    read_rows,
-    row_group_ranges,
-    run_stage,
-    write_json,
-)
-from pipeline.text.segment import DEFAULT_WORKERS, Segmenter
+from pipeline import layout
+from pipeline.core.engine import DEFAULT_WORKERS, Engine
+from pipeline.core.files import write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import ParquetRowGroupWriter, read_rows, row_group_ranges
+from pipeline.errors import check_number
+from pipeline.text.segment import Segmenter
 
 SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
 
 
 def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") -> Stage:
-    source = Path(data_dir) / "interim" / corpus / "dedupe.parquet"
+    source = layout.interim_dir(data_dir, corpus) / "dedupe.parquet"
+    tok = segmenter.name()
     # the parameters are the segmenter's description (raises PipelineError early if the backend is missing)
-    return Stage("tokenize", f"{corpus}/{segmenter.name()}", Path(data_dir) / "processed" / corpus / segmenter.name(),
-                 inputs={"dedupe.parquet": Input(source, "dedupe")}, params=segmenter.to_dict(),
+    return Stage("tokenize", layout.label(corpus, tok), layout.processed_dir(data_dir, corpus, tok),
+                 inputs={"dedupe.parquet": Input(source, "dedupe", label=corpus)}, params=segmenter.to_dict(),
                  outputs=("tokens.parquet", "segmenter.json"))
 
 

@@ -4,12 +4,12 @@ Inputs: data/processed/<corpus>/<tok>/train.parquet, val.parquet and tokenizer.j
 Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
 validation loss, kept by ModelCheckpoint; no optimizer state), model.onnx (the same network
 for TensorFlow-free prediction, checked against Keras on the validation split; see
-pipeline.runtime), a copy of tokenizer.json,
-bundle.json (what ties the two together, see pipeline.bundle), history.csv (per-epoch
+pipeline.predict.runtime), a copy of tokenizer.json,
+bundle.json (what ties the two together, see pipeline.predict.bundle), history.csv (per-epoch
 loss/accuracy/learning rate/seconds) and curves.png.
 
 The Embedding layer starts from the pretrain stage's vectors.npz (token vectors learned from
-the train split plus unlabeled reviews, pipeline.embeddings); `embeddings="random"` skips that.
+the train split plus unlabeled reviews, pipeline.model.embeddings); `embeddings="random"` skips that.
 
 Batches are groups of similar-length reviews without their all-padding columns
 (pipeline.text.sequences.length_batches): on CPU the recurrent loop costs as much per padding
@@ -29,30 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import padded, params as defaults
-from pipeline.io import (
-    Input,
-    ParameterError,
-    PipelineError,
-    Stage,
-    StageResult,
-    Staging,
-    check_number,
-    read_npz,
-    run_stage,
-    unreadable,
-)
-from pipeline.quiet import import_keras  # keras itself is imported when a model is built, not on import
+from pipeline import layout, params as defaults
+from pipeline.core.quiet import import_keras  # keras itself is imported when a model is built, not on import
+from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.tables import read_npz, unreadable
+from pipeline.errors import ParameterError, PipelineError, check_number
+from pipeline.model import padded
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
 
-def artifact_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
-    return Path(artifacts_dir) / f"{corpus}-{tok}"
-
-
 class SplitReader:
-    """A split table of the pad stage (pipeline.padded) read in shards: runs of whole row groups
+    """A split table of the pad stage (pipeline.model.padded) read in shards: runs of whole row groups
     holding at most `shard_mb` MB of padded ids (at least one row group each)."""
 
     def __init__(self, path: Path, name: str, label: str, shard_mb: float):
@@ -202,21 +190,22 @@ def validate_params(params: dict, tok: str) -> dict:
     return params
 
 
-def plan(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
-         artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, **params) -> Stage:
+def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
+         artifacts_dir: Path | str = layout.ARTIFACTS_DIR, **params) -> Stage:
     params = validate_params(params, tok)
-    src = Path(data_dir) / "processed" / corpus / tok
-    inputs = {name: Input(src / name, "pad") for name in ("train.parquet", "val.parquet", "tokenizer.json")}
+    src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
+    inputs = {name: Input(src / name, "pad", label=label) for name in ("train.parquet", "val.parquet",
+                                                                       "tokenizer.json")}
     if params["embeddings"] == "pretrained":
-        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain")
-    return Stage("train", f"{corpus}/{tok}", artifact_dir(artifacts_dir, corpus, tok), inputs=inputs,
+        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
+    return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
                           "curves.png"),
                  whole_folder=True)
 
 
-def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
-          artifacts_dir: Path | str = defaults.ARTIFACTS_DIR, force: bool = False,
+def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
+          artifacts_dir: Path | str = layout.ARTIFACTS_DIR, force: bool = False,
           echo: Callable[[str], None] | None = None, **params) -> StageResult:
     """Train on <data_dir>/processed/<corpus>/<tok>/ and write the bundle <artifacts_dir>/<corpus>-<tok>/.
 
@@ -231,8 +220,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
     def run(out: Staging) -> StageResult:
         keras = import_keras()
-        from pipeline import bundle
-        from pipeline.model import build_model
+        from pipeline.model.network import build_model
+        from pipeline.predict import bundle
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
         splits = {name: SplitReader(inputs[f"{name}.parquet"], name, stage.label, params["shard_mb"])
@@ -267,7 +256,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
         serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
-        from pipeline.runtime import ONNX_FILE, export_onnx
+        from pipeline.predict.runtime import ONNX_FILE, export_onnx
         # checked against Keras on the first row group of val (NSMC: all of it)
         onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=splits["val"].read_groups([0])["x"])
 
@@ -303,7 +292,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = defaults.DATA_DIR,
 
 def _pretrained_matrix(path: Path, preprocessor, params: dict, label: str) -> tuple[np.ndarray, int]:
     """The Embedding matrix from the pretrain stage's vectors, rows in the vocabulary's id order."""
-    from pipeline.embeddings import embedding_matrix
+    from pipeline.model.embeddings import embedding_matrix
     from pipeline.text.vocab import OOV_ID
 
     arrays = read_npz(path, "pretrain", label, ("tokens", "vectors"))

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 JDK_HINT = ("install a JDK >= 9: apt-get install default-jdk-headless (Debian/Ubuntu) or "
             "brew install openjdk (macOS), or set JAVA_HOME to one")

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 _WHITESPACE = re.compile(r"\s+")
 # Hangul compatibility jamo (ㄱ-ㅎ, ㅏ-ㅣ) and syllables (가-힣)

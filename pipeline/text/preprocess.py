@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 from pipeline.text.sequences import pad_sequences

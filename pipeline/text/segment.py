@@ -16,7 +16,7 @@ the number of workers (each document is analyzed on its own). It is prediction's
 (`ksent predict --file`, the Python API): morpheme analysis with several workers runs in
 a light `SegmentPool` of worker processes that load the analyzer once each (one JVM per
 worker for Okt), fed chunks of documents; kiwi uses its own threads instead. The data
-stages segment on their engine instead (pipeline.engine: Dask, partitions of a table).
+stages segment on their engine instead (pipeline.core.engine: Dask, partitions of a table).
 Worker processes start with "forkserver" (or "spawn" where there is none), never
 "fork": forking a process that runs a JVM (Okt, through JPype) or other threads (kiwi,
 tqdm's monitor, TensorFlow) can deadlock the child. The cost is a fresh interpreter per
@@ -45,24 +45,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pipeline import params
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.text import morph
 
 KINDS = ("word", "char", "morpheme")
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 BLOCK = 1000          # documents per progress-bar update in-process
 MAX_CHUNK = 500       # documents per task sent to a worker process
-
-
-def default_workers() -> int:
-    """CPU cores this process may use (respects taskset/cgroup affinity where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-DEFAULT_WORKERS = default_workers()
 
 
 # --- jamo ------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def make_corpus(folder: Path, rows: int, source: Path) -> Path:
 
 def register(mirror: Path) -> None:
     from pipeline import corpora
-    from pipeline.io import sha256_file
+    from pipeline.core.files import sha256_file
 
     files = tuple(corpora.CorpusFile(name, f"http://127.0.0.1:9/scale/{name}", source,
                                      sha256=sha256_file(mirror / "scale" / name))

@@ -118,7 +118,7 @@ def main() -> None:
         print(json.dumps(measure(label, int(workers), texts_file)))
         return
 
-    from pipeline.text.segment import DEFAULT_WORKERS
+    from pipeline.core.engine import DEFAULT_WORKERS
     texts, how = load_texts(args.file, args.limit)
     labels = args.only.split(",") if args.only else list(CONFIGS)
     many = args.workers or DEFAULT_WORKERS

@@ -1,7 +1,7 @@
 """Streamed training data (issue 11): peak memory of the train stage against the size of its
 training split, read in shards (`--shard-mb`) or whole (one shard as large as the split).
 
-For each size it writes a synthetic padded split as the pad stage does (pipeline.padded:
+For each size it writes a synthetic padded split as the pad stage does (pipeline.model.padded:
 row groups of 20,000 rows, maxlen 55, lengths and ids drawn like NSMC morphemes: mean ~18
 tokens, Zipf-like ids; each row ends in a "sentiment" id that gives its label away 9 times in
 10, so there is something to learn), then runs the real train stage for one epoch of a small network (random embeddings,
@@ -33,8 +33,8 @@ WHOLE_MB = 1e6           # a shard budget larger than any split here: read whole
 def write_split(path: Path, rows: int, seed: int) -> None:
     import numpy as np
 
-    from pipeline import padded
-    from pipeline.io import ParquetRowGroupWriter
+    from pipeline.core.tables import ParquetRowGroupWriter
+    from pipeline.model import padded
 
     rng = np.random.default_rng(seed)
     with ParquetRowGroupWriter(path, padded.schema(MAXLEN)) as writer:
@@ -52,7 +52,7 @@ def write_split(path: Path, rows: int, seed: int) -> None:
 
 def make_data(folder: Path, rows: int) -> Path:
     """data/processed/synth/word/ with train.parquet (rows), val.parquet (rows / 10) and tokenizer.json."""
-    from pipeline.io import adopt_outputs
+    from pipeline.core.stage import adopt_outputs
     from pipeline.text.normalize import Normalizer
     from pipeline.text.preprocess import Preprocessor
     from pipeline.text.segment import Segmenter

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.files import atomic_path
 from pipeline.corpora import CORPORA
-from pipeline.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = 100_000

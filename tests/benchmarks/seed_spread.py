@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pipeline.io import read_json
+from pipeline.core.files import read_json
 from pipeline.stages.ensemble import ensemble
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 CHUNK_SIZE = 1 << 16
 IDLE_FLUSH_S = 0.05    # a partial batch is answered once its input has paused this long

@@ -3,7 +3,7 @@
 A bundle is a folder `artifacts/<corpus>-<tok>/` holding
 
     model.keras     the Keras network (padded int32 ids -> P(positive))
-    model.onnx      the same network in ONNX, which prediction runs without TensorFlow (pipeline.runtime)
+    model.onnx      the same network in ONNX, which prediction runs without TensorFlow (pipeline.predict.runtime)
     tokenizer.json  the replayable preprocessing (pipeline.text.preprocess.Preprocessor)
     bundle.json     the manifest that ties them together, written by the train stage:
 
@@ -35,8 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import PipelineError, library_versions, read_json, sha256_file, write_json
-from pipeline.runtime import BATCH_SIZE
+from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.stage import library_versions
+from pipeline.errors import PipelineError
+from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
@@ -48,7 +50,7 @@ BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 
 def load_preprocessor(path: Path | str):
-    """Load a tokenizer.json (imported here so `import pipeline.bundle` stays light)."""
+    """Load a tokenizer.json (imported here so `import pipeline.predict.bundle` stays light)."""
     from pipeline.text.preprocess import Preprocessor
     return Preprocessor.load(path)
 
@@ -88,7 +90,7 @@ class Bundle:
       cannot stall, then truncated to `maxlen` tokens after segmentation, as in training.
     """
     directory: Path
-    network: object                 # pipeline.runtime.OnnxNetwork or KerasNetwork
+    network: object                 # pipeline.predict.runtime.OnnxNetwork or KerasNetwork
     preprocessor: object            # pipeline.text.preprocess.Preprocessor
     manifest: dict
     notes: tuple[str, ...] = ()     # what a user should know about how it was loaded (e.g. no model.onnx)
@@ -124,7 +126,7 @@ class Bundle:
 
     def predict_ids(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) for padded id rows, float32 (n,), in batches of similar length."""
-        from pipeline.runtime import predict_ids
+        from pipeline.predict.runtime import predict_ids
 
         return predict_ids(self.network, x, batch_size)
 
@@ -134,11 +136,11 @@ class Bundle:
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """One record per text: text, label (1 = positive), sentiment, probability, empty
-        (+ explanation with `explain`, see pipeline.explain)."""
+        (+ explanation with `explain`, see pipeline.predict.explain)."""
         if not explain:
             x = self.transform(texts)
             return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
-        from pipeline.explain import explain_many
+        from pipeline.predict.explain import explain_many
 
         token_lists = self.tokens(texts)                  # segmented once, for the records and the explanations
         x = self.preprocessor.ids(token_lists)
@@ -276,7 +278,7 @@ class EnsembleBundle:
         """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
         if not explain:
             return _records(texts, *self._score([m.transform(texts) for m in self.members], batch_size))
-        from pipeline.explain import explain_many
+        from pipeline.predict.explain import explain_many
 
         token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
         records = _records(texts, *self._score([m.preprocessor.ids(t) for m, t in zip(
@@ -400,7 +402,7 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Bundle:
 
 def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str):
     """(network, notes): model.onnx through onnxruntime where possible, else model.keras through Keras."""
-    from pipeline import runtime as rt
+    from pipeline.predict import runtime as rt
 
     notes = []
     recorded_onnx = manifest.get("onnx")

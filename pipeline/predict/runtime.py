@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import ParameterError, PipelineError, sha256_file
+from pipeline.core.files import sha256_file
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.params import PREDICT
 from pipeline.text.sequences import length_batches, trim_padding
 
@@ -113,7 +114,7 @@ def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
 
 
 def load_keras(path: Path, manifest: dict) -> KerasNetwork:
-    from pipeline.quiet import import_keras
+    from pipeline.core.quiet import import_keras
 
     keras = import_keras()   # without TensorFlow's start-up chatter on stderr, unless KSENT_VERBOSE=1
     try:

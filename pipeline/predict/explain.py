@@ -93,6 +93,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _tok(token: dict) -> str:
-    from pipeline.lines import escape
+    from pipeline.predict.lines import escape
 
     return escape(token["token"]) + ("(oov)" if token["oov"] else "")

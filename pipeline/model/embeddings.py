@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 METHODS = ("word2vec", "fasttext")
 SKIP_GRAM = {"sg": 1, "negative": 5}

@@ -11,7 +11,7 @@ a request larger than `max_batch` is split over several calls.
 Model calls run one at a time in a single worker thread, off the event loop: the model
 is not re-entrant (a morpheme analyzer instance is not thread-safe) and a second
 thread would only fight the first for the same cores. Independent of any web
-framework; `pipeline.serve` uses it.
+framework; `pipeline.apps.serve` uses it.
 """
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
-from pipeline.io import read_json
-from pipeline.runtime import BATCH_SIZE
+from pipeline import layout
+from pipeline.core.files import read_json
+from pipeline.predict.runtime import BATCH_SIZE
 
 __all__ = ["Classifier", "load"]
 
@@ -46,7 +46,7 @@ class Classifier:
     def explain(self, text: str) -> dict:
         """The record of one text plus "explanation": for each token the model read, its `effect` on the
         probability (probability minus the probability without it), and `prefix`, the probability
-        after reading up to it (see pipeline.explain)."""
+        after reading up to it (see pipeline.predict.explain)."""
         return self.predict([text], explain=True)[0]
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
@@ -97,15 +97,15 @@ def _as_list(texts) -> list[str]:
     return list(texts)
 
 
-def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = defaults.ARTIFACTS_DIR,
+def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
          runtime: str = "auto") -> Classifier:
     """Load a bundle folder, or (no argument) the NSMC bundle with the best validation accuracy in `artifacts_dir`.
 
     runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
-    warning), "onnx" or "keras". Raises pipeline.io.PipelineError with what to do when the
+    warning), "onnx" or "keras". Raises pipeline.errors.PipelineError with what to do when the
     bundle is missing, incomplete or damaged.
     """
-    from pipeline.bundle import default_model_dir, load_bundle
+    from pipeline.predict.bundle import default_model_dir, load_bundle
 
     bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir), runtime=runtime)
     for note in bundle.notes:

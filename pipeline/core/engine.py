@@ -31,11 +31,22 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pipeline.io import PipelineError
+from pipeline.errors import PipelineError
 
 SCHEDULER_ENV = "KSENT_SCHEDULER"
 # Test hook: a worker SIGKILLs itself when it starts partition N of a stage (once per marker file).
 KILL_AT_PARTITION_ENV = "KSENT_TEST_KILL_WORKER_AT"
+
+
+def default_workers() -> int:
+    """CPU cores this process may use (respects taskset/cgroup affinity where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+DEFAULT_WORKERS = default_workers()
 
 
 def scheduler_address(scheduler: str | None = None) -> str | None:

@@ -7,8 +7,8 @@ the output layer) - finite, never NaN.
 """
 from __future__ import annotations
 
+from pipeline.core.quiet import import_keras
 from pipeline.params import TRAIN
-from pipeline.quiet import import_keras
 
 keras = import_keras()   # TensorFlow's start-up log stays off the terminal unless KSENT_VERBOSE=1
 

@@ -2,7 +2,7 @@
 
 One row per review: `id`, `label` (int8 0/1), `text` (the review as published) and `x`,
 its padded ids (a fixed-size list of `maxlen` int32). Written in row groups of
-io.ROW_GROUP_ROWS rows, so the pad stage streams its results into them and train reads
+tables.ROW_GROUP_ROWS rows, so the pad stage streams its results into them and train reads
 them back a few row groups at a time (pipeline.stages.train: shards) - neither holds a
 whole split in memory. Shared here because stage modules do not import each other.
 """
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import PipelineError, read_rows, rerun_command, row_group_ranges, unreadable
+from pipeline.core.tables import read_rows, row_group_ranges, unreadable
+from pipeline.errors import PipelineError
+from pipeline.layout import rerun_command
 
 COLUMNS = ("id", "label", "text", "x")
 

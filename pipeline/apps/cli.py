@@ -16,13 +16,14 @@ from pathlib import Path
 
 import click
 
-from pipeline import params as defaults, quiet
+from pipeline import layout, params as defaults
+from pipeline.core import quiet
 from pipeline.corpora import CORPORA
-from pipeline.io import ParameterError, PipelineError, write_error
+from pipeline.errors import ParameterError, PipelineError, write_error
 from pipeline.text.normalize import PROFILES
 
 # TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for our
-# users: `ksent --verbose` or KSENT_VERBOSE=1 shows it. See pipeline.quiet.
+# users: `ksent --verbose` or KSENT_VERBOSE=1 shows it. See pipeline.core.quiet.
 quiet.default_log_level()
 
 TOKENIZER_KINDS = ("word", "char", "morpheme")
@@ -110,12 +111,12 @@ def corpus_option(f):
 
 def data_options(f):
     f = click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")(f)
-    return click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+    return click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
                         help="Root of raw/, interim/ and processed/.")(f)
 
 
 def engine_options(f):
-    """--workers and --scheduler: where the data stages' partitions run (pipeline.engine)."""
+    """--workers and --scheduler: where the data stages' partitions run (pipeline.core.engine)."""
     f = click.option("--scheduler", metavar="ADDRESS", envvar="KSENT_SCHEDULER", show_envvar=True, default=None,
                      help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
                           "its workers must see --data-dir at the same path.")(f)
@@ -350,7 +351,7 @@ def train_options(f):
 
 
 def artifacts_option(f):
-    return click.option("--artifacts-dir", default=defaults.ARTIFACTS_DIR, type=click.Path(file_okay=False),
+    return click.option("--artifacts-dir", default=layout.ARTIFACTS_DIR, type=click.Path(file_okay=False),
                         help="Where model bundles and REPORT.md go.")(f)
 
 
@@ -411,7 +412,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 @cli.command()
 @corpus_option
 @tokenizer_options
-@click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
               help="Root of raw/, interim/ and processed/.")
 @artifacts_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
@@ -434,7 +435,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 
 @cli.command()
 @corpus_option
-@click.option("--data-dir", default=defaults.DATA_DIR, type=click.Path(file_okay=False),
+@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
               help="Root of raw/, interim/ and processed/.")
 @artifacts_option
 @click.option("--member", "members", multiple=True,
@@ -453,7 +454,7 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
-    from pipeline.scoring import write_report
+    from pipeline.model.scoring import write_report
     path = write_report(artifacts_dir)
     click.echo(f"report: wrote {path}")
 
@@ -493,10 +494,10 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     """
     import sys
 
-    from pipeline.api import Classifier
-    from pipeline.bundle import default_model_dir, load_bundle
-    from pipeline.lines import iter_line_batches, open_input
-    from pipeline.text.segment import DEFAULT_WORKERS
+    from pipeline.core.engine import DEFAULT_WORKERS
+    from pipeline.predict.bundle import default_model_dir, load_bundle
+    from pipeline.predict.classifier import Classifier
+    from pipeline.predict.lines import iter_line_batches, open_input
 
     if texts and file_:
         raise click.UsageError("give reviews as arguments or with --file, not both")
@@ -512,7 +513,7 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     first = next(batches, None)
     if first is None:
         return
-    bundle = load_bundle(model_dir or default_model_dir(defaults.ARTIFACTS_DIR), runtime=runtime)
+    bundle = load_bundle(model_dir or default_model_dir(layout.ARTIFACTS_DIR), runtime=runtime)
     for note in bundle.notes:
         click.echo(f"note: {note}", err=True)
     classifier = Classifier(bundle)
@@ -533,13 +534,13 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
 
 
 def _format_record(record: dict, as_json: bool) -> str:
-    from pipeline.lines import format_plain
+    from pipeline.predict.lines import format_plain
 
     if as_json:
         return json.dumps(record, ensure_ascii=False) + "\n"
     if "explanation" not in record:
         return format_plain(record) + "\n"
-    from pipeline.explain import format_explanation
+    from pipeline.predict.explain import format_explanation
 
     return "\n".join([format_plain(record), *format_explanation(record["explanation"])]) + "\n"
 
@@ -566,7 +567,7 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
     stops accepting connections and lets the requests in flight finish.
     """
     try:
-        from pipeline.serve import run_server
+        from pipeline.apps.serve import run_server
     except ImportError as exc:
         raise PipelineError(f"`ksent serve` needs {exc.name}, which is not installed: `pip install 'ksent[serve]'` "
                             f"(`make setup` installs it)") from None

@@ -10,7 +10,7 @@ answer. Predictions are the API's records, so they equal `ksent predict --json`.
     GET  /health                        {"status": "ok", "model": name}
     GET  /docs, /openapi.json           FastAPI's generated documentation
 
-Texts of concurrent requests share model calls (pipeline.batching.MicroBatcher): one
+Texts of concurrent requests share model calls (pipeline.apps.batching.MicroBatcher): one
 call at a time, in one worker thread, off the event loop. Every error is JSON
 `{"error": message, "field": where, ...}` (TF Serving's own error shape is `{"error": ...}`),
 so a client can show the message and a form can mark the field. The request body is
@@ -39,9 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from pipeline.batching import MicroBatcher
-from pipeline.io import ParameterError, PipelineError
-from pipeline.params import ARTIFACTS_DIR, SERVE
+from pipeline.apps.batching import MicroBatcher
+from pipeline.errors import ParameterError, PipelineError
+from pipeline.layout import ARTIFACTS_DIR
+from pipeline.params import SERVE
 
 __all__ = ["create_app", "run_server"]
 
@@ -392,8 +393,8 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
     read from stdout), and `stopped` after requests in flight have finished.
     Raises PipelineError for a bundle that cannot be loaded or an address that cannot be bound.
     """
-    from pipeline.api import Classifier
-    from pipeline.bundle import default_model_dir, load_bundle
+    from pipeline.predict.bundle import default_model_dir, load_bundle
+    from pipeline.predict.classifier import Classifier
 
     if name is not None and (not name or any(c in name for c in "/:?#% ")):
         raise ParameterError(f"--name {name!r} cannot be part of a URL path: use letters, digits, '-', '_', '.'")

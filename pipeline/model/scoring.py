@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import params as defaults
-from pipeline.io import folder_lock, read_json, write_text
+from pipeline import layout
+from pipeline.core.files import read_json, write_text
+from pipeline.core.locks import folder_lock
 
 REPORT_FILE = "REPORT.md"
 
@@ -126,7 +127,7 @@ def _duration(seconds) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 100 else f"{seconds:.0f} s"
 
 
-def write_report(artifacts_dir: Path | str = defaults.ARTIFACTS_DIR) -> Path:
+def write_report(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Path:
     """Rewrite <artifacts_dir>/REPORT.md: one table row per <bundle>/metrics.json, best first per corpus."""
     path = Path(artifacts_dir) / REPORT_FILE
     with folder_lock(path, "report"):           # read every metrics.json and write, as one writer

@@ -1,0 +1,66 @@
+"""Where every input and output lives, for a corpus, a tokenization and a bundle (after
+cookiecutter-data-science), and the command that re-makes a stage's outputs:
+
+    data/raw/<corpus>/                upstream files, verified (download)
+    data/interim/<corpus>/            cleaned, deduplicated, split tables (clean, dedupe, split)
+    data/processed/<corpus>/<tok>/    tokens, vectors, vocabulary, padded split tables
+    artifacts/<corpus>-<tok>/         a bundle: the model and all it needs to predict
+    artifacts/REPORT.md               every bundle's figures side by side
+
+`<tok>` is a tokenization's name (`Segmenter.name()`: word, char, char-jamo, morpheme-mecab, ...).
+Every stage, the status report and the messages that name a command build paths here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = "data"
+ARTIFACTS_DIR = "artifacts"
+REPORT_FILE = "REPORT.md"
+SPLITS = ("train", "val", "test")          # split.parquet's `split` values; pad writes <split>.parquet
+
+
+def raw_dir(data_dir: Path | str, corpus: str) -> Path:
+    return Path(data_dir) / "raw" / corpus
+
+
+def interim_dir(data_dir: Path | str, corpus: str) -> Path:
+    return Path(data_dir) / "interim" / corpus
+
+
+def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:
+    return Path(data_dir) / "processed" / corpus / tok
+
+
+def bundle_dir(artifacts_dir: Path | str, corpus: str, tok: str) -> Path:
+    return Path(artifacts_dir) / bundle_name(corpus, tok)
+
+
+def bundle_name(corpus: str, tok: str) -> str:
+    return f"{corpus}-{tok}"
+
+
+def report_path(artifacts_dir: Path | str) -> Path:
+    return Path(artifacts_dir) / REPORT_FILE
+
+
+def label(corpus: str, tok: str | None = None) -> str:
+    """How stages name what they work on in messages and manifests: "corpus" or "corpus/tok"."""
+    return f"{corpus}/{tok}" if tok else corpus
+
+
+def tokenizer_args(tok: str) -> str:
+    """The `ksent` options that select tokenization `tok` (the inverse of Segmenter.name())."""
+    kind, _, rest = tok.partition("-")
+    args = f"--tokenizer {kind}"
+    if kind == "morpheme" and rest:
+        args += f" --backend {rest}"
+    elif rest == "jamo":
+        args += " --jamo"
+    return args
+
+
+def rerun_command(stage: str, label: str) -> str:
+    """`ksent <stage> ...` for a label "corpus" or "corpus/tok"."""
+    corpus, _, tok = label.partition("/")
+    return f"ksent {stage} --corpus {corpus}" + (f" {tokenizer_args(tok)}" if tok else "")
