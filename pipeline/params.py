@@ -1,108 +1,131 @@
-"""Default parameters of every stage, in one place.
+"""Every parameter of every stage and app, declared once: default, range, choices, help.
 
-The CLI shows these in `--help`, the stage functions use them, and the manifests
-record the values actually used. Tuned on the validation split only.
+The stage functions validate against these (`Params.resolve`), the CLI generates its options
+from them (`--help` shows each default) and the manifests record the values used. Each default
+was chosen on the validation split only; the one-line reason is here, the measurements are in
+docs/experiments.md.
 """
 from __future__ import annotations
 
-CLEAN = {
-    "profile": "hangul",        # see pipeline.text.normalize.PROFILES
-    "squeeze": 2,               # longest run of one repeated character kept (0 = off)
-    "drop_empty_test": False,   # published NSMC figures score all 50,000 test rows
-}
+from pipeline.core.params import Param, Params
+from pipeline.model.embeddings import METHODS
+from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
+from pipeline.text.normalize import PROFILES
+from pipeline.text.segment import KINDS
+from pipeline.text.sequences import SIDES
 
-DEDUPE = {
-    # Training rows are chosen from the train file alone: choosing them by what the test file
-    # holds (`drop-train`) would let test data shape the model. Published NSMC figures train
-    # on the whole train file; evaluate reports accuracy on the test rows unseen in training.
-    "conflicts": "majority",    # same text, different labels: majority | drop | first
-    "leakage": "keep",          # text in train and test: keep (report only) | drop-train
-    "dedupe_test": False,       # keep the upstream test file as published
-}
 
-SPLIT = {
-    "seed": 42,
-    "val_ratio": 0.1,           # share of the training rows held out for validation
-    "test_ratio": 0.1,          # only for corpora without an upstream test file
-}
+def _pad_maxlen(text: str):
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError("a positive integer or 'auto'")
 
-TOKENIZE = {
-    "tokenizer": "morpheme",    # word | char | morpheme
-    "backend": "mecab",         # morpheme backend: mecab | okt | kiwi
-}
 
-PAD = {
-    "max_words": 30000,         # vocabulary size limit from train tokens, reserved ids included (0 = no limit)
-    # Then up to this many more tokens that have pretrained vectors but are not in the train
-    # vocabulary (mostly tokens of the unlabeled reviews), most frequent first (0 = none). Their
-    # vectors come from pretraining; a test review's rare word then is no longer OOV.
-    "pretrained_words": 20000,
-    "min_freq": 2,              # tokens seen fewer times in train are out-of-vocabulary
-    "maxlen": "auto",           # int, or "auto": cover `coverage` of training sequences
-    "coverage": 0.95,
-    # Right padding: the masked LSTM reads the same tokens either way (same output, tested), and
-    # Keras 3 uses the fused cuDNN kernel on a GPU only for right-padded masked sequences.
-    "padding": "post",
-    # A review longer than maxlen keeps its last tokens, where the verdict usually is.
-    "truncating": "pre",
-}
+MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
+SEED = Param(42, "Random seed (recorded).", 0, 2**32 - 1)
 
-PRETRAIN = {
-    # Token vectors for the Embedding layer, learned from the train split plus the corpus's
-    # unlabeled reviews (when it has them; `ksent pretrain --unlabeled PATH` for others).
-    "method": "word2vec",       # word2vec | fasttext (gensim), skip-gram
-    "dim": 128,                 # = TRAIN["embedding_dim"]
-    "window": 5,
-    "epochs": 5,
-    "min_count": 3,             # tokens seen fewer times (train + unlabeled) get no vector
-    "seed": 42,
-}
+DOWNLOAD = Params(
+    "download",
+    retries=Param(3, "Retries on transient network errors (exponential backoff).", 0, 100),
+    timeout=Param(30.0, "Seconds to wait for the server.", 0, 3600, low_open=True),
+    backoff=Param(1.0, "Seconds before the first retry (doubled each time).", 0, 3600),
+)
 
-TRAIN = {
-    # Chosen on the NSMC validation split (morpheme-mecab, best epoch by val_loss).
-    # Random embeddings: 64/64 dropout 0.3: 0.8526; 128/128 dropout 0.3: 0.8541; bidirectional
-    # 64/64: 0.8551; 128/128 dropout 0.5: 0.8517-0.8567 (two runs); with max/mean pooling over
-    # the LSTM outputs, recurrent or spatial dropout, label smoothing: 0.851-0.855.
-    # Word2vec embeddings from the train split: 128/128 dropout 0.5: 0.8643; BiLSTM 64 with
-    # max+mean pooling: 0.8603 (single-thread word2vec: 0.8605; seed 7: 0.8617). Kept: word2vec,
-    # one LSTM of 128 units. Learning rate x0.3 after each epoch without a lower val_loss:
-    # 0.8605 -> 0.8633 (best epoch 3 -> 5).
-    # Vectors pretrained on train + 475k unlabeled reviews, vocabulary +15,619 pretrained words
-    # (PRETRAIN, PAD): LSTM 128: 0.8668 (fastText vectors instead: 0.8660, 3x the pretraining
-    # time); 2 stacked LSTM 128: 0.8682 (2x the time per epoch); BiLSTM 128: 0.8716 (2x).
-    "embeddings": "pretrained", # pretrained (the pretrain stage's vectors) | random
-    "embedding_dim": 128,
-    "units": 128,
-    "layers": 1,
-    "bidirectional": False,
-    "cell": "lstm",
-    "dropout": 0.5,
-    "batch_size": 256,
-    "epochs": 8,
-    "patience": 2,
-    "learning_rate": 1e-3,
-    "lr_decay": 0.3,            # learning rate x this after an epoch without a lower val_loss (1 = off)
-    "seed": 42,
-    # Train reads its split in shards of whole row groups holding at most this many MB of padded
-    # ids, so a training set larger than memory trains. A split that fits in one shard (NSMC's
-    # 129,149 x 80 ids are 41 MB) is read whole and batched exactly as in memory; larger ones are
-    # shuffled by row group into shards, and batches are drawn within a shard.
-    "shard_mb": 512.0,
-}
+CLEAN = Params(
+    "clean",
+    profile=Param("hangul", "Normalization profile.", choices=tuple(PROFILES)),
+    squeeze=Param(2, "Shorten runs of one repeated character to this length (0 = off).", 0),
+    # published NSMC figures score all 50,000 test rows
+    drop_empty_test=Param(False, "Drop test rows that are empty after cleaning (published figures keep them).",
+                          flag="--drop-empty-test/--keep-empty-test"),
+)
 
-# Per tokenization (the part of the tokenizer's name before "-": word, char, morpheme), what
-# differs from TRAIN; chosen on the NSMC validation split (see the comments).
+DEDUPE = Params(
+    "dedupe",
+    # training rows are chosen from the train file alone (drop-train would let the test file shape the model)
+    conflicts=Param("majority", "Same text with different labels in train: drop all, keep the majority label, "
+                    "or the first.", choices=("drop", "majority", "first")),
+    leakage=Param("keep", "Text in both train and test: remove it from train, or keep (report only).",
+                  choices=("drop-train", "keep")),
+    dedupe_test=Param(False, "Deduplicate the test rows too (published figures use the full test file).",
+                      flag="--dedupe-test/--keep-test-duplicates"),
+)
+
+SPLIT = Params(
+    "split",
+    seed=Param(42, "Random seed of the stratified split.", 0, 2**32 - 1),
+    val_ratio=Param(0.1, "Validation share: of the train rows (corpus with a test file) or of all rows.",
+                    0, 1, low_open=True, high_open=True),
+    test_ratio=Param(0.1, "Test share of all rows, for a corpus without an upstream test file.",
+                     0, 1, low_open=True, high_open=True),
+)
+
+TOKENIZE = Params(
+    "tokenize",
+    tokenizer=Param("morpheme", "Tokenization kind.", choices=KINDS),     # the best single model on NSMC
+    backend=Param(DEFAULT_BACKEND, "morpheme: analyzer backend.", choices=tuple(BACKENDS)),
+)
+
+PRETRAIN = Params(
+    "pretrain",
+    # skip-gram on train + unlabeled reviews: +0.4 to +1 point of validation accuracy (docs/experiments.md)
+    method=Param("word2vec", "gensim model (skip-gram).", choices=METHODS),
+    dim=Param(128, "Vector size (= train --embedding-dim).", 1, 4096),
+    window=Param(5, "Context window.", 1, 100),
+    epochs=Param(5, "Passes.", 1, 1000),
+    min_count=Param(3, "Tokens seen fewer times get no vector.", 1),
+    seed=Param(42, None, 0, 2**32 - 1),
+)
+
+PAD = Params(
+    "pad",
+    max_words=Param(30000, "Vocabulary size limit, ids 0 (padding) and 1 (OOV) included; 0 = no limit.", 0,
+                    rule=lambda v: None if v == 0 or v >= 3 else "must be 0 (no limit) or at least 3 (ids 0 and "
+                                                                 "1 are reserved)"),
+    # tokens with pretrained vectors beyond the train vocabulary: a test review's rare word is no longer OOV
+    pretrained_words=Param(20000, "Then up to this many more tokens that have pretrained vectors (0 = none).", 0),
+    min_freq=Param(2, "Tokens seen fewer times in train are out-of-vocabulary.", 1),
+    maxlen=Param("auto", "Sequence length, or 'auto' (see --coverage).", parse=_pad_maxlen,
+                 rule=lambda v: None if v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
+                                                        and 1 <= v <= MAXLEN_LIMIT)
+                 else f"must be 'auto' or an integer from 1 to {MAXLEN_LIMIT:,}"),
+    coverage=Param(0.95, "With --maxlen auto: share of train sequences that fit untruncated.", 0, 1, low_open=True),
+    # right padding: Keras uses the fused cuDNN kernel on a GPU only for right-padded masked sequences
+    padding=Param("post", None, choices=SIDES),
+    truncating=Param("pre", None, choices=SIDES),   # a long review keeps its end, where the verdict is
+)
+
+TRAIN = Params(
+    "train",
+    # pretrained vectors: +0.4 to +1 point over random ones on every tokenization (docs/experiments.md)
+    embeddings=Param("pretrained", "Embedding start: the pretrain stage's vectors, or random.",
+                     choices=("pretrained", "random")),
+    embedding_dim=Param(128, "Embedding size.", 1, 4096),
+    units=Param(128, "Units per recurrent layer.", 1, 4096),
+    layers=Param(1, "Stacked recurrent layers.", 1, 8),
+    bidirectional=Param(False, "Bidirectional recurrent layers."),
+    cell=Param("lstm", "Recurrent cell: lstm or gru.", choices=("lstm", "gru")),
+    dropout=Param(0.5, "Dropout rate.", 0.0, 0.95),
+    batch_size=Param(256, "Batch size.", 1, 65536),
+    epochs=Param(8, "Maximum epochs.", 1, 1000),
+    patience=Param(2, "Early-stopping patience (epochs without val_loss improvement).", 0, 1000),
+    learning_rate=Param(1e-3, "Adam learning rate.", 0.0, 1.0),
+    lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
+                   0.01, 1.0),
+    seed=SEED,
+    # a split that fits in one shard (NSMC's char split: 41 MB) is batched exactly as in memory
+    shard_mb=Param(512.0, "Read the training data in shards of at most this many MB of padded ids (bounds "
+                   "memory).", 0.01, 1e6),
+)
+
+# Per tokenization kind (the part of the tokenizer's name before "-"), what differs from TRAIN's
+# defaults: each kind's best on the NSMC validation split (docs/experiments.md).
 TRAIN_BY_TOKENIZER: dict[str, dict] = {
     "morpheme": {"bidirectional": True},
-    # char, without pretraining: LSTM 128 0.8401 (best epoch 5 of 8); 2 stacked LSTM 128 0.8433 and
-    # BiLSTM 128 0.8443, both still improving at epoch 8 of 8. Pretrained vectors, BiLSTM 128, up
-    # to 12 epochs: 0.8496 (best epoch 9, stopped at 11); with dropout 0.3 instead of 0.5:
-    # 0.8535 (best epoch 10 of 12; the same change on morpheme: 0.8686 vs 0.8691, word: 0.8223
-    # vs 0.8226, so only char takes it).
     "char": {"bidirectional": True, "epochs": 12, "dropout": 0.3},
-    # word: LSTM 128 0.8143 without pretraining; pretrained vectors (vocabulary 30,000 + 20,000
-    # pretrained words): LSTM 128 0.8226, BiLSTM 128 0.8229 at twice the time - kept one-way.
-    "word": {},
+    "word": {},                 # a BiLSTM was no better, at twice the time
 }
 
 
@@ -118,44 +141,26 @@ def pretrain_params(tok: str, train_params: dict | None) -> dict:
     return {"dim": train_params["embedding_dim"], "seed": train_params["seed"]}
 
 
-TRAIN_CHOICES = {"cell": ("lstm", "gru"), "embeddings": ("pretrained", "random")}
+ENSEMBLE = Params(
+    "ensemble",
+    # equal weights, nothing fitted: weights fitted on validation were no better (docs/experiments.md)
+    combination=Param("logit-mean", "Mean of the members' log-odds, or of their probabilities.",
+                      choices=("logit-mean", "mean")),
+)
 
-# Accepted ranges of the numeric TRAIN parameters, (low, high) inclusive; the CLI and the train
-# stage both check them. The upper bounds only catch typos that would exhaust memory or time.
-TRAIN_LIMITS = {
-    "embedding_dim": (1, 4096), "units": (1, 4096), "layers": (1, 8), "batch_size": (1, 65536),
-    "epochs": (1, 1000), "patience": (0, 1000), "seed": (0, 2**32 - 1),
-    "dropout": (0.0, 0.95), "learning_rate": (0.0, 1.0), "lr_decay": (0.01, 1.0), "shard_mb": (0.01, 1e6),
-}
+SERVE = Params(
+    "serve",
+    # bench_serve.py, 32 clients: max_wait_ms 0 -> 2,495 requests/s, 2 -> 2,850-3,081, 5 -> 2,060
+    max_batch=Param(256, "Most reviews per model call when concurrent requests are batched together.", 1, 100_000),
+    max_wait_ms=Param(2.0, "How long a request may wait for others to share its model call.", 0, 1000),
+    max_texts=Param(1000, "Most reviews in one request (more: 422).", 1, 1_000_000),
+    max_body_bytes=Param(1_000_000, "Largest request body (more: 413).", 1, 1 << 30),
+)
 
-ENSEMBLE = {
-    # How `ksent ensemble` combines its members (equal weights, nothing fitted): "logit-mean"
-    # (sigmoid of the mean log-odds) or "mean" (of the probabilities). On the NSMC validation
-    # split, members morpheme 0.8633 / char 0.8401 / word 0.8143 (no pretraining): mean 0.8735,
-    # logit-mean 0.8747; weights fitted on one half of validation and scored on the other
-    # (cross-fitted, both ways) 0.8743 - no better than equal weights, so none are fitted.
-    # With pretraining (morpheme BiLSTM 0.8716 / char BiLSTM 0.8496 / word 0.8229): mean 0.8787,
-    # logit-mean 0.8789, cross-fitted weights 0.8787.
-    "combination": "logit-mean",
-}
-
-SERVE = {
-    # `ksent serve`: texts of concurrent requests share model calls of at most max_batch texts; a
-    # request waits at most max_wait_ms for company. Measured with bench_serve.py (NSMC morpheme
-    # bundle, 32 clients, single reviews): max_wait_ms 0 -> 2,495 requests/s, 2 -> 2,850-3,081,
-    # 5 -> 2,060. Limits per request: more texts -> 422, a larger body -> 413.
-    "max_batch": 256,
-    "max_wait_ms": 2.0,
-    "max_texts": 1000,
-    "max_body_bytes": 1_000_000,
-}
-
-PREDICT = {
-    # Reviews per network call. onnxruntime's arena grows with the largest batch it has run: 256
-    # keeps `ksent predict --file` ~70 MB smaller than 1024 and was as fast on the NSMC test file
-    # (length-grouped batches of short reviews are cheap either way).
-    "batch_size": 256,
-    # Lines read, segmented and answered together by `ksent predict --file`/stdin: memory holds
-    # a few of these batches, whatever the input's size.
-    "stream_batch": 8192,
-}
+PREDICT = Params(
+    "predict",
+    # onnxruntime's arena grows with the largest batch: 256 keeps predict ~70 MB smaller than 1024, as fast
+    batch_size=Param(256, "Reviews per network call.", 1),
+    # lines read, segmented and answered together from a file or stdin: memory holds a few such batches
+    stream_batch=Param(8192, "Lines per batch when predicting a file or stdin.", 1),
+)

@@ -62,7 +62,7 @@ def test_dedupe_stage_summary_and_bad_policy(tmp_path):
                                "labels, 3 rows removed by policy 'majority'")
     assert "1 texts also in test (2 test rows): kept (policy 'keep')" in lines[0]
     assert "test 4 -> 4 rows (1 duplicate rows kept as published)" in lines[0]
-    with pytest.raises(PipelineError, match="unknown conflict policy"):
+    with pytest.raises(PipelineError, match="conflicts must be one of drop, majority, first"):
         dedupe("c", data_dir=tmp_path, conflicts="vote")
 
 

@@ -18,17 +18,13 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.core import quiet
+from pipeline.core.params import Param, Params
 from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError, PipelineError, write_error
-from pipeline.text.normalize import PROFILES
 
 # TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for our
 # users: `ksent --verbose` or KSENT_VERBOSE=1 shows it. See pipeline.core.quiet.
 quiet.default_log_level()
-
-TOKENIZER_KINDS = ("word", "char", "morpheme")
-BACKENDS = ("mecab", "okt", "kiwi")
-
 
 DEBUG_ENV = "KSENT_DEBUG"
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -95,6 +91,52 @@ def _echo(line: str) -> None:
     click.echo(line)
 
 
+# --- options generated from the parameter declarations (pipeline.params) -------------------
+
+def _click_type(p: Param):
+    if p.choices is not None:
+        return click.Choice(list(p.choices))
+    if isinstance(p.default, bool) or p.parse is not None or (p.low is None and p.high is None):
+        return None
+    return (click.IntRange if p.integer else click.FloatRange)(p.low, p.high, min_open=p.low_open,
+                                                                max_open=p.high_open)
+
+
+def _parse_with(p: Param):
+    def callback(ctx, param, value):
+        try:
+            return p.parse(value) if value is not None else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+def param_option(name: str, p: Param, *, dest: str | None = None, **overrides):
+    """The click option of parameter `name` declared as `p`: its flag, type, default and help."""
+    flag = "--" + name.replace("_", "-")
+    if p.flag:
+        decls = (p.flag,)
+    elif isinstance(p.default, bool):
+        decls = (f"{flag}/--no-{flag[2:]}",)
+    else:
+        decls = (flag,)
+    settings = {"default": str(p.default) if p.parse else p.default, "type": _click_type(p), "help": p.help or None}
+    if p.parse:
+        settings["callback"] = _parse_with(p)
+    settings.update(overrides)
+    return click.option(*decls, *([dest] if dest else []), **settings)
+
+
+def param_options(group: Params, *, exclude: tuple[str, ...] = ()):
+    """One option per parameter of `group` (pipeline.params), in declaration order."""
+    def decorate(f):
+        for name, p in reversed(list(group.params.items())):
+            if name not in exclude:
+                f = param_option(name, p)(f)
+        return f
+    return decorate
+
+
 # --- shared options ------------------------------------------------------------------------
 
 def _known_corpus(ctx, param, value):
@@ -126,10 +168,8 @@ def engine_options(f):
 
 def tokenizer_options(f):
     f = click.option("--jamo", is_flag=True, help="char: decompose Hangul syllables into jamo.")(f)
-    f = click.option("--backend", default=defaults.TOKENIZE["backend"], type=click.Choice(BACKENDS),
-                     help="morpheme: analyzer backend.")(f)
-    return click.option("--tokenizer", "kind", default=defaults.TOKENIZE["tokenizer"],
-                        type=click.Choice(TOKENIZER_KINDS), help="Tokenization kind.")(f)
+    f = param_option("backend", defaults.TOKENIZE.params["backend"])(f)
+    return param_option("tokenizer", defaults.TOKENIZE.params["tokenizer"], dest="kind")(f)
 
 
 def mirror_option(f):
@@ -170,65 +210,43 @@ def _tok_name(kind: str, backend: str, jamo: bool) -> str:
 @corpus_option
 @mirror_option
 @data_options
-@click.option("--retries", default=3, type=click.IntRange(0, 100),
-              help="Retries on transient network errors (exponential backoff).")
-@click.option("--timeout", default=30.0, type=click.FloatRange(0, 3600, min_open=True),
-              help="Seconds to wait for the server.")
-def download(corpus, mirror, data_dir, force, retries, timeout):
+@param_options(defaults.DOWNLOAD, exclude=("backoff",))
+def download(corpus, mirror, data_dir, force, **params):
     """Fetch the corpus files into DATA_DIR/raw/<corpus>/ and verify their checksums."""
     from pipeline.stages.download import download as run
-    run(corpus, data_dir=data_dir, mirror=mirror, force=force, retries=retries, timeout=timeout, echo=_echo)
+    run(corpus, data_dir=data_dir, mirror=mirror, force=force, echo=_echo, **params)
 
 
 @cli.command()
 @corpus_option
 @data_options
-@click.option("--profile", default=defaults.CLEAN["profile"], type=click.Choice(list(PROFILES)),
-              help="Normalization profile.")
-@click.option("--squeeze", default=defaults.CLEAN["squeeze"], type=click.IntRange(min=0),
-              help="Shorten runs of one repeated character to this length (0 = off).")
-@click.option("--drop-empty-test/--keep-empty-test", default=defaults.CLEAN["drop_empty_test"],
-              help="Drop test rows that are empty after cleaning (published figures keep them).")
+@param_options(defaults.CLEAN)
 @engine_options
-def clean(corpus, data_dir, force, profile, squeeze, drop_empty_test, workers, scheduler):
+def clean(corpus, data_dir, force, workers, scheduler, **params):
     """Normalize the raw text (regex profile); count malformed and empty rows."""
     from pipeline.stages.clean import clean as run
-    run(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test,
-        workers=workers, scheduler=scheduler, force=force, echo=_echo)
+    run(corpus, data_dir=data_dir, workers=workers, scheduler=scheduler, force=force, echo=_echo, **params)
 
 
 @cli.command()
 @corpus_option
 @data_options
-@click.option("--conflicts", default=defaults.DEDUPE["conflicts"], type=click.Choice(["drop", "majority", "first"]),
-              help="Same text with different labels in train: drop all, keep the majority label, or the first.")
-@click.option("--leakage", default=defaults.DEDUPE["leakage"], type=click.Choice(["drop-train", "keep"]),
-              help="Text in both train and test: remove it from train, or keep (report only).")
-@click.option("--dedupe-test/--keep-test-duplicates", default=defaults.DEDUPE["dedupe_test"],
-              help="Deduplicate the test rows too (published figures use the full test file).")
+@param_options(defaults.DEDUPE)
 @engine_options
-def dedupe(corpus, data_dir, force, conflicts, leakage, dedupe_test, workers, scheduler):
+def dedupe(corpus, data_dir, force, workers, scheduler, **params):
     """Remove duplicate texts; report and handle label conflicts and train/test leakage."""
     from pipeline.stages.dedupe import dedupe as run
-    run(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test,
-        workers=workers, scheduler=scheduler, force=force, echo=_echo)
+    run(corpus, data_dir=data_dir, workers=workers, scheduler=scheduler, force=force, echo=_echo, **params)
 
 
 @cli.command()
 @corpus_option
 @data_options
-@click.option("--seed", default=defaults.SPLIT["seed"], type=click.IntRange(0, 2**32 - 1),
-              help="Random seed of the stratified split.")
-@click.option("--val-ratio", default=defaults.SPLIT["val_ratio"],
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Validation share: of the train rows (corpus with a test file) or of all rows.")
-@click.option("--test-ratio", default=defaults.SPLIT["test_ratio"],
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Test share of all rows, for a corpus without an upstream test file.")
-def split(corpus, data_dir, force, seed, val_ratio, test_ratio):
+@param_options(defaults.SPLIT)
+def split(corpus, data_dir, force, **params):
     """Assign train/validation/test membership (stratified, seeded)."""
     from pipeline.stages.split import split as run
-    run(corpus, data_dir=data_dir, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio, force=force, echo=_echo)
+    run(corpus, data_dir=data_dir, force=force, echo=_echo, **params)
 
 
 @cli.command()
@@ -259,15 +277,7 @@ def unlabeled_option(f):
 @tokenizer_options
 @data_options
 @unlabeled_option
-@click.option("--method", default=defaults.PRETRAIN["method"], type=click.Choice(["word2vec", "fasttext"]),
-              help="gensim model (skip-gram).")
-@click.option("--dim", default=defaults.PRETRAIN["dim"], type=click.IntRange(1, 4096),
-              help="Vector size (= train --embedding-dim).")
-@click.option("--window", default=defaults.PRETRAIN["window"], type=click.IntRange(1, 100), help="Context window.")
-@click.option("--epochs", default=defaults.PRETRAIN["epochs"], type=click.IntRange(1, 1000), help="Passes.")
-@click.option("--min-count", default=defaults.PRETRAIN["min_count"], type=click.IntRange(min=1),
-              help="Tokens seen fewer times get no vector.")
-@click.option("--seed", default=defaults.PRETRAIN["seed"], type=click.IntRange(0, 2**32 - 1))
+@param_options(defaults.PRETRAIN)
 @engine_options
 def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, scheduler, **params):
     """Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and train)."""
@@ -276,77 +286,29 @@ def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, s
         scheduler=scheduler, force=force, echo=_echo, **params)
 
 
-def _maxlen(value: str):
-    if value == "auto":
-        return value
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise click.BadParameter("a positive integer or 'auto'")
-
-
 @cli.command()
 @corpus_option
 @tokenizer_options
 @data_options
-@click.option("--max-words", default=defaults.PAD["max_words"], type=click.IntRange(min=0),
-              help="Vocabulary size limit, ids 0 (padding) and 1 (OOV) included; 0 = no limit.")
-@click.option("--pretrained-words", default=defaults.PAD["pretrained_words"], type=click.IntRange(min=0),
-              help="Then up to this many more tokens that have pretrained vectors (0 = none).")
-@click.option("--min-freq", default=defaults.PAD["min_freq"], type=click.IntRange(min=1),
-              help="Tokens seen fewer times in train are out-of-vocabulary.")
-@click.option("--maxlen", default=str(defaults.PAD["maxlen"]), help="Sequence length, or 'auto' (see --coverage).")
-@click.option("--coverage", default=defaults.PAD["coverage"], type=click.FloatRange(0, 1, min_open=True),
-              help="With --maxlen auto: share of train sequences that fit untruncated.")
-@click.option("--padding", default=defaults.PAD["padding"], type=click.Choice(["pre", "post"]))
-@click.option("--truncating", default=defaults.PAD["truncating"], type=click.Choice(["pre", "post"]))
+@param_options(defaults.PAD)
 @engine_options
-def pad(corpus, kind, backend, jamo, data_dir, force, max_words, pretrained_words, min_freq, maxlen, coverage,
-        padding, truncating, workers, scheduler):
+def pad(corpus, kind, backend, jamo, data_dir, force, workers, scheduler, **params):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
-    try:
-        maxlen = _maxlen(maxlen)
-    except click.BadParameter as exc:
-        raise click.BadParameter(str(exc.message), param_hint="--maxlen") from None
     from pipeline.stages.pad import pad as run
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, max_words=max_words,
-        pretrained_words=pretrained_words, min_freq=min_freq, maxlen=maxlen, coverage=coverage, padding=padding,
-        truncating=truncating, workers=workers, scheduler=scheduler, force=force, echo=_echo)
-
-
-_TRAIN_HELP = {
-    "embeddings": "Embedding start: the pretrain stage's vectors, or random.",
-    "embedding_dim": "Embedding size.", "units": "Units per recurrent layer.", "layers": "Stacked recurrent layers.",
-    "bidirectional": "Bidirectional recurrent layers.", "cell": "Recurrent cell: lstm or gru.",
-    "dropout": "Dropout rate.", "batch_size": "Batch size.", "epochs": "Maximum epochs.",
-    "patience": "Early-stopping patience (epochs without val_loss improvement).",
-    "learning_rate": "Adam learning rate.",
-    "lr_decay": "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
-    "seed": "Random seed (recorded).",
-    "shard_mb": "Read the training data in shards of at most this many MB of padded ids (bounds memory).",
-}
+    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, workers=workers, scheduler=scheduler, force=force,
+        echo=_echo, **params)
 
 
 def _default_help(key: str) -> str:
     """`[default: X; char: Y]`: the defaults live in pipeline.params, some per tokenization."""
     per_kind = [f"{kind}: {values[key]}" for kind, values in defaults.TRAIN_BY_TOKENIZER.items() if key in values]
-    return f"{_TRAIN_HELP.get(key, '')}  [default: {'; '.join([str(defaults.TRAIN[key]), *per_kind])}]"
+    return f"{defaults.TRAIN.params[key].help}  [default: {'; '.join([str(defaults.TRAIN[key]), *per_kind])}]"
 
 
 def train_options(f):
-    """One option per key of pipeline.params.TRAIN; not given (None) means the tokenization's default."""
-    for key, default in reversed(list(defaults.TRAIN.items())):
-        flag = "--" + key.replace("_", "-")
-        if isinstance(default, bool):
-            decls, kind = (f"{flag}/--no-{flag[2:]}", key), None
-        elif key in defaults.TRAIN_CHOICES:
-            decls, kind = (flag, key), click.Choice(defaults.TRAIN_CHOICES[key])
-        elif key in defaults.TRAIN_LIMITS:
-            low, high = defaults.TRAIN_LIMITS[key]
-            decls, kind = (flag, key), click.IntRange(low, high) if isinstance(default, int) else click.FloatRange(
-                low, high)
-        else:
-            decls, kind = (flag, key), type(default)
-        f = click.option(*decls, default=None, type=kind, show_default=False, help=_default_help(key))(f)
+    """One option per parameter of pipeline.params.TRAIN; not given (None) means the tokenization's default."""
+    for key, p in reversed(list(defaults.TRAIN.params.items())):
+        f = param_option(key, p, dest=key, default=None, show_default=False, help=_default_help(key))(f)
     return f
 
 
@@ -440,8 +402,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 @artifacts_option
 @click.option("--member", "members", multiple=True,
               help="Bundle folder name to combine (repeatable) [default: every trained bundle of the corpus].")
-@click.option("--combination", default=defaults.ENSEMBLE["combination"], type=click.Choice(["logit-mean", "mean"]),
-              help="Mean of the members' log-odds, or of their probabilities.")
+@param_options(defaults.ENSEMBLE)
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
 def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
@@ -461,7 +422,7 @@ def report(artifacts_dir):
 
 # --- predict -------------------------------------------------------------------------------
 
-STREAM_BATCH = defaults.PREDICT["stream_batch"]     # lines per batch when predicting a file or stdin
+STREAM_BATCH = defaults.PREDICT["stream_batch"]
 
 
 @cli.command()
@@ -473,8 +434,7 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]     # lines per batch when predi
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
 @click.option("--explain", is_flag=True,
               help="Also show each token's effect on the probability and the probability while reading.")
-@click.option("--batch-size", default=defaults.PREDICT["batch_size"], type=click.IntRange(min=1),
-              help="Reviews per network call.")
+@param_options(defaults.PREDICT, exclude=("stream_batch",))
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),
@@ -552,14 +512,7 @@ def _format_record(record: dict, as_json: bool) -> str:
               help="Address to bind; 0.0.0.0 exposes the server to the network (see README).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
 @click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
-@click.option("--max-batch", default=defaults.SERVE["max_batch"], type=click.IntRange(1, 100_000),
-              help="Most reviews per model call when concurrent requests are batched together.")
-@click.option("--max-wait-ms", default=defaults.SERVE["max_wait_ms"], type=click.FloatRange(0, 1000),
-              help="How long a request may wait for others to share its model call.")
-@click.option("--max-texts", default=defaults.SERVE["max_texts"], type=click.IntRange(1, 1_000_000),
-              help="Most reviews in one request (more: 422).")
-@click.option("--max-body-bytes", default=defaults.SERVE["max_body_bytes"], type=click.IntRange(1, 1 << 30),
-              help="Largest request body (more: 413).")
+@param_options(defaults.SERVE)
 def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
 

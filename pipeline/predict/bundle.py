@@ -38,6 +38,7 @@ import numpy as np
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import library_versions
 from pipeline.errors import PipelineError
+from pipeline.params import ENSEMBLE
 from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
@@ -219,7 +220,7 @@ def _records(texts, probabilities, empty) -> list[dict]:
             for text, p, e in zip(texts, probabilities, empty, strict=True)]
 
 
-COMBINATIONS = ("logit-mean", "mean")
+COMBINATIONS = ENSEMBLE.params["combination"].choices
 _EPS = 1e-7
 
 

@@ -22,20 +22,18 @@ from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter
 from pipeline.corpora import Corpus, check_utf8_share, get_corpus, line_blocks, parse_lines, pinned_check, read_block
-from pipeline.errors import ParameterError, PipelineError, check_number
-from pipeline.text.normalize import PROFILES, Normalizer
+from pipeline.errors import PipelineError, check_number
+from pipeline.text.normalize import Normalizer
 
 
-def plan(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
-         squeeze: int = defaults.CLEAN["squeeze"], drop_empty_test: bool = defaults.CLEAN["drop_empty_test"]) -> Stage:
+def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
+    """`params`: pipeline.params.CLEAN (profile, squeeze, drop_empty_test)."""
     spec = get_corpus(corpus)
-    if profile not in PROFILES:
-        raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    check_number("squeeze", squeeze, 0, integer=True)
+    params = defaults.CLEAN.resolve(params)
     raw_dir = layout.raw_dir(data_dir, corpus)
     return Stage("clean", corpus, layout.interim_dir(data_dir, corpus),
                  inputs={f.name: Input(raw_dir / f.name, None, pinned_check(corpus, f)) for f in spec.files},
-                 params={"profile": profile, "squeeze": squeeze, "drop_empty_test": bool(drop_empty_test)},
+                 params=params,
                  outputs=("clean.parquet", "normalizer.json"))
 
 
@@ -76,15 +74,16 @@ def clean_block(path: str, start: int, end: int, first_lineno: int, spec: Corpus
                    "kept_empty": int((empty & ~droppable).sum())}
 
 
-def clean(corpus: str, *, data_dir: Path | str = "data", profile: str = defaults.CLEAN["profile"],
-          squeeze: int = defaults.CLEAN["squeeze"], drop_empty_test: bool = defaults.CLEAN["drop_empty_test"],
-          workers: int | None = None, scheduler: str | None = None, force: bool = False,
-          echo: Callable[[str], None] | None = None) -> StageResult:
+def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
+          scheduler: str | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
+          **params) -> StageResult:
+    """Clean the corpus's raw files into clean.parquet; `params`: pipeline.params.CLEAN."""
     if workers is not None:
         check_number("workers", workers, 1, integer=True)
-    stage = plan(corpus, data_dir=data_dir, profile=profile, squeeze=squeeze, drop_empty_test=drop_empty_test)
+    stage = plan(corpus, data_dir=data_dir, **params)
     spec = get_corpus(corpus)
-    normalizer = Normalizer(profile=profile, squeeze=squeeze)
+    normalizer = Normalizer(profile=stage.params["profile"], squeeze=stage.params["squeeze"])
+    drop_empty_test = stage.params["drop_empty_test"]
     raw_dir = layout.raw_dir(data_dir, corpus)
 
     def run(out: Staging) -> StageResult:

@@ -32,10 +32,8 @@ from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, row_group_ranges
-from pipeline.errors import ParameterError, PipelineError
+from pipeline.errors import PipelineError
 
-CONFLICT_POLICIES = ("drop", "majority", "first")
-LEAKAGE_POLICIES = ("drop-train", "keep")
 BUCKET_ROWS = 250_000       # rows per hash bucket, on average: what pass 2 holds at once
 LOCAL_BELOW = 16            # fewer row groups than this run in this process (as pad)
 
@@ -52,18 +50,14 @@ def resolve_conflicts(rows: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, in
         winners = counts.idxmax(axis=1)[counts.max(axis=1) * 2 > counts.sum(axis=1)]
         majority = rows["text"].map(winners)
         keep = ~conflicted | (rows["label"] == majority)
-    elif policy == "first":
+    else:                       # "first" (pipeline.params.DEDUPE declares the policies; plan checks them)
         first_label = rows.drop_duplicates("text").set_index("text")["label"]
         keep = rows["label"] == rows["text"].map(first_label)
-    else:
-        raise PipelineError(f"unknown conflict policy {policy!r}; choose one of {', '.join(CONFLICT_POLICIES)}")
     return rows[keep], n_texts, int((~keep).sum())
 
 
 def dedupe_table(table: pd.DataFrame, *, conflicts: str, leakage: str, dedupe_test: bool
                  ) -> tuple[pd.DataFrame, dict]:
-    if leakage not in LEAKAGE_POLICIES:
-        raise ParameterError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
     is_test = table["source"] == "test"
     train, test = table[~is_test], table[is_test]
     counts: dict = {"train_in": len(train), "test_in": len(test)}
@@ -153,24 +147,21 @@ def _write_rows(path: Path, positions: np.ndarray, target: Path, corpus: str) ->
                     writer.write(read_rows(path, start, stop, "clean", corpus).take(run[lo:hi] - start))
 
 
-def plan(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
-         leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"]) -> Stage:
-    if conflicts not in CONFLICT_POLICIES:
-        raise ParameterError(f"unknown conflict policy {conflicts!r}; choose one of {', '.join(CONFLICT_POLICIES)}")
-    if leakage not in LEAKAGE_POLICIES:
-        raise ParameterError(f"unknown leakage policy {leakage!r}; choose one of {', '.join(LEAKAGE_POLICIES)}")
+def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
+    """`params`: pipeline.params.DEDUPE (conflicts, leakage, dedupe_test)."""
     folder = layout.interim_dir(data_dir, corpus)
     return Stage("dedupe", corpus, folder,
                  inputs={"clean.parquet": Input(folder / "clean.parquet", "clean", label=corpus)},
-                 params={"conflicts": conflicts, "leakage": leakage, "dedupe_test": bool(dedupe_test)},
+                 params=defaults.DEDUPE.resolve(params),
                  outputs=("dedupe.parquet",))
 
 
-def dedupe(corpus: str, *, data_dir: Path | str = "data", conflicts: str = defaults.DEDUPE["conflicts"],
-           leakage: str = defaults.DEDUPE["leakage"], dedupe_test: bool = defaults.DEDUPE["dedupe_test"],
-           workers: int | None = None, scheduler: str | None = None, force: bool = False,
-           echo: Callable[[str], None] | None = None) -> StageResult:
-    stage = plan(corpus, data_dir=data_dir, conflicts=conflicts, leakage=leakage, dedupe_test=dedupe_test)
+def dedupe(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
+           scheduler: str | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
+           **params) -> StageResult:
+    """Deduplicate clean.parquet into dedupe.parquet; `params`: pipeline.params.DEDUPE."""
+    stage = plan(corpus, data_dir=data_dir, **params)
+    conflicts, leakage, dedupe_test = (stage.params[k] for k in ("conflicts", "leakage", "dedupe_test"))
 
     def run(out: Staging) -> StageResult:
         source = stage.inputs["clean.parquet"].path

@@ -23,7 +23,8 @@ from pipeline.core.files import atomic_path, write_json
 from pipeline.core.locks import folder_lock
 from pipeline.core.stage import StageResult, library_versions
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.errors import PipelineError, check_number, write_error
+from pipeline.errors import PipelineError, write_error
+from pipeline.params import DOWNLOAD
 
 MIRROR_ENV = "KSENT_MIRROR"
 _CHUNK = 1 << 16
@@ -115,13 +116,11 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int = 3
                                 f"{spec.expected_checksum()}, got {actual}) from {url}; the file was discarded")
 
 
-def download(corpus: str, *, data_dir: Path | str = "data", mirror: str | None = None, force: bool = False,
-             retries: int = 3, backoff: float = 1.0, timeout: float = 30.0, progress: bool = True,
-             echo: Callable[[str], None] = print) -> StageResult:
+def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str | None = None, force: bool = False,
+             progress: bool = True, echo: Callable[[str], None] = print, **params) -> StageResult:
+    """Fetch and verify the corpus's files; `params`: pipeline.params.DOWNLOAD (retries, timeout, backoff)."""
     spec = get_corpus(corpus)
-    check_number("retries", retries, 0, 100, integer=True)
-    check_number("timeout", timeout, 0, 3600, low_open=True)
-    check_number("backoff", backoff, 0, 3600)
+    retries, timeout, backoff = (DOWNLOAD.resolve(params)[k] for k in ("retries", "timeout", "backoff"))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     raw_dir = layout.raw_dir(data_dir, corpus)
     with folder_lock(raw_dir, f"download {corpus}", echo):

@@ -60,11 +60,7 @@ def _member_tok(bundle_dir: Path) -> str:
 def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
          combination: str = defaults.ENSEMBLE["combination"], data_dir: Path | str = layout.DATA_DIR,
          artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
-    from pipeline.predict.bundle import COMBINATIONS
-
-    if combination not in COMBINATIONS:
-        raise ParameterError(f"ensemble {corpus}: combination must be one of {', '.join(COMBINATIONS)}, "
-                             f"got {combination!r}")
+    combination = defaults.ENSEMBLE.resolve({"combination": combination}, prefix=f"ensemble {corpus}: ")["combination"]
     artifacts_dir = Path(artifacts_dir)
     members = sorted(set(members or member_names(corpus, artifacts_dir)))
     if len(members) < 2:

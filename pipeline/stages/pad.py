@@ -28,20 +28,19 @@ from pipeline.core.engine import DEFAULT_WORKERS, Engine, Shared
 from pipeline.core.files import write_json, write_text
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_json_from, read_npz, read_rows, row_group_ranges
-from pipeline.errors import ParameterError, PipelineError, check_number
+from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS
 from pipeline.model import padded
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
-from pipeline.text.sequences import SIDES, length_for_coverage
+from pipeline.text.sequences import length_for_coverage
 from pipeline.text.vocab import OOV_ID, Vocabulary
 
 # Fewer partitions (row groups of 20,000 rows) than this are padded in this process: at NSMC's
 # 193,499 rows (10) 2 local workers were no faster than one process (bench_scale.py: 0.97x),
 # at 1,000,000 rows 1.35x faster.
 LOCAL_BELOW = 16
-MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
 
 
 def _plot_lengths(path: Path, lengths: np.ndarray, maxlen: int, coverage: float, title: str) -> None:
@@ -109,47 +108,31 @@ def index_partition(tokens_path: str, split_path: str, start: int, stop: int, la
     return out
 
 
-def plan(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
-         pretrained_words: int = defaults.PAD["pretrained_words"],
-         min_freq: int = defaults.PAD["min_freq"], maxlen: int | str = defaults.PAD["maxlen"],
-         coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
-         truncating: str = defaults.PAD["truncating"]) -> Stage:
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if padding not in SIDES or truncating not in SIDES:
-        raise ParameterError("padding and truncating must each be 'pre' or 'post'")
-    if maxlen != "auto" and not (is_int(maxlen) and 1 <= maxlen <= MAXLEN_LIMIT):
-        raise ParameterError(f"maxlen must be 'auto' or an integer from 1 to {MAXLEN_LIMIT:,}, got {maxlen!r}")
-    if not is_int(max_words) or not (max_words == 0 or max_words >= 3):
-        raise ParameterError(f"max_words must be 0 (no limit) or at least 3 (ids 0 and 1 are reserved), "
-                             f"got {max_words!r}")
-    check_number("min_freq", min_freq, 1, integer=True)
-    check_number("coverage", coverage, 0, 1, low_open=True)
+def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
+    """`params`: pipeline.params.PAD (max_words, pretrained_words, min_freq, maxlen, coverage, padding,
+    truncating)."""
+    params = defaults.PAD.resolve(params)
     interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
         layout.label(corpus, tok)
     inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
               "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
               "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
               "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
-    if pretrained_words:
+    if params["pretrained_words"]:
         inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain", label=label)
     return Stage("pad", label, folder, inputs=inputs,
-                 params={"max_words": max_words, "pretrained_words": pretrained_words, "min_freq": min_freq,
-                         "maxlen": maxlen, "coverage": coverage, "padding": padding, "truncating": truncating},
+                 params=params,
                  outputs=(*(f"{name}.parquet" for name in SPLITS), "tokenizer.json", "vocab_report.json",
                           "lengths.png"))
 
 
-def pad(corpus: str, tok: str, *, data_dir: Path | str = "data", max_words: int = defaults.PAD["max_words"],
-        pretrained_words: int = defaults.PAD["pretrained_words"], min_freq: int = defaults.PAD["min_freq"],
-        maxlen: int | str = defaults.PAD["maxlen"],
-        coverage: float = defaults.PAD["coverage"], padding: str = defaults.PAD["padding"],
-        truncating: str = defaults.PAD["truncating"], workers: int | None = None, scheduler: str | None = None,
-        force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    stage = plan(corpus, tok, data_dir=data_dir, max_words=max_words, pretrained_words=pretrained_words,
-                 min_freq=min_freq, maxlen=maxlen,
-                 coverage=coverage, padding=padding, truncating=truncating)
+def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
+        scheduler: str | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
+        **params) -> StageResult:
+    """Fit the vocabulary and maxlen, write the padded split tables; `params`: pipeline.params.PAD."""
+    stage = plan(corpus, tok, data_dir=data_dir, **params)
+    max_words, pretrained_words, min_freq, maxlen, coverage, padding, truncating = (
+        stage.params[k] for k in defaults.PAD)
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
     label = stage.label
 

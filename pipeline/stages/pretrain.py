@@ -31,8 +31,8 @@ from pipeline.core.files import save_npz
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
-from pipeline.errors import ParameterError, PipelineError, check_number
-from pipeline.model.embeddings import METHODS, learn_vectors
+from pipeline.errors import PipelineError
+from pipeline.model.embeddings import learn_vectors
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 
@@ -48,16 +48,7 @@ def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
          **params) -> Stage:
-    unknown = sorted(set(params) - set(defaults.PRETRAIN))
-    if unknown:
-        raise ParameterError(f"pretrain: unknown parameter(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(defaults.PRETRAIN)}")
-    params = {**defaults.PRETRAIN, **params}
-    if params["method"] not in METHODS:
-        raise ParameterError(f"pretrain: method must be one of {', '.join(METHODS)}, got {params['method']!r}")
-    for key, low, high in (("dim", 1, 4096), ("window", 1, 100), ("epochs", 1, 1000), ("min_count", 1, 10**9),
-                           ("seed", 0, 2**32 - 1)):
-        check_number(f"pretrain: {key}", params[key], low, high, integer=True)
+    params = defaults.PRETRAIN.resolve(params, prefix="pretrain: ")
     interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
         layout.label(corpus, tok)
     inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),

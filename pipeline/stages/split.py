@@ -25,7 +25,7 @@ from pipeline import layout, params as defaults
 from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
-from pipeline.errors import ParameterError, check_number
+from pipeline.errors import ParameterError
 
 
 def _stratified(index: np.ndarray, labels: pd.Series, size: float, seed: int):
@@ -84,24 +84,24 @@ def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str)
             writer.write(with_split(start, stop).cast(first.schema))
 
 
-def plan(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
-         val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"]) -> Stage:
-    for name, ratio in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
-        check_number(name, ratio, 0, 1, low_open=True, high_open=True)
-    if val_ratio + test_ratio >= 1:
-        raise ParameterError(f"val_ratio + test_ratio must be below 1, got {val_ratio} + {test_ratio}")
-    check_number("seed", seed, 0, 2**32 - 1, integer=True)
+def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
+    """`params`: pipeline.params.SPLIT (seed, val_ratio, test_ratio)."""
+    params = defaults.SPLIT.resolve(params)
+    if params["val_ratio"] + params["test_ratio"] >= 1:
+        raise ParameterError(f"val_ratio + test_ratio must be below 1, got {params['val_ratio']} + "
+                             f"{params['test_ratio']}")
     folder = layout.interim_dir(data_dir, corpus)
     return Stage("split", corpus, folder,
                  inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe", label=corpus)},
-                 params={"seed": seed, "val_ratio": val_ratio, "test_ratio": test_ratio},
+                 params=params,
                  outputs=("split.parquet", "split_report.json"))
 
 
-def split(corpus: str, *, data_dir: Path | str = "data", seed: int = defaults.SPLIT["seed"],
-          val_ratio: float = defaults.SPLIT["val_ratio"], test_ratio: float = defaults.SPLIT["test_ratio"],
-          force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    stage = plan(corpus, data_dir=data_dir, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
+def split(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, force: bool = False,
+          echo: Callable[[str], None] | None = None, **params) -> StageResult:
+    """Write split.parquet; `params`: pipeline.params.SPLIT."""
+    stage = plan(corpus, data_dir=data_dir, **params)
+    seed, val_ratio, test_ratio = (stage.params[k] for k in ("seed", "val_ratio", "test_ratio"))
 
     def run(out: Staging) -> StageResult:
         source = stage.inputs["dedupe.parquet"].path

@@ -33,7 +33,7 @@ from pipeline import layout, params as defaults
 from pipeline.core.quiet import import_keras  # keras itself is imported when a model is built, not on import
 from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
 from pipeline.core.tables import read_npz, unreadable
-from pipeline.errors import ParameterError, PipelineError, check_number
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
@@ -173,21 +173,7 @@ def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None
 
 def validate_params(params: dict, tok: str) -> dict:
     """The defaults for `tok` overridden by `params` (None: the default), each checked (ParameterError)."""
-    unknown = sorted(set(params) - set(defaults.TRAIN))
-    if unknown:
-        raise ParameterError(f"train: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(defaults.TRAIN)}")
-    params = {**defaults.train_defaults(tok), **{k: v for k, v in params.items() if v is not None}}
-    for key, choices in defaults.TRAIN_CHOICES.items():
-        if params[key] not in choices:
-            raise ParameterError(f"train: {key} must be one of {', '.join(choices)}, got {params[key]!r}")
-    if not isinstance(params["bidirectional"], bool):
-        raise ParameterError(f"train: bidirectional must be true or false, got {params['bidirectional']!r}")
-    for key, (low, high) in defaults.TRAIN_LIMITS.items():
-        integer, value = isinstance(defaults.TRAIN[key], int), params[key]
-        if integer and isinstance(value, float) and value.is_integer():
-            params[key] = int(value)                     # 3.0 epochs is 3 epochs
-        check_number(f"train: {key}", params[key], low, high, integer=integer)
-    return params
+    return defaults.TRAIN.resolve(params, defaults.train_defaults(tok), prefix="train: ")
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,

@@ -44,7 +44,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pipeline import params
 from pipeline.errors import PipelineError
 from pipeline.text import morph
 
@@ -108,7 +107,7 @@ class Segmenter:
 
     kind: "word" (split on whitespace), "char" (every non-space character, or its jamo
         with `jamo=True`) or "morpheme" (a morpheme analyzer's output).
-    backend, backend_options: the morpheme analyzer (default `params.TOKENIZE["backend"]`)
+    backend, backend_options: the morpheme analyzer (default `morph.DEFAULT_BACKEND`)
         and its options (a mapping or (key, value) pairs, stored as sorted pairs with the
         backend's defaults filled in, e.g. (("max_chunk", 150), ("norm", False), ("stem", False))).
     pos_filter: keep only morphemes whose tag starts with one of these prefixes (() = all).
@@ -136,7 +135,7 @@ class Segmenter:
             options = options.items()
         options = dict(options or ())
         if self.kind == "morpheme":
-            backend = self.backend or params.TOKENIZE["backend"]
+            backend = self.backend or morph.DEFAULT_BACKEND
             resolved = morph.backend_class(backend).resolve_options(options)  # unknown -> PipelineError
             set_("backend", backend)
             set_("backend_options", tuple(sorted(resolved.items())))
