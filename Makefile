@@ -8,10 +8,12 @@
 # that cluster instead of this machine), PYTHON. Example, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
-# Stage targets re-run one stage for the selected corpora (and tokenizers):
-#     download clean-text dedupe split tokenize pretrain pad train evaluate ensemble report
-# `clean-text` is the pipeline's clean stage; `make clean` keeps its usual meaning:
-# delete the generated data/ and artifacts/ (`make distclean` also removes .venv).
+# Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
+# registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
+# tokenize pretrain pad train evaluate ensemble report. `clean-text` is the pipeline's clean
+# stage; `make clean` keeps its usual meaning: delete the generated data/ and artifacts/
+# (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
+# derives it from what each stage reads.
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
 # FORCE=1 re-runs them.
 
@@ -42,7 +44,16 @@ force_arg := $(if $(FORCE),--force)
 installed := $(VENV)/.installed
 uv := $(VENV)/uv/bin/uv
 
-.PHONY: all test lint setup lock check-java download clean-text dedupe split tokenize pretrain pad train evaluate ensemble report status bench clean distclean
+# The stage targets, by scope, from the registry (pipeline/graph.py imports nothing outside the standard library
+# and ksent at that point, so the system Python reads it before .venv exists).
+stages_of = $(shell $(PYTHON) -c 'import pipeline.graph as g; print(*g.names("$(1)"))' 2>/dev/null)
+CORPUS_STAGES := $(patsubst clean,clean-text,$(call stages_of,corpus))
+TOKENIZATION_STAGES := $(call stages_of,tokenization)
+BUNDLE_STAGES := $(call stages_of,bundles)
+ARTIFACT_STAGES := $(call stages_of,artifacts)
+
+.PHONY: all test lint setup lock check-java stages status bench clean distclean \
+	$(CORPUS_STAGES) $(TOKENIZATION_STAGES) $(BUNDLE_STAGES) $(ARTIFACT_STAGES)
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
@@ -51,7 +62,6 @@ all: setup
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
 	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble,echo "(one tokenizer: no ensemble)")
-	$(KSENT) report
 
 test: setup lint check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -98,24 +108,22 @@ check-java:
 	  if [ -n "$(JAVA_REQUIRED)" ]; then exit 1; else echo "(continuing: only --backend okt needs it)"; fi; \
 	fi
 
-download clean-text dedupe split: setup
+stages:
+	@echo "corpus: $(CORPUS_STAGES)"; echo "tokenization: $(TOKENIZATION_STAGES)"; \
+	  echo "bundles: $(BUNDLE_STAGES)"; echo "artifacts: $(ARTIFACT_STAGES)"
+
+$(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do \
 	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg); \
 	done
 
-tokenize pretrain pad train evaluate: setup
+$(TOKENIZATION_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  $(KSENT) $@ --corpus $$corpus $(tok_args) $(force_arg); \
 	done; done
 
-# The mean of every trained bundle of each corpus, as artifacts/<corpus>-ensemble/ (scored like a bundle).
-ensemble: setup
-	@set -e; for corpus in $(CORPORA); do \
-	  $(KSENT) ensemble --corpus $$corpus $(force_arg); \
-	done
-
-report: setup
-	$(KSENT) report
+$(ARTIFACT_STAGES): setup
+	$(KSENT) $@
 
 # What `make all` would re-run, and why (stale inputs or parameters), without running it.
 status: setup
@@ -130,7 +138,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_serve.py --model $(BENCH_MODEL)
 
 clean:
-	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/.*.lock artifacts/.*.lock.owner
+	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/report.manifest.json artifacts/.*.lock artifacts/.*.lock.owner .artifacts.lock .artifacts.lock.owner
 
 distclean: clean
 	rm -rf $(VENV)

@@ -61,6 +61,6 @@ def tokenizer_args(tok: str) -> str:
 
 
 def rerun_command(stage: str, label: str) -> str:
-    """`ksent <stage> ...` for a label "corpus" or "corpus/tok"."""
+    """`ksent <stage> ...` for a label "corpus" or "corpus/tok" ("" for a stage of the whole artifacts folder)."""
     corpus, _, tok = label.partition("/")
-    return f"ksent {stage} --corpus {corpus}" + (f" {tokenizer_args(tok)}" if tok else "")
+    return f"ksent {stage}" + (f" --corpus {corpus}" if corpus else "") + (f" {tokenizer_args(tok)}" if tok else "")

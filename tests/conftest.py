@@ -1,54 +1,15 @@
-"""Fixture corpora written by the tests: NSMC-format files, a registered "tiny" corpus and a shopping-format one."""
+"""pytest fixtures: a registered "tiny" corpus in NSMC format, a shopping-format one, and a bundle
+trained once per session (the helpers they use are in tests/helpers.py)."""
 from __future__ import annotations
 
 import dataclasses
 import random
-from pathlib import Path
 
 import pytest
 
 from pipeline import corpora
 from pipeline.core.files import sha256_file
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CORPORA = REPO.parent / "shared" / "corpora"
-
-POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "배우 연기 훌륭하다", "또 보고 싶다", "강력 추천"]
-NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "돈 아까운 영화", "연기 너무 어색하다", "보지 마세요"]
-FILLER = ["스토리", "음악", "오늘", "주말에", "친구랑", "극장에서", "그냥", "진짜", "완전", "영화관"]
-
-
-def synthetic_reviews(n: int, seed: int) -> list[tuple[str, int]]:
-    """Reviews whose label follows their sentiment phrase, so a tiny model can learn them."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(FILLER, 2) + [rng.choice(POSITIVE if label else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append((" ".join(words) + rng.choice(["", "!!", "..", " ㅋㅋㅋㅋㅋ", " ^^"]), label))
-    return rows
-
-
-def write_nsmc_file(path: Path, rows: list[tuple[str, int]], start_id: int = 1000,
-                    extra_lines: tuple[str, ...] = ()) -> Path:
-    lines = ["id\tdocument\tlabel"]
-    lines += [f"{start_id + i}\t{text}\t{label}" for i, (text, label) in enumerate(rows)]
-    lines += list(extra_lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def register_tiny(monkeypatch, mirror: Path) -> None:
-    """Register corpus "tiny" with the checksums of the files now in mirror/tiny/ (call again after editing them)."""
-    train, test = mirror / "tiny" / "ratings_train.txt", mirror / "tiny" / "ratings_test.txt"
-    spec = corpora.Corpus(
-        name="tiny", description="test fixture", has_header=True, parse_line=corpora.CORPORA["nsmc"].parse_line,
-        files=(corpora.CorpusFile(train.name, f"http://127.0.0.1:9/tiny/{train.name}", "train",
-                                  sha256=sha256_file(train)),
-               corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test))))
-    monkeypatch.setitem(corpora.CORPORA, "tiny", spec)
+from tests.helpers import SHARED_CORPORA, SMALL, register_tiny, synthetic_reviews, write_nsmc_file, write_processed
 
 
 @pytest.fixture
@@ -74,7 +35,6 @@ def evaluated(request, tmp_path_factory):
     from pipeline.stages.evaluate import evaluate
     from pipeline.stages.train import train
     from pipeline.text.segment import Segmenter
-    from test_model_train import SMALL, write_processed
 
     if request.param.startswith("morpheme"):
         pytest.importorskip("mecab", reason="python-mecab-ko is not installed")

@@ -10,8 +10,10 @@ import pytest
 
 from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.predict.bundle import MAX_CHARS, default_model_dir, load_bundle
-from test_model_train import write_processed  # pytest puts tests/ on sys.path
+from pipeline.predict.bundle import load_bundle
+from pipeline.predict.predictor import MAX_CHARS
+from pipeline.predict.selection import default_model_dir
+from tests.helpers import write_processed
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

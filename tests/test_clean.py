@@ -13,7 +13,7 @@ from pipeline.stages import clean as clean_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.download import download
 from pipeline.text.normalize import Normalizer, squeeze_repeats
-from tests.conftest import register_tiny, write_nsmc_file
+from tests.helpers import register_tiny, write_nsmc_file
 
 korean_text = st.text(alphabet=st.sampled_from(list("가나다라마바사아자차카타파하ㅋㅎㅠ 123abcABC!?.,'()\t\n😀")))
 

@@ -1,21 +1,12 @@
 """The `ksent` entry point: help, error messages and exit codes."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 from click.testing import CliRunner
 
 from pipeline.apps.cli import cli
-from tests.conftest import REPO, SHARED_CORPORA
-
-
-def ksent(*args, cwd=REPO, stdin=None, env=None):
-    """Run the real entry point (`python -m pipeline`) in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, input=stdin, capture_output=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+from tests.helpers import SHARED_CORPORA, ksent
 
 
 def test_help_lists_every_stage_with_defaults():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline.corpora import CORPORA, git_blob_sha1, unquote_csv_field, verify_file
-from tests.conftest import SHARED_CORPORA, write_nsmc_file
+from tests.helpers import SHARED_CORPORA, write_nsmc_file
 
 
 def test_nsmc_reader_keeps_every_row_and_unquotes(tmp_path):

@@ -22,8 +22,7 @@ from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.stages.train import train
 from pipeline.text.segment import Segmenter
-from tests.conftest import FILLER
-from tests.test_model_train import SMALL, write_processed
+from tests.helpers import FILLER, SMALL, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -9,10 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.apps.cli import cli
-from tests.test_cli import ksent
-
-SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
-               "--learning-rate", "0.01"]
+from tests.helpers import SMALL_MODEL, ksent
 
 
 @pytest.mark.parametrize("tokenizer", [["--tokenizer", "word"], ["--tokenizer", "morpheme", "--backend", "mecab"]])
@@ -23,12 +20,14 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
             "--artifacts-dir", str(artifacts), *SMALL_MODEL]
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
-    for stage in ("download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate"):
-        assert f"\n{stage} tiny" in "\n" + first.output
+    stages = ("download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate")
+    positions = [("\n" + first.output).find(f"\n{stage} tiny") for stage in stages]
+    assert -1 not in positions and positions == sorted(positions), first.output      # every stage, in order
+    assert "\nreport: 1 evaluated bundle(s)" in first.output
 
     second = runner.invoke(cli, args)   # nothing changed: every stage is skipped
     assert second.exit_code == 0, second.output
-    assert second.output.count("up to date") == 9, second.output
+    assert second.output.count("up to date") == 10, second.output
 
     bundle = next(artifacts.glob("tiny-*"))
     for name in ("model.keras", "tokenizer.json", "metrics.json", "bundle.json", "history.csv", "curves.png",

@@ -35,7 +35,7 @@ from pipeline.stages.pretrain import pretrain
 from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.text.segment import Segmenter
-from tests.conftest import synthetic_reviews
+from tests.helpers import synthetic_reviews
 
 pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
 

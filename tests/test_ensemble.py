@@ -16,12 +16,14 @@ import pipeline
 from pipeline.core.files import read_json
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
-from pipeline.predict.bundle import default_model_dir, load_bundle
+from pipeline.predict.bundle import load_bundle
+from pipeline.predict.selection import default_model_dir
 from pipeline.stages.ensemble import ensemble, member_names
 from pipeline.stages.evaluate import evaluate
+from pipeline.stages.report import report as report_stage
 from pipeline.stages.train import train
 from pipeline.text.segment import Segmenter
-from test_model_train import SMALL, write_processed
+from tests.helpers import SMALL, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +31,7 @@ MEMBERS = ["tiny-char", "tiny-morpheme-mecab", "tiny-word"]
 
 
 def logit_mean(probabilities) -> np.ndarray:
-    """sigmoid(mean log-odds), computed here independently of pipeline.predict.bundle.combine."""
+    """sigmoid(mean log-odds), computed here independently of pipeline.predict.ensemble.combine."""
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
     return 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=0)))
 
@@ -67,6 +69,7 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_like_a_bundle(combined):
     metrics = read_json(folder / "metrics.json")
     assert metrics["accuracy"] == pytest.approx((rows["predicted"] == rows["label"]).mean())
     assert metrics["members"] == MEMBERS
+    report_stage(artifacts_dir=artifacts, echo=lines.append)
     report = (artifacts / "REPORT.md").read_text(encoding="utf-8")
     assert "| tiny | ensemble |" in report and "| tiny | word |" in report
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -10,69 +9,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.files import read_json, save_npz
+from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import adopt_outputs
 from pipeline.errors import MissingInputError, PipelineError
 from pipeline.model import padded
-from pipeline.model.embeddings import learn_vectors
 from pipeline.model.network import build_model
-from pipeline.model.scoring import compute_metrics, unique_text_mask, write_report
+from pipeline.model.scoring import compute_metrics, unique_text_mask
 from pipeline.stages.evaluate import evaluate
+from pipeline.stages.report import report as report_stage
 from pipeline.stages.train import SplitReader, _lr_schedule, train
-from pipeline.text.normalize import Normalizer
-from pipeline.text.preprocess import Preprocessor
-from pipeline.text.segment import Segmenter
 from pipeline.text.sequences import length_batch_count, length_batches, trim_padding
-from pipeline.text.vocab import Vocabulary
+from tests.helpers import ODD_TEXTS, SMALL, write_processed
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-SMALL = {"embedding_dim": 8, "units": 8, "batch_size": 32, "epochs": 2, "patience": 1, "learning_rate": 0.01}
-POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "강력 추천"]
-NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "보지 마세요"]
-FILLER = ["스토리", "음악", "오늘", "주말에", "친구랑", "극장에서", "그냥", "진짜"]
-ODD_TEXTS = ["", "   ", "🙂🙂🙂", "최고의 영화", "최고의 영화", "최악이다"]   # empty, emoji, duplicates
-
-
-def reviews(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(FILLER, rng.randint(0, 3)) + [rng.choice(POSITIVE if label else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append((" ".join(words) + rng.choice(["", "!!", " ㅋㅋㅋㅋ", " ^^"]), label))
-    return rows
-
-
-def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
-                    sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"],
-                    row_group_rows: int = 20_000) -> Path:
-    """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
-    segmenter = segmenter or Segmenter("word")
-    normalizer = Normalizer()
-    splits = {"train": reviews(sizes[0], seed), "val": reviews(sizes[1], seed + 1),
-              "test": reviews(sizes[2] - len(ODD_TEXTS), seed + 2) + [(t, i % 2) for i, t in enumerate(ODD_TEXTS)]}
-    train_tokens = [segmenter.segment(normalizer(text)) for text, _ in splits["train"]]
-    pre = Preprocessor(normalizer=normalizer, segmenter=segmenter, vocabulary=Vocabulary().fit(train_tokens),
-                       maxlen=maxlen)
-    out = data_dir / "processed" / corpus / pre.name
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        texts = [text for text, _ in rows]
-        table = padded.to_table(pre.transform(texts), [y for _, y in rows], [f"{name}-{i}" for i in range(len(rows))],
-                                texts, maxlen)
-        pq.write_table(table, out / f"{name}.parquet", row_group_size=row_group_rows)
-    (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
-    adopt_outputs("pad", f"{corpus}/{pre.name}", out,
-                  [f"{name}.parquet" for name in splits] + ["tokenizer.json"])
-    # the pretrain stage's vectors, from the train split (what the stage learns without unlabeled text)
-    tokens, vectors = learn_vectors(train_tokens, dim=vector_dim, min_count=1, seed=seed)
-    save_npz(out / "vectors.npz", tokens=np.array(tokens, dtype=str), vectors=vectors)
-    adopt_outputs("pretrain", f"{corpus}/{pre.name}", out, ["vectors.npz"])
-    return out
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -352,6 +302,7 @@ def test_evaluate_writes_metrics_predictions_and_report(trained):
     assert metrics["accuracy"] > 0.6        # 2 epochs on the fixture's sentiment phrases
     assert (bundle_dir / "confusion.png").stat().st_size > 1000
     assert any(line.startswith("evaluate tiny/word: test accuracy") for line in lines)
+    report_stage(artifacts_dir=artifacts, echo=lines.append)
     report = (artifacts / "REPORT.md").read_text()
     assert report.count("| tiny | word |") == 1 and "(tiny-word/curves.png)" in report
 
@@ -387,7 +338,9 @@ def test_write_report_table(tmp_path):
         (tmp_path / "nsmc-morpheme-mecab" / name).write_bytes(b"png")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.json").write_text("{")
-    text = write_report(tmp_path).read_text()
+    lines: list[str] = []
+    report_stage(artifacts_dir=tmp_path, echo=lines.append)
+    text = (tmp_path / "REPORT.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| nsmc") or line.startswith("| shop")]
     assert [r.split(" | ")[1] for r in rows] == ["morpheme-mecab", "word", "char"]    # per corpus, best first
     assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.5000 | - | 0.7000 (7) | 0.6000 (5) | 0.8000 "
@@ -397,4 +350,11 @@ def test_write_report_table(tmp_path):
     assert "[confusion](nsmc-morpheme-mecab/confusion.png)" in rows[0]
     assert "(nsmc-word/curves.png)" not in text                                   # only plots that exist
     assert "broken" in text
-    assert "no evaluated models" in write_report(tmp_path / "empty").read_text()
+    # a stage like any other: skipped while no metrics.json changed, re-run when one does
+    assert report_stage(artifacts_dir=tmp_path, echo=lines.append).skipped
+    _metrics(tmp_path / "shop-word", "shop", "word", 0.8)
+    assert not report_stage(artifacts_dir=tmp_path, echo=lines.append).skipped
+    assert "| shop | word |" in (tmp_path / "REPORT.md").read_text()
+    assert read_json(tmp_path / "report.manifest.json")["outputs"]["REPORT.md"] == sha256_file(tmp_path / "REPORT.md")
+    report_stage(artifacts_dir=tmp_path / "empty", echo=lines.append)
+    assert "no evaluated models" in (tmp_path / "empty" / "REPORT.md").read_text()

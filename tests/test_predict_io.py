@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from pipeline.errors import PipelineError
 from pipeline.predict.lines import format_plain, iter_lines, read_lines, read_path_lines
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SEPARATORS = "\u2028\u2029\x0b\x0c\x1c\x1d\x1e\x85"   # str.splitlines() breaks on these; ksent does not
 

@@ -29,8 +29,7 @@ from pipeline.stages.pretrain import pretrain
 from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.text.segment import Segmenter
-from tests.conftest import REPO, register_tiny, write_nsmc_file
-from tests.test_cli import ksent
+from tests.helpers import REPO, ksent, register_tiny, write_nsmc_file
 
 QUIET = {"echo": lambda _: None}
 
@@ -212,7 +211,7 @@ pipeline.core.files.renamed = _renamed
 
 
 def _bootstrap(mirror: Path) -> str:
-    return (_KILL_HOOK + "import tests.conftest as c; from _pytest.monkeypatch import MonkeyPatch; "
+    return (_KILL_HOOK + "import tests.helpers as c; from _pytest.monkeypatch import MonkeyPatch; "
             f"c.register_tiny(MonkeyPatch(), __import__('pathlib').Path({str(mirror)!r})); "
             "from pipeline.apps.cli import cli; cli(prog_name='ksent')")
 

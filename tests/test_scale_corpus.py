@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pipeline.corpora import CORPORA
 from tests.benchmarks import scale_corpus
-from tests.conftest import synthetic_reviews, write_nsmc_file
+from tests.helpers import synthetic_reviews, write_nsmc_file
 
 
 def test_scale_corpus_is_valid_nsmc_deterministic_and_label_consistent(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import pytest
 from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
-from test_model_train import SMALL, write_processed  # pytest puts tests/ on sys.path
+from tests.helpers import SMALL, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

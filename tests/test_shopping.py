@@ -15,8 +15,7 @@ from click.testing import CliRunner
 
 from pipeline.apps.cli import cli
 from pipeline.core.files import read_json, sha256_file
-from tests.conftest import FILLER, NEGATIVE, POSITIVE
-from tests.test_end_to_end import SMALL_MODEL
+from tests.helpers import FILLER, NEGATIVE, POSITIVE, SMALL_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -19,6 +19,7 @@ import click
 from pipeline import layout, params as defaults
 from pipeline.core import quiet
 from pipeline.core.params import Param, Params
+from pipeline.core.stage import Target
 from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError, PipelineError, write_error
 
@@ -338,8 +339,10 @@ def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params)
 def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
     """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
     from pipeline.stages.evaluate import evaluate as run
+    from pipeline.stages.report import report
     run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
         echo=_echo)
+    report(artifacts_dir=artifacts_dir, echo=_echo)
 
 
 @cli.command(name="run")
@@ -354,21 +357,12 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
 def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
             **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
-    from pipeline.stages import clean, dedupe, download, evaluate, pad, pretrain, split, tokenize, train
+    from pipeline import graph
 
-    segmenter = _segmenter(kind, backend, jamo)
-    tok = segmenter.name()
-    common = {"data_dir": data_dir, "force": force, "echo": _echo}
-    download.download(corpus, mirror=mirror, **common)
-    clean.clean(corpus, workers=workers, scheduler=scheduler, **common)
-    dedupe.dedupe(corpus, workers=workers, scheduler=scheduler, **common)
-    split.split(corpus, **common)
-    tokenize.tokenize(corpus, segmenter, workers=workers, scheduler=scheduler, **common)
-    pretrain.pretrain(corpus, tok, unlabeled=unlabeled, workers=workers, scheduler=scheduler,
-                      **defaults.pretrain_params(tok, train_params), **common)
-    pad.pad(corpus, tok, workers=workers, scheduler=scheduler, **common)
-    train.train(corpus, tok, artifacts_dir=artifacts_dir, **common, **train_params)
-    evaluate.evaluate(corpus, tok, artifacts_dir=artifacts_dir, **common)
+    target = Target(corpus, _segmenter(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
+                    mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
+                    train_params={k: v for k, v in train_params.items() if v is not None})
+    graph.run(target, force=force, echo=_echo)
 
 
 @cli.command()
@@ -380,10 +374,10 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
 def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
     """Which stages `ksent run` would re-run (stale, and why) or run first (missing), without running them."""
-    from pipeline.status import pipeline_status
+    from pipeline import graph
 
     segmenter = _segmenter(kind, backend, jamo)
-    rows = pipeline_status(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir)
+    rows = graph.status(Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir))
     if as_json:
         for row in rows:
             click.echo(json.dumps({"corpus": corpus, "tokenizer": segmenter.name(), "stage": row.stage,
@@ -407,17 +401,18 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
     from pipeline.stages.ensemble import ensemble as run
+    from pipeline.stages.report import report
     run(corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
         artifacts_dir=artifacts_dir, force=force, echo=_echo)
+    report(artifacts_dir=artifacts_dir, echo=_echo)
 
 
 @cli.command()
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
-    from pipeline.model.scoring import write_report
-    path = write_report(artifacts_dir)
-    click.echo(f"report: wrote {path}")
+    from pipeline.stages.report import report as run
+    run(artifacts_dir=artifacts_dir, force=True, echo=_echo)
 
 
 # --- predict -------------------------------------------------------------------------------
@@ -455,8 +450,7 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     import sys
 
     from pipeline.core.engine import DEFAULT_WORKERS
-    from pipeline.predict.bundle import default_model_dir, load_bundle
-    from pipeline.predict.classifier import Classifier
+    from pipeline.predict.classifier import load
     from pipeline.predict.lines import iter_line_batches, open_input
 
     if texts and file_:
@@ -473,10 +467,7 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     first = next(batches, None)
     if first is None:
         return
-    bundle = load_bundle(model_dir or default_model_dir(layout.ARTIFACTS_DIR), runtime=runtime)
-    for note in bundle.notes:
-        click.echo(f"note: {note}", err=True)
-    classifier = Classifier(bundle)
+    classifier = load(model_dir or None, runtime=runtime, on_note=lambda note: click.echo(f"note: {note}", err=True))
     batches = itertools.chain([first], batches)
     if explain:
         results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in batches)

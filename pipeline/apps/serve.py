@@ -41,7 +41,6 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.apps.batching import MicroBatcher
 from pipeline.errors import ParameterError, PipelineError
-from pipeline.layout import ARTIFACTS_DIR
 from pipeline.params import SERVE
 
 __all__ = ["create_app", "run_server"]
@@ -393,17 +392,13 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
     read from stdout), and `stopped` after requests in flight have finished.
     Raises PipelineError for a bundle that cannot be loaded or an address that cannot be bound.
     """
-    from pipeline.predict.bundle import default_model_dir, load_bundle
-    from pipeline.predict.classifier import Classifier
+    from pipeline.predict.classifier import load
 
     if name is not None and (not name or any(c in name for c in "/:?#% ")):
         raise ParameterError(f"--name {name!r} cannot be part of a URL path: use letters, digits, '-', '_', '.'")
     sock = _bind(host, port)
     try:
-        bundle = load_bundle(model_dir or default_model_dir(ARTIFACTS_DIR))
-        for note in bundle.notes:
-            echo(f"note: {note}")
-        clf = Classifier(bundle)
+        clf = load(model_dir or None, on_note=lambda note: echo(f"note: {note}"))
         app = create_app(clf, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
                          max_body_bytes=max_body_bytes)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client

@@ -32,6 +32,8 @@ def folder_lock(folder: Path | str, what: str, echo: Callable[[str], None] | Non
     path = lock_path(folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):           # filelock would poll forever on a lock file it may not create
+            pass
     except OSError as exc:
         raise write_error(exc, what) from None
     lock = FileLock(str(path), thread_local=False)

@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.commit import commit, journal_path
 from pipeline.core.files import UMASK, read_json, sha256_file, write_json
 from pipeline.core.locks import echo_stderr, folder_lock
 from pipeline.errors import MissingInputError, PipelineError, write_error
-from pipeline.layout import rerun_command
+from pipeline.layout import ARTIFACTS_DIR, DATA_DIR, rerun_command
 
 MANIFEST_VERSION = 2
 _TRACKED_LIBRARIES = ("ksent", "numpy", "pandas", "pyarrow", "scikit-learn", "tensorflow", "keras",
@@ -48,9 +49,10 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Input:
-    """A file a stage reads: written by stage `stage` for `label` (checked against its manifest;
-    the label names the command that re-makes it), or by nobody we know (`stage=None`), then
-    checked by `check(path)` if given."""
+    """A file a stage reads, written by stage `stage` for `label` (None: by nobody we know). It is
+    checked by `check(path)` if given (files that may be placed by hand, e.g. pinned raw files),
+    else against its producer's manifest; the label names the command that re-makes it. The
+    producers named here are the edges of the stage graph (pipeline.graph)."""
     path: Path
     stage: str | None
     check: Callable[[Path], None] | None = None
@@ -63,6 +65,9 @@ class Stage:
 
     `whole_folder`: the stage owns `folder` (a model bundle) and replaces it whole; any file
     another stage later adds to it (evaluate's metrics) goes with the old folder.
+    `optional_outputs`: files the stage writes when it can (download's optional unlabeled file).
+    `keeps_outputs`: a run may leave an output it has verified in place instead of writing it
+    again (download keeps the files that already match their pins).
     """
     name: str
     label: str
@@ -71,6 +76,8 @@ class Stage:
     params: dict
     outputs: tuple[str, ...]
     whole_folder: bool = False
+    optional_outputs: tuple[str, ...] = ()
+    keeps_outputs: bool = False
 
     @property
     def manifest_path(self) -> Path:
@@ -89,6 +96,26 @@ class StageResult:
     summary: str
     counts: dict = field(default_factory=dict)
     skipped: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """What `ksent run` and `ksent status` work on: one corpus and tokenization, where its files live,
+    and the run-wide options. Each stage module turns it into its plan (`plan_for`) and its run
+    (`run_for`) for the stage graph (pipeline.graph)."""
+    corpus: str
+    segmenter: Any = None               # a pipeline.text.segment.Segmenter (None: corpus-wide stages only)
+    data_dir: Path | str = DATA_DIR
+    artifacts_dir: Path | str = ARTIFACTS_DIR
+    mirror: str | None = None
+    workers: int | None = None
+    scheduler: str | None = None
+    unlabeled: str = "auto"
+    train_params: dict = field(default_factory=dict)
+
+    @property
+    def tok(self) -> str:
+        return self.segmenter.name()
 
 
 class Staging:
@@ -146,7 +173,7 @@ def verify_inputs(stage: Stage) -> dict[str, str]:
 
 def input_problem(inp: Input, digest: str) -> str | None:
     """Why the file `inp` (SHA-256 `digest`) is not what its producer made, naming what to re-run; None if it is."""
-    if inp.stage is None:
+    if inp.check is not None or inp.stage is None:
         try:
             if inp.check:
                 inp.check(inp.path)
@@ -189,7 +216,9 @@ def stale_reasons(stage: Stage, input_hashes: dict[str, str | None]) -> list[str
     for name in sorted(set(recorded_in) | set(input_hashes)):
         if recorded_in.get(name) != input_hashes.get(name):
             reasons.append(f"input {name} changed" if input_hashes.get(name) else f"input {name} missing")
-    for name, path in stage.output_paths().items():
+    recorded_optional = [name for name in stage.optional_outputs if name in manifest["outputs"]]
+    for name in (*stage.outputs, *recorded_optional):
+        path = stage.folder / name
         if not path.is_file():
             reasons.append(f"output {name} missing")
         elif manifest["outputs"].get(name) != sha256_file(path):
@@ -216,7 +245,7 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
               echo: Callable[[str], None] | None = None) -> StageResult:
     """Run `run(staging)` unless the manifest proves the outputs current; publish outputs + manifest as one set."""
     echo = echo or echo_stderr
-    what = f"{stage.name} {stage.label}"
+    what = f"{stage.name} {stage.label}".rstrip()
     with folder_lock(stage.folder, what, echo):
         input_hashes = verify_inputs(stage)
         if not force and not stale_reasons(stage, input_hashes):
@@ -237,7 +266,13 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
             started = time.perf_counter()
             result = run(Staging(staging))
             duration = time.perf_counter() - started
-            missing = [name for name in stage.outputs if not (staging / name).is_file()]
+            written = {}
+            for name in (*stage.outputs, *stage.optional_outputs):
+                if (staging / name).is_file():
+                    written[name] = sha256_file(staging / name)
+                elif stage.keeps_outputs and (stage.folder / name).is_file():
+                    written[name] = sha256_file(stage.folder / name)
+            missing = [name for name in stage.outputs if name not in written]
             if missing:
                 raise PipelineError(f"{what}: the stage wrote no {', '.join(missing)} (a bug) - nothing was published")
             if verify_inputs(stage) != input_hashes:
@@ -245,7 +280,7 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
             write_json(manifest_path(staging, stage.name), {
                 "manifest_version": MANIFEST_VERSION, "stage": stage.name, "label": stage.label,
                 "command": stage.command(), "params": _canonical(stage.params), "inputs": input_hashes,
-                "outputs": {name: sha256_file(staging / name) for name in sorted(stage.outputs)},
+                "outputs": dict(sorted(written.items())),
                 "counts": result.counts, "summary": result.summary, "duration_s": round(duration, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions(),
             })

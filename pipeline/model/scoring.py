@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import layout
-from pipeline.core.files import read_json, write_text
-from pipeline.core.locks import folder_lock
-
-REPORT_FILE = "REPORT.md"
+from pipeline.core.files import read_json
 
 
 def compute_metrics(y_true, probability, threshold: float = 0.5) -> dict:
@@ -127,15 +124,9 @@ def _duration(seconds) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 100 else f"{seconds:.0f} s"
 
 
-def write_report(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Path:
-    """Rewrite <artifacts_dir>/REPORT.md: one table row per <bundle>/metrics.json, best first per corpus."""
-    path = Path(artifacts_dir) / REPORT_FILE
-    with folder_lock(path, "report"):           # read every metrics.json and write, as one writer
-        write_text(path, _report(Path(artifacts_dir)))
-    return path
-
-
-def _report(artifacts_dir: Path) -> str:
+def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, int]:
+    """REPORT.md's text: one table row per <bundle>/metrics.json, best first per corpus; and the row count."""
+    artifacts_dir = Path(artifacts_dir)
     rows, unreadable = [], []
     for path in sorted(artifacts_dir.glob("*/metrics.json")):
         try:
@@ -168,4 +159,4 @@ def _report(artifacts_dir: Path) -> str:
         lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||")
     if unreadable:
         lines += ["", f"Unreadable metrics.json (skipped): {', '.join(unreadable)}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", len(rows)

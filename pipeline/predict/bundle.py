@@ -27,9 +27,7 @@ bundle.json records one (no TensorFlow is imported), else model.keras through Ke
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +36,13 @@ import numpy as np
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import library_versions
 from pipeline.errors import PipelineError
-from pipeline.params import ENSEMBLE
+from pipeline.predict.ensemble import COMBINATIONS
+from pipeline.predict.predictor import MAX_CHARS, Predictor, to_records
 from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", "bundle.json"
-THRESHOLD = 0.5             # probability of positive at or above which a review is labelled positive
-MAX_CHARS = 10_000          # raw characters kept per review before segmentation
 RUNTIMES = ("auto", "onnx", "keras")
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
@@ -79,7 +76,7 @@ def write_manifest(directory: Path | str, *, corpus: str, tok: str, preprocessor
 
 
 @dataclass
-class Bundle:
+class Bundle(Predictor):
     """Model + Preprocessor + bundle.json, checked to belong together (see `load_bundle`).
 
     Bad input is defined, never an error: every text gets a probability.
@@ -99,14 +96,6 @@ class Bundle:
     @property
     def runtime(self) -> str:
         return self.network.runtime
-
-    @property
-    def corpus(self) -> str:
-        return self.manifest["corpus"]
-
-    @property
-    def tok(self) -> str:
-        return self.manifest["tok"]
 
     def cap(self, text: str) -> str:
         """The raw text as analyzed: at most MAX_CHARS characters, from the end truncation keeps."""
@@ -140,20 +129,15 @@ class Bundle:
         (+ explanation with `explain`, see pipeline.predict.explain)."""
         if not explain:
             x = self.transform(texts)
-            return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+            return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
         from pipeline.predict.explain import explain_many
 
         token_lists = self.tokens(texts)                  # segmented once, for the records and the explanations
         x = self.preprocessor.ids(token_lists)
-        records = _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        records = to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
         for record, explanation in zip(records, explain_many(self, texts, token_lists), strict=True):
             record["explanation"] = explanation
         return records
-
-    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
-                       pool_after: int = 0) -> Iterator[list[dict]]:
-        """Records for each batch of texts, in order, as soon as they are computed (see `stream_records`)."""
-        return stream_records(self, batches, workers, batch_size, pool_after)
 
     def analyzed_members(self) -> list[Bundle]:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
@@ -162,150 +146,10 @@ class Bundle:
     def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
         """The records of `texts`, whose tokens worker processes made (`segmented`, by member)."""
         x = self.preprocessor.ids(segmented[id(self)].result())
-        return _records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
 
 
-def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size: int,
-                   pool_after: int) -> Iterator[list[dict]]:
-    """`model.predict` of each batch of texts, in order, as soon as it is computed (a Bundle or EnsembleBundle).
-
-    Memory holds a few batches, whatever the input's length. With workers > 1, once more than
-    `pool_after` texts have come (a pool costs a start-up, worth it for large inputs only), the
-    morpheme analysis of the next batches runs in worker processes (one pool per analyzed
-    member) while this process runs the networks on the current one. If reading `batches`
-    fails (PipelineError, e.g. a line that is not UTF-8), the batches read before are answered first.
-    """
-    import contextlib
-    from collections import deque
-
-    from pipeline.text.segment import SegmentPool
-
-    batches = iter(batches)
-    analyzed = model.analyzed_members() if workers > 1 else []
-    seen = 0
-    for texts in batches:
-        yield model.predict(texts, batch_size)
-        seen += len(texts)
-        if analyzed and seen > pool_after:
-            break
-    else:
-        return
-    upcoming = next(batches, None)             # no pool for an input that has just ended
-    if upcoming is None:
-        return
-    batches = itertools.chain([upcoming], batches)
-    with contextlib.ExitStack() as stack:
-        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
-        pending: deque = deque()
-        while True:
-            try:
-                texts = next(batches)
-            except StopIteration:
-                break
-            except PipelineError:               # a bad line: answer the lines before it, then report it
-                while pending:
-                    yield model.finish(*pending.popleft(), batch_size)
-                raise
-            pending.append((texts, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in texts])
-                                    for m in analyzed}))
-            if len(pending) > workers:          # keep the workers busy while this process predicts
-                yield model.finish(*pending.popleft(), batch_size)
-        while pending:
-            yield model.finish(*pending.popleft(), batch_size)
-
-
-def _records(texts, probabilities, empty) -> list[dict]:
-    return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
-             "probability": float(p), "empty": bool(e)}
-            for text, p, e in zip(texts, probabilities, empty, strict=True)]
-
-
-COMBINATIONS = ENSEMBLE.params["combination"].choices
-_EPS = 1e-7
-
-
-def combine(probabilities: list[np.ndarray], weights: list[float], combination: str = "logit-mean") -> np.ndarray:
-    """An ensemble's P(positive), float32, from its members' (one order of summation, so that the ensemble
-    stage and prediction compute the same numbers).
-
-    "mean": the weighted mean of the probabilities; "logit-mean": the sigmoid of the weighted mean
-    of their log-odds, so a member that is sure counts for more than one that is barely sure.
-    """
-    if combination not in COMBINATIONS:
-        raise PipelineError(f"unknown ensemble combination {combination!r} (this ksent knows "
-                            f"{', '.join(COMBINATIONS)}) - re-run `ksent ensemble` or update ksent")
-    total = np.zeros(len(probabilities[0]), dtype=np.float64)
-    for p, w in zip(probabilities, weights, strict=True):
-        p = np.asarray(p, dtype=np.float64)
-        if combination == "logit-mean":
-            p = np.clip(p, _EPS, 1 - _EPS)
-            p = np.log(p) - np.log1p(-p)
-        total += w * p
-    if combination == "logit-mean":
-        total = 1.0 / (1.0 + np.exp(-total))
-    return total.astype(np.float32)
-
-
-@dataclass
-class EnsembleBundle:
-    """Bundles whose probabilities are averaged (written by the ensemble stage); predicts like a Bundle.
-
-    Each member replays its own preprocessing, so an ensemble may mix tokenizations.
-    """
-    directory: Path
-    members: list[Bundle]
-    weights: list[float]
-    manifest: dict
-    notes: tuple[str, ...] = ()
-    combination: str = "mean"               # see `combine`
-
-    corpus = Bundle.corpus
-    tok = Bundle.tok
-
-    @property
-    def runtime(self) -> str:
-        return "+".join(sorted({m.runtime for m in self.members}))
-
-    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        return self._score([m.transform(texts) for m in self.members], batch_size)[0]
-
-    def _score(self, xs: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P(positive), empty) from each member's padded ids: empty where no member saw a token."""
-        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
-                                self.weights, self.combination)
-        return probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs])
-
-    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
-        """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
-        if not explain:
-            return _records(texts, *self._score([m.transform(texts) for m in self.members], batch_size))
-        from pipeline.predict.explain import explain_many
-
-        token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
-        records = _records(texts, *self._score([m.preprocessor.ids(t) for m, t in zip(
-            self.members, token_lists, strict=True)], batch_size))
-        per_member = [explain_many(m, texts, t) for m, t in zip(self.members, token_lists, strict=True)]
-        for i, record in enumerate(records):
-            record["explanation"] = {"members": [
-                {"name": m.directory.name, "weight": w, **explanations[i]}
-                for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
-        return records
-
-    def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
-                       pool_after: int = 0) -> Iterator[list[dict]]:
-        """Records for each batch of texts, in order, as soon as they are computed (see `stream_records`)."""
-        return stream_records(self, batches, workers, batch_size, pool_after)
-
-    def analyzed_members(self) -> list[Bundle]:
-        return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]
-
-    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        xs = [m.preprocessor.ids(segmented[id(m)].result()) if id(m) in segmented else m.transform(texts)
-              for m in self.members]
-        return _records(texts, *self._score(xs, batch_size))
-
-
-def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBundle:
+def _load_ensemble(directory: Path, manifest: dict, runtime: str):
     """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
     members, weights = manifest.get("members"), manifest.get("weights")
     if not (isinstance(members, list) and isinstance(weights, list) and len(members) == len(weights) >= 2
@@ -330,6 +174,8 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str) -> EnsembleBun
         bundle = load_bundle(member_dir, runtime=runtime)
         bundles.append(bundle)
         notes.extend(bundle.notes)
+    from pipeline.predict.ensemble import EnsembleBundle
+
     return EnsembleBundle(directory=directory, members=bundles, weights=[float(w) for w in weights],
                           manifest=manifest, notes=tuple(notes), combination=combination)
 
@@ -349,7 +195,7 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_bundle(directory: Path | str, runtime: str = "auto") -> Bundle:
+def load_bundle(directory: Path | str, runtime: str = "auto") -> Predictor:
     """Load and cross-check a bundle folder; PipelineError says what is wrong and what to do.
 
     Checked: bundle.json, tokenizer.json and the network file are present and readable;
@@ -436,28 +282,3 @@ def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str
     return network, notes
 
 
-def _validation_accuracy(directory: Path) -> float:
-    """The best validation accuracy the train stage recorded (never a test figure)."""
-    for path, keys in ((directory / "train.manifest.json", ("counts",)), (directory / MANIFEST_FILE, ("training",))):
-        try:
-            value = read_json(path)[keys[0]]["best_val_accuracy"]
-            return float(value)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return float("-inf")
-
-
-def default_model_dir(artifacts_dir: Path | str = "artifacts") -> Path:
-    """The NSMC bundle with the highest validation accuracy, else the best other bundle."""
-    bundles = []
-    for manifest_path in sorted(Path(artifacts_dir).glob(f"*/{MANIFEST_FILE}")):
-        try:
-            corpus = read_json(manifest_path).get("corpus")
-        except (OSError, ValueError, AttributeError):
-            continue
-        bundles.append((corpus == "nsmc", _validation_accuracy(manifest_path.parent), manifest_path.parent))
-    if not bundles:
-        raise PipelineError(f"no trained model in {artifacts_dir}/ - build one with `{BUILD_HINT}` "
-                            f"(or `ksent run --corpus nsmc`), or pass --model DIR")
-    nsmc_first = max(bundles, key=lambda b: (b[0], b[1]))
-    return nsmc_first[2]

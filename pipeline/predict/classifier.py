@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +98,21 @@ def _as_list(texts) -> list[str]:
 
 
 def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
-         runtime: str = "auto") -> Classifier:
+         runtime: str = "auto", on_note: Callable[[str], None] | None = None) -> Classifier:
     """Load a bundle folder, or (no argument) the NSMC bundle with the best validation accuracy in `artifacts_dir`.
 
     runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
-    warning), "onnx" or "keras". Raises pipeline.errors.PipelineError with what to do when the
-    bundle is missing, incomplete or damaged.
+    note), "onnx" or "keras". Each note on how the bundle was loaded goes to `on_note` (default: a
+    warning). Raises pipeline.errors.PipelineError with what to do when the bundle is missing,
+    incomplete or damaged. `ksent predict`, `ksent serve` and `pipeline.load` all load through here.
     """
-    from pipeline.predict.bundle import default_model_dir, load_bundle
+    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.selection import default_model_dir
 
     bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir), runtime=runtime)
     for note in bundle.notes:
-        warnings.warn(note, stacklevel=2)
+        if on_note is None:
+            warnings.warn(note, stacklevel=2)
+        else:
+            on_note(note)
     return Classifier(bundle)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, row_group_ranges
 from pipeline.errors import PipelineError
 
@@ -154,6 +154,14 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> St
                  inputs={"clean.parquet": Input(folder / "clean.parquet", "clean", label=corpus)},
                  params=defaults.DEDUPE.resolve(params),
                  outputs=("dedupe.parquet",))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, data_dir=t.data_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return dedupe(t.corpus, data_dir=t.data_dir, workers=t.workers, scheduler=t.scheduler, **kwargs)
 
 
 def dedupe(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,

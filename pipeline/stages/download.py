@@ -2,9 +2,10 @@
 
 Sources: the upstream HTTPS URL, or a mirror base (local folder, file:// or
 http(s):// URL) laid out as <BASE>/<corpus>/<upstream file name>. Each file is
-streamed into a temp file beside its target while a progress bar runs, verified
-against its pinned checksum, and only then renamed into place; a failure of any
-kind leaves no file behind. A present file whose checksum matches is kept.
+streamed into the stage's staging folder while a progress bar runs and verified
+against its pinned checksum, then renamed into place: a failure of any kind leaves
+no unverified file behind, and the manifest (pipeline.core.stage.run_stage) is
+written once every file is there. A present file whose checksum matches is kept.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import layout
-from pipeline.core.files import atomic_path, write_json
-from pipeline.core.locks import folder_lock
-from pipeline.core.stage import StageResult, library_versions
+from pipeline.core import files
+from pipeline.core.files import atomic_path
+from pipeline.core.stage import Stage, StageResult, Staging, Target, run_stage
 from pipeline.corpora import CorpusFile, get_corpus, verify_file
-from pipeline.errors import PipelineError, write_error
+from pipeline.errors import PipelineError
 from pipeline.params import DOWNLOAD
 
 MIRROR_ENV = "KSENT_MIRROR"
@@ -116,65 +117,72 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int = 3
                                 f"{spec.expected_checksum()}, got {actual}) from {url}; the file was discarded")
 
 
+def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR) -> Stage:
+    """The corpus's files, pinned by checksum (the parameters), into data/raw/<corpus>/; the unlabeled
+    reviews are an optional output (not every source has them)."""
+    spec = get_corpus(corpus)
+    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum()}"
+            for f in (*spec.files, *([spec.unlabeled] if spec.unlabeled else []))}
+    return Stage("download", corpus, layout.raw_dir(data_dir, corpus), inputs={}, params={"files": pins},
+                 outputs=tuple(f.name for f in spec.files),
+                 optional_outputs=(spec.unlabeled.name,) if spec.unlabeled else (), keeps_outputs=True)
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, data_dir=t.data_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return download(t.corpus, data_dir=t.data_dir, mirror=t.mirror, **kwargs)
+
+
 def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str | None = None, force: bool = False,
-             progress: bool = True, echo: Callable[[str], None] = print, **params) -> StageResult:
-    """Fetch and verify the corpus's files; `params`: pipeline.params.DOWNLOAD (retries, timeout, backoff)."""
+             progress: bool = True, echo: Callable[[str], None] | None = None, **params) -> StageResult:
+    """Fetch and verify the corpus's files; `params`: pipeline.params.DOWNLOAD (retries, timeout, backoff).
+
+    Files already present and matching their pins are kept (`force` fetches them again). The stage
+    also re-runs while the optional unlabeled file is absent but a source for it is given."""
     spec = get_corpus(corpus)
     retries, timeout, backoff = (DOWNLOAD.resolve(params)[k] for k in ("retries", "timeout", "backoff"))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
-    raw_dir = layout.raw_dir(data_dir, corpus)
-    with folder_lock(raw_dir, f"download {corpus}", echo):
-        try:
-            return _download(spec, corpus, raw_dir, mirror, force=force, retries=retries, backoff=backoff,
-                             timeout=timeout, progress=progress, echo=echo)
-        except OSError as exc:          # network errors are handled inside; this is the local disk
-            raise write_error(exc, f"download {corpus}") from None
+    stage = plan(corpus, data_dir=data_dir)
+    raw_dir = stage.folder
+    unlabeled_source = spec.unlabeled and (spec.unlabeled.url or mirror)
+    wanted = not force and unlabeled_source and not (raw_dir / spec.unlabeled.name).is_file()
 
-
-def _download(spec, corpus: str, raw_dir: Path, mirror: str | None, *, force: bool, retries: int, backoff: float,
-              timeout: float, progress: bool, echo: Callable[[str], None]) -> StageResult:
-    fetched, kept, notes = [], [], []
-    started = time.perf_counter()
-    files = list(spec.files)
-    if spec.unlabeled:                  # optional: only where a mirror or URL has it
-        if spec.unlabeled.url or mirror or (raw_dir / spec.unlabeled.name).is_file():
-            files.append(spec.unlabeled)
+    def run(out: Staging) -> StageResult:
+        fetched, kept, notes = [], [], []
+        to_fetch = list(spec.files)
+        if spec.unlabeled:                  # optional: only where a mirror or URL has it
+            if unlabeled_source or (raw_dir / spec.unlabeled.name).is_file():
+                to_fetch.append(spec.unlabeled)
+            else:
+                notes.append(f"no source for the unlabeled reviews {spec.unlabeled.name} without --mirror "
+                             f"(pretraining uses the train split alone)")
+        for f in to_fetch:
+            target = raw_dir / f.name
+            if not force and target.is_file() and verify_file(target, f)[0]:
+                kept.append(f.name)         # stays in place (Stage.keeps_outputs)
+                continue
+            try:
+                fetch_verified(f, source_url(f, corpus, mirror), out.path(f.name), retries=retries,
+                               backoff=backoff, timeout=timeout, progress=progress, echo=echo or print)
+            except NotFoundError as exc:
+                if f is not spec.unlabeled:
+                    raise
+                notes.append(f"the mirror has no unlabeled reviews ({exc}; pretraining uses the train split alone)")
+                continue
+            # published as soon as verified: a later file's failure keeps it (its pin vouches for it);
+            # the manifest comes only with the whole set
+            os.replace(out.path(f.name), target)
+            files.renamed()
+            fetched.append(f.name)
+        if fetched:
+            summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
+                       + (f"; {len(kept)} already verified" if kept else ""))
         else:
-            notes.append(f"no source for the unlabeled reviews {spec.unlabeled.name} without --mirror "
-                         f"(pretraining uses the train split alone)")
-    present = []                        # the files now in raw_dir, verified
-    for f in files:
-        target = raw_dir / f.name
-        if not force and target.is_file() and verify_file(target, f)[0]:
-            kept.append(f.name)
-            present.append(f)
-            continue
-        try:
-            fetch_verified(f, source_url(f, corpus, mirror), target, retries=retries, backoff=backoff,
-                           timeout=timeout, progress=progress, echo=echo)
-        except NotFoundError as exc:
-            if f is not spec.unlabeled:
-                raise
-            notes.append(f"the mirror has no unlabeled reviews ({exc}; pretraining uses the train split alone)")
-            continue
-        fetched.append(f.name)
-        present.append(f)
-    files = present
-    sizes = {f.name: (raw_dir / f.name).stat().st_size for f in files}
-    if fetched:
-        summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
-                   + (f"; {len(kept)} already verified" if kept else "") + "".join(f"; {n}" for n in notes))
-        write_json(raw_dir / "download.manifest.json", {
-            "stage": "download", "label": corpus,
-            "params": {"sources": {f.name: source_url(f, corpus, mirror) for f in files}},
-            "outputs": {f.name: {f.checksum_kind(): f.expected_checksum(), "bytes": sizes[f.name]}
-                        for f in files},
-            "summary": summary, "duration_s": round(time.perf_counter() - started, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions(),
-        })
-    else:
-        summary = (f"download {corpus}: up to date, skipped ({len(kept)} files already verified)"
-                   + "".join(f"; {n}" for n in notes))
-    echo(summary)
-    return StageResult(summary=summary, counts={"fetched": len(fetched), "kept": len(kept)},
-                       skipped=not fetched)
+            summary = f"download {corpus}: {len(kept)} files already verified"
+        return StageResult(summary=summary + "".join(f"; {n}" for n in notes),
+                           counts={"fetched": len(fetched), "kept": len(kept)})
+
+    return run_stage(stage, run, force=bool(force or wanted), echo=echo)

@@ -5,13 +5,13 @@ checksum; the default members are every single-model bundle of the corpus in
 artifacts/), and each member's val.parquet, test.parquet and train.parquet (pad stage) for the rows
 it was scored on. Outputs in artifacts/<corpus>-ensemble/: bundle.json (kind "ensemble":
 the members by name and bundle.json checksum, their weights), metrics.json,
-predictions.csv and confusion.png as the evaluate stage writes them; then REPORT.md.
+predictions.csv and confusion.png as the evaluate stage writes them.
 
 The combination is the equal-weight mean of the members' log-odds (or of their probabilities,
 `combination="mean"`; pipeline.params.ENSEMBLE says why): nothing is fitted, so
 the validation accuracy recorded (which picks the default model) is an honest estimate,
 not a figure the weights were tuned on. Predicting with the ensemble bundle replays each
-member's own preprocessing and averages the same way (`pipeline.predict.bundle.combine`), so
+member's own preprocessing and averages the same way (`pipeline.predict.ensemble.combine`), so
 `ksent predict --model artifacts/nsmc-ensemble` gives the probabilities scored here.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 
 from pipeline import layout, params as defaults
 from pipeline.core.files import read_json, sha256_file, write_json
-from pipeline.core.stage import Input, Stage, StageResult, Staging, library_versions, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, library_versions, run_stage
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
-from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
+from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
 
 ENSEMBLE_TOK = "ensemble"
 
@@ -81,12 +81,22 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 
 
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return ensemble(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+
+
 def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
              combination: str = defaults.ENSEMBLE["combination"],
              data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Combine the members (default: every single-model bundle of `corpus`) and score the ensemble."""
-    from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, THRESHOLD, combine, load_bundle
+    from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, load_bundle
+    from pipeline.predict.ensemble import combine
+    from pipeline.predict.predictor import THRESHOLD
 
     stage = plan(corpus, members=members, combination=combination, data_dir=data_dir, artifacts_dir=artifacts_dir)
     names = stage.params["members"]
@@ -150,6 +160,4 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         return StageResult(summary=line, counts={"n_test": metrics["n_test"], "accuracy": metrics["accuracy"],
                                                  "best_val_accuracy": round(val_accuracy, 6)})
 
-    result = run_stage(stage, run, force=force, echo=echo)
-    write_report(artifacts_dir)
-    return result
+    return run_stage(stage, run, force=force, echo=echo)

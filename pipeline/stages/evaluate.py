@@ -1,11 +1,10 @@
-"""evaluate: score a trained bundle on the test split, then rewrite the comparison report.
+"""evaluate: score a trained bundle on the test split (the report stage then lists it in REPORT.md).
 
 Inputs: data/processed/<corpus>/<tok>/test.parquet (+ its tokenizer.json, to check it is the
 model's, and train/val.parquet, for the texts seen in training) and the bundle
 artifacts/<corpus>-<tok>/ (model.onnx, model.keras, tokenizer.json, bundle.json, train.manifest.json).
 Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, text, label,
-probability, predicted). Then artifacts/REPORT.md is regenerated from every bundle's
-metrics.json (`write_report`).
+probability, predicted).
 
 The model is loaded through pipeline.predict.bundle.load_bundle and scored with the same runtime
 (model.onnx) and batching code as `ksent predict`, so evaluated and served probabilities agree.
@@ -23,15 +22,15 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.core.files import sha256_file, write_json
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.errors import PipelineError
 from pipeline.model import padded
-from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions, write_report
+from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
          artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
-    from pipeline.predict.bundle import THRESHOLD
+    from pipeline.predict.predictor import THRESHOLD
 
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     bundle_dir = layout.bundle_dir(artifacts_dir, corpus, tok)
@@ -43,11 +42,19 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 
 
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, t.tok, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return evaluate(t.corpus, t.tok, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+
+
 def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
              artifacts_dir: Path | str = layout.ARTIFACTS_DIR, force: bool = False,
              echo: Callable[[str], None] | None = None) -> StageResult:
-    """Score <artifacts_dir>/<corpus>-<tok>/ on the test split; write metrics and REPORT.md."""
-    from pipeline.predict.bundle import THRESHOLD
+    """Score <artifacts_dir>/<corpus>-<tok>/ on the test split; write its metrics."""
+    from pipeline.predict.predictor import THRESHOLD
 
     stage = plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
@@ -88,6 +95,4 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         return StageResult(summary=summary(f"evaluate {label}", metrics), counts={k: metrics[k] for k in (
             "n_test", "accuracy", "f1", "roc_auc", "empty_test_rows")})
 
-    result = run_stage(stage, run, force=force, echo=echo)
-    write_report(artifacts_dir)
-    return result
+    return run_stage(stage, run, force=force, echo=echo)

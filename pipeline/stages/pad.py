@@ -26,7 +26,7 @@ import pandas as pd
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine, Shared
 from pipeline.core.files import write_json, write_text
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_json_from, read_npz, read_rows, row_group_ranges
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS
@@ -124,6 +124,14 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, **par
                  params=params,
                  outputs=(*(f"{name}.parquet" for name in SPLITS), "tokenizer.json", "vocab_report.json",
                           "lengths.png"))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, t.tok, data_dir=t.data_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return pad(t.corpus, t.tok, data_dir=t.data_dir, workers=t.workers, scheduler=t.scheduler, **kwargs)
 
 
 def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,

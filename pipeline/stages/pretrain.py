@@ -28,7 +28,7 @@ import numpy as np
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import save_npz
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
 from pipeline.errors import PipelineError
@@ -42,8 +42,8 @@ def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
     spec = get_corpus(corpus).unlabeled
     if spec is None:
         return None
-    return Input(layout.raw_dir(data_dir, corpus) / spec.name, None,
-                 pinned_check(corpus, spec, "the registered unlabeled file"))
+    return Input(layout.raw_dir(data_dir, corpus) / spec.name, "download",
+                 pinned_check(corpus, spec, "the registered unlabeled file"), corpus)
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
@@ -64,6 +64,16 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlab
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("pretrain", label, folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
                  outputs=("vectors.npz",))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, t.tok, data_dir=t.data_dir, unlabeled=t.unlabeled,
+                **defaults.pretrain_params(t.tok, t.train_params))
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return pretrain(t.corpus, t.tok, data_dir=t.data_dir, unlabeled=t.unlabeled, workers=t.workers,
+                    scheduler=t.scheduler, **defaults.pretrain_params(t.tok, t.train_params), **kwargs)
 
 
 def read_lines(path: Path) -> tuple[list[str], Counter]:

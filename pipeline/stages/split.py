@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline import layout, params as defaults
 from pipeline.core.files import write_json
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
 from pipeline.errors import ParameterError
 
@@ -95,6 +95,14 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> St
                  inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe", label=corpus)},
                  params=params,
                  outputs=("split.parquet", "split_report.json"))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, data_dir=t.data_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return split(t.corpus, data_dir=t.data_dir, **kwargs)
 
 
 def split(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, force: bool = False,

@@ -23,7 +23,7 @@ import pyarrow as pa
 from pipeline import layout
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import write_json
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, row_group_ranges
 from pipeline.errors import check_number
 from pipeline.text.segment import Segmenter
@@ -38,6 +38,14 @@ def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") ->
     return Stage("tokenize", layout.label(corpus, tok), layout.processed_dir(data_dir, corpus, tok),
                  inputs={"dedupe.parquet": Input(source, "dedupe", label=corpus)}, params=segmenter.to_dict(),
                  outputs=("tokens.parquet", "segmenter.json"))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, t.segmenter, data_dir=t.data_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return tokenize(t.corpus, t.segmenter, data_dir=t.data_dir, workers=t.workers, scheduler=t.scheduler, **kwargs)
 
 
 def tokenize_rows(path: str, start: int, stop: int, corpus: str, segmenter: Segmenter) -> tuple[pa.Table, dict]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline import layout, params as defaults
 from pipeline.core.quiet import import_keras  # keras itself is imported when a model is built, not on import
-from pipeline.core.stage import Input, Stage, StageResult, Staging, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import read_npz, unreadable
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
@@ -188,6 +188,14 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                  params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
                           "curves.png"),
                  whole_folder=True)
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, t.tok, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **t.train_params)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return train(t.corpus, t.tok, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs, **t.train_params)
 
 
 def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,

@@ -191,7 +191,7 @@ def main() -> None:
                         help="line counts of the batch files (0 = the 50,000 test reviews as they are)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
     args = parser.parse_args()
-    from pipeline.predict.bundle import default_model_dir
+    from pipeline.predict.selection import default_model_dir
 
     model = (args.model or default_model_dir(REPO / "artifacts")).resolve()
     print(f"bundle: {model}  (cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")

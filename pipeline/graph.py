@@ -1,0 +1,164 @@
+"""The stage graph: every stage registered once, and `ksent run`, `ksent status` and the Makefile's
+stage targets derived from it (after DVC, which derives `repro` and `status` from declared
+dependencies).
+
+A stage is a module pipeline.stages.<name> with `plan_for(target)` (its Stage: inputs, parameters,
+outputs) and `run_for(target, force=, echo=)`. Each declared input names the stage that wrote it:
+those are the graph's edges, so the order is derived, never written down. Registering a stage
+is one line in REGISTRY: its name and scope, what one run of it works on:
+
+    corpus        one corpus (download, clean, dedupe, split)
+    tokenization  one corpus and tokenization (tokenize ... evaluate)
+    bundles       all trained bundles of a corpus (ensemble)
+    artifacts     the whole artifacts folder (report)
+
+Among stages free to run, the narrower scope goes first, then the name: a stage of a wider
+scope waits for every narrower one of the target.
+"""
+from __future__ import annotations
+
+import heapq
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from pipeline import layout
+from pipeline.core.files import sha256_file
+from pipeline.core.stage import Stage, StageResult, Target, input_problem, stale_reasons
+from pipeline.errors import PipelineError
+
+CORPUS, TOKENIZATION, BUNDLES, ARTIFACTS = "corpus", "tokenization", "bundles", "artifacts"
+SCOPES = (CORPUS, TOKENIZATION, BUNDLES, ARTIFACTS)
+
+# stage name -> scope, listed by name (the run order comes from the declared inputs)
+REGISTRY = {
+    "clean": CORPUS,
+    "dedupe": CORPUS,
+    "download": CORPUS,
+    "ensemble": BUNDLES,
+    "evaluate": TOKENIZATION,
+    "pad": TOKENIZATION,
+    "pretrain": TOKENIZATION,
+    "report": ARTIFACTS,
+    "split": CORPUS,
+    "tokenize": TOKENIZATION,
+    "train": TOKENIZATION,
+}
+# `ksent run` builds one corpus and tokenization: the ensemble waits for several tokenizations
+RUN_SCOPES = (CORPUS, TOKENIZATION, ARTIFACTS)
+
+
+def names(*scopes: str) -> list[str]:
+    """The registered stages of these scopes (all if none), by name."""
+    return [name for name, scope in REGISTRY.items() if not scopes or scope in scopes]
+
+
+def stage_module(name: str) -> ModuleType:
+    if name not in REGISTRY:
+        raise PipelineError(f"unknown stage {name!r}; the stages are: {', '.join(REGISTRY)}")
+    return importlib.import_module(f"pipeline.stages.{name}")
+
+
+def label(name: str, target: Target) -> str:
+    scope = REGISTRY[name]
+    if scope == ARTIFACTS:
+        return ""
+    return layout.label(target.corpus, target.tok if scope == TOKENIZATION else None)
+
+
+def upstream(stage: Stage) -> set[str]:
+    """The stages whose outputs `stage` reads."""
+    return {inp.stage for inp in stage.inputs.values() if inp.stage}
+
+
+def plan(target: Target, stages: list[str]) -> tuple[dict[str, Stage], dict[str, str]]:
+    """Each stage's plan for `target`, and why a stage cannot be planned now (e.g. an ensemble of
+    fewer than two trained bundles)."""
+    plans, problems = {}, {}
+    for name in stages:
+        try:
+            plans[name] = stage_module(name).plan_for(target)
+        except PipelineError as exc:
+            problems[name] = str(exc)
+    return plans, problems
+
+
+def order(plans: dict[str, Stage | None]) -> list[str]:
+    """Every stage after the stages it reads from (a stage planned as None has no known inputs)."""
+    waiting = {name: (upstream(stage) & set(plans)) - {name} if stage else set() for name, stage in plans.items()}
+
+    def key(name: str) -> tuple[int, str]:
+        return SCOPES.index(REGISTRY[name]), name
+
+    ready = [key(name) for name, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    ordered: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        ordered.append(name)
+        for other, deps in waiting.items():
+            if name in deps:
+                deps.discard(name)
+                if not deps:
+                    heapq.heappush(ready, key(other))
+    if len(ordered) < len(waiting):
+        raise PipelineError(f"the stage graph has a cycle among {', '.join(sorted(set(waiting) - set(ordered)))}")
+    return ordered
+
+
+def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None) -> list[StageResult]:
+    """Every stage of RUN_SCOPES for `target`, in graph order (each skipped when up to date)."""
+    plans, problems = plan(target, names(*RUN_SCOPES))
+    if problems:
+        raise PipelineError(next(iter(problems.values())))
+    return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    state: str                      # "up to date" | "stale" | "missing" | "blocked"
+    reasons: list[str] = field(default_factory=list)
+    command: str = ""
+
+    def line(self) -> str:
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"  {self.stage:<9} {self.state}{why}"
+
+
+def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
+    """Current input hashes (None: missing), and why an input is not what its producer made."""
+    hashes, problems = {}, []
+    for name, inp in sorted(stage.inputs.items()):
+        hashes[name] = sha256_file(inp.path) if inp.path.is_file() else None
+        problem = hashes[name] and input_problem(inp, hashes[name])
+        if problem:
+            problems.append(problem)
+    return hashes, problems
+
+
+def status(target: Target) -> list[StageStatus]:
+    """Every registered stage for `target`, in graph order: up to date, stale (and why), missing, or
+    blocked (cannot be planned yet), without running anything - through the checks run_stage makes."""
+    plans, problems = plan(target, names())
+    statuses: dict[str, StageStatus] = {}
+    for name in order({**plans, **dict.fromkeys(problems)}):
+        if name in problems:
+            statuses[name] = StageStatus(name, "blocked", [problems[name]],
+                                         layout.rerun_command(name, label(name, target)))
+            continue
+        stage = plans[name]
+        hashes, bad_inputs = _input_hashes(stage)
+        reasons = bad_inputs + stale_reasons(stage, hashes)
+        if not stage.manifest_path.is_file() and not any(p.exists() for p in stage.output_paths().values()):
+            state, reasons = "missing", []
+        else:
+            state = "stale" if reasons else "up to date"
+        after = sorted(up for up in upstream(stage) if up in statuses and statuses[up].state != "up to date")
+        if after and state == "up to date":
+            state = "stale"
+        if after and state != "missing":
+            reasons.append(f"re-runs after {', '.join(after)}")
+        statuses[name] = StageStatus(name, state, reasons, stage.command())
+    return list(statuses.values())

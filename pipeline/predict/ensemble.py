@@ -1,0 +1,88 @@
+"""An ensemble bundle: member bundles whose probabilities are combined (written by the ensemble stage)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.params import ENSEMBLE
+from pipeline.predict.predictor import Predictor, to_records
+from pipeline.predict.runtime import BATCH_SIZE
+
+COMBINATIONS = ENSEMBLE.params["combination"].choices
+_EPS = 1e-7
+
+
+def combine(probabilities: list[np.ndarray], weights: list[float], combination: str = "logit-mean") -> np.ndarray:
+    """An ensemble's P(positive), float32, from its members' (one order of summation, so that the ensemble
+    stage and prediction compute the same numbers).
+
+    "mean": the weighted mean of the probabilities; "logit-mean": the sigmoid of the weighted mean
+    of their log-odds, so a member that is sure counts for more than one that is barely sure.
+    """
+    if combination not in COMBINATIONS:
+        raise PipelineError(f"unknown ensemble combination {combination!r} (this ksent knows "
+                            f"{', '.join(COMBINATIONS)}) - re-run `ksent ensemble` or update ksent")
+    total = np.zeros(len(probabilities[0]), dtype=np.float64)
+    for p, w in zip(probabilities, weights, strict=True):
+        p = np.asarray(p, dtype=np.float64)
+        if combination == "logit-mean":
+            p = np.clip(p, _EPS, 1 - _EPS)
+            p = np.log(p) - np.log1p(-p)
+        total += w * p
+    if combination == "logit-mean":
+        total = 1.0 / (1.0 + np.exp(-total))
+    return total.astype(np.float32)
+
+
+@dataclass
+class EnsembleBundle(Predictor):
+    """Bundles whose probabilities are averaged (written by the ensemble stage); predicts like a Bundle.
+
+    Each member replays its own preprocessing, so an ensemble may mix tokenizations.
+    """
+    directory: Path
+    members: list                          # of pipeline.predict.bundle.Bundle
+    weights: list[float]
+    manifest: dict
+    notes: tuple[str, ...] = ()
+    combination: str = "mean"               # see `combine`
+
+    @property
+    def runtime(self) -> str:
+        return "+".join(sorted({m.runtime for m in self.members}))
+
+    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        return self._score([m.transform(texts) for m in self.members], batch_size)[0]
+
+    def _score(self, xs: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P(positive), empty) from each member's padded ids: empty where no member saw a token."""
+        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
+                                self.weights, self.combination)
+        return probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs])
+
+    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
+        """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
+        if not explain:
+            return to_records(texts, *self._score([m.transform(texts) for m in self.members], batch_size))
+        from pipeline.predict.explain import explain_many
+
+        token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
+        records = to_records(texts, *self._score([m.preprocessor.ids(t) for m, t in zip(
+            self.members, token_lists, strict=True)], batch_size))
+        per_member = [explain_many(m, texts, t) for m, t in zip(self.members, token_lists, strict=True)]
+        for i, record in enumerate(records):
+            record["explanation"] = {"members": [
+                {"name": m.directory.name, "weight": w, **explanations[i]}
+                for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
+        return records
+
+    def analyzed_members(self) -> list:
+        return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]
+
+    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
+        xs = [m.preprocessor.ids(segmented[id(m)].result()) if id(m) in segmented else m.transform(texts)
+              for m in self.members]
+        return to_records(texts, *self._score(xs, batch_size))

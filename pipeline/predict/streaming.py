@@ -1,0 +1,57 @@
+"""Predicting an input of any length: batches answered in order as they are computed, morpheme
+analysis of the next batches in worker processes while this process runs the networks."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+from pipeline.errors import PipelineError
+
+
+def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size: int,
+                   pool_after: int) -> Iterator[list[dict]]:
+    """`model.predict` of each batch of texts, in order, as soon as it is computed (any Predictor).
+
+    Memory holds a few batches, whatever the input's length. With workers > 1, once more than
+    `pool_after` texts have come (a pool costs a start-up, worth it for large inputs only), the
+    morpheme analysis of the next batches runs in worker processes (one pool per analyzed
+    member) while this process runs the networks on the current one. If reading `batches`
+    fails (PipelineError, e.g. a line that is not UTF-8), the batches read before are answered first.
+    """
+    import contextlib
+    from collections import deque
+
+    from pipeline.text.segment import SegmentPool
+
+    batches = iter(batches)
+    analyzed = model.analyzed_members() if workers > 1 else []
+    seen = 0
+    for texts in batches:
+        yield model.predict(texts, batch_size)
+        seen += len(texts)
+        if analyzed and seen > pool_after:
+            break
+    else:
+        return
+    upcoming = next(batches, None)             # no pool for an input that has just ended
+    if upcoming is None:
+        return
+    batches = itertools.chain([upcoming], batches)
+    with contextlib.ExitStack() as stack:
+        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
+        pending: deque = deque()
+        while True:
+            try:
+                texts = next(batches)
+            except StopIteration:
+                break
+            except PipelineError:               # a bad line: answer the lines before it, then report it
+                while pending:
+                    yield model.finish(*pending.popleft(), batch_size)
+                raise
+            pending.append((texts, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in texts])
+                                    for m in analyzed}))
+            if len(pending) > workers:          # keep the workers busy while this process predicts
+                yield model.finish(*pending.popleft(), batch_size)
+        while pending:
+            yield model.finish(*pending.popleft(), batch_size)

@@ -1,0 +1,123 @@
+"""What the tests share: fixture corpora and processed folders they write, small training settings,
+and the real `ksent` entry point in a subprocess. Tests import these from here (never from each
+other); the pytest fixtures built on them are in conftest.py."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline import corpora
+from pipeline.core.files import save_npz, sha256_file
+from pipeline.core.stage import adopt_outputs
+from pipeline.model import padded
+from pipeline.model.embeddings import learn_vectors
+from pipeline.text.normalize import Normalizer
+from pipeline.text.preprocess import Preprocessor
+from pipeline.text.segment import Segmenter
+from pipeline.text.vocab import Vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = REPO.parent / "shared" / "corpora"
+
+POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "배우 연기 훌륭하다", "또 보고 싶다", "강력 추천"]
+NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "돈 아까운 영화", "연기 너무 어색하다", "보지 마세요"]
+FILLER = ["스토리", "음악", "오늘", "주말에", "친구랑", "극장에서", "그냥", "진짜", "완전", "영화관"]
+
+
+def synthetic_reviews(n: int, seed: int) -> list[tuple[str, int]]:
+    """Reviews whose label follows their sentiment phrase, so a tiny model can learn them."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(FILLER, 2) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words) + rng.choice(["", "!!", "..", " ㅋㅋㅋㅋㅋ", " ^^"]), label))
+    return rows
+
+
+def write_nsmc_file(path: Path, rows: list[tuple[str, int]], start_id: int = 1000,
+                    extra_lines: tuple[str, ...] = ()) -> Path:
+    lines = ["id\tdocument\tlabel"]
+    lines += [f"{start_id + i}\t{text}\t{label}" for i, (text, label) in enumerate(rows)]
+    lines += list(extra_lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def register_tiny(monkeypatch, mirror: Path) -> None:
+    """Register corpus "tiny" with the checksums of the files now in mirror/tiny/ (call again after editing them)."""
+    train, test = mirror / "tiny" / "ratings_train.txt", mirror / "tiny" / "ratings_test.txt"
+    spec = corpora.Corpus(
+        name="tiny", description="test fixture", has_header=True, parse_line=corpora.CORPORA["nsmc"].parse_line,
+        files=(corpora.CorpusFile(train.name, f"http://127.0.0.1:9/tiny/{train.name}", "train",
+                                  sha256=sha256_file(train)),
+               corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test))))
+    monkeypatch.setitem(corpora.CORPORA, "tiny", spec)
+
+
+def ksent(*args, cwd=REPO, stdin=None, env=None):
+    """Run the real entry point (`python -m pipeline`) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, input=stdin, capture_output=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+# a network small enough to train on the fixtures in seconds: as `ksent train` options, and as train() parameters
+SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
+               "--learning-rate", "0.01"]
+
+
+SMALL = {"embedding_dim": 8, "units": 8, "batch_size": 32, "epochs": 2, "patience": 1, "learning_rate": 0.01}
+# write_processed's reviews: fewer phrases than the corpus fixtures, up to 3 filler words
+_PROCESSED_POSITIVE = ["최고의 영화", "정말 재밌어요", "감동적이다", "강력 추천"]
+_PROCESSED_NEGATIVE = ["최악이다", "시간 아깝다", "지루해요", "보지 마세요"]
+_PROCESSED_FILLER = ["스토리", "음악", "오늘", "주말에", "친구랑", "극장에서", "그냥", "진짜"]
+ODD_TEXTS = ["", "   ", "🙂🙂🙂", "최고의 영화", "최고의 영화", "최악이다"]   # empty, emoji, duplicates
+
+
+def processed_reviews(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        phrase = rng.choice(_PROCESSED_POSITIVE if label else _PROCESSED_NEGATIVE)
+        words = rng.sample(_PROCESSED_FILLER, rng.randint(0, 3)) + [phrase]
+        rng.shuffle(words)
+        rows.append((" ".join(words) + rng.choice(["", "!!", " ㅋㅋㅋㅋ", " ^^"]), label))
+    return rows
+
+
+def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
+                    sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"],
+                    row_group_rows: int = 20_000) -> Path:
+    """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
+    segmenter = segmenter or Segmenter("word")
+    normalizer = Normalizer()
+    odd = [(text, i % 2) for i, text in enumerate(ODD_TEXTS)]
+    splits = {"train": processed_reviews(sizes[0], seed), "val": processed_reviews(sizes[1], seed + 1),
+              "test": processed_reviews(sizes[2] - len(ODD_TEXTS), seed + 2) + odd}
+    train_tokens = [segmenter.segment(normalizer(text)) for text, _ in splits["train"]]
+    pre = Preprocessor(normalizer=normalizer, segmenter=segmenter, vocabulary=Vocabulary().fit(train_tokens),
+                       maxlen=maxlen)
+    out = data_dir / "processed" / corpus / pre.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        texts = [text for text, _ in rows]
+        table = padded.to_table(pre.transform(texts), [y for _, y in rows], [f"{name}-{i}" for i in range(len(rows))],
+                                texts, maxlen)
+        pq.write_table(table, out / f"{name}.parquet", row_group_size=row_group_rows)
+    (out / "tokenizer.json").write_text(pre.to_json(), encoding="utf-8")
+    adopt_outputs("pad", f"{corpus}/{pre.name}", out,
+                  [f"{name}.parquet" for name in splits] + ["tokenizer.json"])
+    # the pretrain stage's vectors, from the train split (what the stage learns without unlabeled text)
+    tokens, vectors = learn_vectors(train_tokens, dim=vector_dim, min_count=1, seed=seed)
+    save_npz(out / "vectors.npz", tokens=np.array(tokens, dtype=str), vectors=vectors)
+    adopt_outputs("pretrain", f"{corpus}/{pre.name}", out, ["vectors.npz"])
+    return out

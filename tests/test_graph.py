@@ -1,0 +1,82 @@
+"""The stage graph (pipeline.graph): the order derived from the inputs each stage declares, `ksent run`
+and `ksent status` for every stage, download and ensemble included."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import graph
+from pipeline.apps.cli import cli
+from pipeline.core.stage import Input, Stage, Target
+from pipeline.errors import PipelineError
+from pipeline.stages import pad, split
+from pipeline.text.segment import Segmenter
+from tests.helpers import SMALL_MODEL
+
+PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
+            "report"]
+
+
+def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):
+    assert list(graph.REGISTRY) == sorted(graph.REGISTRY)      # registered by name: no order written down
+    target = Target("tiny", Segmenter("word"), data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
+    plans, problems = graph.plan(target, graph.names())
+    assert list(problems) == ["ensemble"] and "at least 2 trained bundles" in problems["ensemble"]
+    assert graph.order({**plans, **dict.fromkeys(problems)}) == PIPELINE
+    assert graph.upstream(plans["pretrain"]) == {"tokenize", "split", "clean"}
+    assert graph.upstream(plans["evaluate"]) == {"train", "pad"}
+    # pad reads the pretrain stage's vectors only when it adds pretrained words to the vocabulary
+    assert "pretrain" in graph.upstream(plans["pad"])
+    assert "pretrain" not in graph.upstream(pad.plan("tiny", "word", data_dir=tmp_path / "data", pretrained_words=0))
+
+
+def test_a_cycle_is_refused():
+    a = Stage("clean", "x", Path("a"), {"x": Input(Path("b/x"), "dedupe")}, {}, ())
+    b = Stage("dedupe", "x", Path("b"), {"x": Input(Path("a/x"), "clean")}, {}, ())
+    with pytest.raises(PipelineError, match="cycle among clean, dedupe"):
+        graph.order({"clean": a, "dedupe": b})
+
+
+def _status(*args: str) -> dict[str, dict]:
+    result = CliRunner().invoke(cli, ["status", "--corpus", "tiny", "--tokenizer", "word", "--json", *args])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [row["stage"] for row in rows] == PIPELINE
+    return {row["stage"]: row for row in rows}
+
+
+def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_corpus):
+    data, artifacts = tmp_path / "data", tmp_path / "artifacts"
+    dirs = ["--data-dir", str(data), "--artifacts-dir", str(artifacts)]
+    before = _status(*dirs)
+    assert {name: row["state"] for name, row in before.items()} == {
+        **dict.fromkeys(PIPELINE, "missing"), "ensemble": "blocked"}
+    assert before["download"]["command"] == "ksent download --corpus tiny"
+    assert before["ensemble"]["command"] == "ksent ensemble --corpus tiny"
+
+    run = CliRunner().invoke(cli, ["run", "--corpus", "tiny", "--tokenizer", "word", "--mirror", str(tiny_corpus),
+                                   *dirs, *SMALL_MODEL])
+    assert run.exit_code == 0, run.output
+    # status compares with the default parameters: `ksent run` trained a smaller network (and pretrained
+    # 16-d vectors for it), so pretrain and train are stale against the defaults, and what follows them
+    after = _status(*dirs)
+    assert after["pretrain"]["reasons"] == ["parameter dim: 16 -> 128"]
+    assert after["pad"]["state"] == "stale" and after["pad"]["reasons"] == ["re-runs after pretrain"]
+    assert "parameter epochs: 3 -> 8" in after["train"]["reasons"]
+    assert after["train"]["reasons"][-1] == "re-runs after pad, pretrain"
+    assert after["evaluate"]["reasons"][-1] == "re-runs after pad, train"
+    assert after["report"]["reasons"][-1] == "re-runs after evaluate"
+    for name in PIPELINE[:PIPELINE.index("pretrain")]:
+        assert after[name]["state"] == "up to date", after[name]
+    assert after["ensemble"]["state"] == "blocked"
+
+    # an upstream change: the split re-made with another seed re-runs everything that reads it, and only that
+    split.split("tiny", data_dir=data, seed=7, echo=lambda _: None)
+    changed = _status(*dirs)
+    assert changed["split"]["state"] == "stale" and changed["split"]["reasons"] == ["parameter seed: 7 -> 42"]
+    assert changed["tokenize"]["state"] == "up to date"                  # reads dedupe's table, not the split
+    assert "re-runs after split" in changed["pretrain"]["reasons"]
+    assert all(changed[name]["state"] == "stale" for name in ("pretrain", "pad", "train", "evaluate", "report"))
