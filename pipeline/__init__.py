@@ -1,8 +1,10 @@
 """ksent: a Korean review sentiment pipeline (see README.md).
 
-`pipeline.load(...)` returns a `pipeline.predict.classifier.Classifier`; importing `pipeline` stays light.
+The public API is short: `pipeline.load(...)` returns a `pipeline.Classifier` (the default model,
+or a bundle folder). Importing `pipeline` stays light: the classifier's module is imported on first use.
 """
 __version__ = "0.1.0"
+__all__ = ["Classifier", "load"]
 
 
 def load(model_dir=None, **kwargs):
@@ -10,3 +12,11 @@ def load(model_dir=None, **kwargs):
     from pipeline.predict.classifier import load as _load
 
     return _load(model_dir, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Classifier":
+        from pipeline.predict.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

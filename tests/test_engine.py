@@ -26,7 +26,12 @@ from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import StageResult, adopt_outputs
 from pipeline.core.tables import ParquetRowGroupWriter
 from pipeline.errors import PipelineError
-from pipeline.stages import clean as clean_stage, pad as pad_stage, pretrain as pretrain_stage
+from pipeline.stages import (
+    clean as clean_stage,
+    pad as pad_stage,
+    pretrain as pretrain_stage,
+    tokenize as tokenize_stage,
+)
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
 from pipeline.stages.download import download
@@ -35,7 +40,7 @@ from pipeline.stages.pretrain import pretrain
 from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.text.segment import Segmenter
-from tests.helpers import synthetic_reviews
+from tests.helpers import DieAtPartition, synthetic_reviews
 
 pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
 
@@ -147,7 +152,8 @@ def test_a_killed_worker_is_replaced_and_the_stage_gives_the_same_output(tmp_pat
     out = data / "processed/tiny/morpheme-mecab/tokens.parquet"
     reference = out.read_bytes()
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv(engine.KILL_AT_PARTITION_ENV, f"2:{marker}")
+    monkeypatch.setattr(tokenize_stage, "tokenize_rows", DieAtPartition(tokenize_stage.tokenize_rows, 2 * ROW_GROUP,
+                                                                        str(marker)))
     result = tokenize("tiny", MECAB, data_dir=data, workers=2, force=True, **QUIET)
     assert marker.exists()                    # a worker did die at partition 2
     assert result.counts["engine"] == "2 Dask workers"
@@ -158,7 +164,7 @@ def test_a_partition_that_keeps_killing_workers_fails_the_stage_and_publishes_no
                                                                                        small_partitions, monkeypatch):
     data = tmp_path / "d"
     _prepare(data, tiny_corpus)
-    monkeypatch.setenv(engine.KILL_AT_PARTITION_ENV, "1:always")
+    monkeypatch.setattr(tokenize_stage, "tokenize_rows", DieAtPartition(tokenize_stage.tokenize_rows, ROW_GROUP))
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "1")   # give up after 2 deaths
     with pytest.raises(PipelineError, match="killed its Dask worker .* nothing was published"):
         tokenize("tiny", MECAB, data_dir=data, workers=2, **QUIET)

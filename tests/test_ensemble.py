@@ -145,7 +145,7 @@ def test_one_member_is_not_an_ensemble(combined):
 
 
 def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(combined, monkeypatch):
-    from pipeline.text.segment import SegmentPool
+    from pipeline.text.pool import SegmentPool
 
     _, artifacts, _ = combined
     clf = pipeline.load(artifacts / "tiny-ensemble")

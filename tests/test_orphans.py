@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from pipeline.text.segment import Segmenter, SegmentPool
+from pipeline.text.pool import SegmentPool
+from pipeline.text.segment import Segmenter
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -24,8 +25,9 @@ LINUX = sys.platform.startswith("linux")
 MAIN = textwrap.dedent("""\
     import signal, sys
     from pipeline.errors import PipelineError
-    from pipeline.text import segment
-    from pipeline.text.segment import Segmenter, SegmentPool
+    from pipeline.text import pool as segment_pool
+    from pipeline.text.pool import SegmentPool
+    from pipeline.text.segment import Segmenter
 
     if __name__ == "__main__":  # forkserver pools re-import __main__
         # as from a terminal, even when the test run itself was started in the background
@@ -147,14 +149,15 @@ def test_forkserver_workers_die_with_the_forkserver(main_process):
 
 CLOSE_UNDER_LOAD = textwrap.dedent("""\
     import random, sys, time
-    from pipeline.text import segment
-    from pipeline.text.segment import Segmenter, SegmentPool
+    from pipeline.text import pool as segment_pool
+    from pipeline.text.pool import SegmentPool
+    from pipeline.text.segment import Segmenter
 
     if __name__ == "__main__":
         seg, text = Segmenter("morpheme", backend="mecab", with_tags=True), "영화가 정말 재밌었어요 " * 50
         for _ in range(8):
             pool = SegmentPool(seg, 2)
-            futures = [pool._executor.submit(segment._segment_chunk, [text] * 100) for _ in range(40)]
+            futures = [pool._executor.submit(segment_pool._segment_chunk, [text] * 100) for _ in range(40)]
             thread = pool._executor._executor_manager_thread
             time.sleep(random.uniform(0.05, 0.3))
             started = time.monotonic()

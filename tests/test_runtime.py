@@ -122,7 +122,7 @@ def test_cli_explain_plain_and_json(evaluated):
 
 
 def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkeypatch):
-    from pipeline.text.segment import SegmentPool
+    from pipeline.text.pool import SegmentPool
 
     bundle_dir, _ = evaluated
     clf = pipeline.load(bundle_dir)

@@ -12,15 +12,25 @@ import itertools
 import json
 import os
 import signal
-from pathlib import Path
 
 import click
 
 from pipeline import layout, params as defaults
+from pipeline.apps.options import (
+    artifacts_option,
+    corpus_option,
+    data_options,
+    engine_options,
+    mirror_option,
+    param_options,
+    segmenter_from,
+    tok_name,
+    tokenizer_options,
+    train_options,
+    unlabeled_option,
+)
 from pipeline.core import quiet
-from pipeline.core.params import Param, Params
 from pipeline.core.stage import Target
-from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError, PipelineError, write_error
 
 # TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for our
@@ -92,119 +102,6 @@ def _echo(line: str) -> None:
     click.echo(line)
 
 
-# --- options generated from the parameter declarations (pipeline.params) -------------------
-
-def _click_type(p: Param):
-    if p.choices is not None:
-        return click.Choice(list(p.choices))
-    if isinstance(p.default, bool) or p.parse is not None or (p.low is None and p.high is None):
-        return None
-    return (click.IntRange if p.integer else click.FloatRange)(p.low, p.high, min_open=p.low_open,
-                                                                max_open=p.high_open)
-
-
-def _parse_with(p: Param):
-    def callback(ctx, param, value):
-        try:
-            return p.parse(value) if value is not None else None
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return callback
-
-
-def param_option(name: str, p: Param, *, dest: str | None = None, **overrides):
-    """The click option of parameter `name` declared as `p`: its flag, type, default and help."""
-    flag = "--" + name.replace("_", "-")
-    if p.flag:
-        decls = (p.flag,)
-    elif isinstance(p.default, bool):
-        decls = (f"{flag}/--no-{flag[2:]}",)
-    else:
-        decls = (flag,)
-    settings = {"default": str(p.default) if p.parse else p.default, "type": _click_type(p), "help": p.help or None}
-    if p.parse:
-        settings["callback"] = _parse_with(p)
-    settings.update(overrides)
-    return click.option(*decls, *([dest] if dest else []), **settings)
-
-
-def param_options(group: Params, *, exclude: tuple[str, ...] = ()):
-    """One option per parameter of `group` (pipeline.params), in declaration order."""
-    def decorate(f):
-        for name, p in reversed(list(group.params.items())):
-            if name not in exclude:
-                f = param_option(name, p)(f)
-        return f
-    return decorate
-
-
-# --- shared options ------------------------------------------------------------------------
-
-def _known_corpus(ctx, param, value):
-    # checked at call time, not import time, so a corpus registered later is accepted
-    if value not in CORPORA:
-        raise click.BadParameter(f"unknown corpus {value!r}; choose one of: {', '.join(CORPORA)}")
-    return value
-
-
-def corpus_option(f):
-    return click.option("--corpus", required=True, callback=_known_corpus,
-                        help=f"Corpus from the registry: {', '.join(CORPORA)}.")(f)
-
-
-def data_options(f):
-    f = click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")(f)
-    return click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-                        help="Root of raw/, interim/ and processed/.")(f)
-
-
-def engine_options(f):
-    """--workers and --scheduler: where the data stages' partitions run (pipeline.core.engine)."""
-    f = click.option("--scheduler", metavar="ADDRESS", envvar="KSENT_SCHEDULER", show_envvar=True, default=None,
-                     help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
-                          "its workers must see --data-dir at the same path.")(f)
-    return click.option("--workers", type=click.IntRange(min=1), default=None,
-                        help="Local worker processes for the stage's partitions [default: all cores].")(f)
-
-
-def tokenizer_options(f):
-    f = click.option("--jamo", is_flag=True, help="char: decompose Hangul syllables into jamo.")(f)
-    f = param_option("backend", defaults.TOKENIZE.params["backend"])(f)
-    return param_option("tokenizer", defaults.TOKENIZE.params["tokenizer"], dest="kind")(f)
-
-
-def mirror_option(f):
-    return click.option("--mirror", envvar="KSENT_MIRROR", default=None, show_envvar=True,
-                        help="Mirror base (folder, file:// or http(s)://) laid out as BASE/<corpus>/<file>; "
-                             "default: the upstream URLs.")(f)
-
-
-def _segmenter(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, with_tags=False, options=()):
-    if jamo and kind != "char":
-        raise click.UsageError("--jamo applies to --tokenizer char only")
-    from pipeline.text.segment import Segmenter
-
-    opts = {}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"--option expects KEY=VALUE, got {item!r}")
-        opts[key] = {"true": True, "false": False}.get(value.lower(), value)
-    words = ()
-    if stopwords:
-        words = tuple(w.strip() for w in Path(stopwords).read_text(encoding="utf-8").splitlines() if w.strip())
-    if kind != "morpheme":
-        if pos or with_tags or opts:
-            raise click.UsageError("--pos, --with-tags and --option apply to --tokenizer morpheme only")
-        return Segmenter(kind=kind, jamo=jamo, stopwords=words)
-    return Segmenter(kind=kind, backend=backend, backend_options=tuple(sorted(opts.items())),
-                     pos_filter=tuple(pos), stopwords=words, with_tags=with_tags)
-
-
-def _tok_name(kind: str, backend: str, jamo: bool) -> str:
-    return _segmenter(kind, backend, jamo).name()
-
-
 # --- stages --------------------------------------------------------------------------------
 
 @cli.command()
@@ -263,14 +160,8 @@ def split(corpus, data_dir, force, **params):
 def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_tags, options, workers, scheduler):
     """Segment every cleaned review into tokens (word, char or morpheme)."""
     from pipeline.stages.tokenize import tokenize as run
-    run(corpus, _segmenter(kind, backend, jamo, pos, stopwords, with_tags, options), data_dir=data_dir,
+    run(corpus, segmenter_from(kind, backend, jamo, pos, stopwords, with_tags, options), data_dir=data_dir,
         workers=workers, scheduler=scheduler, force=force, echo=_echo)
-
-
-def unlabeled_option(f):
-    return click.option("--unlabeled", default="auto", show_default=True, metavar="PATH|auto|none",
-                        help="Unlabeled reviews for pretraining (UTF-8, one a line, .gz accepted); auto: the "
-                             "corpus's registered file if `download` fetched it.")(f)
 
 
 @cli.command()
@@ -283,7 +174,7 @@ def unlabeled_option(f):
 def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, scheduler, **params):
     """Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and train)."""
     from pipeline.stages.pretrain import pretrain as run
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
+    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
         scheduler=scheduler, force=force, echo=_echo, **params)
 
 
@@ -296,26 +187,8 @@ def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, s
 def pad(corpus, kind, backend, jamo, data_dir, force, workers, scheduler, **params):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
     from pipeline.stages.pad import pad as run
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, workers=workers, scheduler=scheduler, force=force,
+    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, workers=workers, scheduler=scheduler, force=force,
         echo=_echo, **params)
-
-
-def _default_help(key: str) -> str:
-    """`[default: X; char: Y]`: the defaults live in pipeline.params, some per tokenization."""
-    per_kind = [f"{kind}: {values[key]}" for kind, values in defaults.TRAIN_BY_TOKENIZER.items() if key in values]
-    return f"{defaults.TRAIN.params[key].help}  [default: {'; '.join([str(defaults.TRAIN[key]), *per_kind])}]"
-
-
-def train_options(f):
-    """One option per parameter of pipeline.params.TRAIN; not given (None) means the tokenization's default."""
-    for key, p in reversed(list(defaults.TRAIN.params.items())):
-        f = param_option(key, p, dest=key, default=None, show_default=False, help=_default_help(key))(f)
-    return f
-
-
-def artifacts_option(f):
-    return click.option("--artifacts-dir", default=layout.ARTIFACTS_DIR, type=click.Path(file_okay=False),
-                        help="Where model bundles and REPORT.md go.")(f)
 
 
 @cli.command()
@@ -327,7 +200,7 @@ def artifacts_option(f):
 def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params):
     """Train the Embedding + LSTM classifier; save the bundle in ARTIFACTS_DIR/<corpus>-<tok>/."""
     from pipeline.stages.train import train as run
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
         echo=_echo, **params)
 
 
@@ -340,7 +213,7 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
     """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
     from pipeline.stages.evaluate import evaluate as run
     from pipeline.stages.report import report
-    run(corpus, _tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
         echo=_echo)
     report(artifacts_dir=artifacts_dir, echo=_echo)
 
@@ -359,7 +232,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
     from pipeline import graph
 
-    target = Target(corpus, _segmenter(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
+    target = Target(corpus, segmenter_from(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
                     mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
                     train_params={k: v for k, v in train_params.items() if v is not None})
     graph.run(target, force=force, echo=_echo)
@@ -376,7 +249,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
     """Which stages `ksent run` would re-run (stale, and why) or run first (missing), without running them."""
     from pipeline import graph
 
-    segmenter = _segmenter(kind, backend, jamo)
+    segmenter = segmenter_from(kind, backend, jamo)
     rows = graph.status(Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir))
     if as_json:
         for row in rows:

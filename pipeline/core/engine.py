@@ -34,8 +34,6 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 SCHEDULER_ENV = "KSENT_SCHEDULER"
-# Test hook: a worker SIGKILLs itself when it starts partition N of a stage (once per marker file).
-KILL_AT_PARTITION_ENV = "KSENT_TEST_KILL_WORKER_AT"
 
 
 def default_workers() -> int:
@@ -154,7 +152,7 @@ class Engine:
 
         def submit_next() -> None:
             for i, args in todo:
-                pending.append(c.submit(_call, fn, i, what, *map(shared, args), pure=False, key=f"{what}-{run}-{i}"))
+                pending.append(c.submit(fn, *map(shared, args), pure=False, key=f"{what}-{run}-{i}"))
                 return
 
         for _ in range(window):
@@ -178,24 +176,3 @@ class Engine:
                 future.cancel()
 
 
-def _call(fn: Callable, index: int, what: str, *args):
-    kill_at = os.environ.get(KILL_AT_PARTITION_ENV)
-    if kill_at:
-        _maybe_die(kill_at, index)
-    return fn(*args)
-
-
-def _maybe_die(spec: str, index: int) -> None:
-    """Test hook: "N:MARKER" kills this process at partition N if MARKER does not exist yet
-    (it is created first, so the retry succeeds); "N:always" kills it every time."""
-    at, _, marker = spec.partition(":")
-    if str(index) != at:
-        return
-    if marker != "always":
-        try:
-            with open(marker, "x"):
-                pass
-        except FileExistsError:
-            return
-    import signal
-    os.kill(os.getpid(), signal.SIGKILL)

@@ -21,7 +21,7 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     import contextlib
     from collections import deque
 
-    from pipeline.text.segment import SegmentPool
+    from pipeline.text.pool import SegmentPool
 
     batches = iter(batches)
     analyzed = model.analyzed_members() if workers > 1 else []

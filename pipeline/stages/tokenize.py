@@ -31,7 +31,7 @@ from pipeline.text.segment import Segmenter
 SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
 
 
-def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data") -> Stage:
+def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = layout.DATA_DIR) -> Stage:
     source = layout.interim_dir(data_dir, corpus) / "dedupe.parquet"
     tok = segmenter.name()
     # the parameters are the segmenter's description (raises PipelineError early if the backend is missing)
@@ -60,7 +60,7 @@ def tokenize_rows(path: str, start: int, stop: int, corpus: str, segmenter: Segm
     return table, counts
 
 
-def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = "data", workers: int | None = None,
+def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
              scheduler: str | None = None, force: bool = False,
              echo: Callable[[str], None] | None = None) -> StageResult:
     if workers is not None:

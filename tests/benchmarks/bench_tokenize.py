@@ -59,10 +59,19 @@ def load_texts(path: Path | None, limit: int | None) -> tuple[list[str], str]:
     return texts[:limit] if limit else texts, how
 
 
+def worker_cpu_seconds(pool) -> list[float]:
+    """CPU time each pool worker has used so far, all its threads (a JVM's GC and JIT threads too)."""
+    import psutil  # installed with distributed
+
+    return [sum(psutil.Process(pid).cpu_times()[:2]) for pid in pool.pids]
+
+
 def measure(label: str, workers: int, texts_file: str) -> dict:
     """Runs in a fresh process: start-up, then throughput, of one configuration."""
     from pipeline.text import morph
-    from pipeline.text.segment import Segmenter, SegmentPool
+    from pipeline.text.pool import SegmentPool
+    from pipeline.text.segment import Segmenter
+
     with open(texts_file, "rb") as fh:
         texts = pickle.load(fh)
     seg = Segmenter(**CONFIGS[label])
@@ -75,13 +84,13 @@ def measure(label: str, workers: int, texts_file: str) -> dict:
         else:
             seg._analyzer(threads=workers if parallel == "thread" else 1).analyze("영화가 정말 재밌었어요")
     startup = time.perf_counter() - started
-    worker_cpu0 = pool.cpu_seconds() if pool else []
+    worker_cpu0 = worker_cpu_seconds(pool) if pool else []
     started, cpu1 = time.perf_counter(), time.process_time()
     if pool is not None:
         with pool:
             tokens = pool.map(texts, progress=False)
             seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
-            worker_cpu = [b - a for a, b in zip(worker_cpu0, pool.cpu_seconds(), strict=True)]
+            worker_cpu = [b - a for a, b in zip(worker_cpu0, worker_cpu_seconds(pool), strict=True)]
     else:
         tokens = seg.segment_many(texts, workers=workers, progress=False)
         seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
