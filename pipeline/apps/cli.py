@@ -8,6 +8,7 @@ parameter), never a traceback; so does any other error, unless KSENT_DEBUG=1.
 from __future__ import annotations
 
 import errno
+import importlib
 import itertools
 import json
 import os
@@ -30,6 +31,7 @@ from pipeline.apps.options import (
     unlabeled_option,
 )
 from pipeline.core import quiet
+from pipeline.core.params import Params
 from pipeline.core.stage import Target
 from pipeline.errors import ParameterError, PipelineError, write_error
 
@@ -115,36 +117,21 @@ def download(corpus, mirror, data_dir, force, **params):
     run(corpus, data_dir=data_dir, mirror=mirror, force=force, echo=_echo, **params)
 
 
-@cli.command()
-@corpus_option
-@data_options
-@param_options(defaults.CLEAN)
-@engine_options
-def clean(corpus, data_dir, force, workers, scheduler, **params):
-    """Normalize the raw text (regex profile); count malformed and empty rows."""
-    from pipeline.stages.clean import clean as run
-    run(corpus, data_dir=data_dir, workers=workers, scheduler=scheduler, force=force, echo=_echo, **params)
+def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True) -> None:
+    """`ksent <name>` for a corpus-wide stage whose options are its parameters (and the engine's)."""
+    def command(corpus, data_dir, force, **params):
+        run = getattr(importlib.import_module(f"pipeline.stages.{name}"), name)
+        run(corpus, data_dir=data_dir, force=force, echo=_echo, **params)
+
+    command.__doc__ = help_text
+    decorated = param_options(group)(engine_options(command) if engine else command)
+    cli.command(name=name)(corpus_option(data_options(decorated)))
 
 
-@cli.command()
-@corpus_option
-@data_options
-@param_options(defaults.DEDUPE)
-@engine_options
-def dedupe(corpus, data_dir, force, workers, scheduler, **params):
-    """Remove duplicate texts; report and handle label conflicts and train/test leakage."""
-    from pipeline.stages.dedupe import dedupe as run
-    run(corpus, data_dir=data_dir, workers=workers, scheduler=scheduler, force=force, echo=_echo, **params)
-
-
-@cli.command()
-@corpus_option
-@data_options
-@param_options(defaults.SPLIT)
-def split(corpus, data_dir, force, **params):
-    """Assign train/validation/test membership (stratified, seeded)."""
-    from pipeline.stages.split import split as run
-    run(corpus, data_dir=data_dir, force=force, echo=_echo, **params)
+_corpus_stage("clean", defaults.CLEAN, "Normalize the raw text (regex profile); count malformed and empty rows.")
+_corpus_stage("dedupe", defaults.DEDUPE,
+              "Remove duplicate texts; report and handle label conflicts and train/test leakage.")
+_corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership (stratified, seeded).", engine=False)
 
 
 @cli.command()

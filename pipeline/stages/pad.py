@@ -31,6 +31,7 @@ from pipeline.core.tables import ParquetRowGroupWriter, read_json_from, read_npz
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS
 from pipeline.model import padded
+from pipeline.stages import tokenized_inputs
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
@@ -112,12 +113,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, **par
     """`params`: pipeline.params.PAD (max_words, pretrained_words, min_freq, maxlen, coverage, padding,
     truncating)."""
     params = defaults.PAD.resolve(params)
-    interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
-        layout.label(corpus, tok)
-    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
-              "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
-              "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
-              "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
+    folder, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
+    inputs = tokenized_inputs(data_dir, corpus, tok)
     if params["pretrained_words"]:
         inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain", label=label)
     return Stage("pad", label, folder, inputs=inputs,

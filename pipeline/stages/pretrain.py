@@ -33,6 +33,7 @@ from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_toke
 from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
 from pipeline.errors import PipelineError
 from pipeline.model.embeddings import learn_vectors
+from pipeline.stages import tokenized_inputs
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 
@@ -49,12 +50,8 @@ def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
          **params) -> Stage:
     params = defaults.PRETRAIN.resolve(params, prefix="pretrain: ")
-    interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
-        layout.label(corpus, tok)
-    inputs = {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
-              "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
-              "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
-              "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
+    folder, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
+    inputs = tokenized_inputs(data_dir, corpus, tok)
     unlabeled = str(unlabeled)
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
