@@ -36,7 +36,6 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, intege
     return value
 
 
-
 def write_error(exc: OSError, what: str) -> PipelineError:
     """A one-line message for a failed write (disk full, read-only folder, no permission)."""
     where = f" {exc.filename}" if exc.filename else ""

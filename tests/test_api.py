@@ -69,3 +69,27 @@ def test_the_readme_example_runs(evaluated, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "'sentiment': 'positive'" in result.stdout or "'sentiment': 'negative'" in result.stdout
     assert "onnxruntime" in result.stdout
+
+
+def test_bad_inputs_are_clear_errors_not_wrong_answers(evaluated):
+    clf = pipeline.load(evaluated[0])
+    with pytest.raises(TypeError, match="got bytes - decode them first"):
+        clf.predict("좋아요".encode())                                # not one record per byte
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str, got bytes - decode it first"):
+        clf.predict(["좋아요", "최악".encode()])                       # not the string "b'...'"
+    with pytest.raises(TypeError, match=r"texts\[0\] must be str, got int"):
+        clf.predict_proba([3])
+    with pytest.raises(TypeError, match="texts must be str or an iterable of str, got NoneType"):
+        clf.predict(None)
+    for bad in (0, -1):                                                # not probabilities of 0.0
+        with pytest.raises(ValueError, match=f"batch_size must be at least 1, got {bad}"):
+            clf.predict(["좋아요"], batch_size=bad)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        clf.predict_proba(["좋아요"], batch_size=2.5)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        next(clf.predict_stream([["좋아요"]], workers=0))
+    with pytest.raises(TypeError, match=r"texts\[0\] must be str"):
+        next(clf.predict_stream([[b"x"]]))
+    with pytest.raises(TypeError, match="explain takes one text"):
+        clf.explain(["좋아요"])
+    assert clf.predict(("좋아요", "최악")) == clf.predict(["좋아요", "최악"])   # any iterable of str

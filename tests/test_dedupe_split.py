@@ -1,6 +1,8 @@
 """dedupe policies and the seeded, stratified split."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -98,6 +100,11 @@ def test_split_stage_writes_table_and_report(tmp_path):
     assert table["id"].tolist() == [str(i) for i in range(500)]    # same rows, same order
     with pytest.raises(PipelineError, match="val_ratio must be between 0 and 1"):
         split("c", data_dir=tmp_path, val_ratio=1.5)
+    # a manifest damaged into another shape ("params" not an object) is re-made, not a crash
+    manifest = folder / "split.manifest.json"
+    manifest.write_text(manifest.read_text().replace('"params": {', '"params": "x", "was": {', 1))
+    again = split("c", data_dir=tmp_path, echo=lambda line: None)
+    assert not again.skipped and json.loads(manifest.read_text())["params"]["seed"] == 42
 
 
 POLICIES = [(c, leak, test) for c in ("drop", "majority", "first") for leak, test in (("drop-train", False),

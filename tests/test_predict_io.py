@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from pipeline.errors import PipelineError
 from pipeline.predict.lines import format_plain, iter_lines, read_lines, read_path_lines
-from tests.helpers import REPO
+from tests.helpers import REPO, ksent
 
 SEPARATORS = "\u2028\u2029\x0b\x0c\x1c\x1d\x1e\x85"   # str.splitlines() breaks on these; ksent does not
 
@@ -264,3 +264,57 @@ def test_real_tensorflow_is_silent_from_import_to_first_predict_unless_verbose(t
     if not loud.stderr:
         pytest.skip("TensorFlow prints nothing at start-up on this machine")
     assert "absl::InitializeLog" in loud.stderr or "cuda" in loud.stderr.lower() or "oneDNN" in loud.stderr
+
+
+# --- lines before a bad one, and lines longer than the model reads ---------------------------------------
+
+def test_the_lines_before_a_bad_one_are_answered_then_the_error(evaluated, tmp_path):
+    bundle_dir, _ = evaluated
+    bad = tmp_path / "reviews.txt"
+    bad.write_bytes("좋아요\n최악\n".encode() + b"\xb0\xa1\xff\n" + "재밌다\n".encode())
+    for source in (["--file", str(bad)], ["--file", "-"]):
+        run = ksent("predict", "--model", str(bundle_dir), *source,
+                    stdin=bad.read_bytes() if source[1] == "-" else None)
+        assert run.returncode == 1
+        assert [line.split("\t")[2] for line in run.stdout.decode().splitlines()] == ["좋아요", "최악"]
+        assert "not valid UTF-8 (line 3, byte " in run.stderr.decode()
+    # the same in the middle of a batch of thousands (the unfinished batch used to be lost)
+    many = tmp_path / "many.txt"
+    many.write_bytes("좋아요\n".encode() * 10_000 + b"\xff\n")
+    run = ksent("predict", "--model", str(bundle_dir), "--file", str(many))
+    assert run.returncode == 1 and len(run.stdout.decode().splitlines()) == 10_000
+    assert "line 10001" in run.stderr.decode()
+
+
+class Endless(io.RawIOBase):
+    """`size` bytes of one repeated byte and no newline, like /dev/zero."""
+
+    def __init__(self, size: int, byte: bytes = b"\0"):
+        self.left, self.byte = size, byte
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), self.left)
+        buffer[:n] = self.byte * n
+        self.left -= n
+        return n
+
+
+def test_a_line_is_cut_while_it_is_read_so_memory_stays_bounded():
+    import tracemalloc
+
+    from pipeline.predict.lines import KEEP_BYTES, MAX_CHARS
+
+    tracemalloc.start()
+    [line] = iter_lines(io.BufferedReader(Endless(200 * 2**20)), "zeros")     # 200 MB, no newline
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 16 * 2**20, peak                                               # not 200 MB
+    assert len(line) == 2 * KEEP_BYTES
+    # what the model reads of a long line is unchanged: its first and its last MAX_CHARS characters
+    text = "시작" + "가나다라" * 50_000 + "끝났다 재밌다"
+    [cut] = read_lines(io.BytesIO((text + "\n" + text).encode()), "long")[:1]
+    assert cut[:MAX_CHARS] == text[:MAX_CHARS] and cut[-MAX_CHARS:] == text[-MAX_CHARS:]
+    assert len(cut) < len(text) and read_lines(io.BytesIO((text + "\n" + text).encode()), "long")[1] == cut

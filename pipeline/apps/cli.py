@@ -63,6 +63,9 @@ class KsentGroup(click.Group):
                                        "discarded") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:     # `ksent status --json | head`: the reader has all it wanted
+            _quiet_stdout()
+            return None
         except OSError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -341,7 +344,13 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
             out.write("".join(_format_record(r, as_json) for r in records))
             out.flush()
     except BrokenPipeError:    # `ksent predict --file big.txt | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
 
 
 def _format_record(record: dict, as_json: bool) -> str:

@@ -46,7 +46,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-
 @dataclass(frozen=True)
 class Input:
     """A file a stage reads, written by stage `stage` for `label` (None: by nobody we know). It is
@@ -146,7 +145,8 @@ def read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{path} is unreadable ({type(exc).__name__}) - re-run the stage that wrote it "
                             f"with --force") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict) or not all(
+            isinstance(manifest.get(key, {}), dict) for key in ("params", "inputs", "counts")):
         raise PipelineError(f"{path} is not a ksent stage manifest - re-run the stage that wrote it with --force")
     return manifest
 

@@ -97,7 +97,6 @@ def read_rows(path: Path | str, start: int, stop: int, stage: str, label: str, c
         raise unreadable(Path(path), stage, label, exc) from None
 
 
-
 def unreadable(path: Path, stage: str, label: str, exc: Exception) -> PipelineError:
     return PipelineError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}) - re-run "
                          f"`{rerun_command(stage, label)} --force`")

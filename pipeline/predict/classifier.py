@@ -40,13 +40,16 @@ class Classifier:
     def predict(self, texts: str | list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """One record per text: text, label (1 = positive), sentiment, probability (of positive), empty;
         with `explain`, also "explanation" (see `explain`)."""
+        texts, batch_size = _as_list(texts), _batch_size(batch_size)
         with self._lock:
-            return self._bundle.predict(_as_list(texts), batch_size=batch_size, explain=explain)
+            return self._bundle.predict(texts, batch_size=batch_size, explain=explain)
 
     def explain(self, text: str) -> dict:
         """The record of one text plus "explanation": for each token the model read, its `effect` on the
         probability (probability minus the probability without it), and `prefix`, the probability
         after reading up to it (see pipeline.predict.explain)."""
+        if not isinstance(text, str):
+            raise TypeError(f"explain takes one text (str), got {type(text).__name__}")
         return self.predict([text], explain=True)[0]
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,
@@ -54,7 +57,11 @@ class Classifier:
         """Records for each list of texts in `batches`, in order, as they are computed (bounded memory).
         workers > 1: once more than `pool_after` texts have come, morpheme analysis of the next
         batches runs in that many processes meanwhile."""
-        stream = self._bundle.predict_stream(batches, workers=workers, batch_size=batch_size, pool_after=pool_after)
+        batch_size = _batch_size(batch_size)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        stream = self._bundle.predict_stream((_as_list(batch) for batch in batches), workers=workers,
+                                             batch_size=batch_size, pool_after=pool_after)
         while True:
             with self._lock:                 # per batch, never across a yield: the caller may call predict meanwhile
                 records = next(stream, None)
@@ -64,8 +71,9 @@ class Classifier:
 
     def predict_proba(self, texts: str | list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) of each text, float32 array of shape (n,)."""
+        texts, batch_size = _as_list(texts), _batch_size(batch_size)
         with self._lock:
-            return self._bundle.predict_proba(_as_list(texts), batch_size=batch_size)
+            return self._bundle.predict_proba(texts, batch_size=batch_size)
 
     @property
     def info(self) -> dict:
@@ -92,9 +100,30 @@ class Classifier:
 
 
 def _as_list(texts) -> list[str]:
+    """`texts` as a list of str: one str, or an iterable of str. Bytes are refused, not guessed at: only
+    the caller knows their encoding (TypeError saying to decode them)."""
     if isinstance(texts, str):
         return [texts]
-    return list(texts)
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts must be str or an iterable of str, got bytes - decode them first "
+                        "(e.g. data.decode('utf-8'))")
+    try:
+        items = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be str or an iterable of str, got {type(texts).__name__}") from None
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            hint = " - decode it first (e.g. .decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}{hint}")
+    return items
+
+
+def _batch_size(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"batch_size must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"batch_size must be at least 1, got {value}")
+    return value
 
 
 def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,

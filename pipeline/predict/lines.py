@@ -15,8 +15,12 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from pipeline.errors import PipelineError
+from pipeline.predict.predictor import MAX_CHARS
 
 CHUNK_SIZE = 1 << 16
+# bytes kept of each end of a line longer than twice this: the MAX_CHARS characters the model can read
+# from either end, at up to 4 bytes each
+KEEP_BYTES = 4 * MAX_CHARS
 IDLE_FLUSH_S = 0.05    # a partial batch is answered once its input has paused this long
 EMPTY = "<empty>"
 _BOM = b"\xef\xbb\xbf"
@@ -52,14 +56,19 @@ def iter_line_batches(stream: BinaryIO, name: str, max_lines: int, chunk_size: i
     while a file, or a pipe that keeps up, is read in full batches.
     """
     batch: list[str] = []
-    for lines, drained in _line_reads(stream, name, chunk_size):
-        batch.extend(lines)
-        while len(batch) >= max_lines:
-            yield batch[:max_lines]
-            batch = batch[max_lines:]
-        if drained and batch and not _more_within(stream, idle_s):
+    try:
+        for lines, drained in _line_reads(stream, name, chunk_size):
+            batch.extend(lines)
+            while len(batch) >= max_lines:
+                yield batch[:max_lines]
+                batch = batch[max_lines:]
+            if drained and batch and not _more_within(stream, idle_s):
+                yield batch
+                batch = []
+    except PipelineError:
+        if batch:                   # the lines before a bad one are answered first, then the error
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 
@@ -72,15 +81,70 @@ def _more_within(stream: BinaryIO, seconds: float) -> bool:
         return False
 
 
+def _whole_chars(head: bytes) -> bytes:
+    """`head` without its last UTF-8 character if the cut left it incomplete."""
+    i = len(head) - 1
+    while i >= 0 and head[i] & 0xC0 == 0x80:       # back to the last byte that starts a character
+        i -= 1
+    if i < 0 or head[i] < 0x80:
+        return head
+    need = 2 if head[i] < 0xE0 else 3 if head[i] < 0xF0 else 4
+    return head if len(head) - i >= need else head[:i]
+
+
+class _Line:
+    """The line being read, in pieces (so a long line is not re-copied per chunk), keeping at most
+    KEEP_BYTES of its start and of its end: the model reads at most MAX_CHARS characters of a review,
+    from one end, so a longer line loses its middle while it is read, and memory stays bounded on any
+    input (a file without newlines, /dev/zero). Invalid UTF-8 in a dropped middle goes unnoticed."""
+
+    def __init__(self):
+        self.head: list[bytes] = []
+        self.head_bytes = 0
+        self.tail: list[bytes] = []
+        self.tail_bytes = 0
+        self.cut = 0                                # bytes dropped from the middle
+
+    def add(self, piece: bytes) -> None:
+        if self.head_bytes < KEEP_BYTES:
+            room = KEEP_BYTES - self.head_bytes
+            self.head.append(piece[:room])
+            self.head_bytes += min(room, len(piece))
+            piece = piece[room:]
+        if piece:
+            self.tail.append(piece)
+            self.tail_bytes += len(piece)
+            if self.tail_bytes > 2 * KEEP_BYTES:    # trimmed once it is twice the keep: amortized
+                joined = b"".join(self.tail)
+                self.cut += len(joined) - KEEP_BYTES
+                self.tail, self.tail_bytes = [joined[-KEEP_BYTES:]], KEEP_BYTES
+
+    def take(self, last: bytes = b"") -> tuple[bytes, int]:
+        """The line's bytes, its middle dropped if it was long, and how many bytes it had in all."""
+        self.add(last)
+        head, tail, cut = b"".join(self.head), b"".join(self.tail), self.cut
+        if cut or len(tail) > KEEP_BYTES:
+            cut += max(0, len(tail) - KEEP_BYTES)
+            tail = tail[-KEEP_BYTES:]
+            start = 0
+            while start < len(tail) and tail[start] & 0xC0 == 0x80:     # the tail from a whole character
+                start += 1
+            head, tail = _whole_chars(head), tail[start:]
+        total = self.head_bytes + self.tail_bytes + self.cut
+        self.__init__()
+        return head + tail, total
+
+
 def _line_reads(stream: BinaryIO, name: str, chunk_size: int) -> Iterator[tuple[list[str], bool]]:
     """(complete lines decoded from one read, whether that read drained what had arrived)."""
-    pending: list[bytes] = []   # the current line's pieces, so a long line is not re-copied per chunk
+    pending = _Line()
     number, offset = 0, 0       # lines decoded so far; file offset of the current line's first byte
 
-    def decode(raw: bytes, ended: bool = True) -> str:
+    def decode(line: tuple[bytes, int], ended: bool = True) -> str:
         nonlocal number, offset
+        raw, size = line
         start = offset
-        number, offset = number + 1, offset + len(raw) + 1
+        number, offset = number + 1, offset + size + 1
         if number == 1 and raw.startswith(_BOM):
             raw, start = raw[len(_BOM):], start + len(_BOM)
         if ended and raw.endswith(b"\r"):   # \r\n; a \r without \n after it stays in the line
@@ -102,17 +166,17 @@ def _line_reads(stream: BinaryIO, name: str, chunk_size: int) -> Iterator[tuple[
         *complete, rest = chunk.split(b"\n")
         lines: list[str] = []
         if complete:
-            complete[0] = b"".join(pending) + complete[0]
-            pending = []
+            whole = [pending.take(complete[0])] + [(raw, len(raw)) if len(raw) <= 2 * KEEP_BYTES
+                                                   else _Line().take(raw) for raw in complete[1:]]
             try:
-                lines.extend(decode(raw) for raw in complete)
+                lines.extend(decode(line) for line in whole)
             except PipelineError:
                 yield lines, True      # the lines before the bad one, then the error
                 raise
-        pending.append(rest)
+        pending.add(rest)
         yield lines, len(chunk) < chunk_size
-    last = b"".join(pending)
-    if last and not (number == 0 and last == _BOM):   # a BOM alone is an empty input, not an empty line
+    last = pending.take()
+    if last[1] and not (number == 0 and last[0] == _BOM):   # a BOM alone is an empty input, not an empty line
         yield [decode(last, ended=False)], True
 
 
