@@ -44,6 +44,12 @@ def report_path(artifacts_dir: Path | str) -> Path:
     return Path(artifacts_dir) / REPORT_FILE
 
 
+def is_plain_name(name) -> bool:
+    """Whether `name` (read from a manifest) names an entry of its folder: no path, not "." or ".."."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
 def label(corpus: str, tok: str | None = None) -> str:
     """How stages name what they work on in messages and manifests: "corpus" or "corpus/tok"."""
     return f"{corpus}/{tok}" if tok else corpus

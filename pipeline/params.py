@@ -12,7 +12,7 @@ from pipeline.model.embeddings import METHODS
 from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
 from pipeline.text.normalize import PROFILES
 from pipeline.text.segment import KINDS
-from pipeline.text.sequences import SIDES
+from pipeline.text.sequences import MAXLEN_LIMIT, SIDES
 
 
 def _pad_maxlen(text: str):
@@ -23,7 +23,6 @@ def _pad_maxlen(text: str):
     raise ValueError("a positive integer or 'auto'")
 
 
-MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
 SEED = Param(42, "Random seed (recorded).", 0, 2**32 - 1)
 
 DOWNLOAD = Params(

@@ -125,3 +125,24 @@ def test_default_model_dir_prefers_nsmc_by_validation_accuracy(tmp_path):
     _fake_bundle(tmp_path / "nsmc-word", "nsmc", 0.84, 0.90)
     _fake_bundle(tmp_path / "nsmc-morpheme-mecab", "nsmc", 0.87, 0.85)
     assert default_model_dir(tmp_path) == tmp_path / "nsmc-morpheme-mecab"       # validation, not test
+
+
+def test_load_bundle_refuses_names_and_sizes_that_reach_outside(bundle_copy, tmp_path):
+    manifest_path = bundle_copy / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    if "onnx" in manifest:                          # a network file named by a path, checksum edited to match
+        outside = tmp_path / "outside.onnx"
+        shutil.copy(bundle_copy / "model.onnx", outside)
+        damaged = {**manifest, "onnx": {**manifest["onnx"], "file": str(outside)}}
+        manifest_path.write_text(json.dumps(damaged))
+        with pytest.raises(PipelineError, match="not a file of the bundle folder"):
+            load_bundle(bundle_copy)
+        manifest_path.write_text(json.dumps({**manifest, "onnx": {**manifest["onnx"], "file": "../outside.onnx"}}))
+        with pytest.raises(PipelineError, match="not a file of the bundle folder"):
+            load_bundle(bundle_copy)
+    # a tokenizer.json with an absurd maxlen (made self-consistent): refused, not 8 GB per text
+    tokenizer = json.loads((bundle_copy / "tokenizer.json").read_text())
+    tokenizer["maxlen"] = 2_000_000_000
+    from pipeline.text.preprocess import Preprocessor
+    with pytest.raises(PipelineError, match="maxlen 2000000000, not an integer from 1 to 10,000"):
+        Preprocessor.from_dict(tokenizer)

@@ -117,6 +117,11 @@ def test_a_changed_or_missing_member_is_refused(combined, tmp_path):
     (copy / "tiny-word" / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(PipelineError, match="member tiny-word changed since the ensemble was made"):
         load_bundle(copy / "tiny-ensemble")
+    # the default model passes over the stale ensemble, saying so, instead of failing
+    notes: list[str] = []
+    chosen = default_model_dir(copy, notes)
+    assert chosen.name != "tiny-ensemble" and load_bundle(chosen).predict(["좋아요"])
+    assert len(notes) == 1 and "out of date (member tiny-word changed" in notes[0] and "ksent ensemble" in notes[0]
     shutil.rmtree(copy / "tiny-char")
     with pytest.raises(PipelineError, match="member tiny-char is missing"):
         load_bundle(copy / "tiny-ensemble")
@@ -162,3 +167,21 @@ def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(comb
     assert [r["text"] for r in streamed] == lines
     np.testing.assert_allclose([r["probability"] for r in streamed], clf.predict_proba(lines), atol=1e-6)
     assert [r["empty"] for r in streamed] == [r["empty"] for r in clf.predict(lines)]
+
+
+@pytest.mark.parametrize(("key", "value", "what"), [
+    ("weights", [float("nan"), 0.5, 0.5], "NaN weight"), ("weights", [1.0, -1.0, 1.0], "negative weight"),
+    ("weights", [0.0, 0.0, 0.0], "no weight"), ("members", "../elsewhere/tiny-word", "a path for a member")])
+def test_a_damaged_ensemble_manifest_is_refused(combined, tmp_path, key, value, what):
+    _, artifacts, _ = combined
+    copy = shutil.copytree(artifacts, tmp_path / "artifacts")
+    path = copy / "tiny-ensemble" / "bundle.json"
+    manifest = read_json(path)
+    if key == "members":
+        shutil.copytree(copy / "tiny-word", tmp_path / "elsewhere" / "tiny-word")       # reachable, but outside
+        manifest["members"][0]["name"] = value
+    else:
+        manifest[key] = value
+    path.write_text(json.dumps(manifest), encoding="utf-8")                  # NaN as JSON's NaN, as Python writes it
+    with pytest.raises(PipelineError, match="incomplete or damaged ensemble manifest"):
+        load_bundle(copy / "tiny-ensemble")

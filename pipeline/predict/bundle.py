@@ -27,6 +27,7 @@ bundle.json records one (no TensorFlow is imported), else model.keras through Ke
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import library_versions
 from pipeline.errors import PipelineError
+from pipeline.layout import is_plain_name
 from pipeline.predict.ensemble import COMBINATIONS
 from pipeline.predict.predictor import MAX_CHARS, Predictor, to_records
 from pipeline.predict.runtime import BATCH_SIZE
@@ -153,8 +155,10 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str):
     """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
     members, weights = manifest.get("members"), manifest.get("weights")
     if not (isinstance(members, list) and isinstance(weights, list) and len(members) == len(weights) >= 2
-            and all(isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("bundle_sha256"), str)
-                    for m in members)):
+            and all(isinstance(m, dict) and is_plain_name(m.get("name")) and isinstance(m.get("bundle_sha256"), str)
+                    for m in members)
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                    for w in weights) and sum(weights) > 0):
         raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged ensemble manifest - re-run "
                             f"`ksent ensemble --corpus {manifest.get('corpus', 'CORPUS')} --force`")
     rerun = f"`ksent ensemble --corpus {manifest.get('corpus')}`"

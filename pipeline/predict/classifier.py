@@ -138,8 +138,10 @@ def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = lay
     from pipeline.predict.bundle import load_bundle
     from pipeline.predict.selection import default_model_dir
 
-    bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir), runtime=runtime)
-    for note in bundle.notes:
+    notes: list[str] = []
+    bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir, notes),
+                         runtime=runtime)
+    for note in [*notes, *bundle.notes]:
         if on_note is None:
             warnings.warn(note, stacklevel=2)
         else:

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline.core.files import sha256_file
 from pipeline.errors import ParameterError, PipelineError
+from pipeline.layout import is_plain_name
 from pipeline.params import PREDICT
 from pipeline.text.sequences import length_batches, trim_padding
 
@@ -100,7 +101,11 @@ def predict_ids(network, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndar
 
 def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
     """The bundle's model.onnx, checked against what bundle.json recorded at training time."""
-    path = directory / str(entry.get("file", ONNX_FILE))
+    name = entry.get("file", ONNX_FILE)
+    if not is_plain_name(name):
+        raise PipelineError(f"{directory / 'bundle.json'} names the network file {name!r}, which is not a file of "
+                            f"the bundle folder - retrain (`ksent train ... --force`)")
+    path = directory / name
     if not path.is_file():
         raise PipelineError(f"incomplete model bundle {directory}: missing {path.name}, which bundle.json records "
                             f"- restore it, or retrain (`ksent train ... --force`)")

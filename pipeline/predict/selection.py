@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.core.files import read_json
+from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import PipelineError
 from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE
 
@@ -20,13 +20,35 @@ def _validation_accuracy(directory: Path) -> float:
     return float("-inf")
 
 
-def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Path:
-    """The NSMC bundle with the highest validation accuracy, else the best other bundle."""
+def _changed_members(directory: Path, manifest: dict) -> list[str]:
+    """The members of an ensemble bundle that were retrained (or removed) since it was made."""
+    changed = []
+    for member in manifest.get("members") or []:
+        try:
+            path = directory.parent / member["name"] / MANIFEST_FILE
+            if sha256_file(path) != member["bundle_sha256"]:
+                changed.append(member["name"])
+        except (OSError, KeyError, TypeError):
+            changed.append(str(member.get("name") if isinstance(member, dict) else member))
+    return changed
+
+
+def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list[str] | None = None) -> Path:
+    """The NSMC bundle with the highest validation accuracy, else the best other bundle. An ensemble
+    whose members changed since it was made is passed over, with a note in `notes`."""
     bundles = []
     for manifest_path in sorted(Path(artifacts_dir).glob(f"*/{MANIFEST_FILE}")):
         try:
-            corpus = read_json(manifest_path).get("corpus")
+            manifest = read_json(manifest_path)
+            corpus = manifest.get("corpus")
         except (OSError, ValueError, AttributeError):
+            continue
+        changed = _changed_members(manifest_path.parent, manifest) if manifest.get("kind") == "ensemble" else []
+        if changed:
+            if notes is not None:
+                notes.append(f"{manifest_path.parent} is out of date (member {', '.join(changed)} changed since it "
+                             f"was made), so it is not the default model - re-make it: `ksent ensemble --corpus "
+                             f"{corpus}`")
             continue
         bundles.append((corpus == "nsmc", _validation_accuracy(manifest_path.parent), manifest_path.parent))
     if not bundles:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
-from pipeline.text.sequences import pad_sequences
+from pipeline.text.sequences import MAXLEN_LIMIT, pad_sequences
 from pipeline.text.vocab import Vocabulary
 
 FORMAT = "ksent-tokenizer"
@@ -80,11 +80,15 @@ class Preprocessor:
             raise PipelineError(f"tokenizer.json has format version {version!r}; this ksent reads version "
                                 f"{FORMAT_VERSION} - rebuild the model with this ksent or install the "
                                 f"ksent version that wrote it")
+        maxlen = d.get("maxlen")
+        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or not 1 <= maxlen <= MAXLEN_LIMIT:
+            raise PipelineError(f"tokenizer.json has maxlen {maxlen!r}, not an integer from 1 to {MAXLEN_LIMIT:,} "
+                                f"(the pad stage never writes one) - re-run the pad stage")
         try:
             return cls(normalizer=Normalizer.from_dict(d["normalizer"]),
                        segmenter=Segmenter.from_dict(d["segmenter"]),
                        vocabulary=Vocabulary.from_dict(d["vocabulary"]),
-                       maxlen=int(d["maxlen"]), padding=d["padding"], truncating=d["truncating"])
+                       maxlen=maxlen, padding=d["padding"], truncating=d["truncating"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(f"tokenizer.json is incomplete or malformed ({exc!r})") from None
 

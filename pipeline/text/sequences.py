@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 SIDES = ("pre", "post")
+MAXLEN_LIMIT = 10_000       # tokens; longer sequences are no review (predict caps reviews at 10,000 characters)
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], maxlen: int, padding: str = "pre",
