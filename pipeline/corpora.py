@@ -33,6 +33,7 @@ class CorpusFile:
     sha256: str | None = None      # pinned SHA-256 of the content, or
     git_blob_sha1: str | None = None  # upstream git blob id: sha1(b"blob <size>\0" + content)
     mirror_folder: str | None = None  # folder of a mirror holding it, if not the corpus's name
+    size: int | None = None        # bytes, where known: a download that runs longer stops at once
 
     def checksum_kind(self) -> str:
         return "sha256" if self.sha256 else "git-blob-sha1"
@@ -247,16 +248,17 @@ CORPORA: dict[str, Corpus] = {
         description="Naver sentiment movie corpus v1.0 (e9t/nsmc): 150,000 train + 50,000 test reviews",
         files=(
             CorpusFile("ratings_train.txt", f"{_NSMC_BASE}/ratings_train.txt", "train",
-                       sha256="e03b7d14e9e41be8d464a28057cd25d7396c53e67aa7fd5f7e552c59b0ee2940"),
+                       sha256="e03b7d14e9e41be8d464a28057cd25d7396c53e67aa7fd5f7e552c59b0ee2940", size=14_628_807),
             CorpusFile("ratings_test.txt", f"{_NSMC_BASE}/ratings_test.txt", "test",
-                       sha256="8ac9f64052f11dbf6ae0acb5e038f03d90a76f0eda7820cfb3a92d02edfcebda"),
+                       sha256="8ac9f64052f11dbf6ae0acb5e038f03d90a76f0eda7820cfb3a92d02edfcebda", size=4_893_335),
         ),
         parse_line=_parse_nsmc,
         has_header=True,
         # 492,393 reviews from the crawl NSMC was sampled from, minus NSMC's own reviews (by id).
         # No upstream URL: only the project's mirror (../shared/corpora/nsmc_unlabeled/) has it.
         unlabeled=CorpusFile("reviews.txt.gz", "", "unlabeled", mirror_folder="nsmc_unlabeled",
-                             sha256="0945fb1ce50e220adb64db9df6cd4b14751a20f7b39b3eecd75cef4b87a4ff75"),
+                             sha256="0945fb1ce50e220adb64db9df6cd4b14751a20f7b39b3eecd75cef4b87a4ff75",
+                             size=17_117_028),
     ),
     "naver_shopping": Corpus(
         name="naver_shopping",

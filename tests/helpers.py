@@ -59,8 +59,9 @@ def register_tiny(monkeypatch, mirror: Path) -> None:
     spec = corpora.Corpus(
         name="tiny", description="test fixture", has_header=True, parse_line=corpora.CORPORA["nsmc"].parse_line,
         files=(corpora.CorpusFile(train.name, f"http://127.0.0.1:9/tiny/{train.name}", "train",
-                                  sha256=sha256_file(train)),
-               corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test))))
+                                  sha256=sha256_file(train), size=train.stat().st_size),
+               corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test),
+                                  size=test.stat().st_size)))
     monkeypatch.setitem(corpora.CORPORA, "tiny", spec)
 
 

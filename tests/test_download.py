@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -32,7 +33,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(503, "Service Unavailable")
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if mode == "endless":       # no length, and the bytes never stop (a bounded 64 MB here)
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+                for _ in range(1000):
+                    self.wfile.write(b"x" * 65536)
+                    self.sent = getattr(self, "sent", 0) + 65536
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            _Handler.endless_sent = getattr(self, "sent", 0)
+            return
+        self.send_header("Content-Length", str(len(body) * (1000 if mode == "liar" else 1)))
         self.end_headers()
         if mode == "drop":  # promise the whole file, send half, hang up
             self.wfile.write(body[: len(body) // 2])
@@ -46,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server(tiny_corpus):
     _Handler.files = {p.name: p.read_bytes() for p in (tiny_corpus / "tiny").iterdir()}
     _Handler.hits = {}
+    _Handler.endless_sent = None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -158,3 +171,17 @@ def test_an_http_mirror_without_the_optional_unlabeled_file_gives_a_note(server,
     assert _raw_files(tmp_path / "d") == ["download.manifest.json", "ratings_test.txt", "ratings_train.txt"]
     with pytest.raises(DownloadError, match="HTTP 404"):                  # a required file: still an error
         download("tiny", data_dir=tmp_path / "e", mirror=f"{server}/missing", backoff=0, echo=_quiet)
+
+
+def test_a_stream_longer_than_the_pinned_size_stops_at_once(server, tmp_path, tiny_corpus):
+    size = (tiny_corpus / "tiny" / "ratings_train.txt").stat().st_size
+    with pytest.raises(DownloadError, match=f"more than the {size:,} bytes expected"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/endless", backoff=0, echo=_quiet)
+    assert _raw_files(tmp_path / "d") == []
+    deadline = time.monotonic() + 10
+    while _Handler.endless_sent is None and time.monotonic() < deadline:   # the server's write fails soon after
+        time.sleep(0.05)
+    assert _Handler.endless_sent is not None and _Handler.endless_sent < 40 * 2**20   # not the server's 64 MB
+    with pytest.raises(DownloadError, match="the server announces .* bytes, more than the .* expected"):
+        download("tiny", data_dir=tmp_path / "e", mirror=f"{server}/liar", backoff=0, echo=_quiet)
+    assert _Handler.hits["liar"] == 1 and _raw_files(tmp_path / "e") == []

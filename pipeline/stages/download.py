@@ -29,6 +29,7 @@ from pipeline.params import DOWNLOAD
 
 MIRROR_ENV = "KSENT_MIRROR"
 _CHUNK = 1 << 16
+MAX_UNSIZED_BYTES = 4 << 30     # the most a file of unknown size may be (the pinned ones stop at their size)
 
 
 class DownloadError(PipelineError):
@@ -56,8 +57,9 @@ def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
     return (Path(mirror).expanduser().resolve() / folder / spec.name).as_uri()
 
 
-def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> None:
-    """Stream `url` into `dest`; raise _Transient for retryable failures, DownloadError otherwise."""
+def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limit: int) -> None:
+    """Stream `url` into `dest`, at most `limit` bytes; raise _Transient for retryable failures,
+    DownloadError otherwise."""
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -77,6 +79,9 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        if expected is not None and expected > limit:
+            raise DownloadError(f"{name}: the server announces {expected:,} bytes, more than the {limit:,} expected "
+                                f"({url}); nothing was kept")
         received = 0
         with open(dest, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
                                            desc=name, leave=False,
@@ -90,6 +95,9 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool) -> N
                     break
                 out.write(block)
                 received += len(block)
+                if received > limit:        # a stream that runs on: stop now, not after filling the disk
+                    raise DownloadError(f"{name}: the server sent more than the {limit:,} bytes expected ({url}); "
+                                        f"the partial file was discarded")
                 bar.update(len(block))
     if expected is not None and received != expected:
         raise _Transient(f"connection dropped after {received:,} of {expected:,} bytes")
@@ -103,7 +111,7 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int = 3
     with atomic_path(target) as tmp:
         for attempt in range(retries + 1):
             try:
-                _fetch(url, tmp, spec.name, timeout, progress)
+                _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES)
                 break
             except _Transient as exc:
                 if attempt == retries:
