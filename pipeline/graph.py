@@ -72,15 +72,15 @@ def upstream(stage: Stage) -> set[str]:
     return {inp.stage for inp in stage.inputs.values() if inp.stage}
 
 
-def plan(target: Target, stages: list[str]) -> tuple[dict[str, Stage], dict[str, str]]:
-    """Each stage's plan for `target`, and why a stage cannot be planned now (e.g. an ensemble of
-    fewer than two trained bundles)."""
+def plan(target: Target, stages: list[str]) -> tuple[dict[str, Stage], dict[str, PipelineError]]:
+    """Each stage's plan for `target`, and why a stage cannot be planned now (a bad parameter, or an
+    ensemble of fewer than two trained bundles)."""
     plans, problems = {}, {}
     for name in stages:
         try:
             plans[name] = stage_module(name).plan_for(target)
         except PipelineError as exc:
-            problems[name] = str(exc)
+            problems[name] = exc
     return plans, problems
 
 
@@ -110,8 +110,8 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
 def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None) -> list[StageResult]:
     """Every stage of RUN_SCOPES for `target`, in graph order (each skipped when up to date)."""
     plans, problems = plan(target, names(*RUN_SCOPES))
-    if problems:
-        raise PipelineError(next(iter(problems.values())))
+    if problems:                    # every parameter is checked before the first stage runs
+        raise next(iter(problems.values()))
     return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
 
 
@@ -145,7 +145,7 @@ def status(target: Target) -> list[StageStatus]:
     statuses: dict[str, StageStatus] = {}
     for name in order({**plans, **dict.fromkeys(problems)}):
         if name in problems:
-            statuses[name] = StageStatus(name, "blocked", [problems[name]],
+            statuses[name] = StageStatus(name, "blocked", [str(problems[name])],
                                          layout.rerun_command(name, label(name, target)))
             continue
         stage = plans[name]

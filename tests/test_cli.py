@@ -70,3 +70,14 @@ def test_stages_through_the_cli_on_the_fixture_corpus(tmp_path, tiny_corpus):
     assert "up to date, skipped" in again.output
     forced = runner.invoke(cli, ["dedupe", "--corpus", "tiny", "--data-dir", data, "--force"])
     assert "up to date" not in forced.output and forced.exit_code == 0
+
+
+def test_nan_and_inf_are_refused_before_anything_runs(tmp_path):
+    data = ["--data-dir", str(tmp_path / "data")]
+    for args in (["serve", "--max-wait-ms", "nan", "--model", str(tmp_path)],
+                 ["run", "--corpus", "nsmc", "--tokenizer", "word", "--dropout", "nan", *data],
+                 ["train", "--corpus", "nsmc", "--learning-rate", "nan", *data],
+                 ["split", "--corpus", "nsmc", "--val-ratio", "nan", *data]):
+        run = ksent(*args)
+        assert run.returncode == 2 and "is not a finite number" in run.stderr.decode(), (args, run.stderr)
+    assert not (tmp_path / "data").exists()

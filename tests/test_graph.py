@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pipeline import graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Input, Stage, Target
-from pipeline.errors import PipelineError
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.stages import pad, split
 from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
@@ -24,7 +24,7 @@ def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):
     assert list(graph.REGISTRY) == sorted(graph.REGISTRY)      # registered by name: no order written down
     target = Target("tiny", Segmenter("word"), data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
     plans, problems = graph.plan(target, graph.names())
-    assert list(problems) == ["ensemble"] and "at least 2 trained bundles" in problems["ensemble"]
+    assert list(problems) == ["ensemble"] and "at least 2 trained bundles" in str(problems["ensemble"])
     assert graph.order({**plans, **dict.fromkeys(problems)}) == PIPELINE
     assert graph.upstream(plans["pretrain"]) == {"tokenize", "split", "clean"}
     assert graph.upstream(plans["evaluate"]) == {"train", "pad"}
@@ -80,3 +80,11 @@ def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_cor
     assert changed["tokenize"]["state"] == "up to date"                  # reads dedupe's table, not the split
     assert "re-runs after split" in changed["pretrain"]["reasons"]
     assert all(changed[name]["state"] == "stale" for name in ("pretrain", "pad", "train", "evaluate", "report"))
+
+
+def test_run_checks_every_parameter_before_the_first_stage(tmp_path, tiny_corpus):
+    target = Target("tiny", Segmenter("word"), data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts",
+                    mirror=str(tiny_corpus), train_params={"dropout": float("nan")})
+    with pytest.raises(ParameterError, match="train: dropout must be between 0 and 0.95"):
+        graph.run(target, echo=lambda _: None)
+    assert not (tmp_path / "data").exists()                    # not even downloaded

@@ -2,6 +2,7 @@
 several commands share. Kept apart from the commands so that each is declared once."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -12,12 +13,22 @@ from pipeline.corpora import CORPORA
 
 # --- options generated from the parameter declarations (pipeline.params) -------------------
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan (which compares false with every bound, so passes them) and inf."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return value
+
+
 def _click_type(p: Param):
     if p.choices is not None:
         return click.Choice(list(p.choices))
     if isinstance(p.default, bool) or p.parse is not None or (p.low is None and p.high is None):
         return None
-    return (click.IntRange if p.integer else click.FloatRange)(p.low, p.high, min_open=p.low_open,
+    return (click.IntRange if p.integer else FiniteFloatRange)(p.low, p.high, min_open=p.low_open,
                                                                 max_open=p.high_open)
 
 
