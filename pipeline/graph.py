@@ -45,7 +45,8 @@ REGISTRY = {
     "tokenize": TOKENIZATION,
     "train": TOKENIZATION,
 }
-# `ksent run` builds one corpus and tokenization: the ensemble waits for several tokenizations
+# `ksent run` builds one corpus and tokenization; a stage of several tokenizations (the ensemble) only
+# once it exists, to keep it up to date with its members
 RUN_SCOPES = (CORPUS, TOKENIZATION, ARTIFACTS)
 
 
@@ -108,10 +109,13 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
 
 
 def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None) -> list[StageResult]:
-    """Every stage of RUN_SCOPES for `target`, in graph order (each skipped when up to date)."""
+    """Every stage of RUN_SCOPES for `target`, and the corpus's ensemble if it has one (re-made when a
+    member changed, so it never falls behind them), in graph order; each skipped when up to date."""
     plans, problems = plan(target, names(*RUN_SCOPES))
     if problems:                    # every parameter is checked before the first stage runs
         raise next(iter(problems.values()))
+    existing, _ = plan(target, names(BUNDLES))
+    plans.update({name: stage for name, stage in existing.items() if stage.manifest_path.is_file()})
     return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
 
 

@@ -12,6 +12,7 @@ from pipeline import graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Input, Stage, Target
 from pipeline.errors import ParameterError, PipelineError
+from pipeline.predict.bundle import load_bundle
 from pipeline.stages import pad, split
 from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
@@ -88,3 +89,27 @@ def test_run_checks_every_parameter_before_the_first_stage(tmp_path, tiny_corpus
     with pytest.raises(ParameterError, match="train: dropout must be between 0 and 0.95"):
         graph.run(target, echo=lambda _: None)
     assert not (tmp_path / "data").exists()                    # not even downloaded
+
+
+def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, tiny_corpus):
+    dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(cli, [*args, *dirs])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    for tok in ("word", "char"):
+        run("run", "--corpus", "tiny", "--tokenizer", tok, "--mirror", str(tiny_corpus), *SMALL_MODEL)
+    run("ensemble", "--corpus", "tiny")
+    made = (tmp_path / "artifacts" / "tiny-ensemble" / "bundle.json").read_bytes()
+    # a member retrained: `ksent run` re-makes the ensemble after it, and the report after that
+    output = run("run", "--corpus", "tiny", "--tokenizer", "word", *SMALL_MODEL, "--seed", "7")
+    stages = [line.split(" ")[0].rstrip(":") for line in output.splitlines() if line.split(" ")[0]]
+    assert stages.index("ensemble") > stages.index("evaluate") and stages[-1] == "report"
+    assert "ensemble tiny: test accuracy" in output
+    assert (tmp_path / "artifacts" / "tiny-ensemble" / "bundle.json").read_bytes() != made
+    ensemble = _status(*dirs)["ensemble"]          # its inputs are the members it was made from ...
+    assert not [reason for reason in ensemble["reasons"] if not reason.startswith("re-runs after")]
+    load_bundle(tmp_path / "artifacts" / "tiny-ensemble").predict(["좋아요"])    # ... so it loads
