@@ -517,3 +517,60 @@ def test_a_failing_model_call_is_a_json_500_and_the_server_goes_on(caplog):
     assert after.json()["predictions"][0]["probability"] == 0.75
     assert tf.json() == {"predictions": [[0.75]]}
     assert "prediction failed" in caplog.text
+
+
+# --- a client cannot hold the server ------------------------------------------------------------
+
+def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile(server, client):
+    from pipeline.apps.guards import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
+
+    def connect(data: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=HEADER_TIMEOUT_S + 10)
+        sock.sendall(data)
+        return sock
+
+    silent = connect(b"")                                                          # never sends a byte
+    half_head = connect(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")         # stalls in its headers
+    half_body = connect(post_head("/predict", length=100) + b'{"texts": ')        # stalls in its body
+    idle = [connect(b"") for _ in range(200)]
+    started = time.monotonic()
+    latencies = []
+    for _ in range(40):                                                            # served all the while
+        begin = time.monotonic()
+        assert client.post("/predict", json={"texts": [TEXTS[0]]}).status_code == 200
+        assert client.get("/health").status_code == 200
+        latencies.append(time.monotonic() - begin)
+    assert sorted(latencies)[-2] < 0.5, latencies
+    for sock in (silent, half_head, *idle):
+        assert sock.recv(1) == b"", "the server closed it"                         # EOF, not a timeout here
+    status, headers, body = read_response(half_body)
+    assert status == 408 and json.loads(body)["field"] == "body" and headers.get("connection") == "close"
+    waited = time.monotonic() - started
+    assert max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) - 1 < waited < max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 8
+    for sock in (silent, half_head, half_body, *idle):
+        sock.close()
+
+
+def test_an_explain_request_does_not_stall_the_others(bundle_dir):
+    server = ServerProcess(bundle_dir, "--max-texts", "1000")
+    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(1000)]        # 8 tokens each: 8 calls per text
+    done = {}
+
+    def explain():
+        with httpx.Client(base_url=server.url, timeout=120) as other:
+            done["explain"] = other.post("/predict", json={"texts": texts, "explain": True})
+            done["explain_at"] = time.monotonic()
+
+    thread = threading.Thread(target=explain)
+    try:
+        thread.start()
+        time.sleep(0.5)                                                   # the explanations are running
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            begin = time.monotonic()
+            assert client.post("/predict", json={"texts": [TEXTS[0]]}).status_code == 200
+            answered = time.monotonic()
+        thread.join(120)
+    finally:
+        server.kill()
+    assert done["explain"].status_code == 200 and len(done["explain"].json()["predictions"]) == 1000
+    assert answered < done["explain_at"] and answered - begin < 0.5, (answered - begin, done["explain_at"] - begin)

@@ -20,6 +20,7 @@ curl -d sends form-encoded), and 422 naming the field for anything else.
 """
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import errno
@@ -40,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from pipeline.apps.batching import MicroBatcher
+from pipeline.apps.guards import BODY_TIMEOUT_S, default_max_connections, guarded_protocol
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.params import SERVE
 
@@ -153,7 +155,15 @@ async def read_json_body(request: Request, max_body_bytes: int) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise _too_large(max_body_bytes)
     body = bytearray()
-    async for chunk in request.stream():        # chunked bodies are counted as they arrive
+    chunks = request.stream()
+    while True:                                 # chunked bodies are counted as they arrive
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), BODY_TIMEOUT_S)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:      # = TimeoutError from Python 3.11
+            raise RequestError(408, f"request body stalled: nothing arrived for {BODY_TIMEOUT_S:g} s", "body",
+                               close=True) from None
         body += chunk
         if len(body) > max_body_bytes:
             raise _too_large(max_body_bytes)
@@ -238,8 +248,8 @@ def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batc
 
     async def predict_records(texts: list[str], explain: bool) -> list[dict]:
         try:
-            if explain:         # explanations cost more than a prediction: a call of their own, in the model thread
-                return await batcher.call(clf.predict, texts, explain=True)
+            if explain:         # a network call per token: one text per call, so batched requests run between them
+                return [record for text in texts for record in await batcher.call(clf.predict, [text], explain=True)]
             return await batcher.submit(texts)
         except PipelineError as exc:    # what this model cannot do (explain an ensemble): the request's fault
             raise RequestError(422, str(exc), "explain" if explain else "texts") from None
@@ -416,7 +426,8 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                     self.should_exit = True
 
         # access log off: a log line per request costs more than the request; uvicorn's own lines: warnings up
-        config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
+        config = uvicorn.Config(app, loop="auto", http=guarded_protocol(default_max_connections()), lifespan="on",
+                                log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False)
         with _signals_left_to_uvicorn(stop_requested):
             Server(config).run(sockets=[sock])

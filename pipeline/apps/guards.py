@@ -1,0 +1,54 @@
+"""What keeps one client from holding `ksent serve`: a connection that does not send its request
+headers within HEADER_TIMEOUT_S (one that never sends a byte, or stalls mid-headers) is closed,
+and no more than `max_connections` are open at once (the next ones are closed at once, so idle
+connections cannot exhaust the process's file descriptors). A body that stops arriving is timed
+out where it is read (pipeline.apps.serve.read_json_body).
+
+uvicorn times out only a connection idle after a response (`timeout_keep_alive`), so its HTTP
+protocol (httptools, or h11 where httptools is missing) is extended here, reusing that timer.
+"""
+from __future__ import annotations
+
+import resource
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+HEADER_TIMEOUT_S = 10.0         # to send a request's headers, from connecting or from the last response
+BODY_TIMEOUT_S = 10.0           # between two pieces of a request body
+
+
+def default_max_connections() -> int:
+    """Open connections allowed: what the file-descriptor limit leaves after 64 for the process itself,
+    the soft limit raised to the hard one first (at most 65,536), as servers do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 65536) - 64)
+
+
+def guarded_protocol(max_connections: int, header_timeout: float = HEADER_TIMEOUT_S) -> type:
+    """uvicorn's HTTP protocol class, with a header timeout and a cap on open connections."""
+
+    class GuardedHTTPProtocol(AutoHTTPProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()       # connection_lost forgets it
+                return
+            self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)             # cancels uvicorn's keep-alive timer
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self._await_headers()               # headers still incomplete: keep the clock running
+
+        def _await_headers(self) -> None:
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(header_timeout, self.timeout_keep_alive_handler)
+
+    return GuardedHTTPProtocol
