@@ -35,7 +35,8 @@ DOWNLOAD = Params(
 CLEAN = Params(
     "clean",
     profile=Param("hangul", "Normalization profile.", choices=tuple(PROFILES)),
-    squeeze=Param(2, "Shorten runs of one repeated character to this length (0 = off).", 0),
+    squeeze=Param(2, "Shorten runs of one repeated character to this length (0 = off).", 0,
+                  rule=lambda v: None if v <= 1000 else "must be at most 1,000 (longer runs are kept as they are)"),
     # published NSMC figures score all 50,000 test rows
     drop_empty_test=Param(False, "Drop test rows that are empty after cleaning (published figures keep them).",
                           flag="--drop-empty-test/--keep-empty-test"),

@@ -81,3 +81,21 @@ def test_nan_and_inf_are_refused_before_anything_runs(tmp_path):
         run = ksent(*args)
         assert run.returncode == 2 and "is not a finite number" in run.stderr.decode(), (args, run.stderr)
     assert not (tmp_path / "data").exists()
+
+
+def test_absurd_numbers_and_files_are_refused_before_anything_runs(tmp_path):
+    data = ["--data-dir", str(tmp_path / "data")]
+    garbage = tmp_path / "stopwords.txt"
+    garbage.write_bytes(b"\xb0\xa1\xff not utf-8")
+    huge = tmp_path / "huge.txt"
+    huge.write_bytes(b"a\n" * (6 << 20))
+    for args, message in (
+            (["tokenize", "--corpus", "nsmc", "--workers", "99999999999999999999", *data], "is more than 1,024"),
+            (["predict", "--workers", "5000", "좋아요"], "is more than 1,024"),
+            (["clean", "--corpus", "nsmc", "--squeeze", "5000000000", *data], "squeeze must be at most 1,000"),
+            (["tokenize", "--corpus", "nsmc", "--stopwords", str(garbage), *data], "is not UTF-8 text"),
+            (["tokenize", "--corpus", "nsmc", "--stopwords", str(huge), *data], "is larger than 10 MB")):
+        run = ksent(*args)
+        assert run.returncode == 2 and message in run.stderr.decode(), (args, run.stderr)
+        assert "Traceback" not in run.stderr.decode()
+    assert not (tmp_path / "data").exists()

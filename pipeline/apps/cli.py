@@ -18,7 +18,9 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.apps.options import (
+    MAX_WORKERS,
     artifacts_option,
+    at_most,
     corpus_option,
     data_options,
     engine_options,
@@ -293,7 +295,7 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 @click.option("--explain", is_flag=True,
               help="Also show each token's effect on the probability and the probability while reading.")
 @param_options(defaults.PREDICT, exclude=("stream_batch",))
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1), default=None, callback=at_most(MAX_WORKERS),
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),
               help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras.")

@@ -3,7 +3,6 @@ several commands share. Kept apart from the commands so that each is declared on
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import click
 
@@ -92,7 +91,7 @@ def engine_options(f):
     f = click.option("--scheduler", metavar="ADDRESS", envvar="KSENT_SCHEDULER", show_envvar=True, default=None,
                      help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
                           "its workers must see --data-dir at the same path.")(f)
-    return click.option("--workers", type=click.IntRange(min=1), default=None,
+    return click.option("--workers", type=click.IntRange(min=1), default=None, callback=at_most(MAX_WORKERS),
                         help="Local worker processes for the stage's partitions [default: all cores].")(f)
 
 
@@ -108,6 +107,31 @@ def mirror_option(f):
                              "default: the upstream URLs.")(f)
 
 
+MAX_WORKERS = 1024             # processes on one machine; more is a typo that would exhaust its memory
+MAX_LIST_BYTES = 10 << 20      # a word list given by path (--stopwords)
+
+
+def at_most(limit: int):
+    def callback(ctx, param, value):
+        if value is not None and value > limit:
+            raise click.BadParameter(f"{value} is more than {limit:,}.")
+        return value
+    return callback
+
+
+def _read_small_text(path: str, option: str) -> str:
+    """A UTF-8 file given on the command line, at most MAX_LIST_BYTES; UsageError naming the file otherwise."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_LIST_BYTES + 1)
+    if len(data) > MAX_LIST_BYTES:
+        raise click.UsageError(f"{option} {path} is larger than {MAX_LIST_BYTES >> 20} MB: is it the right file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{option} {path} is not UTF-8 text (byte {exc.start}); convert it first, e.g. "
+                               f"iconv -f CP949 -t UTF-8") from None
+
+
 def segmenter_from(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, with_tags=False, options=()):
     if jamo and kind != "char":
         raise click.UsageError("--jamo applies to --tokenizer char only")
@@ -121,7 +145,7 @@ def segmenter_from(kind: str, backend: str, jamo: bool, pos=(), stopwords=None, 
         opts[key] = {"true": True, "false": False}.get(value.lower(), value)
     words = ()
     if stopwords:
-        words = tuple(w.strip() for w in Path(stopwords).read_text(encoding="utf-8").splitlines() if w.strip())
+        words = tuple(w.strip() for w in _read_small_text(stopwords, "--stopwords").splitlines() if w.strip())
     if kind != "morpheme":
         if pos or with_tags or opts:
             raise click.UsageError("--pos, --with-tags and --option apply to --tokenizer morpheme only")
