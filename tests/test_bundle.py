@@ -146,3 +146,34 @@ def test_load_bundle_refuses_names_and_sizes_that_reach_outside(bundle_copy, tmp
     from pipeline.text.preprocess import Preprocessor
     with pytest.raises(PipelineError, match="maxlen 2000000000, not an integer from 1 to 10,000"):
         Preprocessor.from_dict(tokenizer)
+
+
+def _onnx_with_embedding(path, rows: int) -> None:
+    """A stand-in network: mean of a (rows, 1) embedding over the ids, through a sigmoid."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor("emb", TensorProto.FLOAT, [rows, 1], [0.1] * rows)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["emb", "ids"], ["vectors"]),
+         helper.make_node("ReduceMean", ["vectors"], ["mean"], axes=[1, 2], keepdims=0),
+         helper.make_node("Sigmoid", ["mean"], ["p"])],
+        "stand_in", [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, None])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None])], [weights])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_an_onnx_network_of_another_vocabulary_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "bundle.json").read_text())
+    assert "onnx" in manifest
+    rows = manifest["tokenizer"]["vocab_size"]
+    for other in (rows + 7, rows - 1):          # another bundle's network; bundle.json's checksum edited to match
+        _onnx_with_embedding(bundle_copy / "model.onnx", other)
+        manifest["onnx"]["sha256"] = sha256_file(bundle_copy / "model.onnx")
+        (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+        with pytest.raises(PipelineError, match=f"its embedding does not have the {rows:,} rows"):
+            load_bundle(bundle_copy)
+    _onnx_with_embedding(bundle_copy / "model.onnx", rows)       # the right size loads (the probe is not the cause)
+    manifest["onnx"]["sha256"] = sha256_file(bundle_copy / "model.onnx")
+    (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+    assert load_bundle(bundle_copy).predict_proba(["좋아요"]).shape == (1,)

@@ -62,6 +62,23 @@ class OnnxNetwork:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0].reshape(-1)
 
+    def embedding_rows_match(self, rows: int) -> bool:
+        """Whether the network's embedding has exactly `rows` rows: id rows - 1 is read, id rows is out of
+        range (onnxruntime's Gather refuses it). Two one-token runs, quiet about the expected refusal."""
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4
+        try:
+            self.session.run(None, {self._input: np.array([[rows - 1]], np.int32)}, quiet)
+        except Exception:  # noqa: BLE001 - onnxruntime's errors have no common public type
+            return False
+        try:
+            self.session.run(None, {self._input: np.array([[rows]], np.int32)}, quiet)
+        except Exception:  # noqa: BLE001
+            return True
+        return False
+
 
 def _threads_from_env() -> int:
     value = os.environ.get(THREADS_ENV, "").strip() or "0"
@@ -115,7 +132,12 @@ def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
     if entry.get("vocab_size") not in (None, vocab_size):
         raise PipelineError(f"{directory / 'tokenizer.json'} does not belong to this model: it has {vocab_size} "
                             f"vocabulary ids, the model's embedding {entry.get('vocab_size')}")
-    return OnnxNetwork(path)
+    network = OnnxNetwork(path)
+    if not network.embedding_rows_match(vocab_size):     # the network's own size, not a number in a JSON file
+        raise PipelineError(f"{path} does not belong to this bundle: its embedding does not have the "
+                            f"{vocab_size:,} rows of {directory / 'tokenizer.json'} - retrain (`ksent train ... "
+                            f"--force`), or restore the bundle's files")
+    return network
 
 
 def load_keras(path: Path, manifest: dict) -> KerasNetwork:
