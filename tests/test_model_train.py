@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +359,15 @@ def test_write_report_table(tmp_path):
     assert read_json(tmp_path / "report.manifest.json")["outputs"]["REPORT.md"] == sha256_file(tmp_path / "REPORT.md")
     report_stage(artifacts_dir=tmp_path / "empty", echo=lines.append)
     assert "no evaluated models" in (tmp_path / "empty" / "REPORT.md").read_text()
+
+
+def test_retraining_a_bundle_folder_that_is_a_symlink_leaves_nothing_behind(tmp_path, trained):
+    data, artifacts, bundle_dir, _ = trained
+    elsewhere = shutil.copytree(bundle_dir, tmp_path / "elsewhere" / "tiny-word")
+    linked = tmp_path / "artifacts"
+    linked.mkdir()
+    (linked / "tiny-word").symlink_to(elsewhere, target_is_directory=True)
+    train("tiny", "word", data_dir=data, artifacts_dir=linked, force=True, echo=lambda _: None, **SMALL)
+    assert sorted(p.name for p in linked.iterdir() if not p.name.endswith((".lock", ".owner"))) == ["tiny-word"]
+    assert (linked / "tiny-word" / "bundle.json").is_file() and not (linked / "tiny-word").is_symlink()
+    assert (elsewhere / "bundle.json").is_file()                        # the folder it pointed to is left alone

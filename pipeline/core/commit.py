@@ -18,6 +18,15 @@ from pathlib import Path
 from pipeline.core import files
 
 
+def remove(path: Path) -> None:
+    """Delete a folder left over by a commit - or the symlink a bundle folder was, once swapped out
+    (shutil.rmtree refuses symlinks, and ignoring that left `.staging-*` links behind)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def journal_path(folder: Path, stage: str) -> Path:
     return folder / f".{stage}.commit"
 
@@ -34,9 +43,9 @@ def recover(folder: Path | str) -> None:
         if not folder.exists():
             os.replace(old, folder)
         else:
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
     for leftover in folder.parent.glob(f".{folder.name}.staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove(leftover)
     for part in folder.parent.glob(f".{folder.name}.*.part"):  # atomic_path's temp file, for a file target
         part.unlink(missing_ok=True)
     if not folder.is_dir():
@@ -44,7 +53,7 @@ def recover(folder: Path | str) -> None:
     for journal in folder.glob(".*.commit"):
         _roll_forward(journal, folder)
     for leftover in folder.glob(".*.staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove(leftover)
     for part in folder.glob(".*.part"):
         part.unlink(missing_ok=True)
 
@@ -88,7 +97,7 @@ def commit(staging: Path, folder: Path, stage: str, whole_folder: bool) -> None:
             os.replace(staging, folder)
             staging = old
         files.renamed()
-        shutil.rmtree(staging, ignore_errors=True)
+        remove(staging)
         return
     journal = journal_path(folder, stage)
     os.replace(staging, journal)            # the commit point

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.commit import commit, journal_path
+from pipeline.core.commit import commit, journal_path, remove
 from pipeline.core.files import UMASK, read_json, sha256_file, write_json
 from pipeline.core.locks import echo_stderr, folder_lock
 from pipeline.errors import MissingInputError, PipelineError, write_error
@@ -288,8 +287,8 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
         except OSError as exc:
             raise write_error(exc, what) from None
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            if staging.exists() or staging.is_symlink():
+                remove(staging)
     echo(f"{result.summary} [{duration:.1f}s]")
     return result
 
