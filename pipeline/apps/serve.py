@@ -183,6 +183,8 @@ async def read_json_body(request: Request, max_body_bytes: int) -> Any:
                                 f"{exc.colno}", "body") from None
     except RecursionError:
         raise RequestError(400, "request body is not valid JSON: nested too deeply", "body") from None
+    except ValueError as exc:       # a number Python will not convert (an integer of over 4,300 digits)
+        raise RequestError(400, f"request body has a number that cannot be read: {str(exc)[:100]}", "body") from None
 
 
 def _field(loc: tuple) -> str:
