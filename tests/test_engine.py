@@ -40,7 +40,7 @@ from pipeline.stages.pretrain import pretrain
 from pipeline.stages.split import split
 from pipeline.stages.tokenize import tokenize
 from pipeline.text.segment import Segmenter
-from tests.helpers import DieAtPartition, synthetic_reviews
+from tests.helpers import REPO, DieAtPartition, synthetic_reviews
 
 pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
 
@@ -172,8 +172,8 @@ def test_a_partition_that_keeps_killing_workers_fails_the_stage_and_publishes_no
     assert not folder.exists() or not any(folder.iterdir())
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+def _start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def test_stages_run_on_a_separately_started_scheduler_and_two_workers(tmp_path, tiny_corpus, unlabeled,
@@ -283,3 +283,37 @@ def test_read_rows_names_the_stage_to_rerun_or_the_missing_shared_folder(tmp_pat
     damaged.write_bytes(b"PAR1 not really")
     with pytest.raises(PipelineError, match=r"is unreadable .* re-run `ksent dedupe --corpus tiny --force`"):
         tables.read_rows(damaged, 0, 10, "dedupe", "tiny")
+
+
+def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tmp_path, tiny_corpus,
+                                                                              small_partitions, monkeypatch):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file = tmp_path / "scheduler.json"
+    tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}        # the cluster unpickles the tests' wrapper
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log", env=tests_importable)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = read_json(scheduler_file)["address"]
+        # one worker without a nanny, so nothing restarts it
+        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+                            tmp_path / "worker.log", env=tests_importable))
+        from distributed import Client
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(1, timeout=60)
+        monkeypatch.setattr(engine, "NO_WORKERS_TIMEOUT_S", 3.0)
+        monkeypatch.setattr(tokenize_stage, "tokenize_rows", DieAtPartition(tokenize_stage.tokenize_rows, ROW_GROUP))
+        started = time.monotonic()
+        with pytest.raises(PipelineError, match="the Dask cluster has had no worker for 3 s .* nothing was published"):
+            tokenize("tiny", MECAB, data_dir=data, scheduler=address, **QUIET)
+        assert time.monotonic() - started < 60                     # it waited forever before
+        assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)

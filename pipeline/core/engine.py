@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -34,6 +35,8 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 SCHEDULER_ENV = "KSENT_SCHEDULER"
+NO_WORKERS_TIMEOUT_S = 60.0     # a stage whose cluster lost every worker fails after this long without one
+POLL_S = 1.0
 
 
 def default_workers() -> int:
@@ -60,6 +63,16 @@ def where(workers: int, scheduler: str | None = None) -> str:
     return f"{workers} Dask workers" if workers > 1 else "1 process"
 
 
+def _quiet_cluster_logs() -> None:
+    """The cluster's own tracebacks (a scheduler or worker gone) stay off the terminal: the stage says
+    what happened in one line. KSENT_VERBOSE=1 (`ksent --verbose`) shows them."""
+    from pipeline.core import quiet
+
+    if quiet.enabled():
+        for name in ("distributed.client", "distributed.core", "distributed.comm", "distributed.batched"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 @contextlib.contextmanager
 def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
     """A distributed.Client: to `scheduler` (or $KSENT_SCHEDULER), else to a LocalCluster of `workers`."""
@@ -67,6 +80,7 @@ def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
 
     address = scheduler_address(scheduler)
     if address:
+        _quiet_cluster_logs()
         try:
             c = Client(address, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -85,6 +99,24 @@ def client(workers: int, scheduler: str | None = None) -> Iterator[Any]:
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as c:
         yield c
+
+
+def _result(c, future, what: str):
+    """`future.result()`, but a cluster left without any worker fails the stage after NO_WORKERS_TIMEOUT_S
+    (Dask would wait for a new one forever: the tasks of a dead last worker are only rescheduled)."""
+    alone_since = None
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except TimeoutError:
+            if c.scheduler_info().get("workers"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > NO_WORKERS_TIMEOUT_S:
+                raise PipelineError(f"{what}: the Dask cluster has had no worker for {NO_WORKERS_TIMEOUT_S:g} s (did "
+                                    f"they die? see their logs) - nothing was published; start workers (`dask worker "
+                                    f"ADDRESS --nthreads 1`) and re-run") from None
 
 
 class Shared:
@@ -161,7 +193,7 @@ class Engine:
             while pending:
                 future = pending.popleft()
                 try:
-                    result = future.result()
+                    result = _result(c, future, what)
                 except KilledWorker as exc:
                     raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
                                         f"nothing was published; check the workers' memory and logs") from None
