@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline.core.params import Param, Params
 from pipeline.model.embeddings import METHODS
 from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
-from pipeline.text.normalize import PROFILES
+from pipeline.text.normalize import PROFILES, Normalizer
 from pipeline.text.segment import KINDS
 from pipeline.text.sequences import MAXLEN_LIMIT, SIDES
 
@@ -34,8 +34,9 @@ DOWNLOAD = Params(
 
 CLEAN = Params(
     "clean",
-    profile=Param("hangul", "Normalization profile.", choices=tuple(PROFILES)),
-    squeeze=Param(2, "Shorten runs of one repeated character to this length (0 = off).", 0,
+    # the defaults are the Normalizer's own, so that Normalizer() cleans as the pipeline does
+    profile=Param(Normalizer.profile, "Normalization profile.", choices=tuple(PROFILES)),
+    squeeze=Param(Normalizer.squeeze, "Shorten runs of one repeated character to this length (0 = off).", 0,
                   rule=lambda v: None if v <= 1000 else "must be at most 1,000 (longer runs are kept as they are)"),
     # published NSMC figures score all 50,000 test rows
     drop_empty_test=Param(False, "Drop test rows that are empty after cleaning (published figures keep them).",

@@ -103,8 +103,8 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limi
         raise _Transient(f"connection dropped after {received:,} of {expected:,} bytes")
 
 
-def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int = 3, backoff: float = 1.0,
-                   timeout: float = 30.0, progress: bool = True,
+def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, backoff: float, timeout: float,
+                   progress: bool = True,
                    sleep: Callable[[float], None] = time.sleep,
                    echo: Callable[[str], None] = print) -> None:
     """Download `url` to `target` atomically, retrying transient failures with exponential backoff."""
