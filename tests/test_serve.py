@@ -576,3 +576,42 @@ def test_an_explain_request_does_not_stall_the_others(bundle_dir):
         server.kill()
     assert done["explain"].status_code == 200 and len(done["explain"].json()["predictions"]) == 1000
     assert answered < done["explain_at"] and answered - begin < 0.5, (answered - begin, done["explain_at"] - begin)
+
+
+def test_health_and_predict_stay_fast_under_idle_connections_and_a_maximal_explain_request(bundle_dir):
+    """The issue's load test, bounded and on loopback: 1,000 idle connections and one explain request of
+    the most texts the server allows are open while single requests are timed."""
+    server = ServerProcess(bundle_dir, "--max-texts", "3000")
+    idle, done = [], {}
+    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # 8 tokens: 8 calls per text
+
+    def explain():
+        with httpx.Client(base_url=server.url, timeout=300) as other:
+            done["explain"] = other.post("/predict", json={"texts": texts, "explain": True})
+
+    thread = threading.Thread(target=explain)
+    latencies: dict[str, list[float]] = {"/health": [], "/predict": []}
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(1000)]
+        thread.start()
+        time.sleep(0.3)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while thread.is_alive() and len(latencies["/predict"]) < 100:      # only while it is explaining
+                for path, seconds in latencies.items():
+                    begin = time.monotonic()
+                    response = (client.get(path) if path == "/health" else
+                                client.post(path, json={"texts": [TEXTS[0]]}))
+                    seconds.append(time.monotonic() - begin)
+                    assert response.status_code == 200
+        thread.join(300)
+    finally:
+        for sock in idle:
+            sock.close()
+        server.kill()
+    assert done["explain"].status_code == 200 and len(done["explain"].json()["predictions"]) == 3000
+    for path, seconds in latencies.items():
+        assert len(seconds) >= 50, f"only {len(seconds)} requests while explaining"
+        p99 = sorted(seconds)[int(0.99 * len(seconds)) - 1]
+        print(f"{path}: {len(seconds)} requests, p50 {sorted(seconds)[len(seconds) // 2] * 1000:.1f} ms, "
+              f"p99 {p99 * 1000:.1f} ms")
+        assert p99 < 0.1, (path, p99)
