@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,20 @@ class DieAtPartition:
                 os.kill(os.getpid(), signal.SIGKILL)
             except FileExistsError:
                 pass
+        return self.fn(path, start, *args)
+
+
+class SlowAtPartition:
+    """A stage's partition function for the engine tests: the partition starting at row `start` creates
+    `marker` and then sleeps `seconds` (time to kill the cluster under it). Picklable, like DieAtPartition."""
+
+    def __init__(self, fn, start: int, marker: str, seconds: float = 120.0):
+        self.fn, self.start, self.marker, self.seconds = fn, start, marker, seconds
+
+    def __call__(self, path, start, *args):
+        if start == self.start:
+            open(self.marker, "w").close()
+            time.sleep(self.seconds)
         return self.fn(path, start, *args)
 
 

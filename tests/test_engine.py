@@ -317,3 +317,45 @@ def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tm
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
+
+
+def test_a_scheduler_killed_mid_stage_is_one_line_without_the_clusters_tracebacks(tmp_path, tiny_corpus,
+                                                                                   small_partitions):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file, marker = tmp_path / "scheduler.json", tmp_path / "partition-started"
+    tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log", env=tests_importable)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = read_json(scheduler_file)["address"]
+        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
+                            tmp_path / "worker.log", env=tests_importable))
+        # `ksent tokenize --scheduler ...` in a subprocess whose partition at row ROW_GROUP waits
+        bootstrap = ("import pathlib, tests.helpers as h; from _pytest.monkeypatch import MonkeyPatch; "
+                     f"h.register_tiny(MonkeyPatch(), pathlib.Path({str(tiny_corpus)!r})); "
+                     "import pipeline.stages.tokenize as t; "
+                     f"t.tokenize_rows = h.SlowAtPartition(t.tokenize_rows, {ROW_GROUP}, {str(marker)!r}); "
+                     "from pipeline.apps.cli import cli; cli(prog_name='ksent')")
+        run = subprocess.Popen([sys.executable, "-c", bootstrap, "tokenize", "--corpus", "tiny", "--tokenizer",
+                                "morpheme", "--scheduler", address, "--data-dir", str(data)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tests_importable)
+        deadline = time.monotonic() + 90
+        while not marker.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+        assert marker.exists(), run.communicate(timeout=30)
+        os.killpg(procs[0].pid, signal.SIGKILL)                     # the scheduler dies mid-stage
+        _, err = run.communicate(timeout=120)
+        err = err.decode()
+        assert run.returncode == 1 and "Traceback" not in err, err[-2000:]
+        assert err.count("Error:") == 1 and "Dask" in err, err[-2000:]
+        assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)

@@ -24,6 +24,7 @@ they keep killing workers the stage fails with a PipelineError and publishes not
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -197,6 +198,10 @@ class Engine:
                 except KilledWorker as exc:
                     raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
                                         f"nothing was published; check the workers' memory and logs") from None
+                except (concurrent.futures.CancelledError, ConnectionError) as exc:   # the scheduler went away
+                    raise PipelineError(f"{what}: lost the Dask scheduler mid-stage ({type(exc).__name__}) - nothing "
+                                        f"was published; restart it (`dask scheduler`) and its workers, then "
+                                        f"re-run") from None
                 except ImportError as exc:          # a worker without ksent or one of its libraries
                     raise PipelineError(f"{what}: a Dask worker cannot import {exc.name or exc} - install this "
                                         f"ksent (`make setup`) where the workers run") from None
