@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given, strategies as st
@@ -318,3 +319,20 @@ def test_a_line_is_cut_while_it_is_read_so_memory_stays_bounded():
     [cut] = read_lines(io.BytesIO((text + "\n" + text).encode()), "long")[:1]
     assert cut[:MAX_CHARS] == text[:MAX_CHARS] and cut[-MAX_CHARS:] == text[-MAX_CHARS:]
     assert len(cut) < len(text) and read_lines(io.BytesIO((text + "\n" + text).encode()), "long")[1] == cut
+
+
+def test_predict_on_dev_zero_stays_within_bounded_memory(evaluated):
+    """An input with no newline, read through the real entry point: memory stays flat (it grew ~500 MB/s)."""
+    import psutil
+
+    bundle_dir, _ = evaluated
+    run = subprocess.Popen([sys.executable, "-m", "pipeline", "predict", "--model", str(bundle_dir), "--file",
+                            "/dev/zero"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(6)
+        assert run.poll() is None, run.stderr.read()
+        rss = psutil.Process(run.pid).memory_info().rss
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+    assert rss < 800 * 2**20, f"{rss / 2**20:.0f} MB after 6 s of /dev/zero"
