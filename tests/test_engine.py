@@ -6,6 +6,7 @@ partitions) of ROW_GROUP rows instead of 20,000: several partitions per stage.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -285,13 +286,13 @@ def test_read_rows_names_the_stage_to_rerun_or_the_missing_shared_folder(tmp_pat
         tables.read_rows(damaged, 0, 10, "dedupe", "tiny")
 
 
-def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tmp_path, tiny_corpus,
-                                                                              small_partitions, monkeypatch):
-    data = tmp_path / "d"
-    _prepare(data, tiny_corpus)
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, *worker_options: str):
+    """A `dask scheduler` and one `dask worker` started apart from the test (both can import the tests'
+    partition wrappers); yields (address, their processes: scheduler first). Both are killed at the end."""
     dask = str(Path(sys.executable).with_name("dask"))
     scheduler_file = tmp_path / "scheduler.json"
-    tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}        # the cluster unpickles the tests' wrapper
+    tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}        # the cluster unpickles the tests' wrappers
     procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                      "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log", env=tests_importable)]
     try:
@@ -299,19 +300,12 @@ def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tm
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = read_json(scheduler_file)["address"]
-        # one worker without a nanny, so nothing restarts it
-        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", *worker_options],
                             tmp_path / "worker.log", env=tests_importable))
         from distributed import Client
         with Client(address, timeout="30s") as c:
             c.wait_for_workers(1, timeout=60)
-        monkeypatch.setattr(engine, "NO_WORKERS_TIMEOUT_S", 3.0)
-        monkeypatch.setattr(tokenize_stage, "tokenize_rows", DieAtPartition(tokenize_stage.tokenize_rows, ROW_GROUP))
-        started = time.monotonic()
-        with pytest.raises(PipelineError, match="the Dask cluster has had no worker for 3 s .* nothing was published"):
-            tokenize("tiny", MECAB, data_dir=data, scheduler=address, **QUIET)
-        assert time.monotonic() - started < 60                     # it waited forever before
-        assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
+        yield address, procs
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -319,22 +313,26 @@ def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tm
             proc.wait(timeout=20)
 
 
+def test_a_cluster_that_loses_its_last_worker_fails_the_stage_in_bounded_time(tmp_path, tiny_corpus,
+                                                                              small_partitions, monkeypatch):
+    data = tmp_path / "d"
+    _prepare(data, tiny_corpus)
+    with _cluster(tmp_path, "--no-nanny") as (address, _):              # no nanny: nothing restarts the worker
+        monkeypatch.setattr(engine, "NO_WORKERS_TIMEOUT_S", 3.0)
+        monkeypatch.setattr(tokenize_stage, "tokenize_rows", DieAtPartition(tokenize_stage.tokenize_rows, ROW_GROUP))
+        started = time.monotonic()
+        with pytest.raises(PipelineError, match="the Dask cluster has had no worker for 3 s .* nothing was published"):
+            tokenize("tiny", MECAB, data_dir=data, scheduler=address, **QUIET)
+        assert time.monotonic() - started < 60                     # it waited forever before
+        assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
+
+
 def test_a_scheduler_killed_mid_stage_is_one_line_without_the_clusters_tracebacks(tmp_path, tiny_corpus,
                                                                                    small_partitions):
     data = tmp_path / "d"
     _prepare(data, tiny_corpus)
-    dask = str(Path(sys.executable).with_name("dask"))
-    scheduler_file, marker = tmp_path / "scheduler.json", tmp_path / "partition-started"
-    tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                     "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log", env=tests_importable)]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = read_json(scheduler_file)["address"]
-        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
-                            tmp_path / "worker.log", env=tests_importable))
+    marker = tmp_path / "partition-started"
+    with _cluster(tmp_path) as (address, procs):
         # `ksent tokenize --scheduler ...` in a subprocess whose partition at row ROW_GROUP waits
         bootstrap = ("import pathlib, tests.helpers as h; from _pytest.monkeypatch import MonkeyPatch; "
                      f"h.register_tiny(MonkeyPatch(), pathlib.Path({str(tiny_corpus)!r})); "
@@ -343,19 +341,15 @@ def test_a_scheduler_killed_mid_stage_is_one_line_without_the_clusters_traceback
                      "from pipeline.apps.cli import cli; cli(prog_name='ksent')")
         run = subprocess.Popen([sys.executable, "-c", bootstrap, "tokenize", "--corpus", "tiny", "--tokenizer",
                                 "morpheme", "--scheduler", address, "--data-dir", str(data)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tests_importable)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
         deadline = time.monotonic() + 90
         while not marker.exists() and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.2)
         assert marker.exists(), run.communicate(timeout=30)
         os.killpg(procs[0].pid, signal.SIGKILL)                     # the scheduler dies mid-stage
         _, err = run.communicate(timeout=120)
-        err = err.decode()
-        assert run.returncode == 1 and "Traceback" not in err, err[-2000:]
-        assert err.count("Error:") == 1 and "Dask" in err, err[-2000:]
-        assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+    err = err.decode()
+    assert run.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert err.count("Error:") == 1 and "lost the Dask scheduler mid-stage" in err, err[-2000:]
+    assert not (data / "processed/tiny/morpheme-mecab/tokens.parquet").exists()
