@@ -23,7 +23,6 @@ def _pad_maxlen(text: str):
     raise ValueError("a positive integer or 'auto'")
 
 
-SEED = Param(42, "Random seed (recorded).", 0, 2**32 - 1)
 
 DOWNLOAD = Params(
     "download",
@@ -115,7 +114,7 @@ TRAIN = Params(
     learning_rate=Param(1e-3, "Adam learning rate.", 0.0, 1.0),
     lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
                    0.01, 1.0),
-    seed=SEED,
+    seed=Param(42, "Random seed (recorded).", 0, 2**32 - 1),
     # a split that fits in one shard (NSMC's char split: 41 MB) is batched exactly as in memory
     shard_mb=Param(512.0, "Read the training data in shards of at most this many MB of padded ids (bounds "
                    "memory).", 0.01, 1e6),

@@ -11,7 +11,6 @@ import dataclasses
 import gzip
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -180,39 +179,16 @@ def _start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Po
 def test_stages_run_on_a_separately_started_scheduler_and_two_workers(tmp_path, tiny_corpus, unlabeled,
                                                                       small_partitions):
     reference = _data_stages(tmp_path / "local", tiny_corpus, unlabeled, workers=1)
-    dask = str(Path(sys.executable).with_name("dask"))
-    scheduler_file = tmp_path / "scheduler.json"
-    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                     "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log")]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = read_json(scheduler_file)["address"]
-        for i in range(2):
-            procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
-                                tmp_path / f"worker{i}.log"))
+    with _cluster(tmp_path, workers=2) as (address, _):
         from distributed import Client
         with Client(address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
             worker_pids = set(c.run(os.getpid).values())
         assert len(worker_pids) == 2 and os.getpid() not in worker_pids
         remote = _data_stages(tmp_path / "remote", tiny_corpus, unlabeled, scheduler=address)
-        assert {remote[stage].counts["engine"] for stage in remote} == {f"Dask scheduler {address}"}
-        a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "remote")
-        assert a.keys() == b.keys() and [name for name in a if a[name] != b[name]] == []
-        assert reference["pretrain"].counts["unlabeled_used"] == remote["pretrain"].counts["unlabeled_used"]
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        shutil.rmtree(tmp_path / "remote", ignore_errors=True)
+    assert {remote[stage].counts["engine"] for stage in remote} == {f"Dask scheduler {address}"}
+    a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "remote")
+    assert a.keys() == b.keys() and [name for name in a if a[name] != b[name]] == []
+    assert reference["pretrain"].counts["unlabeled_used"] == remote["pretrain"].counts["unlabeled_used"]
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, tiny_corpus):
@@ -287,9 +263,10 @@ def test_read_rows_names_the_stage_to_rerun_or_the_missing_shared_folder(tmp_pat
 
 
 @contextlib.contextmanager
-def _cluster(tmp_path: Path, *worker_options: str):
-    """A `dask scheduler` and one `dask worker` started apart from the test (both can import the tests'
-    partition wrappers); yields (address, their processes: scheduler first). Both are killed at the end."""
+def _cluster(tmp_path: Path, *worker_options: str, workers: int = 1):
+    """A `dask scheduler` and `workers` single-threaded `dask worker`s started apart from the test (they can
+    import the tests' partition wrappers); yields (address, their processes: scheduler first). All are
+    killed at the end."""
     dask = str(Path(sys.executable).with_name("dask"))
     scheduler_file = tmp_path / "scheduler.json"
     tests_importable = {**os.environ, "PYTHONPATH": str(REPO)}        # the cluster unpickles the tests' wrappers
@@ -300,11 +277,12 @@ def _cluster(tmp_path: Path, *worker_options: str):
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = read_json(scheduler_file)["address"]
-        procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", *worker_options],
-                            tmp_path / "worker.log", env=tests_importable))
+        for i in range(workers):
+            procs.append(_start([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}",
+                                 *worker_options], tmp_path / f"worker{i}.log", env=tests_importable))
         from distributed import Client
         with Client(address, timeout="30s") as c:
-            c.wait_for_workers(1, timeout=60)
+            c.wait_for_workers(workers, timeout=60)
         yield address, procs
     finally:
         for proc in reversed(procs):

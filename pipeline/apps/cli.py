@@ -8,7 +8,6 @@ parameter), never a traceback; so does any other error, unless KSENT_DEBUG=1.
 from __future__ import annotations
 
 import errno
-import importlib
 import itertools
 import json
 import os
@@ -16,7 +15,7 @@ import signal
 
 import click
 
-from pipeline import layout, params as defaults
+from pipeline import graph, layout, params as defaults
 from pipeline.apps.options import (
     MAX_WORKERS,
     artifacts_option,
@@ -65,7 +64,7 @@ class KsentGroup(click.Group):
                                        "discarded") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except BrokenPipeError:     # `ksent status --json | head`: the reader has all it wanted
+        except BrokenPipeError:     # `ksent predict ... | head`: the reader has all it wanted
             _quiet_stdout()
             return None
         except OSError as exc:
@@ -109,6 +108,11 @@ def _echo(line: str) -> None:
     click.echo(line)
 
 
+def _run(stage: str, *args, **kwargs):
+    """The function of stage module pipeline.stages.<stage> (imported now, not at start-up), with the CLI's echo."""
+    return getattr(graph.stage_module(stage), stage)(*args, echo=_echo, **kwargs)
+
+
 # --- stages --------------------------------------------------------------------------------
 
 @cli.command()
@@ -118,15 +122,13 @@ def _echo(line: str) -> None:
 @param_options(defaults.DOWNLOAD, exclude=("backoff",))
 def download(corpus, mirror, data_dir, force, **params):
     """Fetch the corpus files into DATA_DIR/raw/<corpus>/ and verify their checksums."""
-    from pipeline.stages.download import download as run
-    run(corpus, data_dir=data_dir, mirror=mirror, force=force, echo=_echo, **params)
+    _run("download", corpus, data_dir=data_dir, mirror=mirror, force=force, **params)
 
 
 def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True) -> None:
     """`ksent <name>` for a corpus-wide stage whose options are its parameters (and the engine's)."""
     def command(corpus, data_dir, force, **params):
-        run = getattr(importlib.import_module(f"pipeline.stages.{name}"), name)
-        run(corpus, data_dir=data_dir, force=force, echo=_echo, **params)
+        _run(name, corpus, data_dir=data_dir, force=force, **params)
 
     command.__doc__ = help_text
     decorated = param_options(group)(engine_options(command) if engine else command)
@@ -151,9 +153,8 @@ _corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership 
 @engine_options
 def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_tags, options, workers, scheduler):
     """Segment every cleaned review into tokens (word, char or morpheme)."""
-    from pipeline.stages.tokenize import tokenize as run
-    run(corpus, segmenter_from(kind, backend, jamo, pos, stopwords, with_tags, options), data_dir=data_dir,
-        workers=workers, scheduler=scheduler, force=force, echo=_echo)
+    _run("tokenize", corpus, segmenter_from(kind, backend, jamo, pos, stopwords, with_tags, options),
+         data_dir=data_dir, workers=workers, scheduler=scheduler, force=force)
 
 
 @cli.command()
@@ -165,9 +166,8 @@ def tokenize(corpus, kind, backend, jamo, data_dir, force, pos, stopwords, with_
 @engine_options
 def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, scheduler, **params):
     """Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and train)."""
-    from pipeline.stages.pretrain import pretrain as run
-    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
-        scheduler=scheduler, force=force, echo=_echo, **params)
+    _run("pretrain", corpus, tok_name(kind, backend, jamo), data_dir=data_dir, unlabeled=unlabeled, workers=workers,
+         scheduler=scheduler, force=force, **params)
 
 
 @cli.command()
@@ -178,9 +178,8 @@ def pretrain(corpus, kind, backend, jamo, data_dir, force, unlabeled, workers, s
 @engine_options
 def pad(corpus, kind, backend, jamo, data_dir, force, workers, scheduler, **params):
     """Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json."""
-    from pipeline.stages.pad import pad as run
-    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, workers=workers, scheduler=scheduler, force=force,
-        echo=_echo, **params)
+    _run("pad", corpus, tok_name(kind, backend, jamo), data_dir=data_dir, workers=workers, scheduler=scheduler,
+         force=force, **params)
 
 
 @cli.command()
@@ -191,9 +190,8 @@ def pad(corpus, kind, backend, jamo, data_dir, force, workers, scheduler, **para
 @train_options
 def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params):
     """Train the Embedding + LSTM classifier; save the bundle in ARTIFACTS_DIR/<corpus>-<tok>/."""
-    from pipeline.stages.train import train as run
-    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
-        echo=_echo, **params)
+    _run("train", corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+         **params)
 
 
 @cli.command()
@@ -203,11 +201,9 @@ def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params)
 @artifacts_option
 def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
     """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
-    from pipeline.stages.evaluate import evaluate as run
-    from pipeline.stages.report import report
-    run(corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
-        echo=_echo)
-    report(artifacts_dir=artifacts_dir, echo=_echo)
+    _run("evaluate", corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
+         force=force)
+    _run("report", artifacts_dir=artifacts_dir)
 
 
 @cli.command(name="run")
@@ -222,8 +218,6 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
 def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
             **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
-    from pipeline import graph
-
     target = Target(corpus, segmenter_from(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
                     mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
                     train_params={k: v for k, v in train_params.items() if v is not None})
@@ -239,8 +233,6 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
 def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
     """Which stages `ksent run` would re-run (stale, and why) or run first (missing), without running them."""
-    from pipeline import graph
-
     segmenter = segmenter_from(kind, backend, jamo)
     rows = graph.status(Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir))
     if as_json:
@@ -265,19 +257,16 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
 def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
-    from pipeline.stages.ensemble import ensemble as run
-    from pipeline.stages.report import report
-    run(corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
-        artifacts_dir=artifacts_dir, force=force, echo=_echo)
-    report(artifacts_dir=artifacts_dir, echo=_echo)
+    _run("ensemble", corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
+         artifacts_dir=artifacts_dir, force=force)
+    _run("report", artifacts_dir=artifacts_dir)
 
 
 @cli.command()
 @artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
-    from pipeline.stages.report import report as run
-    run(artifacts_dir=artifacts_dir, force=True, echo=_echo)
+    _run("report", artifacts_dir=artifacts_dir, force=True)
 
 
 # --- predict -------------------------------------------------------------------------------
@@ -340,13 +329,10 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
         # analyzer processes only for an input of more than one full batch: a pool costs a start-up
         results = classifier.predict_stream(batches, workers=workers or DEFAULT_WORKERS,
                                             batch_size=batch_size, pool_after=STREAM_BATCH - 1)
-    out = sys.stdout
-    try:
-        for records in results:
-            out.write("".join(_format_record(r, as_json) for r in records))
-            out.flush()
-    except BrokenPipeError:    # `ksent predict --file big.txt | head`: the reader has all it wanted
-        _quiet_stdout()
+    out = sys.stdout            # `ksent predict --file big.txt | head`: a closed pipe ends it quietly (KsentGroup)
+    for records in results:
+        out.write("".join(_format_record(r, as_json) for r in records))
+        out.flush()
 
 
 def _quiet_stdout() -> None:

@@ -151,6 +151,15 @@ class Bundle(Predictor):
         return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
 
 
+def member_state(directory: Path, member: dict) -> str | None:
+    """Whether member `member` (an entry of ensemble bundle `directory`'s manifest) is "missing",
+    "changed" (its bundle.json is not the one the ensemble was made from), or None: the same."""
+    path = directory.parent / member["name"] / MANIFEST_FILE
+    if not path.is_file():
+        return "missing"
+    return "changed" if sha256_file(path) != member["bundle_sha256"] else None
+
+
 def _load_ensemble(directory: Path, manifest: dict, runtime: str):
     """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
     members, weights = manifest.get("members"), manifest.get("weights")
@@ -169,10 +178,11 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str):
     bundles, notes = [], []
     for member in members:
         member_dir = directory.parent / member["name"]
-        if not (member_dir / MANIFEST_FILE).is_file():
+        state = member_state(directory, member)
+        if state == "missing":
             raise PipelineError(f"ensemble {directory}: its member {member['name']} is missing (no "
                                 f"{member_dir / MANIFEST_FILE}) - train it again, or re-run {rerun} without it")
-        if sha256_file(member_dir / MANIFEST_FILE) != member["bundle_sha256"]:
+        if state == "changed":
             raise PipelineError(f"ensemble {directory}: its member {member['name']} changed since the ensemble was "
                                 f"made (bundle.json checksum differs; retrained?) - re-run {rerun}")
         bundle = load_bundle(member_dir, runtime=runtime)

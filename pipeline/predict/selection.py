@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.core.files import read_json, sha256_file
+from pipeline.core.files import read_json
 from pipeline.errors import PipelineError
-from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE
+from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE, member_state
 
 
 def _validation_accuracy(directory: Path) -> float:
@@ -25,10 +25,9 @@ def _changed_members(directory: Path, manifest: dict) -> list[str]:
     changed = []
     for member in manifest.get("members") or []:
         try:
-            path = directory.parent / member["name"] / MANIFEST_FILE
-            if sha256_file(path) != member["bundle_sha256"]:
+            if member_state(directory, member):
                 changed.append(member["name"])
-        except (OSError, KeyError, TypeError):
+        except (OSError, KeyError, TypeError):     # a damaged entry: not a usable ensemble either
             changed.append(str(member.get("name") if isinstance(member, dict) else member))
     return changed
 
