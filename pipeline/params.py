@@ -35,8 +35,7 @@ CLEAN = Params(
     "clean",
     # the defaults are the Normalizer's own, so that Normalizer() cleans as the pipeline does
     profile=Param(Normalizer.profile, "Normalization profile.", choices=tuple(PROFILES)),
-    squeeze=Param(Normalizer.squeeze, "Shorten runs of one repeated character to this length (0 = off).", 0,
-                  rule=lambda v: None if v <= 1000 else "must be at most 1,000 (longer runs are kept as they are)"),
+    squeeze=Param(Normalizer.squeeze, "Shorten runs of one repeated character to this length (0 = off).", 0, 1000),
     # published NSMC figures score all 50,000 test rows
     drop_empty_test=Param(False, "Drop test rows that are empty after cleaning (published figures keep them).",
                           flag="--drop-empty-test/--keep-empty-test"),
@@ -155,6 +154,10 @@ SERVE = Params(
     max_wait_ms=Param(2.0, "How long a request may wait for others to share its model call.", 0, 1000),
     max_texts=Param(1000, "Most reviews in one request (more: 422).", 1, 1_000_000),
     max_body_bytes=Param(1_000_000, "Largest request body (more: 413).", 1, 1 << 30),
+    # an explanation costs a network call per token (~10 ms a text for the word bundle, ~150 ms for an
+    # ensemble): 100 texts bound one request's work; explained texts run one per call between batches
+    max_explain=Param(100, "Most reviews in one request with explain=true (more: 422).", 1, 100_000),
+    shutdown_grace=Param(30.0, "Seconds requests in flight get after SIGTERM; still waiting then: 503.", 0, 3600),
 )
 
 PREDICT = Params(

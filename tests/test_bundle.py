@@ -177,3 +177,26 @@ def test_an_onnx_network_of_another_vocabulary_is_refused(bundle_copy):
     manifest["onnx"]["sha256"] = sha256_file(bundle_copy / "model.onnx")
     (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
     assert load_bundle(bundle_copy).predict_proba(["좋아요"]).shape == (1,)
+
+
+def test_a_network_that_answers_nan_is_an_error_not_a_probability(bundle_copy):
+    """A damaged output layer (NaN bias), bundle.json's checksum edited to match: `--json` never prints NaN."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.helpers import ksent
+
+    model = onnx.load(str(bundle_copy / "model.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT and list(tensor.dims) == [1]:   # the output bias
+            values = numpy_helper.to_array(tensor).copy()
+            values[...] = np.nan
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    onnx.save(model, str(bundle_copy / "model.onnx"))
+    manifest = json.loads((bundle_copy / "bundle.json").read_text())
+    manifest["onnx"]["sha256"] = sha256_file(bundle_copy / "model.onnx")
+    (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+    run = ksent("predict", "--model", str(bundle_copy), "--runtime", "onnx", "--json", "좋아요")
+    assert run.returncode == 1, run.stderr.decode()
+    assert "probability that is not a number" in run.stderr.decode() and "Traceback" not in run.stderr.decode()
+    assert b"NaN" not in run.stdout

@@ -83,6 +83,17 @@ def test_nan_and_inf_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_help_shows_the_limits_of_numeric_options():
+    for command, shown in ((["tokenize"], ["1<=x<=1024", "at most 10 MB"]), (["predict"], ["1<=x<=1024"]),
+                           (["clean"], ["0<=x<=1000"]),
+                           (["serve"], ["--max-explain", "--shutdown-grace", "0<=x<=3600"])):
+        run = ksent(*command, "--help")
+        assert run.returncode == 0
+        help_text = " ".join(run.stdout.decode().split())       # click wraps lines
+        for text in shown:
+            assert text in help_text, (command, text)
+
+
 def test_absurd_numbers_and_files_are_refused_before_anything_runs(tmp_path):
     data = ["--data-dir", str(tmp_path / "data")]
     garbage = tmp_path / "stopwords.txt"
@@ -90,9 +101,10 @@ def test_absurd_numbers_and_files_are_refused_before_anything_runs(tmp_path):
     huge = tmp_path / "huge.txt"
     huge.write_bytes(b"a\n" * (6 << 20))
     for args, message in (
-            (["tokenize", "--corpus", "nsmc", "--workers", "99999999999999999999", *data], "is more than 1,024"),
-            (["predict", "--workers", "5000", "좋아요"], "is more than 1,024"),
-            (["clean", "--corpus", "nsmc", "--squeeze", "5000000000", *data], "squeeze must be at most 1,000"),
+            (["tokenize", "--corpus", "nsmc", "--workers", "99999999999999999999", *data],
+             "not in the range 1<=x<=1024"),
+            (["predict", "--workers", "5000", "좋아요"], "not in the range 1<=x<=1024"),
+            (["clean", "--corpus", "nsmc", "--squeeze", "5000000000", *data], "not in the range 0<=x<=1000"),
             (["tokenize", "--corpus", "nsmc", "--stopwords", str(garbage), *data], "is not UTF-8 text"),
             (["tokenize", "--corpus", "nsmc", "--stopwords", str(huge), *data], "is larger than 10 MB")):
         run = ksent(*args)

@@ -521,6 +521,77 @@ def test_a_failing_model_call_is_a_json_500_and_the_server_goes_on(caplog):
     assert "prediction failed" in caplog.text
 
 
+def test_batcher_refuse_waiting_fails_the_queue_and_lets_the_running_call_answer():
+    model = FakeModel(seconds=0.3)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=2, max_wait_ms=0)
+        running = asyncio.ensure_future(batcher.submit([1, 2]))
+        await asyncio.sleep(0.1)                                    # [1, 2] is in the model now
+        waiting = [asyncio.ensure_future(batcher.submit([k])) for k in (3, 4)]
+        await asyncio.sleep(0.05)
+        refused = batcher.refuse_waiting("shutting down")
+        outcomes = await asyncio.gather(running, *waiting, return_exceptions=True)
+        with pytest.raises(BatcherClosed):
+            await batcher.submit([5])
+        await batcher.close()
+        return refused, outcomes
+
+    refused, outcomes = run(scenario())
+    assert refused == 2 and outcomes[0] == [10, 20]
+    assert all(isinstance(o, BatcherClosed) and str(o) == "shutting down" for o in outcomes[1:])
+    assert model.batches == [[1, 2]]
+
+
+def test_explain_requests_are_bounded_by_max_explain():
+    from pipeline.apps.serve import create_app
+
+    app = create_app(FailingClassifier(), max_wait_ms=0, max_explain=2)
+
+    async def scenario():
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            return (await http.post("/predict", json={"texts": ["a", "b", "c"], "explain": True}),
+                    await http.post("/predict", json={"texts": ["a", "b"], "explain": True}),
+                    await http.post("/predict", json={"texts": ["a", "b", "c"]}))
+
+    over, at_limit, plain = run(scenario())
+    assert over.status_code == 422
+    assert over.json() == {"error": "explain: 3 texts, at most 2 per request with explain (--max-explain); "
+                                    "split them over several requests", "field": "explain", "limit": 2}
+    assert at_limit.status_code == 200 and len(at_limit.json()["predictions"]) == 2
+    assert plain.status_code == 200 and len(plain.json()["predictions"]) == 3
+
+
+def test_requests_still_waiting_at_the_end_of_the_shutdown_grace_get_a_json_503(bundle_dir):
+    server = ServerProcess(bundle_dir, "--max-texts", "3000", "--max-explain", "3000", "--shutdown-grace", "1")
+    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # several seconds of explaining
+    done = {}
+
+    def explain():
+        with httpx.Client(base_url=server.url, timeout=120) as other:
+            done["explain"] = other.post("/predict", json={"texts": texts, "explain": True})
+
+    thread = threading.Thread(target=explain)
+    try:
+        thread.start()
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        answered = time.monotonic() - signalled
+        assert server.proc.wait(timeout=20) == 0
+    finally:
+        server.kill()
+    response = done["explain"]
+    assert response.status_code == 503, response.text[:300]
+    assert response.json() == {"error": "the server is shutting down; send the request again"}
+    assert 1.0 <= answered < 4.0, answered
+    assert server.next_line(5) == "stopped"
+    stderr = "".join(server.stderr)
+    assert "Traceback" not in stderr and "answered 503" in stderr
+
+
 # --- a client cannot hold the server ------------------------------------------------------------
 
 def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile(server, client):
@@ -554,7 +625,7 @@ def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile
 
 
 def test_an_explain_request_does_not_stall_the_others(bundle_dir):
-    server = ServerProcess(bundle_dir, "--max-texts", "1000")
+    server = ServerProcess(bundle_dir, "--max-texts", "1000", "--max-explain", "1000")
     texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(1000)]        # 8 tokens each: 8 calls per text
     done = {}
 
@@ -581,7 +652,7 @@ def test_an_explain_request_does_not_stall_the_others(bundle_dir):
 def test_health_and_predict_stay_fast_under_idle_connections_and_a_maximal_explain_request(bundle_dir):
     """The issue's load test, bounded and on loopback: 1,000 idle connections and one explain request of
     the most texts the server allows are open while single requests are timed."""
-    server = ServerProcess(bundle_dir, "--max-texts", "3000")
+    server = ServerProcess(bundle_dir, "--max-texts", "3000", "--max-explain", "3000")
     idle, done = [], {}
     texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # 8 tokens: 8 calls per text
 

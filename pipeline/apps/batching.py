@@ -94,6 +94,19 @@ class MicroBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
+    def refuse_waiting(self, reason: str) -> int:
+        """Fail every request not yet handed to a model call with BatcherClosed(reason), and refuse new
+        ones; the call running now finishes and answers its requests. Returns the requests refused."""
+        self._closed = True
+        refused = 0
+        for request in list(self._queue):
+            if request.taken == 0 and not request.future.done():
+                request.future.set_exception(BatcherClosed(reason))
+                self._queue.remove(request)
+                self._queued_items -= len(request.items)
+                refused += 1
+        return refused
+
     async def close(self) -> None:
         """Stop the consumer; requests still queued fail with BatcherClosed. Waits for a running model call."""
         self._closed = True

@@ -19,7 +19,6 @@ from pipeline import graph, layout, params as defaults
 from pipeline.apps.options import (
     MAX_WORKERS,
     artifacts_option,
-    at_most,
     corpus_option,
     data_options,
     engine_options,
@@ -146,7 +145,8 @@ _corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership 
 @tokenizer_options
 @data_options
 @click.option("--pos", multiple=True, help="morpheme: keep only tags starting with this prefix (repeatable).")
-@click.option("--stopwords", type=click.Path(exists=True, dir_okay=False), help="File with one stopword a line.")
+@click.option("--stopwords", type=click.Path(exists=True, dir_okay=False),
+              help="File with one stopword a line (UTF-8, at most 10 MB).")
 @click.option("--with-tags", is_flag=True, help="morpheme: emit morpheme/TAG tokens.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Backend option, e.g. --option stem=true for okt (repeatable).")
@@ -284,7 +284,7 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 @click.option("--explain", is_flag=True,
               help="Also show each token's effect on the probability and the probability while reading.")
 @param_options(defaults.PREDICT, exclude=("stream_batch",))
-@click.option("--workers", type=click.IntRange(min=1), default=None, callback=at_most(MAX_WORKERS),
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "keras"]),
               help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras.")
@@ -345,7 +345,7 @@ def _format_record(record: dict, as_json: bool) -> str:
     from pipeline.predict.lines import format_plain
 
     if as_json:
-        return json.dumps(record, ensure_ascii=False) + "\n"
+        return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"   # NaN is not JSON: fail loudly
     if "explanation" not in record:
         return format_plain(record) + "\n"
     from pipeline.predict.explain import format_explanation
@@ -361,11 +361,13 @@ def _format_record(record: dict, as_json: bool) -> str:
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
 @click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
 @param_options(defaults.SERVE)
-def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes):
+def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes, max_explain,
+          shutdown_grace):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
 
     Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
-    stops accepting connections and lets the requests in flight finish.
+    stops accepting connections and lets the requests in flight finish within
+    --shutdown-grace seconds; requests still waiting for the model then get 503.
     """
     try:
         from pipeline.apps.serve import run_server
@@ -373,7 +375,8 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
         raise PipelineError(f"`ksent serve` needs {exc.name}, which is not installed: `pip install 'ksent[serve]'` "
                             f"(`make setup` installs it)") from None
     run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-               max_texts=max_texts, max_body_bytes=max_body_bytes, echo=_echo)
+               max_texts=max_texts, max_body_bytes=max_body_bytes, max_explain=max_explain,
+               shutdown_grace=shutdown_grace, echo=_echo)
 
 
 def main():

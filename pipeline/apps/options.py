@@ -91,7 +91,7 @@ def engine_options(f):
     f = click.option("--scheduler", metavar="ADDRESS", envvar="KSENT_SCHEDULER", show_envvar=True, default=None,
                      help="Run on this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of on this machine; "
                           "its workers must see --data-dir at the same path.")(f)
-    return click.option("--workers", type=click.IntRange(min=1), default=None, callback=at_most(MAX_WORKERS),
+    return click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
                         help="Local worker processes for the stage's partitions [default: all cores].")(f)
 
 
@@ -109,14 +109,6 @@ def mirror_option(f):
 
 MAX_WORKERS = 1024             # processes on one machine; more is a typo that would exhaust its memory
 MAX_LIST_BYTES = 10 << 20      # a word list given by path (--stopwords)
-
-
-def at_most(limit: int):
-    def callback(ctx, param, value):
-        if value is not None and value > limit:
-            raise click.BadParameter(f"{value} is more than {limit:,}.")
-        return value
-    return callback
 
 
 def _read_small_text(path: str, option: str) -> str:

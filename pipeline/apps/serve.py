@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from pipeline.apps.batching import MicroBatcher
+from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.apps.guards import BODY_TIMEOUT_S, default_max_connections, guarded_protocol
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.params import SERVE
@@ -50,7 +50,7 @@ __all__ = ["create_app", "run_server"]
 log = logging.getLogger("ksent.serve")
 
 MODEL_VERSION = "1"             # TF Serving versions a model; a ksent bundle folder is one version
-GRACEFUL_SHUTDOWN_SECONDS = 30  # after SIGTERM, requests in flight get this long to finish
+DRAIN_SECONDS = 5               # after the grace period: the running model call ends and answers are sent
 WARMUP_TEXT = "배우들 연기가 훌륭하고 스토리도 감동적이에요"
 
 
@@ -62,7 +62,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True,
                               json_schema_extra={"examples": [{"texts": ["정말 재밌어요", "시간 아깝다"]}]})
     texts: list[str] = Field(description="Reviews to classify (an empty list gives no predictions).")
-    explain: bool = Field(False, description="Add an `explanation` to each prediction (not batched: slower).")
+    explain: bool = Field(False, description="Add an `explanation` to each prediction (not batched: slower; "
+                                             "at most --max-explain texts).")
 
 
 class Prediction(BaseModel):
@@ -117,7 +118,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "The body is not UTF-8 or not JSON."), (404, "No model of that name."),
         (413, "The body is larger than --max-body-bytes."),
         (422, "A field is missing or has the wrong type, or more texts than --max-texts."),
-        (500, "The model call failed (see the server's log)."))}
+        (500, "The model call failed (see the server's log)."),
+        (503, "The server is shutting down: send the request again."))}
 
 
 class RequestError(Exception):
@@ -224,15 +226,18 @@ def check_unicode(texts: list[str], list_field: str) -> None:
 
 def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batch"],
                max_wait_ms: float = SERVE["max_wait_ms"], max_texts: int = SERVE["max_texts"],
-               max_body_bytes: int = SERVE["max_body_bytes"]) -> FastAPI:
-    """The FastAPI app serving Classifier `clf` as model `name` (default: the bundle folder's name)."""
+               max_body_bytes: int = SERVE["max_body_bytes"], max_explain: int = SERVE["max_explain"]) -> FastAPI:
+    """The FastAPI app serving Classifier `clf` as model `name` (default: the bundle folder's name).
+
+    `app.state.stop_waiting()` answers every request still waiting for the model with 503
+    (run_server calls it at the end of the shutdown grace period)."""
     import pipeline
 
     name = name or clf.directory.name
     info = json.loads(json.dumps(clf.info, default=str))        # computed once; reads metrics.json
     info.pop("directory", None)                                 # a path on the server is nobody else's business
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
-              "max_body_bytes": max_body_bytes}
+              "max_body_bytes": max_body_bytes, "max_explain": max_explain}
     batcher: MicroBatcher[str, dict] | None = None
 
     @contextlib.asynccontextmanager
@@ -244,15 +249,26 @@ def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batc
         finally:
             await batcher.close()
 
+    def stop_waiting() -> None:
+        if batcher is not None:     # called only while requests are still in flight
+            batcher.refuse_waiting("the server is shutting down")
+            log.warning("shutdown grace period over: requests still waiting for the model are answered 503")
+
     app = FastAPI(title="ksent", version=pipeline.__version__, lifespan=lifespan,
                   description=f"Korean review sentiment: model `{name}` ({info.get('corpus')}, "
                               f"{info.get('tokenization')}). Texts of concurrent requests are batched together.")
 
     async def predict_records(texts: list[str], explain: bool) -> list[dict]:
+        if explain and len(texts) > max_explain:
+            raise RequestError(422, f"explain: {len(texts)} texts, at most {max_explain} per request with explain "
+                                    f"(--max-explain); split them over several requests", "explain",
+                               limit=max_explain)
         try:
             if explain:         # a network call per token: one text per call, so batched requests run between them
                 return [record for text in texts for record in await batcher.call(clf.predict, [text], explain=True)]
             return await batcher.submit(texts)
+        except BatcherClosed:
+            raise RequestError(503, "the server is shutting down; send the request again", close=True) from None
         except PipelineError as exc:    # what this model cannot do (explain an ensemble): the request's fault
             raise RequestError(422, str(exc), "explain" if explain else "texts") from None
         except Exception as exc:
@@ -340,6 +356,7 @@ def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batc
                               "field": problems[0]["field"], "errors": problems}, 422)
 
     app.state.model_name = name
+    app.state.stop_waiting = stop_waiting
     app.state.runtime = info.get("runtime")
     return app
 
@@ -397,11 +414,13 @@ def _signals_left_to_uvicorn(stop_requested: list[int]):
 def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
                max_batch: int = SERVE["max_batch"], max_wait_ms: float = SERVE["max_wait_ms"],
                max_texts: int = SERVE["max_texts"], max_body_bytes: int = SERVE["max_body_bytes"],
+               max_explain: int = SERVE["max_explain"], shutdown_grace: float = SERVE["shutdown_grace"],
                echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Serve the bundle in `model_dir` (None: the default model) until SIGTERM or Ctrl-C.
 
     Echoes one line with the real address once the socket listens (so --port 0 can be
-    read from stdout), and `stopped` after requests in flight have finished.
+    read from stdout), and `stopped` after requests in flight have finished. After SIGTERM,
+    requests get `shutdown_grace` seconds; those still waiting for the model then get 503.
     Raises PipelineError for a bundle that cannot be loaded or an address that cannot be bound.
     """
     from pipeline.predict.classifier import load
@@ -412,7 +431,7 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
     try:
         clf = load(model_dir or None, on_note=lambda note: echo(f"note: {note}"))
         app = create_app(clf, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
-                         max_body_bytes=max_body_bytes)
+                         max_body_bytes=max_body_bytes, max_explain=max_explain)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client
         runtime = f" ({app.state.runtime})" if app.state.runtime else ""
         banner = (f"serving {app.state.model_name}{runtime} at {_url(sock)} - docs at /docs; "
@@ -427,10 +446,19 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                 if stop_requested:
                     self.should_exit = True
 
+            async def shutdown(self, sockets=None) -> None:
+                # uvicorn cancels what is still running when its timeout ends, and a cancelled request is a
+                # 500: so at the end of the grace period the waiting requests are answered 503 first
+                timer = asyncio.get_running_loop().call_later(shutdown_grace, app.state.stop_waiting)
+                try:
+                    await super().shutdown(sockets=sockets)
+                finally:
+                    timer.cancel()
+
         # access log off: a log line per request costs more than the request; uvicorn's own lines: warnings up
         config = uvicorn.Config(app, loop="auto", http=guarded_protocol(default_max_connections()), lifespan="on",
                                 log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False)
+                                timeout_graceful_shutdown=shutdown_grace + DRAIN_SECONDS, server_header=False)
         with _signals_left_to_uvicorn(stop_requested):
             Server(config).run(sockets=[sock])
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.predict.runtime import BATCH_SIZE
 
 THRESHOLD = 0.5             # probability of positive at or above which a review is labelled positive
@@ -58,6 +59,9 @@ class Predictor:
 
 
 def to_records(texts, probabilities, empty) -> list[dict]:
+    if not np.isfinite(probabilities).all():    # damaged weights: NaN is no answer, and not JSON either
+        raise PipelineError("the network gave a probability that is not a number: its weights are damaged; "
+                            "re-make the bundle (ksent train)")
     return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
              "probability": float(p), "empty": bool(e)}
             for text, p, e in zip(texts, probabilities, empty, strict=True)]
