@@ -3,6 +3,7 @@ and the real `ksent` entry point in a subprocess. Tests import these from here (
 other); the pytest fixtures built on them are in conftest.py."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -57,8 +58,8 @@ def write_nsmc_file(path: Path, rows: list[tuple[str, int]], start_id: int = 100
 def register_tiny(monkeypatch, mirror: Path) -> None:
     """Register corpus "tiny" with the checksums of the files now in mirror/tiny/ (call again after editing them)."""
     train, test = mirror / "tiny" / "ratings_train.txt", mirror / "tiny" / "ratings_test.txt"
-    spec = corpora.Corpus(
-        name="tiny", description="test fixture", has_header=True, parse_line=corpora.CORPORA["nsmc"].parse_line,
+    spec = dataclasses.replace(
+        corpora.CORPORA["nsmc"], name="tiny", description="test fixture", unlabeled=None,
         files=(corpora.CorpusFile(train.name, f"http://127.0.0.1:9/tiny/{train.name}", "train",
                                   sha256=sha256_file(train), size=train.stat().st_size),
                corpora.CorpusFile(test.name, f"http://127.0.0.1:9/tiny/{test.name}", "test", sha256=sha256_file(test),

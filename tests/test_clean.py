@@ -75,12 +75,12 @@ def test_clean_stage_counts_and_keeps_empty_test_rows(tmp_path, tiny_corpus, mon
     lines = []
     result = clean("tiny", data_dir=data, echo=lines.append)
     assert result.counts["rows_read"] == 8
-    assert result.counts["malformed"] == {"wrong field count": 1, "bad label": 1}
+    assert result.counts["malformed"] == {"wrong field count": 1, "unmapped label": 1}
     assert result.counts["empty_dropped"] == 2 and result.counts["empty_test_kept"] == 1
     table = pd.read_parquet(data / "interim" / "tiny" / "clean.parquet")
     assert table["text"].tolist() == ["좋아요", "별로 ㅠㅠ", "재밌다", ""]
     assert table["raw"].tolist() == ["좋아요!!", "별로 ㅠㅠㅠㅠ", "재밌다", "!!!"]
-    assert "8 rows read" in lines[0] and "1 bad label" in lines[0] and "1 empty test rows kept" in lines[0]
+    assert "8 rows read" in lines[0] and "1 unmapped label" in lines[0] and "1 empty test rows kept" in lines[0]
 
     again = clean("tiny", data_dir=data, echo=lines.append)
     assert again.skipped and "up to date" in lines[-1]

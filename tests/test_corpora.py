@@ -31,7 +31,7 @@ def test_nsmc_reader_counts_malformed_rows_by_reason(tmp_path):
     write_nsmc_file(raw / "ratings_test.txt", [])
     table, problems = CORPORA["nsmc"].read(raw)
     assert len(table) == 1
-    assert problems == {"wrong field count": 2, "bad label": 2, "missing id": 1}
+    assert problems == {"wrong field count": 2, "unmapped label": 2, "missing id": 1}
 
 
 def test_unquote_csv_field():

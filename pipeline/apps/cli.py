@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import signal
+from pathlib import Path
 
 import click
 
@@ -124,20 +125,22 @@ def download(corpus, mirror, data_dir, force, **params):
     _run("download", corpus, data_dir=data_dir, mirror=mirror, force=force, **params)
 
 
-def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True) -> None:
+def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True,
+                  corpus_defaults: tuple[str, ...] = ()) -> None:
     """`ksent <name>` for a corpus-wide stage whose options are its parameters (and the engine's)."""
     def command(corpus, data_dir, force, **params):
         _run(name, corpus, data_dir=data_dir, force=force, **params)
 
     command.__doc__ = help_text
-    decorated = param_options(group)(engine_options(command) if engine else command)
+    decorated = param_options(group, corpus_defaults=corpus_defaults)(engine_options(command) if engine else command)
     cli.command(name=name)(corpus_option(data_options(decorated)))
 
 
 _corpus_stage("clean", defaults.CLEAN, "Normalize the raw text (regex profile); count malformed and empty rows.")
 _corpus_stage("dedupe", defaults.DEDUPE,
               "Remove duplicate texts; report and handle label conflicts and train/test leakage.")
-_corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership (stratified, seeded).", engine=False)
+_corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership (stratified, seeded).", engine=False,
+              corpus_defaults=("seed", "val_ratio", "test_ratio"))
 
 
 @cli.command()
@@ -351,6 +354,79 @@ def _format_record(record: dict, as_json: bool) -> str:
     from pipeline.predict.explain import format_explanation
 
     return "\n".join([format_plain(record), *format_explanation(record["explanation"])]) + "\n"
+
+
+# --- corpora ------------------------------------------------------------------------------
+
+@cli.group()
+def corpus():
+    """Declared corpora: list them, show what a declaration resolves to, check a file against it.
+
+    A corpus is a TOML declaration NAME.toml, found in ksent's built-ins, in ./corpora/ and in the
+    files or folders of $KSENT_CORPORA (docs/corpora.md documents every key).
+    """
+
+
+@corpus.command(name="list")
+def corpus_list():
+    """Every declared corpus, and where it is declared."""
+    from pipeline.corpora import CORPORA
+
+    for name, spec in CORPORA.items():
+        click.echo(f"{name:<24} {spec.description or '(no description)'}\n{'':<24} {spec.origin}")
+
+
+@corpus.command(name="show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def corpus_show(name, as_json):
+    """What declaration NAME resolves to: files, sources, format, columns, label rule, split."""
+    from pipeline.corpora import get_corpus
+    from pipeline.corpora.check import describe
+
+    described = describe(get_corpus(name))
+    if as_json:
+        click.echo(json.dumps(described, ensure_ascii=False, indent=2))
+        return
+    for key, value in described.items():
+        if isinstance(value, list):
+            click.echo(f"{key}:")
+            for item in value:
+                click.echo("  - " + "; ".join(f"{k} {v}" for k, v in item.items()))
+        elif isinstance(value, dict):
+            click.echo(f"{key}: " + "; ".join(f"{k} {v}" for k, v in value.items()))
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@corpus.command(name="check")
+@click.argument("name")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
+              help="Where `download` put the corpus's files (checked when no FILES are given).")
+def corpus_check(name, files, data_dir):
+    """Read FILES (default: the corpus's downloaded files) as declaration NAME says, without running the
+    pipeline: rows, usable rows by label, and problems by reason."""
+    from pipeline.corpora import get_corpus
+    from pipeline.corpora.check import check_file
+
+    spec = get_corpus(name)
+    if files:
+        role = spec.files[0].source if len(spec.files) == 1 else "all"
+        targets = [(Path(f), role) for f in files]
+    else:
+        raw = layout.raw_dir(data_dir, name)
+        targets = [(raw / f.name, f.source) for f in spec.files]
+        missing = [str(p) for p, _ in targets if not p.is_file()]
+        if missing:
+            raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
+                                f"`ksent download --corpus {name}` first")
+    for path, role in targets:
+        report = check_file(spec, path, role)
+        problems = ", ".join(f"{n:,} {reason}" for reason, n in report["problems"].items()) or "none"
+        sources = ", ".join(f"{s} {n:,}" for s, n in report["by source"].items())
+        click.echo(f"{path}: {report['rows']:,} rows -> {report['usable']:,} usable ({report['positive']:,} "
+                   f"positive, {report['negative']:,} negative; {sources}); not usable: {problems}")
 
 
 @cli.command()

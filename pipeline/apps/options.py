@@ -8,7 +8,7 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.core.params import Param, Params
-from pipeline.corpora import CORPORA
+from pipeline.corpora import get_corpus
 
 # --- options generated from the parameter declarations (pipeline.params) -------------------
 
@@ -56,11 +56,15 @@ def param_option(name: str, p: Param, *, dest: str | None = None, **overrides):
     return click.option(*decls, *([dest] if dest else []), **settings)
 
 
-def param_options(group: Params, *, exclude: tuple[str, ...] = ()):
-    """One option per parameter of `group` (pipeline.params), in declaration order."""
+def param_options(group: Params, *, exclude: tuple[str, ...] = (), corpus_defaults: tuple[str, ...] = ()):
+    """One option per parameter of `group` (pipeline.params), in declaration order. Those in
+    `corpus_defaults` are None unless given: a corpus declaration may set their defaults."""
     def decorate(f):
         for name, p in reversed(list(group.params.items())):
-            if name not in exclude:
+            if name in corpus_defaults:
+                f = param_option(name, p, default=None, show_default=False,
+                                 help=f"{p.help}  [default: {p.default}, or the corpus declaration's]")(f)
+            elif name not in exclude:
                 f = param_option(name, p)(f)
         return f
     return decorate
@@ -69,15 +73,20 @@ def param_options(group: Params, *, exclude: tuple[str, ...] = ()):
 # --- shared options ------------------------------------------------------------------------
 
 def _known_corpus(ctx, param, value):
-    # checked at call time, not import time, so a corpus registered later is accepted
-    if value not in CORPORA:
-        raise click.BadParameter(f"unknown corpus {value!r}; choose one of: {', '.join(CORPORA)}")
+    # looked up at call time, not import time: `--help` works whatever the declarations hold
+    from pipeline.errors import PipelineError
+
+    try:
+        get_corpus(value)
+    except PipelineError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
 def corpus_option(f):
     return click.option("--corpus", required=True, callback=_known_corpus,
-                        help=f"Corpus from the registry: {', '.join(CORPORA)}.")(f)
+                        help="Corpus name: a built-in one (nsmc, naver_shopping, naver_shopping_sample) or one "
+                             "you declared (`ksent corpus list`).")(f)
 
 
 def data_options(f):

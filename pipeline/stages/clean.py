@@ -1,4 +1,4 @@
-"""clean: read the raw corpus files, count malformed rows, normalize the text (regex profile).
+"""clean: read the raw corpus files as declared, count malformed rows, normalize the text (regex profile).
 
 Output `data/interim/<corpus>/clean.parquet`: id, raw (text as published), text
 (normalized), label, rating, source; and `normalizer.json`, the normalization
@@ -6,9 +6,9 @@ that `predict` will replay. Rows empty after cleaning are dropped from training
 sources and counted; rows of an upstream test file are kept by default (each
 still gets a prediction), because published accuracies score every test row.
 
-Each raw file is parsed and normalized in blocks of whole lines (BLOCK_BYTES) on the
-engine (pipeline.core.engine), the rows written in file and line order, so the output does
-not depend on the number of workers.
+Each raw file is parsed (pipeline.corpora.readers) and normalized in partitions of whole rows
+on the engine (pipeline.core.engine), the rows written in file order, so the output does not
+depend on the number of workers.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter
-from pipeline.corpora import Corpus, check_utf8_share, get_corpus, line_blocks, parse_lines, pinned_check, read_block
+from pipeline.corpora import Corpus, check_utf8_share, get_corpus, pinned_check
+from pipeline.corpora.readers import BLOCK_BYTES, Part, file_parts, read_part
 from pipeline.errors import PipelineError, check_number
 from pipeline.text.normalize import Normalizer
 
@@ -38,7 +39,6 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> St
                  outputs=("clean.parquet", "normalizer.json"))
 
 
-BLOCK_BYTES = 4 << 20          # raw bytes per partition (~40,000 NSMC lines)
 # Fewer blocks than this are cleaned in this process: parsing and regexes are cheap next to
 # starting a local cluster (NSMC's 19 MB: 2.2 s in one process, ~4 s on 2 workers).
 LOCAL_BELOW = 8
@@ -61,25 +61,20 @@ def _schema():
     return pa.Table.from_pandas(empty, preserve_index=False).schema
 
 
-def clean_block(path: str, start: int, end: int, first_lineno: int, spec: Corpus, source: str,
-                normalizer: Normalizer, drop_empty_test: bool):
-    """Rows of bytes [start, end) of one raw file, parsed and normalized (runs on a worker), and its counts."""
+def clean_block(path: str, part: Part, spec: Corpus, source: str, normalizer: Normalizer, drop_empty_test: bool):
+    """The rows of one partition of a raw file, parsed and normalized (runs on a worker), and its counts."""
     import pandas as pd
     import pyarrow as pa
 
-    try:
-        lines = read_block(path, start, end)
-    except OSError as exc:
-        raise PipelineError(f"clean: cannot read {path} ({exc.strerror or exc}) - does this worker see the data "
-                            f"folder at the same path?") from None
-    frame, problems, n_lines = parse_lines(lines, first_lineno, spec, source)
+    frame, problems, n_lines = read_part(path, part, spec, source)
     frame = frame.rename(columns={"text": "raw"})
     frame["text"] = pd.Series([normalizer(t) for t in frame["raw"]], dtype=_COLUMNS["text"])
     empty = frame["text"] == ""
     droppable = empty & ((frame["source"] != "test") | drop_empty_test)
     kept = frame.loc[~droppable, list(_COLUMNS)].reset_index(drop=True)
     table = pa.Table.from_pandas(kept, preserve_index=False).cast(_schema())
-    return table, {"read": len(frame), "problems": problems, "lines": n_lines, "dropped": int(droppable.sum()),
+    read = {str(src): int(n) for src, n in frame["source"].value_counts(sort=False).items()}
+    return table, {"read": read, "problems": problems, "lines": n_lines, "dropped": int(droppable.sum()),
                    "kept_empty": int((empty & ~droppable).sum())}
 
 
@@ -96,8 +91,8 @@ def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int |
     raw_dir = layout.raw_dir(data_dir, corpus)
 
     def run(out: Staging) -> StageResult:
-        parts = [(str((raw_dir / f.name).resolve()), *block, spec, f.source, normalizer, bool(drop_empty_test))
-                 for f in spec.files for block in line_blocks(raw_dir / f.name, BLOCK_BYTES)]
+        parts = [(str((raw_dir / f.name).resolve()), part, spec, f.source, normalizer, bool(drop_empty_test))
+                 for f in spec.files for part in file_parts(raw_dir / f.name, spec, spec.format, BLOCK_BYTES)]
         read_by_source: Counter = Counter()
         problems: Counter = Counter()
         invalid_by_file: Counter = Counter()
@@ -108,10 +103,11 @@ def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int |
             for part, (table, counts) in zip(parts, eng.map(clean_block, parts, what=f"clean {corpus}",
                                                                  local_below=LOCAL_BELOW),
                                              strict=True):
-                path, source = part[0], part[5]
+                path = part[0]
                 writer.write(table)
                 rows_out += table.num_rows
-                read_by_source[source] += counts["read"]
+                for source, n in counts["read"].items():
+                    read_by_source[source] += n
                 problems.update(counts["problems"])
                 invalid_by_file[path] += counts["problems"]["invalid UTF-8"]
                 lines_by_file[path] += counts["lines"]

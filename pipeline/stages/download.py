@@ -1,9 +1,10 @@
 """download: fetch a corpus's upstream files into data/raw/<corpus>/, verified.
 
-Sources: the upstream HTTPS URL, or a mirror base (local folder, file:// or
+Sources: the declared URL or local path, or a mirror base (local folder, file:// or
 http(s):// URL) laid out as <BASE>/<corpus>/<upstream file name>. Each file is
 streamed into the stage's staging folder while a progress bar runs and verified
-against its pinned checksum, then renamed into place: a failure of any kind leaves
+against its pinned checksum (a file declared without one: the checksum recorded in
+checksums.json at its first download), then renamed into place: a failure of any kind leaves
 no unverified file behind, and the manifest (pipeline.core.stage.run_stage) is
 written once every file is there. A present file whose checksum matches is kept.
 """
@@ -23,7 +24,8 @@ from pipeline import layout
 from pipeline.core import files
 from pipeline.core.files import atomic_path
 from pipeline.core.stage import Stage, StageResult, Staging, Target, run_stage
-from pipeline.corpora import CorpusFile, get_corpus, verify_file
+from pipeline.corpora import CorpusFile, get_corpus, recorded_checksum, verify_file
+from pipeline.corpora.spec import RECORDED
 from pipeline.errors import PipelineError
 from pipeline.params import DOWNLOAD
 
@@ -50,6 +52,9 @@ class _Transient(Exception):
 
 def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
     if not mirror:
+        if not spec.url:
+            raise DownloadError(f"{corpus}: {spec.name} has no URL, only a mirror has it - give --mirror BASE "
+                                f"(e.g. --mirror ../shared/corpora) or set {MIRROR_ENV}")
         return spec.url
     folder = spec.mirror_folder or corpus
     if "://" in mirror:
@@ -106,8 +111,9 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limi
 def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, backoff: float, timeout: float,
                    progress: bool = True,
                    sleep: Callable[[float], None] = time.sleep,
-                   echo: Callable[[str], None] = print) -> None:
-    """Download `url` to `target` atomically, retrying transient failures with exponential backoff."""
+                   echo: Callable[[str], None] = print, recorded: str | None = None) -> str:
+    """Download `url` to `target` atomically, retrying transient failures with exponential backoff; verify it
+    against the pinned checksum, else the `recorded` one. Returns its checksum."""
     with atomic_path(target) as tmp:
         for attempt in range(retries + 1):
             try:
@@ -119,21 +125,26 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, ba
                 delay = backoff * 2 ** attempt
                 echo(f"  {spec.name}: {exc}; retrying in {delay:g}s ({attempt + 1}/{retries})")
                 sleep(delay)
-        ok, actual = verify_file(tmp, spec)
+        ok, actual = verify_file(tmp, spec, recorded)
         if not ok:
-            raise ChecksumError(f"{spec.name}: checksum mismatch ({spec.checksum_kind()} expected "
-                                f"{spec.expected_checksum()}, got {actual}) from {url}; the file was discarded")
+            pin = "expected" if spec.pinned else "recorded at its first download"
+            raise ChecksumError(f"{spec.name}: checksum mismatch ({spec.checksum_kind()} {pin} "
+                                f"{spec.expected_checksum() or recorded}, got {actual}) from {url}; the file was "
+                                f"discarded" + ("" if spec.pinned else f" (if the source changed on purpose, delete "
+                                                                       f"{target.parent / RECORDED})"))
+    return actual
 
 
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR) -> Stage:
     """The corpus's files, pinned by checksum (the parameters), into data/raw/<corpus>/; the unlabeled
     reviews are an optional output (not every source has them)."""
     spec = get_corpus(corpus)
-    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum()}"
-            for f in (*spec.files, *([spec.unlabeled] if spec.unlabeled else []))}
+    every = (*spec.files, *([spec.unlabeled] if spec.unlabeled else []))
+    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum() or 'recorded'}" for f in every}
+    optional = ((spec.unlabeled.name,) if spec.unlabeled else ()) + (
+        (RECORDED,) if any(not f.pinned for f in every) else ())
     return Stage("download", corpus, layout.raw_dir(data_dir, corpus), inputs={}, params={"files": pins},
-                 outputs=tuple(f.name for f in spec.files),
-                 optional_outputs=(spec.unlabeled.name,) if spec.unlabeled else (), keeps_outputs=True)
+                 outputs=tuple(f.name for f in spec.files), optional_outputs=optional, keeps_outputs=True)
 
 
 def plan_for(t: Target) -> Stage:
@@ -160,6 +171,8 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
 
     def run(out: Staging) -> StageResult:
         fetched, kept, notes = [], [], []
+        recorded = {f.name: recorded_checksum(raw_dir, f.name) for f in (*spec.files, *([spec.unlabeled] if
+                                                                           spec.unlabeled else [])) if not f.pinned}
         to_fetch = list(spec.files)
         if spec.unlabeled:                  # optional: only where a mirror or URL has it
             if unlabeled_source or (raw_dir / spec.unlabeled.name).is_file():
@@ -169,12 +182,14 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
                              f"(pretraining uses the train split alone)")
         for f in to_fetch:
             target = raw_dir / f.name
-            if not force and target.is_file() and verify_file(target, f)[0]:
+            if (not force and target.is_file() and (f.pinned or recorded.get(f.name))
+                    and verify_file(target, f, recorded.get(f.name))[0]):
                 kept.append(f.name)         # stays in place (Stage.keeps_outputs)
                 continue
             try:
-                fetch_verified(f, source_url(f, corpus, mirror), out.path(f.name), retries=retries,
-                               backoff=backoff, timeout=timeout, progress=progress, echo=echo or print)
+                checksum = fetch_verified(f, source_url(f, corpus, mirror), out.path(f.name), retries=retries,
+                                          backoff=backoff, timeout=timeout, progress=progress, echo=echo or print,
+                                          recorded=recorded.get(f.name))
             except NotFoundError as exc:
                 if f is not spec.unlabeled:
                     raise
@@ -185,6 +200,9 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
             os.replace(out.path(f.name), target)
             files.renamed()
             fetched.append(f.name)
+            if not f.pinned and not recorded.get(f.name):       # first download: from now on this is the pin
+                recorded[f.name] = checksum
+                files.write_json(raw_dir / RECORDED, {k: v for k, v in sorted(recorded.items()) if v})
         if fetched:
             summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
                        + (f"; {len(kept)} already verified" if kept else ""))

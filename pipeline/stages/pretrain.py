@@ -17,8 +17,6 @@ Same inputs and parameters, same vectors (one gensim worker thread).
 """
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +28,8 @@ from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import save_npz
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
-from pipeline.corpora import check_utf8_share, get_corpus, pinned_check
-from pipeline.errors import PipelineError
+from pipeline.corpora import Format, check_utf8_share, get_corpus, pinned_check
+from pipeline.corpora.readers import read_texts
 from pipeline.model.embeddings import learn_vectors
 from pipeline.stages import tokenized_inputs
 from pipeline.text.normalize import Normalizer
@@ -73,25 +71,17 @@ def run_for(t: Target, **kwargs) -> StageResult:
                     scheduler=t.scheduler, **defaults.pretrain_params(t.tok, t.train_params), **kwargs)
 
 
-def read_lines(path: Path) -> tuple[list[str], Counter]:
-    """The lines of a UTF-8 text file (gzipped or not), and a Counter of the ones that were not UTF-8."""
-    lines, problems = [], Counter()
-    try:
-        with open(path, "rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
-            for raw in fh:
-                try:
-                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
-                except UnicodeDecodeError:
-                    problems["invalid UTF-8"] += 1
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise PipelineError(f"{path} is not a complete gzip file ({exc or type(exc).__name__}) - "
-                            f"fetch it again") from None
-    except OSError as exc:
-        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
-    check_utf8_share(path, problems["invalid UTF-8"], len(lines) + problems["invalid UTF-8"])
-    return lines, problems
+LINES = Format("lines")      # a file given with --unlabeled: one review a line (gzip accepted)
+
+
+def read_unlabeled(path: Path, corpus: str, registered: bool) -> tuple[list[str], Counter]:
+    """The texts of an unlabeled file (the corpus's registered one in its declared format, else one a line),
+    and a Counter of the rows that were not UTF-8 or had no text."""
+    spec = get_corpus(corpus)
+    fmt, column = (spec.unlabeled_format, spec.unlabeled_text) if registered else (LINES, "text")
+    texts, problems, rows = read_texts(path, fmt, column, spec)
+    check_utf8_share(path, problems["invalid UTF-8"], rows)
+    return texts, problems
 
 
 def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
@@ -113,7 +103,8 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
         counts = {"train_reviews": len(train_tokens), "unlabeled_lines": 0}
         unlabeled_tokens: list[list[str]] = []
         if "unlabeled" in inputs:
-            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, scheduler, counts)
+            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, scheduler, counts,
+                                                 registered=str(unlabeled) == "auto")
             unlabeled_tokens = [[canonical.setdefault(t, t) for t in seq] for seq in unlabeled_tokens]
         learned, vectors = learn_vectors(train_tokens + unlabeled_tokens, method=params["method"], dim=params["dim"],
                                          window=params["window"], epochs=params["epochs"],
@@ -140,11 +131,11 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
 
 
 def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, workers: int | None,
-                      scheduler: str | None, counts: dict) -> list[list[str]]:
+                      scheduler: str | None, counts: dict, registered: bool) -> list[list[str]]:
     """Segmented unlabeled lines, minus those whose cleaned text is a validation or test review's."""
     normalizer = Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", label.split("/")[0]))
     segmenter = Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label))
-    lines, problems = read_lines(inputs["unlabeled"])
+    lines, problems = read_unlabeled(inputs["unlabeled"], label.split("/")[0], registered)
     heldout = set(rows.loc[~in_train, "text"].fillna("").astype(str))
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
     n_lines = len(lines)
@@ -163,7 +154,7 @@ def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, work
                 else:
                     kept.append(seq)
         runs_on = eng.where
-    counts.update(unlabeled_lines=n_lines + problems["invalid UTF-8"],
+    counts.update(unlabeled_lines=n_lines + sum(problems.values()),
                   invalid_utf8=problems["invalid UTF-8"], empty=empty, heldout_text=dropped, unlabeled_used=len(kept),
                   engine=runs_on)
     return kept

@@ -2,10 +2,11 @@
 
 Runs before any vocabulary or maxlen is fitted (the pad stage fits them on the
 train rows only), and is shared by every tokenization of a corpus, so all
-models of a corpus are compared on the same rows. A corpus with an upstream test
-file keeps it as the test split and carves validation out of its train rows
-(`val_ratio` of them); a corpus without one is split `test_ratio` / `val_ratio`
-of all rows.
+models of a corpus are compared on the same rows. Rows whose source already says
+(an upstream test file, or a declared split column) keep it; the split that is not
+given is carved out of the rest: validation as `val_ratio` of the train rows when
+there is a test file, else test and validation as `test_ratio` / `val_ratio` of
+all rows. A corpus declaration may set its own defaults for the three parameters.
 
 Output `data/interim/<corpus>/split.parquet`: the deduplicated rows in the same
 order with a `split` column; `split_report.json`: rows and class balance per split.
@@ -25,6 +26,7 @@ from pipeline import layout, params as defaults
 from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
+from pipeline.corpora import get_corpus
 from pipeline.errors import ParameterError
 
 
@@ -34,16 +36,18 @@ def _stratified(index: np.ndarray, labels: pd.Series, size: float, seed: int):
 
 def assign_splits(table: pd.DataFrame, *, seed: int, val_ratio: float, test_ratio: float) -> pd.Series:
     split = pd.Series("train", index=table.index, dtype="object")
-    has_test = (table["source"] == "test").any()
-    if has_test:
-        split[table["source"] == "test"] = "test"
-        pool = table.index[table["source"] != "test"].to_numpy()
-    else:
-        pool, test_idx = _stratified(table.index.to_numpy(), table["label"], test_ratio, seed)
+    given = table["source"].isin(["test", "val"])
+    split[given] = table.loc[given, "source"]
+    pool = table.index[~given].to_numpy()
+    has_test, has_val = (table["source"] == "test").any(), (table["source"] == "val").any()
+    if not has_test:
+        pool, test_idx = _stratified(pool, table["label"], test_ratio, seed)
         split[test_idx] = "test"
-        val_ratio = val_ratio / (1 - test_ratio)  # val_ratio is a share of all rows here
-    _, val_idx = _stratified(pool, table["label"], val_ratio, seed)
-    split[val_idx] = "val"
+        if not has_val:
+            val_ratio = val_ratio / (1 - test_ratio)  # val_ratio is a share of all rows here
+    if not has_val:
+        _, val_idx = _stratified(pool, table["label"], val_ratio, seed)
+        split[val_idx] = "val"
     return split.astype("string")
 
 
@@ -58,8 +62,12 @@ def split_report(table: pd.DataFrame) -> dict:
 
 def _check_sizes(table: pd.DataFrame, val_ratio: float, test_ratio: float, corpus: str) -> None:
     """Refuse ratios that would leave a split empty or without both classes (sklearn's error is opaque)."""
-    pool = table[table["source"] != "test"] if (table["source"] == "test").any() else table
-    shares = {"validation": val_ratio} if pool is not table else {"validation": val_ratio, "test": test_ratio}
+    pool = table[~table["source"].isin(["test", "val"])]
+    shares = {}
+    if not (table["source"] == "val").any():
+        shares["validation"] = val_ratio
+    if not (table["source"] == "test").any():
+        shares["test"] = test_ratio
     for name, share in shares.items():
         rows = int(np.ceil(share * len(pool)))
         if rows < 2 or len(pool) - rows < 2 or pool["label"].nunique() < 2 or pool["label"].value_counts().min() < 2:
@@ -86,7 +94,7 @@ def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str)
 
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
     """`params`: pipeline.params.SPLIT (seed, val_ratio, test_ratio)."""
-    params = defaults.SPLIT.resolve(params)
+    params = defaults.SPLIT.resolve(params, {**defaults.SPLIT, **dict(get_corpus(corpus).split.defaults)})
     if params["val_ratio"] + params["test_ratio"] >= 1:
         raise ParameterError(f"val_ratio + test_ratio must be below 1, got {params['val_ratio']} + "
                              f"{params['test_ratio']}")

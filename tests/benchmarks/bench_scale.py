@@ -18,6 +18,7 @@ same way with another seed. Run it on a quiet machine: it uses every core it is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -54,8 +55,8 @@ def register(mirror: Path) -> None:
     files = tuple(corpora.CorpusFile(name, f"http://127.0.0.1:9/scale/{name}", source,
                                      sha256=sha256_file(mirror / "scale" / name))
                   for name, source in (("ratings_train.txt", "train"), ("ratings_test.txt", "test")))
-    corpora.CORPORA["scale"] = corpora.Corpus(name="scale", description="synthetic scale corpus", has_header=True,
-                                              parse_line=corpora.CORPORA["nsmc"].parse_line, files=files)
+    corpora.CORPORA["scale"] = dataclasses.replace(corpora.CORPORA["nsmc"], name="scale", unlabeled=None,
+                                                   description="synthetic scale corpus", files=files)
 
 
 def _peak_kib(pid: int) -> int:

@@ -48,8 +48,8 @@ def load_texts(path: Path | None, limit: int | None) -> tuple[list[str], str]:
         table, _ = nsmc.read(ROOT.parent / "shared" / "corpora" / "nsmc")
         texts = table.loc[table["source"] == "test", "text"].tolist()
     else:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()[1:]
-        texts = [p[1] for p in map(nsmc.parse_line, lines) if not isinstance(p, str)]
+        from pipeline.corpora.readers import read_file
+        texts = read_file(path, nsmc, "test")[0]["text"].tolist()
     try:
         from pipeline.text.normalize import Normalizer
         normalize, how = Normalizer(profile="hangul", squeeze=2), "normalized (hangul, squeeze=2)"

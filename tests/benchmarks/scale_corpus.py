@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.core.files import atomic_path
 from pipeline.corpora import CORPORA
+from pipeline.corpora.readers import read_file
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = 100_000
@@ -27,21 +28,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?~])\s+")
 
 def fragments(source: Path) -> dict[int, list[str]]:
     """Review fragments of the source NSMC file by label (0, 1); malformed and empty rows are skipped."""
-    parse = CORPORA["nsmc"].parse_line
     out: dict[int, list[str]] = {0: [], 1: []}
-    with open(source, encoding="utf-8", errors="replace") as fh:
-        next(fh, None)                                             # header
-        for line in fh:
-            row = parse(line.rstrip("\r\n"))
-            if isinstance(row, str) or not row[1].strip():
-                continue
-            _, text, label, _ = row
-            parts = [p for p in _SENTENCE_END.split(text.strip()) if p]
-            if len(parts) == 1:
-                words = text.split()
-                parts = [" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])] if len(words) > 3 \
-                    else [text.strip()]
-            out[label].extend(p.replace("\t", " ") for p in parts if p)
+    table, _ = read_file(source, CORPORA["nsmc"], "train")         # malformed rows are counted, not returned
+    for text, label in zip(table["text"], table["label"].tolist(), strict=True):
+        if not text.strip():
+            continue
+        parts = [p for p in _SENTENCE_END.split(text.strip()) if p]
+        if len(parts) == 1:
+            words = text.split()
+            parts = [" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])] if len(words) > 3 \
+                else [text.strip()]
+        out[label].extend(p.replace("\t", " ") for p in parts if p)
     if not out[0] or not out[1]:
         raise SystemExit(f"{source}: needs reviews of both labels")
     return out

@@ -1,0 +1,366 @@
+"""Corpus declarations (pipeline.corpora): every format through the data stages, rating rules, bad input
+through the real CLI, and the built-in NSMC / shopping declarations against the old line readers."""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import corpora
+from pipeline.core.files import read_json, sha256_file
+from pipeline.corpora.readers import file_parts, quoted_blocks, read_file, read_part
+from pipeline.stages import clean as clean_stage
+from pipeline.stages.clean import clean
+from pipeline.stages.dedupe import dedupe
+from pipeline.stages.download import download
+from pipeline.stages.split import split
+from tests.helpers import SHARED_CORPORA, ksent, synthetic_reviews
+
+QUIET = {"echo": lambda line: None}
+
+
+def tricky_rows(n: int = 300, seed: int = 11) -> list[dict]:
+    """Reviews with commas, quotes and newlines inside, a star rating 1-5 (3s too) and an id."""
+    rng = random.Random(seed)
+    rows = []
+    for i, (text, label) in enumerate(synthetic_reviews(n, seed)):
+        extra = rng.choice(["", ", 그리고 배송도", ' "강추" 합니다', "\n두 번째 줄", ',"따옴표,쉼표"\n끝'])
+        stars = rng.choice((4, 5)) if label else rng.choice((1, 2))
+        if i % 25 == 0:
+            stars = 3                                       # neutral: dropped and counted
+        rows.append({"review_id": f"r{i:04d}", "body": text + extra, "stars": stars})
+    return rows
+
+
+DECLARATION = """
+description = "fixture: {kind}"
+text = "body"
+id = "review_id"
+
+[format]
+{format}
+
+[rating]
+column = "stars"
+min = 1
+max = 5
+positive_from = 4
+negative_to = 2
+
+[split]
+test_ratio = 0.2
+val_ratio = 0.1
+
+[[files]]
+path = "{path}"
+"""
+
+
+def write_table(rows: list[dict], folder: Path, kind: str) -> tuple[Path, str]:
+    """`rows` written as a file of format `kind`, and the declaration's [format] lines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind in ("csv", "csv.gz"):
+        path = folder / f"reviews.{kind}"
+        opener = gzip.open if kind.endswith(".gz") else open
+        with opener(path, "wt", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, ["review_id", "body", "stars"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return path, 'type = "csv"'
+    if kind == "tsv":                   # TSV holds no tab or newline: those rows are written with spaces
+        path = folder / "reviews.tsv"
+        lines = ["review_id\tbody\tstars"] + [f"{r['review_id']}\t{' '.join(r['body'].split())}\t{r['stars']}"
+                                               for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path, 'type = "tsv"'
+    if kind == "jsonl":
+        path = folder / "reviews.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return path, 'type = "jsonl"'
+    path = folder / "reviews.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=64)
+    return path, 'type = "parquet"'
+
+
+def declare(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def declared(tmp_path, monkeypatch):
+    """Declares corpora in tmp_path/decl (read through $KSENT_CORPORA); returns a function kind -> name."""
+    monkeypatch.setenv("KSENT_CORPORA", str(tmp_path / "decl"))
+    corpora.reload()
+    yield lambda kind, rows: _declare_kind(tmp_path, kind, rows)
+    corpora.reload()
+
+
+def _declare_kind(tmp_path: Path, kind: str, rows: list[dict]) -> str:
+    name = "fx_" + kind.replace(".", "_")
+    path, fmt = write_table(rows, tmp_path / "files" / name, kind)
+    declare(tmp_path / "decl", name, DECLARATION.format(kind=kind, format=fmt, path=path.as_posix()))
+    corpora.reload()
+    return name
+
+
+def run_data_stages(name: str, data: Path, **engine) -> dict:
+    download(name, data_dir=data, progress=False, **QUIET)
+    result = clean(name, data_dir=data, **engine, **QUIET)
+    dedupe(name, data_dir=data, **engine, **QUIET)
+    split(name, data_dir=data, **QUIET)
+    return result.counts
+
+
+def test_every_format_gives_the_same_table_through_the_data_stages(declared, tmp_path, monkeypatch):
+    rows = tricky_rows()
+    tables = {}
+    for kind in ("csv", "csv.gz", "jsonl", "parquet"):
+        name = declared(kind, rows)
+        counts = run_data_stages(name, tmp_path / "data")
+        assert counts["malformed"] == {"neutral rating": 12}, (kind, counts)
+        folder = tmp_path / "data" / "interim" / name
+        tables[kind] = {f: pq.read_table(folder / f).to_pandas() for f in ("clean.parquet", "split.parquet")}
+    for kind, got in tables.items():
+        for f, table in got.items():
+            pd.testing.assert_frame_equal(table, tables["csv"][f], obj=f"{kind} {f}")
+    split_table = tables["csv"]["split.parquet"]
+    shares = {k: n / len(split_table) for k, n in Counter(split_table["split"]).items()}
+    assert abs(shares["test"] - 0.2) < 0.01 and abs(shares["val"] - 0.1) < 0.01       # the declaration's ratios
+    texts = dict(zip(split_table["id"], split_table["raw"], strict=True))
+    assert any("\n" in t and "," in t and '"' in t for t in texts.values())     # quotes, commas, newlines kept
+    bodies = {r["body"] for r in rows if r["stars"] != 3}
+    assert set(texts.values()) <= bodies and len(texts) >= len(bodies) - 3     # dedupe: one per text, conflicts
+
+    tsv = declared("tsv", rows)                     # TSV: the same rows, newlines written as spaces
+    run_data_stages(tsv, tmp_path / "data")
+    got = pq.read_table(tmp_path / "data" / "interim" / tsv / "split.parquet").to_pandas()
+    assert got["id"].tolist() == split_table["id"].tolist()
+    assert got["split"].tolist() == split_table["split"].tolist()
+
+
+def test_quoted_csv_in_partitions_on_two_workers_is_byte_identical_to_one_pass(declared, tmp_path, monkeypatch):
+    name = declared("csv", tricky_rows(600, seed=3))
+    outputs = []
+    for label, block, engine in (("one", 1 << 30, {"workers": 1}), ("cluster", 2000, {"workers": 2})):
+        monkeypatch.setattr(clean_stage, "BLOCK_BYTES", block)
+        monkeypatch.setattr(clean_stage, "LOCAL_BELOW", 2)
+        counts = run_data_stages(name, tmp_path / label, **engine)
+        outputs.append((counts["partitions"], counts["engine"],
+                        (tmp_path / label / "interim" / name / "clean.parquet").read_bytes(),
+                        (tmp_path / label / "interim" / name / "split.parquet").read_bytes()))
+    (one_parts, _, *one), (parts, where, *cluster) = outputs
+    assert one_parts == 1 and parts > 10 and "2 Dask workers" in where
+    assert cluster == one
+
+
+def test_quoted_blocks_end_at_row_ends_only(tmp_path):
+    rows = tricky_rows(400, seed=5)
+    path, _ = write_table(rows, tmp_path, "csv")
+    text = path.read_bytes()
+    for block in (1, 50, 333, 4096):
+        blocks = quoted_blocks(path, block)
+        assert blocks[0][0] == 0 and blocks[-1][1] == len(text)
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
+        for start, end, first_line in blocks:
+            chunk = text[start:end].decode()
+            assert chunk.count('"') % 2 == 0 and chunk.endswith("\n")
+            assert first_line == text[:start].count(b"\n") + 1
+
+
+def test_ids_default_to_the_line_a_row_starts_on(declared, tmp_path):
+    rows = [{"review_id": "x", "body": "첫 줄\n둘째 줄", "stars": 5}, {"review_id": "y", "body": "좋아요", "stars": 1}]
+    path, _ = write_table(rows, tmp_path / "f", "csv")
+    declare(tmp_path / "decl", "noid", DECLARATION.format(kind="csv", format='type = "csv"', path=path.as_posix())
+            .replace('id = "review_id"\n', ""))
+    corpora.reload()
+    spec = corpora.get_corpus("noid")
+    table, problems = read_file(path, spec, "all")
+    assert table["id"].tolist() == ["2", "4"] and not problems          # header line 1; row 1 spans lines 2-3
+
+
+def test_label_columns_map_their_values_and_count_the_rest(tmp_path, declared):
+    rows = [{"id": i, "text": f"리뷰 {i}", "sentiment": value}
+            for i, value in enumerate(["positive", "negative", "Positive", "neutral", "", "negative"])]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + "not json\n[1, 2]\n"
+                    + '{"id": 9, "sentiment": "positive"}\n', encoding="utf-8")
+    declare(tmp_path / "decl", "labels", f"""
+text = "text"
+id = "id"
+format = {{ type = "jsonl" }}
+label = {{ column = "sentiment", positive = ["positive"], negative = ["negative"] }}
+[[files]]
+path = "{path.as_posix()}"
+""")
+    corpora.reload()
+    table, problems = read_file(path, corpora.get_corpus("labels"), "all")
+    assert table["label"].tolist() == [1, 0, 1, 0] and table["id"].tolist() == ["0", "1", "2", "5"]
+    assert problems == {"unmapped label": 2, "invalid JSON": 1, "not a JSON object": 1, "missing column": 1}
+
+
+def test_rating_rules_count_neutral_out_of_range_and_non_numeric_ratings(tmp_path, declared):
+    path = tmp_path / "ratings.csv"
+    path.write_text("stars,body\n5,좋다\n4.0,괜찮다\n3,보통\n2,별로\n1,최악\n6,이상\n0,이상\nfive,글자\n4.5,반\n,빈칸\n"
+                    "1,쉼표,너무 많음\n", encoding="utf-8")
+    declare(tmp_path / "decl", "ratings", DECLARATION.format(kind="csv", format='type = "csv"', path=path.as_posix())
+            .replace('id = "review_id"\n', ""))
+    corpora.reload()
+    table, problems = read_file(path, corpora.get_corpus("ratings"), "all")
+    assert table["label"].tolist() == [1, 1, 0, 0] and table["rating"].tolist() == [5, 4, 2, 1]
+    assert problems == {"neutral rating": 1, "rating out of range": 2, "non-numeric rating": 2,
+                        "non-integer rating": 1, "wrong field count": 1}
+
+
+def test_an_unpinned_file_is_recorded_at_first_download_and_enforced_after(declared, tmp_path):
+    name = declared("csv", tricky_rows(60))
+    source = tmp_path / "files" / name / "reviews.csv"
+    data = tmp_path / "data"
+    download(name, data_dir=data, progress=False, **QUIET)
+    recorded = read_json(data / "raw" / name / "checksums.json")
+    assert recorded == {"reviews.csv": sha256_file(source)}
+    first = sha256_file(data / "raw" / name / "reviews.csv")
+    source.write_bytes(source.read_bytes() + b"r9999,new,5\n")          # the source changes
+    download(name, data_dir=data, progress=False, **QUIET)
+    assert sha256_file(data / "raw" / name / "reviews.csv") == first
+    with pytest.raises(Exception, match="recorded at its first download"):
+        download(name, data_dir=data, progress=False, force=True, **QUIET)
+    (data / "raw" / name / "reviews.csv").write_bytes(b"edited")         # the downloaded copy is edited
+    run = ksent("clean", "--corpus", name, "--data-dir", str(data), env={"KSENT_CORPORA": str(tmp_path / "decl")})
+    assert run.returncode == 1 and "recorded at download" in run.stderr.decode()
+
+
+# --- bad declarations and files, through the real CLI ---------------------------------------------
+
+def cli(tmp_path: Path, *args: str):
+    run = ksent(*args, env={"KSENT_CORPORA": str(tmp_path / "decl")})
+    return run.returncode, run.stdout.decode(), run.stderr.decode()
+
+
+def test_bad_declarations_are_one_line_messages_naming_the_key(tmp_path):
+    base = DECLARATION.format(kind="csv", format='type = "csv"', path=(tmp_path / "r.csv").as_posix())
+    for text, message in (
+            (base + "\nlabels = 1\n", "unknown key 'labels'"),
+            (base.replace("positive_from = 4", "positive_from = 4\nneutral = 3"), "unknown key 'neutral' in [rating]"),
+            (base.replace('type = "csv"', 'type = "xls"'), "format.type: Input should be"),
+            (base.replace('text = "body"\n', ""), "missing key 'text'"),
+            (base.replace("positive_from = 4", "positive_from = 1"), "need min <= negative_to < positive_from"),
+            (base + '\n[label]\ncolumn = "x"\npositive = [1]\nnegative = [0]\n', "either as [label]"),
+            ("text = \n", "not valid TOML")):
+        declare(tmp_path / "decl", "bad", text)
+        code, out, err = cli(tmp_path, "corpus", "show", "bad")
+        assert code == 1 and message in err and "bad.toml" in err, (message, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "decl" / "bad.toml").unlink()
+
+    declare(tmp_path / "decl", "nsmc", base)                           # a second declaration of a built-in name
+    code, _, err = cli(tmp_path, "clean", "--corpus", "nsmc")
+    assert code == 2 and "two declarations of corpus 'nsmc'" in err and "Traceback" not in err
+
+
+def test_bad_files_are_one_line_messages_or_counted_problems(tmp_path):
+    good = tmp_path / "r.csv"
+    good.write_text('review_id,body,stars\nr1,"좋다, 정말",5\nr2,별로,1\nr3,"열린 따옴표,2\n', encoding="utf-8")
+    declare(tmp_path / "decl", "shop", DECLARATION.format(kind="csv", format='type = "csv"', path=good.as_posix()))
+    code, out, err = cli(tmp_path, "corpus", "check", "shop", str(good))
+    assert code == 0 and "3 rows -> 2 usable (1 positive, 1 negative" in out and "1 wrong field count" in out
+
+    other = tmp_path / "other.csv"
+    other.write_text("id,review,rating\n1,좋다,5\n", encoding="utf-8")
+    code, _, err = cli(tmp_path, "corpus", "check", "shop", str(other))
+    assert code == 1 and "has no column 'body'" in err and "its columns: id, review, rating" in err
+
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    code, _, err = cli(tmp_path, "corpus", "check", "shop", str(empty))
+    assert code == 1 and "is empty" in err
+
+    cp949 = tmp_path / "cp949.csv"
+    cp949.write_bytes(b"review_id,body,stars\n" + "".join(f"r{i},정말 좋아요,5\n" for i in range(20))
+                      .encode("cp949"))
+    code, _, err = cli(tmp_path, "corpus", "check", "shop", str(cp949))
+    assert code == 1 and "is not UTF-8" in err and "CP949" in err
+    for _, _, err in [cli(tmp_path, "corpus", "check", "shop", str(p)) for p in (other, empty, cp949)]:
+        assert "Traceback" not in err
+
+
+def test_corpus_list_and_show(tmp_path):
+    (tmp_path / "decl").mkdir()
+    code, out, _ = cli(tmp_path, "corpus", "list")
+    assert code == 0 and all(name in out for name in ("nsmc", "naver_shopping", "naver_shopping_sample"))
+    code, out, _ = cli(tmp_path, "corpus", "show", "naver_shopping_sample", "--json")
+    shown = json.loads(out)
+    assert shown["label"]["positive"] == ">= 4" and shown["split"] == {"val_ratio": 0.1, "test_ratio": 0.2}
+    assert shown["files"][0]["name"] == "train.csv" and shown["unlabeled"]["text column"] == "reviews"
+
+
+# --- the built-in declarations read as the old line readers did ---------------------------------------
+
+def _old_nsmc_line(line: str):
+    """ksent's NSMC line parser before declarations (tab split, quotes undone twice), as the oracle."""
+    from pipeline.corpora import unquote_csv_field
+
+    fields = line.split("\t")
+    if len(fields) != 3:
+        return "wrong field count"
+    doc_id, text, label = fields
+    if not doc_id:
+        return "missing id"
+    if label not in ("0", "1"):
+        return "bad label"
+    return doc_id, unquote_csv_field(text, layers=2), int(label), None
+
+
+def _old_shopping_line(line: str, lineno: int):
+    fields = line.split("\t")
+    if len(fields) != 2:
+        return "wrong field count"
+    rating, text = fields
+    if not rating.strip().isdigit() or not 1 <= int(rating) <= 5:
+        return "bad rating"
+    return str(lineno), text, int(int(rating) > 3), int(rating)
+
+
+def test_nsmc_and_the_shopping_preview_read_as_the_old_line_readers_did():
+    nsmc = corpora.get_corpus("nsmc")
+    for f in nsmc.files:
+        path = SHARED_CORPORA / "nsmc" / f.name
+        lines = path.read_bytes().decode("utf-8").split("\n")[1:-1]
+        expected = [row for row in map(_old_nsmc_line, lines) if not isinstance(row, str)]
+        table, problems = read_file(path, nsmc, f.source)
+        assert not problems and len(table) == len(expected) == len(lines)
+        assert list(zip(table["id"], table["text"], table["label"].tolist(), strict=True)) == [
+            r[:3] for r in expected]
+        assert table["rating"].isna().all() and (table["source"] == f.source).all()
+
+    shop = corpora.get_corpus("naver_shopping")
+    preview = SHARED_CORPORA / "naver_shopping" / "preview_head10.txt"
+    lines = preview.read_text(encoding="utf-8").splitlines()
+    expected = [_old_shopping_line(line, i) for i, line in enumerate(lines, start=1)]
+    table, problems = read_file(preview, shop, "all")
+    assert not problems
+    assert list(zip(table["id"], table["text"], table["label"].tolist(), table["rating"].tolist(),
+                    strict=True)) == expected
+
+
+def test_the_shopping_sample_reads_whole_and_in_partitions_alike():
+    spec = corpora.get_corpus("naver_shopping_sample")
+    path = SHARED_CORPORA / "naver_shopping_sample" / "train.csv"
+    whole, problems = read_file(path, spec, "all")
+    assert len(whole) == 19_999 and not problems
+    assert whole["label"].sum() == 10_000 and set(whole["rating"]) == {1, 2, 4, 5}
+    assert whole["text"].str.contains(",").sum() >= 829 and whole["text"].str.contains('"').sum() >= 9
+    parts = file_parts(path, spec, spec.format, 50_000)
+    assert len(parts) > 10
+    pieces = pd.concat([read_part(path, part, spec, "all")[0] for part in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(pieces, whole)
