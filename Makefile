@@ -10,7 +10,7 @@
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
 # registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
-# tokenize pretrain pad train evaluate ensemble report. `clean-text` is the pipeline's clean
+# tokenize pretrain pad train evaluate ensemble domains report. `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated data/ and artifacts/
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
 # derives it from what each stage reads.
@@ -138,7 +138,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_serve.py --model $(BENCH_MODEL)
 
 clean:
-	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/report.manifest.json artifacts/.*.lock artifacts/.*.lock.owner .artifacts.lock .artifacts.lock.owner
+	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/report.manifest.json artifacts/domains.json artifacts/domains.manifest.json artifacts/.*.lock artifacts/.*.lock.owner .artifacts.lock .artifacts.lock.owner
 
 distclean: clean
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ is one line in REGISTRY: its name and scope, what one run of it works on:
     corpus        one corpus (download, clean, dedupe, split)
     tokenization  one corpus and tokenization (tokenize ... evaluate)
     bundles       all trained bundles of a corpus (ensemble)
-    artifacts     the whole artifacts folder (report)
+    artifacts     the whole artifacts folder (domains, report)
 
 Among stages free to run, the narrower scope goes first, then the name: a stage of a wider
 scope waits for every narrower one of the target.
@@ -35,6 +35,7 @@ SCOPES = (CORPUS, TOKENIZATION, BUNDLES, ARTIFACTS)
 REGISTRY = {
     "clean": CORPUS,
     "dedupe": CORPUS,
+    "domains": ARTIFACTS,
     "download": CORPUS,
     "ensemble": BUNDLES,
     "evaluate": TOKENIZATION,

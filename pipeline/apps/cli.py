@@ -262,6 +262,18 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
     _run("ensemble", corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
          artifacts_dir=artifacts_dir, force=force)
+    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir)
+    _run("report", artifacts_dir=artifacts_dir)
+
+
+@cli.command()
+@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
+              help="Root of raw/, interim/ and processed/.")
+@artifacts_option
+@click.option("--force", is_flag=True, help="Score every cell again, even the unchanged ones.")
+def domains(data_dir, artifacts_dir, force):
+    """Score every bundle on every corpus's test split (REPORT.md's cross-domain matrix), then the report."""
+    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
     _run("report", artifacts_dir=artifacts_dir)
 
 

@@ -159,4 +159,7 @@ def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, 
         lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||")
     if unreadable:
         lines += ["", f"Unreadable metrics.json (skipped): {', '.join(unreadable)}."]
+    from pipeline.stages.domains import matrix_lines
+
+    lines += matrix_lines(artifacts_dir)
     return "\n".join(lines) + "\n", len(rows)

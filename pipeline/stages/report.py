@@ -14,6 +14,7 @@ from pipeline import layout
 from pipeline.core.files import write_text
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.model.scoring import report_text
+from pipeline.stages.domains import OUTPUT as DOMAINS
 
 
 def _listed_as_found(path: Path) -> None:
@@ -28,6 +29,8 @@ def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
     folder = Path(artifacts_dir)
     inputs = {f"{path.parent.name}/{path.name}": Input(path, _producer(path.parent), _listed_as_found)
               for path in sorted(folder.glob("*/metrics.json"))}
+    if (folder / DOMAINS).is_file():           # the cross-domain matrix, once the domains stage wrote it
+        inputs[DOMAINS] = Input(folder / DOMAINS, "domains", _listed_as_found)
     return Stage("report", "", folder, inputs=inputs, params={}, outputs=(layout.REPORT_FILE,))
 
 

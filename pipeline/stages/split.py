@@ -26,7 +26,7 @@ from pipeline import layout, params as defaults
 from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
-from pipeline.corpora import get_corpus
+from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError
 
 
@@ -94,7 +94,8 @@ def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str)
 
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
     """`params`: pipeline.params.SPLIT (seed, val_ratio, test_ratio)."""
-    params = defaults.SPLIT.resolve(params, {**defaults.SPLIT, **dict(get_corpus(corpus).split.defaults)})
+    declared = CORPORA.get(corpus)          # a declaration may set the corpus's own defaults
+    params = defaults.SPLIT.resolve(params, {**defaults.SPLIT, **dict(declared.split.defaults if declared else ())})
     if params["val_ratio"] + params["test_ratio"] >= 1:
         raise ParameterError(f"val_ratio + test_ratio must be below 1, got {params['val_ratio']} + "
                              f"{params['test_ratio']}")

@@ -1,0 +1,140 @@
+"""domains: every bundle scored on every corpus's test split, for REPORT.md's cross-domain matrix.
+
+A model meets text from wherever a user brings it; this stage says how each bundle (each
+tokenization and ensemble of each corpus) does on the other corpora's reviews. Each cell feeds a
+corpus's raw test texts through `load_bundle(...).predict_proba`, the bundle's own saved
+preprocessing, exactly as `ksent predict` would; the in-domain cell therefore repeats the evaluate
+stage's figure (a check that there is no train/serve skew).
+
+Inputs: every bundle's bundle.json in the artifacts folder, every declared corpus's split.parquet.
+Output: artifacts/domains.json. A cell is computed once per (bundle.json, split.parquet) checksum
+pair: cells of an unchanged bundle on an unchanged split are taken from the previous domains.json,
+so re-running after one new bundle scores that bundle only.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import layout
+from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.corpora import CORPORA
+
+OUTPUT = "domains.json"
+
+
+def _bundles(artifacts_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in artifacts_dir.glob("*/bundle.json") if (p.parent / "metrics.json").is_file())
+
+
+def _splits(data_dir: Path) -> dict[str, Path]:
+    return {name: path for name in CORPORA
+            if (path := layout.interim_dir(data_dir, name) / "split.parquet").is_file()}
+
+
+def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
+    folder = Path(artifacts_dir)
+    inputs = {}
+    for bundle in _bundles(folder):
+        producer = "ensemble" if (bundle / "ensemble.manifest.json").is_file() else "train"
+        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", producer, label=bundle.name)
+    for name, path in _splits(Path(data_dir)).items():
+        inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
+    return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return domains(data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+
+
+def _test_rows(path: Path) -> tuple[list[str], np.ndarray]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["raw", "label", "split"])
+    test = table.filter(pc.equal(table["split"], "test"))
+    return [t if t is not None else "" for t in test["raw"].to_pylist()], test["label"].to_numpy().astype(np.int8)
+
+
+def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
+            force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+    """Score every bundle in `artifacts_dir` on every corpus's test split into domains.json."""
+    from pipeline.predict.predictor import THRESHOLD
+
+    stage = plan(data_dir=data_dir, artifacts_dir=artifacts_dir)
+    folder = stage.folder
+
+    def run(out: Staging) -> StageResult:
+        from pipeline.predict.bundle import load_bundle
+
+        try:
+            previous = read_json(folder / OUTPUT)["bundles"] if not force else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            previous = {}
+        splits = {name: (path, sha256_file(path)) for name, path in _splits(Path(data_dir)).items()}
+        tests: dict[str, tuple[list[str], np.ndarray]] = {}
+        result, scored, reused = {}, 0, 0
+        for bundle_dir in _bundles(folder):
+            bundle_sha = sha256_file(bundle_dir / "bundle.json")
+            old = previous.get(bundle_dir.name) or {}
+            old_cells = old.get("cells", {}) if old.get("bundle_sha256") == bundle_sha else {}
+            bundle = None
+            cells = {}
+            for corpus, (path, split_sha) in splits.items():
+                cell = old_cells.get(corpus)
+                if cell and cell.get("split_sha256") == split_sha:
+                    cells[corpus], reused = cell, reused + 1
+                    continue
+                if bundle is None:
+                    bundle = load_bundle(bundle_dir)
+                if corpus not in tests:
+                    tests[corpus] = _test_rows(path)
+                texts, labels = tests[corpus]
+                if not len(labels):
+                    continue
+                predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
+                cells[corpus] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": int(len(labels)),
+                                 "split_sha256": split_sha}
+                scored += 1
+            manifest = read_json(bundle_dir / "bundle.json")
+            result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
+                                       "bundle_sha256": bundle_sha, "cells": cells}
+        write_json(out.path(OUTPUT), {"threshold": THRESHOLD, "corpora": sorted(splits), "bundles": result})
+        return StageResult(summary=f"domains: {len(result)} bundle(s) x {len(splits)} test split(s): {scored} "
+                                   f"scored, {reused} unchanged", counts={"scored": scored, "reused": reused})
+
+    return run_stage(stage, run, force=force, echo=echo)
+
+
+def matrix_lines(artifacts_dir: Path | str) -> list[str]:
+    """REPORT.md's cross-domain section from domains.json (none if it is absent or unreadable)."""
+    try:
+        data = read_json(Path(artifacts_dir) / OUTPUT)
+        corpora, bundles = data["corpora"], data["bundles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not corpora or not bundles:
+        return []
+    tested = {c: max(((b.get("cells", {}).get(c) or {}).get("n", 0) for b in bundles.values()), default=0)
+              for c in corpora}
+    lines = ["", "## Every model on every domain", "",
+             "Test accuracy of each bundle (rows) on each corpus's test split (columns), raw text through the "
+             "bundle's own preprocessing as `ksent predict` does it; **bold**: in-domain (the bundle's own corpus). "
+             "Written by the domains stage (`artifacts/domains.json`).", "",
+             "| bundle | " + " | ".join(f"{c} ({tested[c]:,} reviews)" for c in corpora) + " |",
+             "|---|" + "---:|" * len(corpora)]
+    for name, b in sorted(bundles.items()):
+        cells = []
+        for corpus in corpora:
+            acc = (b.get("cells", {}).get(corpus) or {}).get("accuracy")
+            text = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
+            cells.append(f"**{text}**" if corpus == b.get("corpus") else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines

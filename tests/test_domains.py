@@ -1,0 +1,65 @@
+"""The domains stage: every bundle scored on every corpus's test split, cells reused while unchanged,
+and REPORT.md's matrix."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import corpora
+from pipeline.core.files import read_json
+from pipeline.core.stage import adopt_outputs
+from pipeline.predict.bundle import load_bundle
+from pipeline.stages.domains import domains
+from pipeline.stages.report import report
+from tests.helpers import processed_reviews
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+QUIET = {"echo": lambda line: None}
+
+
+def write_split(data, corpus: str, seed: int, n: int = 60):
+    rows = processed_reviews(n, seed)
+    folder = data / "interim" / corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"id": [str(i) for i in range(n)], "raw": [t for t, _ in rows],
+                          "text": [t for t, _ in rows], "label": np.array([y for _, y in rows], np.int8),
+                          "split": ["test" if i % 2 else "train" for i in range(n)]})
+    table.to_parquet(folder / "split.parquet")
+    adopt_outputs("split", corpus, folder, ["split.parquet"])
+    return table[table["split"] == "test"]
+
+
+def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reused(evaluated, tmp_path,
+                                                                                    monkeypatch):
+    bundle_src, _ = evaluated
+    nsmc = corpora.CORPORA["nsmc"]
+    for name in ("tiny", "other"):
+        monkeypatch.setitem(corpora.CORPORA, name, dataclasses.replace(nsmc, name=name))
+    artifacts, data = tmp_path / "artifacts", tmp_path / "data"
+    bundle_dir = shutil.copytree(bundle_src, artifacts / bundle_src.name)
+    tests = {"tiny": write_split(data, "tiny", 1), "other": write_split(data, "other", 2)}
+
+    first = domains(data_dir=data, artifacts_dir=artifacts, **QUIET)
+    assert first.counts == {"scored": 2, "reused": 0}
+    cells = read_json(artifacts / "domains.json")["bundles"][bundle_dir.name]["cells"]
+    bundle = load_bundle(bundle_dir)
+    for corpus, test in tests.items():
+        expected = float(((bundle.predict_proba(test["raw"].tolist()) >= 0.5) == test["label"]).mean())
+        assert cells[corpus]["accuracy"] == pytest.approx(expected, abs=1e-6) and cells[corpus]["n"] == len(test)
+
+    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).skipped
+    write_split(data, "other", 3)                                   # one corpus's split changes
+    again = domains(data_dir=data, artifacts_dir=artifacts, **QUIET)
+    assert again.counts == {"scored": 1, "reused": 1}
+
+    report(artifacts_dir=artifacts, **QUIET)
+    text = (artifacts / "REPORT.md").read_text(encoding="utf-8")
+    assert "## Every model on every domain" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {bundle_dir.name} |"))
+    new = read_json(artifacts / "domains.json")["bundles"][bundle_dir.name]["cells"]
+    assert row == (f"| {bundle_dir.name} | {new['other']['accuracy']:.4f} | "
+                   f"**{new['tiny']['accuracy']:.4f}** |")             # corpora by name; in-domain in bold
