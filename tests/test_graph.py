@@ -17,7 +17,7 @@ from pipeline.stages import pad, split
 from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
 
-PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
+PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble", "domains",
             "report"]
 
 
@@ -69,7 +69,8 @@ def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_cor
     assert "parameter epochs: 3 -> 8" in after["train"]["reasons"]
     assert after["train"]["reasons"][-1] == "re-runs after pad, pretrain"
     assert after["evaluate"]["reasons"][-1] == "re-runs after pad, train"
-    assert after["report"]["reasons"][-1] == "re-runs after evaluate"
+    assert after["domains"]["reasons"][-1] == "re-runs after train"         # the bundle it scores
+    assert after["report"]["reasons"][-1] == "re-runs after domains, evaluate"
     for name in PIPELINE[:PIPELINE.index("pretrain")]:
         assert after[name]["state"] == "up to date", after[name]
     assert after["ensemble"]["state"] == "blocked"
@@ -80,7 +81,8 @@ def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_cor
     assert changed["split"]["state"] == "stale" and changed["split"]["reasons"] == ["parameter seed: 7 -> 42"]
     assert changed["tokenize"]["state"] == "up to date"                  # reads dedupe's table, not the split
     assert "re-runs after split" in changed["pretrain"]["reasons"]
-    assert all(changed[name]["state"] == "stale" for name in ("pretrain", "pad", "train", "evaluate", "report"))
+    assert all(changed[name]["state"] == "stale" for name in ("pretrain", "pad", "train", "evaluate", "domains",
+                                                                     "report"))
 
 
 def test_run_checks_every_parameter_before_the_first_stage(tmp_path, tiny_corpus):
