@@ -41,7 +41,7 @@ def test_one_byte_changed_mirror_fails_with_checksum_message(tmp_path):
 def test_unknown_corpus_is_a_usage_error():
     result = CliRunner().invoke(cli, ["clean", "--corpus", "imdb"])
     assert result.exit_code == 2
-    assert "unknown corpus 'imdb'; choose one of: nsmc, naver_shopping" in result.output
+    assert "unknown corpus 'imdb'; known corpora: naver_shopping, naver_shopping_sample, nsmc" in result.output
 
 
 def test_stage_without_inputs_says_what_to_run(tmp_path):

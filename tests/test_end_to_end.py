@@ -23,11 +23,12 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
     stages = ("download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate")
     positions = [("\n" + first.output).find(f"\n{stage} tiny") for stage in stages]
     assert -1 not in positions and positions == sorted(positions), first.output      # every stage, in order
+    assert "\ndomains: 1 bundle(s) x 1 test split(s): 1 scored" in first.output
     assert "\nreport: 1 evaluated bundle(s)" in first.output
 
     second = runner.invoke(cli, args)   # nothing changed: every stage is skipped
     assert second.exit_code == 0, second.output
-    assert second.output.count("up to date") == 10, second.output
+    assert second.output.count("up to date") == 11, second.output
 
     bundle = next(artifacts.glob("tiny-*"))
     for name in ("model.keras", "tokenizer.json", "metrics.json", "bundle.json", "history.csv", "curves.png",
@@ -35,7 +36,7 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
         assert (bundle / name).is_file(), name
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert metrics["n_test"] == 100
-    assert (artifacts / "REPORT.md").read_text().count("| tiny ") == 1
+    assert (artifacts / "REPORT.md").read_text().count("\n| tiny | ") == 1     # one row in the test-figures table
 
     # the probabilities `ksent predict` prints equal the evaluate stage's, for raw test texts
     evaluated = pd.read_csv(bundle / "predictions.csv", dtype={"id": str, "text": str}, keep_default_na=False)
