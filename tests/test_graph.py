@@ -17,8 +17,8 @@ from pipeline.stages import pad, split
 from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
 
-PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble", "domains",
-            "report"]
+PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
+            "domains", "report"]
 
 
 def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):
