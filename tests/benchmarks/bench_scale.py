@@ -10,7 +10,11 @@ the corpus. Memory comes from the OS: the kernel's peak resident set (VmHWM in
 main process's peak is reset before each stage through /proc/self/clear_refs).
 
     .venv/bin/python tests/benchmarks/bench_scale.py [--runs 200000:1,200000:2,1000000:1,1000000:2,5000000:2]
-        [--dir /tmp/ksent-scale] [--source ../shared/corpora/nsmc/ratings_train.txt]
+        [--dir /tmp/ksent-scale] [--source ../shared/corpora/nsmc/ratings_train.txt] [--format tsv|csv]
+
+--format csv writes the same reviews as a declared CSV corpus (header id,review,label; RFC 4180
+quoting), one review in 20 given a quoted comma, a doubled quote and a newline inside its field,
+so that clean must cut the file only between rows (pipeline.corpora.readers.quoted_blocks).
 
 The test file of each corpus is a quarter of its size (as NSMC's 50k to 150k), made the
 same way with another seed. Run it on a quiet machine: it uses every core it is given.
@@ -34,8 +38,41 @@ STAGES = ("download", "clean", "dedupe", "split", "tokenize", "pad")
 DEFAULT_RUNS = "200000:1,200000:2,1000000:1,1000000:2,5000000:2"
 
 
-def make_corpus(folder: Path, rows: int, source: Path) -> Path:
-    """A mirror folder with scale/ratings_train.txt and scale/ratings_test.txt (3:1), made once per size."""
+CSV_DECLARATION = """
+description = "synthetic scale corpus, quoted CSV"
+text = "review"
+id = "id"
+format = {{ type = "csv" }}
+label = {{ column = "label", positive = [1], negative = [0] }}
+[[files]]
+url = "http://127.0.0.1:9/scale/train.csv"
+role = "train"
+sha256 = "{train}"
+[[files]]
+url = "http://127.0.0.1:9/scale/test.csv"
+role = "test"
+sha256 = "{test}"
+"""
+
+
+def to_csv(tsv: Path, target: Path) -> None:
+    """The NSMC-format file `tsv` as a quoted CSV; every 20th review gets `, "인용" 그리고` and a newline."""
+    import csv
+
+    from pipeline.core.files import atomic_path
+
+    with open(tsv, encoding="utf-8") as src, atomic_path(target) as tmp, \
+            open(tmp, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(next(src).rstrip("\n").replace("document", "review").split("\t"))
+        for i, line in enumerate(src):
+            doc_id, text, label = line.rstrip("\n").split("\t")
+            writer.writerow([doc_id, text + (', "인용" 그리고\n다음 줄' if i % 20 == 0 else ""), label])
+
+
+def make_corpus(folder: Path, rows: int, source: Path, fmt: str = "tsv") -> Path:
+    """A mirror folder with scale/ratings_train.txt and scale/ratings_test.txt (3:1), made once per size;
+    for --format csv also scale/train.csv and scale/test.csv."""
     sys.path.insert(0, str(HERE))
     from scale_corpus import generate
 
@@ -45,12 +82,23 @@ def make_corpus(folder: Path, rows: int, source: Path) -> Path:
         target = mirror / "scale" / name
         if not target.exists():
             generate(source, n, seed, target)
+        csv_target = mirror / "scale" / name.replace("ratings_", "").replace(".txt", ".csv")
+        if fmt == "csv" and not csv_target.exists():
+            to_csv(target, csv_target)
     return mirror
 
 
-def register(mirror: Path) -> None:
+def register(mirror: Path, fmt: str = "tsv") -> None:
     from pipeline import corpora
     from pipeline.core.files import sha256_file
+
+    if fmt == "csv":
+        from pipeline.corpora.declaration import parse_declaration
+
+        text = CSV_DECLARATION.format(train=sha256_file(mirror / "scale" / "train.csv"),
+                                      test=sha256_file(mirror / "scale" / "test.csv"))
+        corpora.CORPORA["scale"] = parse_declaration("scale", text, mirror / "scale.toml")
+        return
 
     files = tuple(corpora.CorpusFile(name, f"http://127.0.0.1:9/scale/{name}", source,
                                      sha256=sha256_file(mirror / "scale" / name))
@@ -122,7 +170,7 @@ class PeakSampler:
                        and "resource_tracker" not in self.names.get(pid, "")), reverse=True)
 
 
-def run_once(data: Path, mirror: Path, workers: int) -> dict:
+def run_once(data: Path, mirror: Path, workers: int, fmt: str = "tsv") -> dict:
     """All data stages in this process (one fresh data folder); seconds and peak memory per stage."""
     from pipeline.stages.clean import clean
     from pipeline.stages.dedupe import dedupe
@@ -132,7 +180,7 @@ def run_once(data: Path, mirror: Path, workers: int) -> dict:
     from pipeline.stages.tokenize import tokenize
     from pipeline.text.segment import Segmenter
 
-    register(mirror)
+    register(mirror, fmt)
     mecab = Segmenter("morpheme", backend="mecab")
     quiet = {"data_dir": data, "echo": lambda line: print(line, file=sys.stderr, flush=True)}
     calls = {"download": lambda: download("scale", mirror=str(mirror), **quiet),
@@ -162,28 +210,31 @@ def main() -> None:
     ap.add_argument("--runs", default=DEFAULT_RUNS, help=f"SIZE:WORKERS,... [default: {DEFAULT_RUNS}]")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/ksent-scale"), help="scratch folder (kept: corpora)")
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared" / "corpora" / "nsmc" / "ratings_train.txt")
-    ap.add_argument("--run-one", nargs=3, metavar=("DATA", "MIRROR", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--format", choices=("tsv", "csv"), default="tsv",
+                    help="the corpus's file format: NSMC's TSV, or a declared quoted CSV [default: tsv]")
+    ap.add_argument("--run-one", nargs=4, metavar=("DATA", "MIRROR", "WORKERS", "FORMAT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
-        data, mirror, workers = args.run_one
-        print(json.dumps(run_once(Path(data), Path(mirror), int(workers))))
+        data, mirror, workers, fmt = args.run_one
+        print(json.dumps(run_once(Path(data), Path(mirror), int(workers), fmt)))
         return
 
     runs = [tuple(int(v) for v in item.split(":")) for item in args.runs.split(",")]
     results = {}
     for size, workers in runs:
         folder = args.dir / str(size)
-        mirror = make_corpus(folder, size, args.source)
+        mirror = make_corpus(folder, size, args.source, args.format)
         data = folder / f"data-{workers}"
         shutil.rmtree(data, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--run-one", str(data), str(mirror), str(workers)],
+        proc = subprocess.run([sys.executable, __file__, "--run-one", str(data), str(mirror), str(workers),
+                               args.format],
                               capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"run {size}:{workers} failed:\n{proc.stderr[-3000:]}")
         results[(size, workers)] = json.loads(proc.stdout.strip().splitlines()[-1])
         shutil.rmtree(data, ignore_errors=True)
         r = results[(size, workers)]
-        print(f"\n== {size:,} reviews, {workers} worker{'s' if workers > 1 else ''} ==")
+        print(f"\n== {size:,} reviews ({args.format}), {workers} worker{'s' if workers > 1 else ''} ==")
         print(f"{'stage':9s} {'seconds':>8s} {'docs/s':>9s} {'main peak MiB':>14s} {'worker peaks MiB':>18s}  engine")
         for stage in STAGES:
             s = r[stage]
