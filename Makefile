@@ -10,7 +10,7 @@
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
 # registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
-# tokenize pretrain pad train evaluate ensemble domains report. `clean-text` is the pipeline's clean
+# tokenize pretrain pad train evaluate ensemble router domains report. `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated data/ and artifacts/
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
 # derives it from what each stage reads.
@@ -50,10 +50,11 @@ stages_of = $(shell $(PYTHON) -c 'import pipeline.graph as g; print(*g.names("$(
 CORPUS_STAGES := $(patsubst clean,clean-text,$(call stages_of,corpus))
 TOKENIZATION_STAGES := $(call stages_of,tokenization)
 BUNDLE_STAGES := $(call stages_of,bundles)
+CORPORA_STAGES := $(call stages_of,corpora)
 ARTIFACT_STAGES := $(call stages_of,artifacts)
 
 .PHONY: all test lint setup lock check-java stages status bench clean distclean \
-	$(CORPUS_STAGES) $(TOKENIZATION_STAGES) $(BUNDLE_STAGES) $(ARTIFACT_STAGES)
+	$(CORPUS_STAGES) $(TOKENIZATION_STAGES) $(BUNDLE_STAGES) $(CORPORA_STAGES) $(ARTIFACT_STAGES)
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
@@ -110,7 +111,7 @@ check-java:
 
 stages:
 	@echo "corpus: $(CORPUS_STAGES)"; echo "tokenization: $(TOKENIZATION_STAGES)"; \
-	  echo "bundles: $(BUNDLE_STAGES)"; echo "artifacts: $(ARTIFACT_STAGES)"
+	  echo "bundles: $(BUNDLE_STAGES)"; echo "corpora: $(CORPORA_STAGES)"; echo "artifacts: $(ARTIFACT_STAGES)"
 
 $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do \
@@ -122,7 +123,7 @@ $(TOKENIZATION_STAGES): setup
 	  $(KSENT) $@ --corpus $$corpus $(tok_args) $(force_arg); \
 	done; done
 
-$(ARTIFACT_STAGES): setup
+$(CORPORA_STAGES) $(ARTIFACT_STAGES): setup
 	$(KSENT) $@
 
 # What `make all` would re-run, and why (stale inputs or parameters), without running it.

@@ -10,6 +10,7 @@ is one line in REGISTRY: its name and scope, what one run of it works on:
     corpus        one corpus (download, clean, dedupe, split)
     tokenization  one corpus and tokenization (tokenize ... evaluate)
     bundles       all trained bundles of a corpus (ensemble)
+    corpora       the bundles of every corpus (router)
     artifacts     the whole artifacts folder (domains, report)
 
 Among stages free to run, the narrower scope goes first, then the name: a stage of a wider
@@ -28,8 +29,8 @@ from pipeline.core.files import sha256_file
 from pipeline.core.stage import Stage, StageResult, Target, input_problem, stale_reasons
 from pipeline.errors import PipelineError
 
-CORPUS, TOKENIZATION, BUNDLES, ARTIFACTS = "corpus", "tokenization", "bundles", "artifacts"
-SCOPES = (CORPUS, TOKENIZATION, BUNDLES, ARTIFACTS)
+CORPUS, TOKENIZATION, BUNDLES, CORPORA, ARTIFACTS = "corpus", "tokenization", "bundles", "corpora", "artifacts"
+SCOPES = (CORPUS, TOKENIZATION, BUNDLES, CORPORA, ARTIFACTS)
 
 # stage name -> scope, listed by name (the run order comes from the declared inputs)
 REGISTRY = {
@@ -42,6 +43,7 @@ REGISTRY = {
     "pad": TOKENIZATION,
     "pretrain": TOKENIZATION,
     "report": ARTIFACTS,
+    "router": CORPORA,
     "split": CORPUS,
     "tokenize": TOKENIZATION,
     "train": TOKENIZATION,
@@ -64,7 +66,7 @@ def stage_module(name: str) -> ModuleType:
 
 def label(name: str, target: Target) -> str:
     scope = REGISTRY[name]
-    if scope == ARTIFACTS:
+    if scope in (CORPORA, ARTIFACTS):
         return ""
     return layout.label(target.corpus, target.tok if scope == TOKENIZATION else None)
 
@@ -110,13 +112,16 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
 
 
 def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None) -> list[StageResult]:
-    """Every stage of RUN_SCOPES for `target`, and the corpus's ensemble if it has one (re-made when a
-    member changed, so it never falls behind them), in graph order; each skipped when up to date."""
+    """Every stage of RUN_SCOPES for `target`, the corpus's ensemble if it has one (re-made when a
+    member changed, so it never falls behind them) and the router once two corpora have bundles, in
+    graph order; each skipped when up to date."""
     plans, problems = plan(target, names(*RUN_SCOPES))
     if problems:                    # every parameter is checked before the first stage runs
         raise next(iter(problems.values()))
     existing, _ = plan(target, names(BUNDLES))
     plans.update({name: stage for name, stage in existing.items() if stage.manifest_path.is_file()})
+    across, _ = plan(target, names(CORPORA))     # a router needs bundles of two corpora: planned only then
+    plans.update(across)
     return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
 
 

@@ -21,13 +21,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 QUIET = {"echo": lambda line: None}
 
 
-def write_split(data, corpus: str, seed: int, n: int = 60):
-    rows = processed_reviews(n, seed)
+def write_split(data, corpus: str, seed: int, n: int = 60, suffix: str = ""):
+    rows = [(text + suffix, label) for text, label in processed_reviews(n, seed)]
     folder = data / "interim" / corpus
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"id": [str(i) for i in range(n)], "raw": [t for t, _ in rows],
                           "text": [t for t, _ in rows], "label": np.array([y for _, y in rows], np.int8),
-                          "split": ["test" if i % 2 else "train" for i in range(n)]})
+                          "split": [("test", "train", "val", "train")[i % 4] for i in range(n)]})
     table.to_parquet(folder / "split.parquet")
     adopt_outputs("split", corpus, folder, ["split.parquet"])
     return table[table["split"] == "test"]
@@ -49,7 +49,9 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     bundle = load_bundle(bundle_dir)
     for corpus, test in tests.items():
         expected = float(((bundle.predict_proba(test["raw"].tolist()) >= 0.5) == test["label"]).mean())
-        assert cells[corpus]["accuracy"] == pytest.approx(expected, abs=1e-6) and cells[corpus]["n"] == len(test)
+        got = cells[corpus]["test"]
+        assert got["accuracy"] == pytest.approx(expected, abs=1e-6) and got["n"] == len(test)
+        assert 0 <= cells[corpus]["val"]["accuracy"] <= 1
 
     assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).skipped
     write_split(data, "other", 3)                                   # one corpus's split changes
@@ -59,7 +61,8 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     report(artifacts_dir=artifacts, **QUIET)
     text = (artifacts / "REPORT.md").read_text(encoding="utf-8")
     assert "## Every model on every domain" in text
-    row = next(line for line in text.splitlines() if line.startswith(f"| {bundle_dir.name} |"))
+    row = next(line for line in text.splitlines() if line.startswith(f"| {bundle_dir.name} "))
     new = read_json(artifacts / "domains.json")["bundles"][bundle_dir.name]["cells"]
-    assert row == (f"| {bundle_dir.name} | {new['other']['accuracy']:.4f} | "
-                   f"**{new['tiny']['accuracy']:.4f}** |")             # corpora by name; in-domain in bold
+    mean_val = (new["other"]["val"]["accuracy"] + new["tiny"]["val"]["accuracy"]) / 2
+    assert row == (f"| {bundle_dir.name} (default) | {new['other']['test']['accuracy']:.4f} | "     # one bundle
+                   f"**{new['tiny']['test']['accuracy']:.4f}** | {mean_val:.4f} |")   # corpora by name; in-domain bold

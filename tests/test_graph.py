@@ -18,14 +18,15 @@ from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
 
 PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
-            "domains", "report"]
+            "router", "domains", "report"]
 
 
 def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):
     assert list(graph.REGISTRY) == sorted(graph.REGISTRY)      # registered by name: no order written down
     target = Target("tiny", Segmenter("word"), data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
     plans, problems = graph.plan(target, graph.names())
-    assert list(problems) == ["ensemble"] and "at least 2 trained bundles" in str(problems["ensemble"])
+    assert list(problems) == ["ensemble", "router"] and "at least 2 trained bundles" in str(problems["ensemble"])
+    assert "bundles of at least 2 corpora" in str(problems["router"])
     assert graph.order({**plans, **dict.fromkeys(problems)}) == PIPELINE
     assert graph.upstream(plans["pretrain"]) == {"tokenize", "split", "clean"}
     assert graph.upstream(plans["evaluate"]) == {"train", "pad"}
@@ -54,7 +55,7 @@ def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_cor
     dirs = ["--data-dir", str(data), "--artifacts-dir", str(artifacts)]
     before = _status(*dirs)
     assert {name: row["state"] for name, row in before.items()} == {
-        **dict.fromkeys(PIPELINE, "missing"), "ensemble": "blocked"}
+        **dict.fromkeys(PIPELINE, "missing"), "ensemble": "blocked", "router": "blocked"}
     assert before["download"]["command"] == "ksent download --corpus tiny"
     assert before["ensemble"]["command"] == "ksent ensemble --corpus tiny"
 

@@ -262,7 +262,21 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
     _run("ensemble", corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
          artifacts_dir=artifacts_dir, force=force)
-    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir)
+    _after_bundles(data_dir, artifacts_dir)
+
+
+def _after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
+    """What reads every bundle: the router (once two corpora have bundles), the domains matrix, the report."""
+    from pipeline.errors import ParameterError
+    from pipeline.stages.router import plan as router_plan
+
+    try:
+        router_plan(data_dir=data_dir, artifacts_dir=artifacts_dir)
+    except ParameterError:
+        pass                                    # fewer than two corpora: no router
+    else:
+        _run("router", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
+    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
     _run("report", artifacts_dir=artifacts_dir)
 
 
@@ -272,9 +286,20 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
 @artifacts_option
 @click.option("--force", is_flag=True, help="Score every cell again, even the unchanged ones.")
 def domains(data_dir, artifacts_dir, force):
-    """Score every bundle on every corpus's test split (REPORT.md's cross-domain matrix), then the report."""
-    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
-    _run("report", artifacts_dir=artifacts_dir)
+    """Score every bundle on every corpus's validation and test splits (REPORT.md's cross-domain matrix, the
+    default model's choice), after the router if two corpora have bundles; then the report."""
+    _after_bundles(data_dir, artifacts_dir, force)
+
+
+@cli.command()
+@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
+              help="Root of raw/, interim/ and processed/.")
+@artifacts_option
+@click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
+def router(data_dir, artifacts_dir, force):
+    """One model for every corpus: each corpus's best bundle (by validation accuracy) as its expert, and a gate
+    that says which corpus a review is like, in ARTIFACTS_DIR/router/."""
+    _run("router", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
 
 
 @cli.command()
@@ -292,7 +317,8 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 @cli.command()
 @click.argument("texts", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
-              help="Bundle directory [default: the NSMC bundle with the best validation accuracy in ./artifacts].")
+              help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
+                   "corpora when they have several (the router), else NSMC's best].")
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="Read reviews from this file, one per line ('-' = stdin).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
@@ -443,7 +469,8 @@ def corpus_check(name, files, data_dir):
 
 @cli.command()
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
-              help="Bundle directory [default: the NSMC bundle with the best validation accuracy in ./artifacts].")
+              help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
+                   "corpora when they have several (the router), else NSMC's best].")
 @click.option("--host", default="127.0.0.1",
               help="Address to bind; 0.0.0.0 exposes the server to the network (see README).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")

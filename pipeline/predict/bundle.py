@@ -194,6 +194,40 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str):
                           manifest=manifest, notes=tuple(notes), combination=combination)
 
 
+def _load_router(directory: Path, manifest: dict, runtime: str):
+    """A router bundle's experts (each the very bundle it was made with) and its gate."""
+    from pipeline.model.gate import DomainGate
+    from pipeline.predict.router import RouterBundle
+
+    experts, gate_file = manifest.get("experts"), manifest.get("gate")
+    rerun = "`ksent router`"
+    if not (isinstance(experts, list) and len(experts) >= 2
+            and all(isinstance(e, dict) and is_plain_name(e.get("name")) and isinstance(e.get("bundle_sha256"), str)
+                    and isinstance(e.get("domain"), str) for e in experts)
+            and isinstance(gate_file, dict) and is_plain_name(gate_file.get("file"))
+            and isinstance(gate_file.get("sha256"), str)):
+        raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged router manifest - re-run "
+                            f"{rerun} --force")
+    gate_path = directory / gate_file["file"]
+    if not gate_path.is_file() or sha256_file(gate_path) != gate_file["sha256"]:
+        raise PipelineError(f"router {directory}: {gate_path.name} is missing or not the one it was made with - "
+                            f"re-run {rerun} --force")
+    gate = DomainGate.load(gate_path)
+    if list(gate.domains) != [e["domain"] for e in experts]:
+        raise PipelineError(f"router {directory}: its gate's corpora {', '.join(gate.domains)} are not its experts' - "
+                            f"re-run {rerun} --force")
+    loaded, notes = [], []
+    for expert in experts:
+        state = member_state(directory, expert)
+        if state:
+            raise PipelineError(f"router {directory}: its expert {expert['name']} is {state} since the router was "
+                                f"made - re-run {rerun}")
+        bundle = load_bundle(directory.parent / expert["name"], runtime=runtime)
+        loaded.append(bundle)
+        notes.extend(bundle.notes)
+    return RouterBundle(directory=directory, experts=loaded, gate=gate, manifest=manifest, notes=tuple(notes))
+
+
 def _read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST_FILE
     try:
@@ -227,6 +261,8 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Predictor:
     manifest = _read_manifest(directory) if MANIFEST_FILE not in missing else {}
     if manifest.get("kind") == "ensemble":       # no tokenizer of its own: its members have theirs
         return _load_ensemble(directory, manifest, runtime)
+    if manifest.get("kind") == "router":
+        return _load_router(directory, manifest, runtime)
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")

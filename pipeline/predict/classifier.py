@@ -128,7 +128,8 @@ def _batch_size(value) -> int:
 
 def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
          runtime: str = "auto", on_note: Callable[[str], None] | None = None) -> Classifier:
-    """Load a bundle folder, or (no argument) the NSMC bundle with the best validation accuracy in `artifacts_dir`.
+    """Load a bundle folder, or (no argument) the default model in `artifacts_dir` (pipeline.predict.selection:
+    the best by validation accuracy averaged over the corpora, else NSMC's best).
 
     runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
     note), "onnx" or "keras". Each note on how the bundle was loaded goes to `on_note` (default: a

@@ -69,6 +69,11 @@ def format_explanation(explanation: dict) -> list[str]:
         effect:  재미있 +0.412  줄 -0.020  실망 -0.513 ...
         reading: 0.50 > 재미있 0.93 > 을 0.91 > ... > 실망 0.05
     """
+    if "experts" in explanation:         # a router: the gate's weight of each corpus's expert, then its explanation
+        return [line for expert in explanation["experts"]
+                for line in [f"  [{expert['domain']}: {expert['name']}, gate weight {expert['weight']:.2f}: "
+                             f"{expert['probability']:.4f}]",
+                             *("  " + sub for sub in format_explanation(expert))]]
     if "members" in explanation:         # an ensemble: each member on its own tokens
         return [line for member in explanation["members"]
                 for line in [f"  [{member['name']}, weight {member['weight']:.2f}: {member['probability']:.4f}]",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.core.files import read_json
+from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import PipelineError
 from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE, member_state
 
@@ -21,9 +21,9 @@ def _validation_accuracy(directory: Path) -> float:
 
 
 def _changed_members(directory: Path, manifest: dict) -> list[str]:
-    """The members of an ensemble bundle that were retrained (or removed) since it was made."""
+    """The members of an ensemble (or experts of a router) that were retrained or removed since it was made."""
     changed = []
-    for member in manifest.get("members") or []:
+    for member in manifest.get("members") or manifest.get("experts") or []:
         try:
             if member_state(directory, member):
                 changed.append(member["name"])
@@ -32,26 +32,64 @@ def _changed_members(directory: Path, manifest: dict) -> list[str]:
     return changed
 
 
-def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list[str] | None = None) -> Path:
-    """The NSMC bundle with the highest validation accuracy, else the best other bundle. An ensemble
-    whose members changed since it was made is passed over, with a note in `notes`."""
+def usable_bundles(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list[str] | None = None,
+                   routers: bool = False) -> list[tuple[str, float, Path]]:
+    """(corpus, validation accuracy, folder) of every bundle in `artifacts_dir` (routers only if asked). An
+    ensemble or router whose members changed since it was made is left out, with a note in `notes`."""
     bundles = []
     for manifest_path in sorted(Path(artifacts_dir).glob(f"*/{MANIFEST_FILE}")):
         try:
             manifest = read_json(manifest_path)
-            corpus = manifest.get("corpus")
+            corpus, kind = manifest.get("corpus"), manifest.get("kind")
         except (OSError, ValueError, AttributeError):
             continue
-        changed = _changed_members(manifest_path.parent, manifest) if manifest.get("kind") == "ensemble" else []
+        if kind == "router" and not routers:
+            continue
+        changed = _changed_members(manifest_path.parent, manifest) if kind in ("ensemble", "router") else []
         if changed:
             if notes is not None:
+                remake = "ksent router" if kind == "router" else f"ksent ensemble --corpus {corpus}"
                 notes.append(f"{manifest_path.parent} is out of date (member {', '.join(changed)} changed since it "
-                             f"was made), so it is not the default model - re-make it: `ksent ensemble --corpus "
-                             f"{corpus}`")
+                             f"was made), so it is not the default model - re-make it: `{remake}`")
             continue
-        bundles.append((corpus == "nsmc", _validation_accuracy(manifest_path.parent), manifest_path.parent))
+        bundles.append((corpus, _validation_accuracy(manifest_path.parent), manifest_path.parent))
+    return bundles
+
+
+def _mean_validation_over_corpora(artifacts_dir: Path, bundles: list[tuple[str, float, Path]]) -> dict[Path, float]:
+    """Each bundle's validation accuracy averaged over every corpus, corpora weighted equally, from the domains
+    stage's cells (those of the bundle.json now in place); empty without domains.json or with one corpus."""
+    try:
+        domains = read_json(artifacts_dir / "domains.json")
+        corpora, cells = domains["corpora"], domains["bundles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if len(corpora) < 2:
+        return {}
+    means = {}
+    for _, _, directory in bundles:
+        entry = cells.get(directory.name) or {}
+        try:
+            if entry.get("bundle_sha256") != sha256_file(directory / MANIFEST_FILE):
+                continue
+            means[directory] = sum(float(entry["cells"][c]["val"]["accuracy"]) for c in corpora) / len(corpora)
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+    return means
+
+
+def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list[str] | None = None) -> Path:
+    """The model for "new Korean text": with bundles of several corpora scored by the domains stage, the one
+    with the best validation accuracy averaged over the corpora (each weighing the same); else the NSMC bundle
+    with the highest validation accuracy, else the best other bundle. An ensemble or router whose members
+    changed since it was made is passed over, with a note in `notes`."""
+    bundles = usable_bundles(artifacts_dir, notes, routers=True)
     if not bundles:
         raise PipelineError(f"no trained model in {artifacts_dir}/ - build one with `{BUILD_HINT}` "
                             f"(or `ksent run --corpus nsmc`), or pass --model DIR")
-    nsmc_first = max(bundles, key=lambda b: (b[0], b[1]))
+    across = _mean_validation_over_corpora(Path(artifacts_dir), bundles)
+    if across:
+        return max(across, key=lambda directory: (across[directory], directory.name))
+    single = [b for b in bundles if (b[2] / MANIFEST_FILE).is_file() and "+" not in str(b[0])]
+    nsmc_first = max(single or bundles, key=lambda b: (b[0] == "nsmc", b[1]))
     return nsmc_first[2]

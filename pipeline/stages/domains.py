@@ -1,4 +1,5 @@
-"""domains: every bundle scored on every corpus's test split, for REPORT.md's cross-domain matrix.
+"""domains: every bundle scored on every corpus's validation and test splits: REPORT.md's cross-domain
+matrix, and the figures the default model is chosen on.
 
 A model meets text from wherever a user brings it; this stage says how each bundle (each
 tokenization and ensemble of each corpus) does on the other corpora's reviews. Each cell feeds a
@@ -6,10 +7,14 @@ corpus's raw test texts through `load_bundle(...).predict_proba`, the bundle's o
 preprocessing, exactly as `ksent predict` would; the in-domain cell therefore repeats the evaluate
 stage's figure (a check that there is no train/serve skew).
 
-Inputs: every bundle's bundle.json in the artifacts folder, every declared corpus's split.parquet.
-Output: artifacts/domains.json. A cell is computed once per (bundle.json, split.parquet) checksum
-pair: cells of an unchanged bundle on an unchanged split are taken from the previous domains.json,
-so re-running after one new bundle scores that bundle only.
+Each cell holds the bundle's accuracy on the corpus's validation split too: the default model is
+chosen on those (pipeline.predict.selection), never on test figures.
+
+Inputs: every bundle's bundle.json in the artifacts folder (the router's too, once the router stage
+can make one), every declared corpus's split.parquet. Output: artifacts/domains.json. A cell is
+computed once per (bundle.json, split.parquet) checksum pair: cells of an unchanged bundle on an
+unchanged split are taken from the previous domains.json, so re-running after one new bundle
+scores that bundle only.
 """
 from __future__ import annotations
 
@@ -26,8 +31,19 @@ from pipeline.corpora import CORPORA
 OUTPUT = "domains.json"
 
 
+SCORED = ("val", "test")
+
+
 def _bundles(artifacts_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in artifacts_dir.glob("*/bundle.json") if (p.parent / "metrics.json").is_file())
+    return sorted(p.parent for p in artifacts_dir.glob("*/bundle.json")
+                  if (p.parent / "metrics.json").is_file() or (p.parent / "router.manifest.json").is_file())
+
+
+def _producer(bundle: Path) -> str:
+    for stage in ("ensemble", "router"):
+        if (bundle / f"{stage}.manifest.json").is_file():
+            return stage
+    return "train"
 
 
 def _splits(data_dir: Path) -> dict[str, Path]:
@@ -39,8 +55,15 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     folder = Path(artifacts_dir)
     inputs = {}
     for bundle in _bundles(folder):
-        producer = "ensemble" if (bundle / "ensemble.manifest.json").is_file() else "train"
-        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", producer, label=bundle.name)
+        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", _producer(bundle), label=bundle.name)
+    from pipeline.errors import ParameterError
+    from pipeline.stages import router
+
+    try:                                        # the router scores like a bundle, so it is made first
+        made = router.plan(data_dir=data_dir, artifacts_dir=folder).folder / "bundle.json"
+        inputs[f"{router.FOLDER}/bundle.json"] = Input(made, "router", label=router.FOLDER)
+    except ParameterError:                      # fewer than two corpora with bundles: no router
+        pass
     for name, path in _splits(Path(data_dir)).items():
         inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
     return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
@@ -54,13 +77,13 @@ def run_for(t: Target, **kwargs) -> StageResult:
     return domains(data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
 
 
-def _test_rows(path: Path) -> tuple[list[str], np.ndarray]:
+def _rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=["raw", "label", "split"])
-    test = table.filter(pc.equal(table["split"], "test"))
-    return [t if t is not None else "" for t in test["raw"].to_pylist()], test["label"].to_numpy().astype(np.int8)
+    rows = table.filter(pc.equal(table["split"], split))
+    return [t if t is not None else "" for t in rows["raw"].to_pylist()], rows["label"].to_numpy().astype(np.int8)
 
 
 def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
@@ -79,7 +102,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
         splits = {name: (path, sha256_file(path)) for name, path in _splits(Path(data_dir)).items()}
-        tests: dict[str, tuple[list[str], np.ndarray]] = {}
+        rows: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         result, scored, reused = {}, 0, 0
         for bundle_dir in _bundles(folder):
             bundle_sha = sha256_file(bundle_dir / "bundle.json")
@@ -89,19 +112,20 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
             cells = {}
             for corpus, (path, split_sha) in splits.items():
                 cell = old_cells.get(corpus)
-                if cell and cell.get("split_sha256") == split_sha:
+                if cell and cell.get("split_sha256") == split_sha and all(split in cell for split in SCORED):
                     cells[corpus], reused = cell, reused + 1
                     continue
                 if bundle is None:
                     bundle = load_bundle(bundle_dir)
-                if corpus not in tests:
-                    tests[corpus] = _test_rows(path)
-                texts, labels = tests[corpus]
-                if not len(labels):
-                    continue
-                predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
-                cells[corpus] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": int(len(labels)),
-                                 "split_sha256": split_sha}
+                cell = {"split_sha256": split_sha}
+                for split in SCORED:
+                    if (corpus, split) not in rows:
+                        rows[corpus, split] = _rows(path, split)
+                    texts, labels = rows[corpus, split]
+                    if len(labels):
+                        predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
+                        cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels)}
+                cells[corpus] = cell
                 scored += 1
             manifest = read_json(bundle_dir / "bundle.json")
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
@@ -122,19 +146,33 @@ def matrix_lines(artifacts_dir: Path | str) -> list[str]:
         return []
     if not corpora or not bundles:
         return []
-    tested = {c: max(((b.get("cells", {}).get(c) or {}).get("n", 0) for b in bundles.values()), default=0)
-              for c in corpora}
+
+    def cell(b: dict, corpus: str, split: str) -> dict:
+        return ((b.get("cells") or {}).get(corpus) or {}).get(split) or {}
+
+    def fmt(value) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+    try:
+        from pipeline.predict.selection import default_model_dir
+
+        default = default_model_dir(artifacts_dir).name
+    except Exception:  # noqa: BLE001 - the report names no default rather than fail
+        default = None
+    tested = {c: max((cell(b, c, "test").get("n", 0) for b in bundles.values()), default=0) for c in corpora}
     lines = ["", "## Every model on every domain", "",
              "Test accuracy of each bundle (rows) on each corpus's test split (columns), raw text through the "
              "bundle's own preprocessing as `ksent predict` does it; **bold**: in-domain (the bundle's own corpus). "
-             "Written by the domains stage (`artifacts/domains.json`).", "",
-             "| bundle | " + " | ".join(f"{c} ({tested[c]:,} reviews)" for c in corpora) + " |",
-             "|---|" + "---:|" * len(corpora)]
+             "The last column is the validation accuracy averaged over the corpora, each weighing the same: the "
+             "default model (`ksent predict` without `--model`) is the bundle with the highest. Written by the "
+             "domains stage (`artifacts/domains.json`).", "",
+             "| bundle | " + " | ".join(f"{c} test ({tested[c]:,})" for c in corpora) + " | val., mean of corpora |",
+             "|---|" + "---:|" * (len(corpora) + 1)]
     for name, b in sorted(bundles.items()):
-        cells = []
-        for corpus in corpora:
-            acc = (b.get("cells", {}).get(corpus) or {}).get("accuracy")
-            text = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
-            cells.append(f"**{text}**" if corpus == b.get("corpus") else text)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        cells = [f"**{fmt(cell(b, c, 'test').get('accuracy'))}**" if c == b.get("corpus")
+                 else fmt(cell(b, c, "test").get("accuracy")) for c in corpora]
+        vals = [cell(b, c, "val").get("accuracy") for c in corpora]
+        mean = sum(vals) / len(vals) if all(isinstance(v, (int, float)) for v in vals) else None
+        label = f"{name} (default)" if name == default else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(mean)} |")
     return lines
