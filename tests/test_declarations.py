@@ -149,19 +149,33 @@ def test_every_format_gives_the_same_table_through_the_data_stages(declared, tmp
     assert got["split"].tolist() == split_table["split"].tolist()
 
 
-def test_quoted_csv_in_partitions_on_two_workers_is_byte_identical_to_one_pass(declared, tmp_path, monkeypatch):
-    name = declared("csv", tricky_rows(600, seed=3))
+@pytest.mark.parametrize("kind", ["csv", "csv.gz", "tsv", "jsonl", "parquet"])
+def test_every_format_through_tokenize_and_pad_on_two_workers_is_byte_identical_to_one_process(
+        kind, declared, tmp_path, monkeypatch):
+    from pipeline.stages.pad import pad
+    from pipeline.stages.tokenize import tokenize
+    from pipeline.text.segment import Segmenter
+
+    pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
+    name = declared(kind, tricky_rows(600, seed=3))
+    mecab = Segmenter("morpheme", backend="mecab")
     outputs = []
     for label, block, engine in (("one", 1 << 30, {"workers": 1}), ("cluster", 2000, {"workers": 2})):
         monkeypatch.setattr(clean_stage, "BLOCK_BYTES", block)
         monkeypatch.setattr(clean_stage, "LOCAL_BELOW", 2)
-        counts = run_data_stages(name, tmp_path / label, **engine)
+        data = tmp_path / label
+        counts = run_data_stages(name, data, **engine)
+        tokenize(name, mecab, data_dir=data, **engine, **QUIET)
+        pad(name, mecab.name(), data_dir=data, pretrained_words=0, **engine, **QUIET)
+        processed = data / "processed" / name / mecab.name()
         outputs.append((counts["partitions"], counts["engine"],
-                        (tmp_path / label / "interim" / name / "clean.parquet").read_bytes(),
-                        (tmp_path / label / "interim" / name / "split.parquet").read_bytes()))
+                        *[(data / "interim" / name / f).read_bytes() for f in ("clean.parquet", "split.parquet")],
+                        *[(processed / f).read_bytes() for f in ("tokens.parquet", "train.parquet", "test.parquet",
+                                                                 "tokenizer.json")]))
     (one_parts, _, *one), (parts, where, *cluster) = outputs
-    assert one_parts == 1 and parts > 10 and "2 Dask workers" in where
-    assert cluster == one
+    assert one_parts == 1 and cluster == one
+    if kind != "csv.gz":                        # a gzipped file is one partition: nothing to spread
+        assert parts >= 5 and "2 Dask workers" in where, (parts, where)
 
 
 def test_quoted_blocks_end_at_row_ends_only(tmp_path):
@@ -364,3 +378,21 @@ def test_the_shopping_sample_reads_whole_and_in_partitions_alike():
     assert len(parts) > 10
     pieces = pd.concat([read_part(path, part, spec, "all")[0] for part in parts], ignore_index=True)
     pd.testing.assert_frame_equal(pieces, whole)
+
+
+def test_a_declared_csv_corpus_goes_through_ksent_run_and_predict(tmp_path):
+    """A user's CSV with a star rating, declared in ./corpora/, through the real CLI: every stage, then predict."""
+    rows = tricky_rows(400, seed=21)
+    path, fmt = write_table(rows, tmp_path / "exports", "csv")
+    declare(tmp_path / "corpora", "my_shop", DECLARATION.format(kind="csv", format=fmt, path="../exports/reviews.csv"))
+    env = {"KSENT_CORPORA": ""}
+    common = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
+    run = ksent("run", "--corpus", "my_shop", "--tokenizer", "word", *common, "--epochs", "2", "--units", "8",
+                "--embedding-dim", "8", cwd=tmp_path, env=env)
+    out = run.stdout.decode()
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert "clean my_shop: 400 rows read (all 400)" in out and "16 neutral rating" in out
+    assert "evaluate my_shop/word: test accuracy" in out
+    run = ksent("predict", "--model", str(tmp_path / "artifacts" / "my_shop-word"), "--json", "정말 재밌어요",
+                cwd=tmp_path, env=env)
+    assert run.returncode == 0 and json.loads(run.stdout)["text"] == "정말 재밌어요"

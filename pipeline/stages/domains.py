@@ -10,8 +10,8 @@ stage's figure (a check that there is no train/serve skew).
 Each cell holds the bundle's accuracy on the corpus's validation split too: the default model is
 chosen on those (pipeline.predict.selection), never on test figures.
 
-Inputs: every bundle's bundle.json in the artifacts folder (the router's too, once the router stage
-can make one), every declared corpus's split.parquet. Output: artifacts/domains.json. A cell is
+Inputs: every bundle's bundle.json in the artifacts folder (the router's too, once made: its stage's
+scope runs before this one's), every declared corpus's split.parquet. Output: artifacts/domains.json. A cell is
 computed once per (bundle.json, split.parquet) checksum pair: cells of an unchanged bundle on an
 unchanged split are taken from the previous domains.json, so re-running after one new bundle
 scores that bundle only.
@@ -56,14 +56,6 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     inputs = {}
     for bundle in _bundles(folder):
         inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", _producer(bundle), label=bundle.name)
-    from pipeline.errors import ParameterError
-    from pipeline.stages import router
-
-    try:                                        # the router scores like a bundle, so it is made first
-        made = router.plan(data_dir=data_dir, artifacts_dir=folder).folder / "bundle.json"
-        inputs[f"{router.FOLDER}/bundle.json"] = Input(made, "router", label=router.FOLDER)
-    except ParameterError:                      # fewer than two corpora with bundles: no router
-        pass
     for name, path in _splits(Path(data_dir)).items():
         inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
     return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
