@@ -52,7 +52,7 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     data, artifacts, shop_test, tiny = two_corpora
     # before the router exists the domains stage scores the bundles there are (as in the `ksent run` that trains
     # the second corpus's first bundle: the router could not be planned when that run started)
-    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts["scored"] == 2
+    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts["scored"] == 4   # 2 bundles x 2 corpora
     result = router(data_dir=data, artifacts_dir=artifacts, **QUIET)
     assert result.counts["experts"] == {"shop": "shop-word", "tiny": tiny}
     routed = load_bundle(artifacts / "router")
@@ -67,7 +67,7 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     records = routed.predict(texts[:2], explain=True)
     assert [e["domain"] for e in records[0]["explanation"]["experts"]] == ["shop", "tiny"]
 
-    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts == {"scored": 1, "reused": 2}
+    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts == {"scored": 2, "reused": 4}
     cells = read_json(artifacts / "domains.json")["bundles"]
     assert set(cells) == {"router", "shop-word", tiny}
     means = {name: np.mean([b["cells"][c]["val"]["accuracy"] for c in ("shop", "tiny")]) for name, b in cells.items()}
