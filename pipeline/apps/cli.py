@@ -202,11 +202,28 @@ def train(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, **params)
 @tokenizer_options
 @data_options
 @artifacts_option
-def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir):
+@click.option("--on", "others", multiple=True, metavar="CORPUS",
+              help="Also score the bundle on this declared corpus's validation and test splits (repeatable; the "
+                   "corpus's data stages must have run). `ksent domains` scores every bundle on every corpus.")
+def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others):
     """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
-    _run("evaluate", corpus, tok_name(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
-         force=force)
+    tok = tok_name(kind, backend, jamo)
+    _run("evaluate", corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
     _run("report", artifacts_dir=artifacts_dir)
+    if others:
+        from pipeline.corpora import get_corpus
+        from pipeline.predict.bundle import load_bundle
+        from pipeline.stages.domains import score
+
+        bundle = load_bundle(layout.bundle_dir(artifacts_dir, corpus, tok))
+        for other in others:
+            get_corpus(other)
+            path = layout.interim_dir(data_dir, other) / "split.parquet"
+            if not path.is_file():
+                raise PipelineError(f"{path} is not there: run `ksent run --corpus {other}` (or its data stages) first")
+            cell = score(bundle, path)
+            click.echo(f"evaluate {corpus}/{tok} on {other}: " + ", ".join(
+                f"{split} accuracy {cell[split]['accuracy']:.4f} on {cell[split]['n']:,} rows" for split in cell))
 
 
 @cli.command(name="run")

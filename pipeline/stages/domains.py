@@ -78,6 +78,23 @@ def _rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
     return [t if t is not None else "" for t in rows["raw"].to_pylist()], rows["label"].to_numpy().astype(np.int8)
 
 
+def score(bundle, path: Path, rows: dict | None = None) -> dict:
+    """A loaded bundle's accuracy on the validation and test splits of split.parquet `path` (`rows` caches
+    the splits' texts by (path, split) across calls)."""
+    from pipeline.predict.predictor import THRESHOLD
+
+    rows = {} if rows is None else rows
+    cell = {}
+    for split in SCORED:
+        if (path, split) not in rows:
+            rows[path, split] = _rows(path, split)
+        texts, labels = rows[path, split]
+        if len(labels):
+            predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
+            cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels)}
+    return cell
+
+
 def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
             force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Score every bundle in `artifacts_dir` on every corpus's test split into domains.json."""
@@ -94,7 +111,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
         splits = {name: (path, sha256_file(path)) for name, path in _splits(Path(data_dir)).items()}
-        rows: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        rows: dict = {}
         result, scored, reused = {}, 0, 0
         for bundle_dir in _bundles(folder):
             bundle_sha = sha256_file(bundle_dir / "bundle.json")
@@ -109,15 +126,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                     continue
                 if bundle is None:
                     bundle = load_bundle(bundle_dir)
-                cell = {"split_sha256": split_sha}
-                for split in SCORED:
-                    if (corpus, split) not in rows:
-                        rows[corpus, split] = _rows(path, split)
-                    texts, labels = rows[corpus, split]
-                    if len(labels):
-                        predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
-                        cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels)}
-                cells[corpus] = cell
+                cells[corpus] = {"split_sha256": split_sha, **score(bundle, path, rows)}
                 scored += 1
             manifest = read_json(bundle_dir / "bundle.json")
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
