@@ -66,3 +66,27 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     mean_val = (new["other"]["val"]["accuracy"] + new["tiny"]["val"]["accuracy"]) / 2
     assert row == (f"| {bundle_dir.name} (default) | {new['other']['test']['accuracy']:.4f} | "     # one bundle
                    f"**{new['tiny']['test']['accuracy']:.4f}** | {mean_val:.4f} |")   # corpora by name; in-domain bold
+
+
+def test_evaluate_on_another_corpus_prints_its_validation_and_test_accuracy(evaluated, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.apps.cli import cli
+
+    bundle_src, artifacts_src = evaluated
+    root = shutil.copytree(artifacts_src.parent, tmp_path / "root")
+    for name in ("tiny", "other"):
+        monkeypatch.setitem(corpora.CORPORA, name, dataclasses.replace(corpora.CORPORA["nsmc"], name=name))
+    test = write_split(root / "data", "other", 4)
+    tok = bundle_src.name.removeprefix("tiny-")
+    options = ["--tokenizer", tok.split("-")[0], *(["--backend", "mecab"] if "mecab" in tok else [])]
+    result = CliRunner().invoke(cli, ["evaluate", "--corpus", "tiny", *options, "--data-dir", str(root / "data"),
+                                      "--artifacts-dir", str(root / "artifacts"), "--on", "other"])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(root / "artifacts" / bundle_src.name)
+    accuracy = float(((bundle.predict_proba(test["raw"].tolist()) >= 0.5) == test["label"]).mean())
+    assert f"evaluate tiny/{tok} on other: val accuracy " in result.output
+    assert f"test accuracy {accuracy:.4f} on {len(test):,} rows" in result.output
+    missing = CliRunner().invoke(cli, ["evaluate", "--corpus", "tiny", *options, "--data-dir", str(root / "data"),
+                                       "--artifacts-dir", str(root / "artifacts"), "--on", "nsmc"])
+    assert missing.exit_code == 1 and "run `ksent run --corpus nsmc`" in missing.output
