@@ -200,6 +200,16 @@ def test_health_model_status_metadata_and_openapi(client, bundle_dir):
     assert body_schema["required"] == ["texts"] and body_schema["properties"]["texts"]["type"] == "array"
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # the documentation pages load every script and style from this server (no CDN: they work offline)
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets and not [a for a in assets if a.startswith(("http:", "https:", "//"))], (page, assets)
+        for asset in assets:
+            got = client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 100, (page, asset)
 
 
 # --- errors -------------------------------------------------------------------------------------

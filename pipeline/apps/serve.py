@@ -8,7 +8,8 @@ answer. Predictions are the API's records, so they equal `ksent predict --json`.
     GET  /v1/models/<name>              TF Serving model status, plus the bundle's metadata and metrics
     GET  /v1/models/<name>/metadata     TF Serving signature metadata
     GET  /health                        {"status": "ok", "model": name}
-    GET  /docs, /openapi.json           FastAPI's generated documentation
+    GET  /docs, /redoc, /openapi.json   FastAPI's generated documentation (Swagger UI and ReDoc served
+                                        locally by fastapi-offline: they work without internet)
 
 Texts of concurrent requests share model calls (pipeline.apps.batching.MicroBatcher): one
 call at a time, in one worker thread, off the event loop. Every error is JSON
@@ -36,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -254,9 +256,11 @@ def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batc
             batcher.refuse_waiting("the server is shutting down")
             log.warning("shutdown grace period over: requests still waiting for the model are answered 503")
 
-    app = FastAPI(title="ksent", version=pipeline.__version__, lifespan=lifespan,
-                  description=f"Korean review sentiment: model `{name}` ({info.get('corpus')}, "
-                              f"{info.get('tokenization')}). Texts of concurrent requests are batched together.")
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from ksent, not from a CDN
+    app = FastAPIOffline(title="ksent", version=pipeline.__version__, lifespan=lifespan,
+                         description=f"Korean review sentiment: model `{name}` ({info.get('corpus')}, "
+                                     f"{info.get('tokenization')}). Texts of concurrent requests are batched "
+                                     f"together.")
 
     async def predict_records(texts: list[str], explain: bool) -> list[dict]:
         if explain and len(texts) > max_explain:
