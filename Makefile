@@ -63,6 +63,7 @@ all: setup
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
 	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble,echo "(one tokenizer: no ensemble)")
+	@echo; $(KSENT) summary
 
 test: setup lint check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

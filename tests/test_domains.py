@@ -59,6 +59,14 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     assert again.counts == {"scored": 1, "reused": 1}
 
     report(artifacts_dir=artifacts, **QUIET)
+    from pipeline.model.scoring import summary_lines  # how `make all` ends
+
+    lines = summary_lines(artifacts)
+    metrics = read_json(bundle_dir / "metrics.json")
+    assert lines[0].split() == ["model", "test", "acc.", "val.", "acc.", "training"]
+    assert lines[1].split()[:3] == [bundle_dir.name, f"{metrics['accuracy']:.4f}",
+                                    f"{metrics['best_val_accuracy']:.4f}"]
+    assert lines[-2] == f"default model (ksent predict without --model): {bundle_dir.name}"
     text = (artifacts / "REPORT.md").read_text(encoding="utf-8")
     assert "## Every model on every domain" in text
     row = next(line for line in text.splitlines() if line.startswith(f"| {bundle_dir.name} "))

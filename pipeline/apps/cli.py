@@ -321,6 +321,17 @@ def router(data_dir, artifacts_dir, force):
 
 @cli.command()
 @artifacts_option
+def summary(artifacts_dir):
+    """A short table of every evaluated model (test and validation accuracy, training time) and the default
+    model: how `make all` ends. REPORT.md has the details."""
+    from pipeline.model.scoring import summary_lines
+
+    for line in summary_lines(artifacts_dir):
+        click.echo(line)
+
+
+@cli.command()
+@artifacts_option
 def report(artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
     _run("report", artifacts_dir=artifacts_dir, force=True)

@@ -163,3 +163,39 @@ def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, 
 
     lines += matrix_lines(artifacts_dir)
     return "\n".join(lines) + "\n", len(rows)
+
+
+def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
+    """A short terminal table of every evaluated bundle (test and validation accuracy, training time), the
+    router's figures on each corpus when there is one, and which model is the default: how `make all` ends."""
+    artifacts_dir = Path(artifacts_dir)
+    rows = []
+    for path in sorted(artifacts_dir.glob("*/metrics.json")):
+        try:
+            m = read_json(path)
+            rows.append((path.parent.name, _fmt(m.get("accuracy")), _fmt(m.get("best_val_accuracy")),
+                         _duration(m.get("train_seconds"))))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            rows.append((path.parent.name, "unreadable", "-", "-"))
+    try:
+        domains = read_json(artifacts_dir / "domains.json")
+        router = domains["bundles"]["router"]["cells"]
+        for corpus in domains["corpora"]:
+            rows.append((f"router on {corpus}", _fmt(router[corpus]["test"]["accuracy"]),
+                         _fmt(router[corpus]["val"]["accuracy"]), "-"))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not rows:
+        return [f"no evaluated model in {artifacts_dir}/"]
+    header = ("model", "test acc.", "val. acc.", "training")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in
+                       enumerate(zip(row, widths, strict=True))) for row in [header, *rows]]
+    try:
+        from pipeline.predict.selection import default_model_dir
+
+        lines.append(f"default model (ksent predict without --model): {default_model_dir(artifacts_dir).name}")
+    except Exception:  # noqa: BLE001 - a summary names no default rather than fail
+        pass
+    lines.append(f"details: {layout.report_path(artifacts_dir)}")
+    return lines
