@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
     assert -1 not in positions and positions == sorted(positions), first.output      # every stage, in order
     assert "\ndomains: 1 bundle(s) x 1 test split(s): 1 scored" in first.output
     assert "\nreport: 1 evaluated bundle(s)" in first.output
+    # in a log (not a terminal) training shows one line per epoch, no carriage returns and no Keras bars
+    assert re.search(r"\n  train tiny/[\w-]+: epoch 1/3: loss \d", first.output), first.output
+    assert "\r" not in first.output and "step -" not in first.output
 
     second = runner.invoke(cli, args)   # nothing changed: every stage is skipped
     assert second.exit_code == 0, second.output

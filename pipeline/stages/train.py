@@ -152,6 +152,48 @@ def _epoch_timer():
     return EpochTimer()
 
 
+def _steps(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:                                   # a generator-backed dataset: batches not known ahead
+        return None
+
+
+def _progress(label: str, epochs: int, steps: int | None, tty: bool):
+    """Training progress: on a terminal one line, rewritten as batches and epochs go by; in a log (not a
+    TTY) one line per epoch and no carriage returns."""
+    keras = import_keras()
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch, self._started, self._shown = epoch + 1, time.perf_counter(), 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if tty and now - self._shown >= 0.5:           # a terminal redraw twice a second, no faster
+                self._shown = now
+                done = f"{batch + 1}/{steps}" if steps else f"{batch + 1}"
+                loss = (logs or {}).get("loss")
+                sys.stdout.write(f"\r  {label}: epoch {self._epoch}/{epochs}, batch {done}"
+                                 + (f", loss {loss:.4f}" if loss is not None else "") + "\033[K")
+                sys.stdout.flush()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            figures = ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                                if k in logs)
+            line = f"  {label}: epoch {self._epoch}/{epochs}: {figures} ({time.perf_counter() - self._started:.0f} s)"
+            sys.stdout.write(f"\r{line}\033[K" if tty else line + "\n")
+            sys.stdout.flush()
+
+        def on_train_end(self, logs=None):
+            if tty:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+
+    return Progress()
+
+
 def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -239,12 +281,14 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         started = time.perf_counter()
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=0,                                       # _progress: one line on a terminal, one per epoch in a log
             callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
                                                      restore_best_weights=True),
                        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                        save_weights_only=True),
-                       *_lr_schedule(params["lr_decay"]), timer]).history
+                       *_lr_schedule(params["lr_decay"]), timer,
+                       _progress(f"train {stage.label}", params["epochs"], _steps(train_ds),
+                                 sys.stdout.isatty())]).history
         train_seconds = time.perf_counter() - started
         if not history.get("loss") or not history.get("val_loss"):
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
