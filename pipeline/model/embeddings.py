@@ -11,7 +11,7 @@ same vectors. `embedding_matrix` lines the vectors up with a vocabulary's ids.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -22,9 +22,10 @@ SKIP_GRAM = {"sg": 1, "negative": 5}
 
 
 def learn_vectors(sentences: Sequence[Sequence[str]], *, method: str = "word2vec", dim: int = 128,
-                  window: int = 5, epochs: int = 5, min_count: int = 2,
-                  seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """Tokens seen at least `min_count` times and their (n, dim) float32 vectors (most frequent first)."""
+                  window: int = 5, epochs: int = 5, min_count: int = 2, seed: int = 0,
+                  on_epoch: Callable[[int, int], None] | None = None) -> tuple[list[str], np.ndarray]:
+    """Tokens seen at least `min_count` times and their (n, dim) float32 vectors (most frequent first).
+    `on_epoch(done, epochs)` is called after each epoch (progress; it does not change the vectors)."""
     if method not in METHODS:
         raise PipelineError(f"pretrain method must be one of {', '.join(METHODS)}, got {method!r}")
     try:
@@ -37,13 +38,28 @@ def learn_vectors(sentences: Sequence[Sequence[str]], *, method: str = "word2vec
         return [], np.zeros((0, dim), np.float32)
     model_class = Word2Vec if method == "word2vec" else FastText
     try:
+        callbacks = [_epoch_callback(on_epoch, epochs)] if on_epoch else []
         model = model_class(sentences, vector_size=dim, window=window, epochs=epochs, min_count=min_count,
-                            seed=seed, workers=1, **SKIP_GRAM)
+                            seed=seed, workers=1, callbacks=callbacks, **SKIP_GRAM)
     except RuntimeError as exc:             # gensim: "you must first build vocabulary before training"
         if "vocabulary" not in str(exc):
             raise
         return [], np.zeros((0, dim), np.float32)
     return list(model.wv.index_to_key), np.asarray(model.wv.vectors, dtype=np.float32)
+
+
+def _epoch_callback(on_epoch: Callable[[int, int], None], epochs: int):
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    class EpochCallback(CallbackAny2Vec):
+        def __init__(self):
+            self.done = 0
+
+        def on_epoch_end(self, model):
+            self.done += 1
+            on_epoch(self.done, epochs)
+
+    return EpochCallback()
 
 
 def embedding_matrix(vocabulary_tokens: Sequence[str], tokens: Sequence[str], vectors: np.ndarray, *,

@@ -17,6 +17,7 @@ Same inputs and parameters, same vectors (one gensim worker thread).
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import save_npz
+from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
 from pipeline.corpora import Format, check_utf8_share, get_corpus, pinned_check
@@ -106,9 +108,15 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
             unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, scheduler, counts,
                                                  registered=str(unlabeled) == "auto")
             unlabeled_tokens = [[canonical.setdefault(t, t) for t in seq] for seq in unlabeled_tokens]
-        learned, vectors = learn_vectors(train_tokens + unlabeled_tokens, method=params["method"], dim=params["dim"],
-                                         window=params["window"], epochs=params["epochs"],
-                                         min_count=params["min_count"], seed=params["seed"])
+        shown, started = Progress(), time.perf_counter()
+        sentences = len(train_tokens) + len(unlabeled_tokens)
+        learned, vectors = learn_vectors(
+            train_tokens + unlabeled_tokens, method=params["method"], dim=params["dim"], window=params["window"],
+            epochs=params["epochs"], min_count=params["min_count"], seed=params["seed"],
+            on_epoch=lambda done, epochs: shown.line(
+                f"  pretrain {stage.label}: {params['method']} epoch {done}/{epochs} over {sentences:,} reviews "
+                f"({time.perf_counter() - started:.0f} s)"))
+        shown.close()
         train_counts = Counter(t for seq in train_tokens for t in seq)
         unlabeled_counts = Counter(t for seq in unlabeled_tokens for t in seq)
         save_npz(out.path("vectors.npz"), tokens=np.array(learned, dtype=str), vectors=vectors,

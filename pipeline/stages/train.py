@@ -22,7 +22,6 @@ trains. A split that fits in one shard is batched exactly as if it were loaded w
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,39 +158,36 @@ def _steps(dataset) -> int | None:
         return None
 
 
-def _progress(label: str, epochs: int, steps: int | None, tty: bool):
-    """Training progress: on a terminal one line, rewritten as batches and epochs go by; in a log (not a
-    TTY) one line per epoch and no carriage returns."""
-    keras = import_keras()
+def _progress(label: str, epochs: int, steps: int | None):
+    """Training progress (pipeline.core.progress): batches live on a terminal, one line per epoch."""
+    from pipeline.core.progress import Progress
 
-    class Progress(keras.callbacks.Callback):
+    keras = import_keras()
+    shown = Progress()
+
+    class EpochProgress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch, self._started, self._shown = epoch + 1, time.perf_counter(), 0.0
+            self._epoch, self._started, self._drawn = epoch + 1, time.perf_counter(), 0.0
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.perf_counter()
-            if tty and now - self._shown >= 0.5:           # a terminal redraw twice a second, no faster
-                self._shown = now
-                done = f"{batch + 1}/{steps}" if steps else f"{batch + 1}"
+            if shown.tty and now - self._drawn >= 0.5:      # redraw twice a second, no faster
+                self._drawn = now
                 loss = (logs or {}).get("loss")
-                sys.stdout.write(f"\r  {label}: epoch {self._epoch}/{epochs}, batch {done}"
-                                 + (f", loss {loss:.4f}" if loss is not None else "") + "\033[K")
-                sys.stdout.flush()
+                shown.transient(f"  {label}: epoch {self._epoch}/{epochs}, batch {batch + 1}"
+                                + (f"/{steps}" if steps else "") + (f", loss {loss:.4f}" if loss is not None else ""))
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             figures = ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                                 if k in logs)
-            line = f"  {label}: epoch {self._epoch}/{epochs}: {figures} ({time.perf_counter() - self._started:.0f} s)"
-            sys.stdout.write(f"\r{line}\033[K" if tty else line + "\n")
-            sys.stdout.flush()
+            shown.line(f"  {label}: epoch {self._epoch}/{epochs}: {figures} "
+                       f"({time.perf_counter() - self._started:.0f} s)")
 
         def on_train_end(self, logs=None):
-            if tty:
-                sys.stdout.write("\n")
-                sys.stdout.flush()
+            shown.close()
 
-    return Progress()
+    return EpochProgress()
 
 
 def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
@@ -287,8 +283,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                        save_weights_only=True),
                        *_lr_schedule(params["lr_decay"]), timer,
-                       _progress(f"train {stage.label}", params["epochs"], _steps(train_ds),
-                                 sys.stdout.isatty())]).history
+                       _progress(f"train {stage.label}", params["epochs"], _steps(train_ds))]).history
         train_seconds = time.perf_counter() - started
         if not history.get("loss") or not history.get("val_loss"):
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
