@@ -397,3 +397,15 @@ def test_a_declared_csv_corpus_goes_through_ksent_run_and_predict(tmp_path):
     run = ksent("predict", "--model", str(tmp_path / "artifacts" / "my_shop-word"), "--json", "정말 재밌어요",
                 cwd=tmp_path, env=env)
     assert run.returncode == 0 and json.loads(run.stdout)["text"] == "정말 재밌어요"
+
+
+def test_the_readme_declaration_example_is_valid():
+    import re
+
+    from pipeline.corpora.declaration import parse_declaration
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    spec = parse_declaration("my_shop", example, Path("/srv/corpora/my_shop.toml"))
+    assert spec.format.kind == "csv" and spec.label.positive_from == 4 and spec.label.negative_to == 2
+    assert spec.files[0].url == "file:///srv/exports/reviews.csv" and not spec.files[0].pinned
