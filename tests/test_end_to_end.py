@@ -29,6 +29,7 @@ def test_pipeline_end_to_end_then_predict_without_skew(tmp_path, tiny_corpus, to
     # in a log (not a terminal) training shows one line per epoch, no carriage returns and no Keras bars
     assert re.search(r"\n  train tiny/[\w-]+: epoch 1/3: loss \d", first.output), first.output
     assert "\r" not in first.output and "step -" not in first.output
+    assert re.search(r"\n  domains: tiny-[\w-]+ on tiny: test accuracy \d\.\d{4} ", first.output)
     assert re.search(r"\n  pretrain tiny/[\w-]+: word2vec epoch 1/\d+ over [\d,]+ reviews", first.output)
 
     second = runner.invoke(cli, args)   # nothing changed: every stage is skipped

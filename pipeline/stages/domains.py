@@ -18,6 +18,7 @@ scores that bundle only.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.corpora import CORPORA
 
@@ -113,6 +115,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         splits = {name: (path, sha256_file(path)) for name, path in _splits(Path(data_dir)).items()}
         rows: dict = {}
         result, scored, reused = {}, 0, 0
+        shown = Progress()
         for bundle_dir in _bundles(folder):
             bundle_sha = sha256_file(bundle_dir / "bundle.json")
             old = previous.get(bundle_dir.name) or {}
@@ -126,11 +129,16 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                     continue
                 if bundle is None:
                     bundle = load_bundle(bundle_dir)
+                started = time.perf_counter()
                 cells[corpus] = {"split_sha256": split_sha, **score(bundle, path, rows)}
                 scored += 1
+                shown.line(f"  domains: {bundle_dir.name} on {corpus}: test accuracy "
+                           f"{cells[corpus].get('test', {}).get('accuracy', float('nan')):.4f} "
+                           f"({time.perf_counter() - started:.0f} s)")
             manifest = read_json(bundle_dir / "bundle.json")
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
                                        "bundle_sha256": bundle_sha, "cells": cells}
+        shown.close()
         write_json(out.path(OUTPUT), {"threshold": THRESHOLD, "corpora": sorted(splits), "bundles": result})
         return StageResult(summary=f"domains: {len(result)} bundle(s) x {len(splits)} test split(s): {scored} "
                                    f"scored, {reused} unchanged", counts={"scored": scored, "reused": reused})

@@ -98,7 +98,7 @@ def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str 
         write_json(out.path("bundle.json"), manifest)
         seconds = time.perf_counter() - started
         return StageResult(summary=f"router: experts {', '.join(f'{c} -> {n}' for c, n in chosen.items())}; gate "
-                                   f"fitted on {sum(map(len, texts.values())):,} train reviews [{seconds:.1f}s]",
+                                   f"fitted on {sum(map(len, texts.values())):,} train reviews in {seconds:.1f} s",
                            counts={"experts": chosen, "gate_train_reviews": {c: len(t) for c, t in texts.items()}})
 
     return run_stage(stage, run, force=force, echo=echo)
