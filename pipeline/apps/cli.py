@@ -21,6 +21,7 @@ from pipeline.apps.options import (
     MAX_WORKERS,
     artifacts_option,
     corpus_option,
+    data_dir_option,
     data_options,
     engine_options,
     mirror_option,
@@ -247,8 +248,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 @cli.command()
 @corpus_option
 @tokenizer_options
-@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-              help="Root of raw/, interim/ and processed/.")
+@data_dir_option
 @artifacts_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
 def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
@@ -268,8 +268,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
 
 @cli.command()
 @corpus_option
-@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-              help="Root of raw/, interim/ and processed/.")
+@data_dir_option
 @artifacts_option
 @click.option("--member", "members", multiple=True,
               help="Bundle folder name to combine (repeatable) [default: every trained bundle of the corpus].")
@@ -298,8 +297,7 @@ def _after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
 
 
 @cli.command()
-@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-              help="Root of raw/, interim/ and processed/.")
+@data_dir_option
 @artifacts_option
 @click.option("--force", is_flag=True, help="Score every cell again, even the unchanged ones.")
 def domains(data_dir, artifacts_dir, force):
@@ -309,8 +307,7 @@ def domains(data_dir, artifacts_dir, force):
 
 
 @cli.command()
-@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-              help="Root of raw/, interim/ and processed/.")
+@data_dir_option
 @artifacts_option
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
 def router(data_dir, artifacts_dir, force):
@@ -468,8 +465,7 @@ def corpus_show(name, as_json):
 @corpus.command(name="check")
 @click.argument("name")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-              help="Where `download` put the corpus's files (checked when no FILES are given).")
+@data_dir_option(help="Where `download` put the corpus's files (checked when no FILES are given).")
 def corpus_check(name, files, data_dir):
     """Read FILES (default: the corpus's downloaded files) as declaration NAME says, without running the
     pipeline: rows, usable rows by label, and problems by reason."""

@@ -89,10 +89,15 @@ def corpus_option(f):
                              "you declared (`ksent corpus list`).")(f)
 
 
+def data_dir_option(f=None, *, help: str = "Root of raw/, interim/ and processed/."):
+    """--data-dir; `help` says what a command reads there, where that is more than the default."""
+    option = click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False), help=help)
+    return option(f) if f is not None else option
+
+
 def data_options(f):
     f = click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")(f)
-    return click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False),
-                        help="Root of raw/, interim/ and processed/.")(f)
+    return data_dir_option(f)
 
 
 def engine_options(f):
