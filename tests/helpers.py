@@ -4,6 +4,7 @@ other); the pytest fixtures built on them are in conftest.py."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import corpora
-from pipeline.core.files import save_npz, sha256_file
+from pipeline.core.files import read_json, save_npz, sha256_file
 from pipeline.core.stage import adopt_outputs
 from pipeline.model import padded
 from pipeline.model.embeddings import learn_vectors
@@ -158,3 +159,26 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
     save_npz(out / "vectors.npz", tokens=np.array(tokens, dtype=str), vectors=vectors)
     adopt_outputs("pretrain", f"{corpus}/{pre.name}", out, ["vectors.npz"])
     return out
+
+
+def write_split(data: Path, corpus: str, seed: int, n: int = 60, suffix: str = ""):
+    """An interim/<corpus>/split.parquet as the split stage writes it (train/val/test 2:1:1), each text + `suffix`;
+    returns its test rows."""
+    import pandas as pd
+
+    rows = [(text + suffix, label) for text, label in processed_reviews(n, seed)]
+    folder = data / "interim" / corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"id": [str(i) for i in range(n)], "raw": [t for t, _ in rows],
+                          "text": [t for t, _ in rows], "label": np.array([y for _, y in rows], np.int8),
+                          "split": [("test", "train", "val", "train")[i % 4] for i in range(n)]})
+    table.to_parquet(folder / "split.parquet")
+    adopt_outputs("split", corpus, folder, ["split.parquet"])
+    return table[table["split"] == "test"]
+
+
+def mark_retrained(bundle_dir: Path) -> None:
+    """Change a bundle's bundle.json as retraining would (another checksum), without training."""
+    manifest = read_json(bundle_dir / "bundle.json")
+    manifest["created_at"] = "retrained"
+    (bundle_dir / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")

@@ -5,32 +5,17 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline import corpora
 from pipeline.core.files import read_json
-from pipeline.core.stage import adopt_outputs
 from pipeline.predict.bundle import load_bundle
 from pipeline.stages.domains import domains
 from pipeline.stages.report import report
-from tests.helpers import processed_reviews
+from tests.helpers import write_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 QUIET = {"echo": lambda line: None}
-
-
-def write_split(data, corpus: str, seed: int, n: int = 60, suffix: str = ""):
-    rows = [(text + suffix, label) for text, label in processed_reviews(n, seed)]
-    folder = data / "interim" / corpus
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame({"id": [str(i) for i in range(n)], "raw": [t for t, _ in rows],
-                          "text": [t for t, _ in rows], "label": np.array([y for _, y in rows], np.int8),
-                          "split": [("test", "train", "val", "train")[i % 4] for i in range(n)]})
-    table.to_parquet(folder / "split.parquet")
-    adopt_outputs("split", corpus, folder, ["split.parquet"])
-    return table[table["split"] == "test"]
 
 
 def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reused(evaluated, tmp_path,

@@ -23,7 +23,7 @@ from pipeline.stages.evaluate import evaluate
 from pipeline.stages.report import report as report_stage
 from pipeline.stages.train import train
 from pipeline.text.segment import Segmenter
-from tests.helpers import SMALL, write_processed
+from tests.helpers import SMALL, mark_retrained, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
@@ -112,9 +112,7 @@ def test_rerun_is_skipped_and_default_model_is_chosen_by_validation(combined):
 def test_a_changed_or_missing_member_is_refused(combined, tmp_path):
     _, artifacts, _ = combined
     copy = shutil.copytree(artifacts, tmp_path / "artifacts")
-    manifest = read_json(copy / "tiny-word" / "bundle.json")
-    manifest["created_at"] = "retrained"
-    (copy / "tiny-word" / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    mark_retrained(copy / "tiny-word")
     with pytest.raises(PipelineError, match="member tiny-word changed since the ensemble was made"):
         load_bundle(copy / "tiny-ensemble")
     # the default model passes over the stale ensemble, saying so, instead of failing

@@ -17,8 +17,7 @@ from pipeline.predict.router import RouterBundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.domains import domains
 from pipeline.stages.router import plan as router_plan, router
-from tests.helpers import ksent
-from tests.test_domains import write_split
+from tests.helpers import ksent, mark_retrained, write_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 QUIET = {"echo": lambda line: None}
@@ -78,9 +77,7 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     assert run.returncode == 0 and "gate weight" in run.stdout.decode()
 
     # an expert retrained since: the router refuses to load, and the default passes over it with a note
-    manifest = read_json(artifacts / "shop-word" / "bundle.json")
-    manifest["created_at"] = "later"
-    (artifacts / "shop-word" / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    mark_retrained(artifacts / "shop-word")
     with pytest.raises(PipelineError, match="its expert shop-word is changed since the router was made"):
         load_bundle(artifacts / "router")
     notes: list[str] = []
