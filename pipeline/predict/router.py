@@ -29,26 +29,27 @@ class RouterBundle(Predictor):
     def _gate(self, texts: list[str]) -> np.ndarray:
         return self.gate.proba([t[-MAX_CHARS:] for t in texts])
 
-    def _mix(self, texts: list[str], records: list[list[dict]]) -> list[dict]:
-        weights = self._gate(texts)
-        probability = sum(weights[:, d] * np.array([r["probability"] for r in recs], dtype=np.float64)
-                          for d, recs in enumerate(records))
+    @staticmethod
+    def _weighted(weights: np.ndarray, probabilities: list) -> np.ndarray:
+        """sum over experts of P(corpus) * that expert's P(positive), float32."""
+        total = sum(weights[:, d] * np.asarray(p, dtype=np.float64) for d, p in enumerate(probabilities))
+        return np.asarray(total, dtype=np.float32)
+
+    def _mix(self, texts: list[str], weights: np.ndarray, records: list[list[dict]]) -> list[dict]:
+        """The records of `texts` from each expert's records."""
+        probability = self._weighted(weights, [[r["probability"] for r in recs] for recs in records])
         empty = np.logical_and.reduce([[r["empty"] for r in recs] for recs in records])
-        out = to_records(texts, np.asarray(probability, dtype=np.float32), empty)
-        return out
+        return to_records(texts, probability, empty)
 
     def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        weights = self._gate(texts)
-        total = sum(weights[:, d] * e.predict_proba(texts, batch_size).astype(np.float64)
-                    for d, e in enumerate(self.experts))
-        return np.asarray(total, dtype=np.float32)
+        return self._weighted(self._gate(texts), [e.predict_proba(texts, batch_size) for e in self.experts])
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """As Bundle.predict; an explanation is the gate's weights and each expert's own explanation."""
+        weights = self._gate(texts)
         per_expert = [e.predict(texts, batch_size, explain=explain) for e in self.experts]
-        records = self._mix(texts, per_expert)
+        records = self._mix(texts, weights, per_expert)
         if explain:
-            weights = self._gate(texts)
             for i, record in enumerate(records):
                 record["explanation"] = {"experts": [
                     {"name": e.directory.name, "domain": d, "weight": float(weights[i, k]),
@@ -60,4 +61,4 @@ class RouterBundle(Predictor):
         return [m for e in self.experts for m in e.analyzed_members()]
 
     def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        return self._mix(texts, [e.finish(texts, segmented, batch_size) for e in self.experts])
+        return self._mix(texts, self._gate(texts), [e.finish(texts, segmented, batch_size) for e in self.experts])
