@@ -222,7 +222,7 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others
             path = layout.interim_dir(data_dir, other) / "split.parquet"
             if not path.is_file():
                 raise PipelineError(f"{path} is not there: run `ksent run --corpus {other}` (or its data stages) first")
-            cell = score(bundle, path)
+            cell = score(bundle, path, other)
             click.echo(f"evaluate {corpus}/{tok} on {other}: " + ", ".join(
                 f"{split} accuracy {cell[split]['accuracy']:.4f} on {cell[split]['n']:,} rows" for split in cell))
 

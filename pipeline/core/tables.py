@@ -112,6 +112,15 @@ def read_table(path: Path | str, stage: str, label: str, columns: list[str] | No
         raise unreadable(Path(path), stage, label, exc) from None
 
 
+def read_split_texts(path: Path | str, corpus: str, splits: tuple[str, ...]) -> dict:
+    """split -> (raw texts, labels as int8) of the split stage's split.parquet of `corpus`, read once."""
+    import numpy as np
+
+    rows = read_table(path, "split", corpus, columns=["raw", "label", "split"])
+    return {split: (rows.loc[rows["split"] == split, "raw"].fillna("").astype(str).tolist(),
+                    rows.loc[rows["split"] == split, "label"].to_numpy(dtype=np.int8)) for split in splits}
+
+
 def read_split_tokens(tokens_path: Path | str, split_path: Path | str, what: str, label: str,
                       split_columns: list[str] | None = None):
     """The tokenize stage's tokens.parquet and the split stage's split.parquet of `label` ("corpus/tok"),

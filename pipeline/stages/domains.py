@@ -28,6 +28,7 @@ from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
 
 OUTPUT = "domains.json"
@@ -71,26 +72,16 @@ def run_for(t: Target, **kwargs) -> StageResult:
     return domains(data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
 
 
-def _rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["raw", "label", "split"])
-    rows = table.filter(pc.equal(table["split"], split))
-    return [t if t is not None else "" for t in rows["raw"].to_pylist()], rows["label"].to_numpy().astype(np.int8)
-
-
-def score(bundle, path: Path, rows: dict | None = None) -> dict:
-    """A loaded bundle's accuracy on the validation and test splits of split.parquet `path` (`rows` caches
-    the splits' texts by (path, split) across calls)."""
+def score(bundle, path: Path, corpus: str, rows: dict | None = None) -> dict:
+    """A loaded bundle's accuracy on the validation and test splits of `corpus`'s split.parquet `path`
+    (`rows` caches the splits' texts by path across calls)."""
     from pipeline.predict.predictor import THRESHOLD
 
     rows = {} if rows is None else rows
+    if path not in rows:
+        rows[path] = read_split_texts(path, corpus, SCORED)
     cell = {}
-    for split in SCORED:
-        if (path, split) not in rows:
-            rows[path, split] = _rows(path, split)
-        texts, labels = rows[path, split]
+    for split, (texts, labels) in rows[path].items():
         if len(labels):
             predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
             cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels)}
@@ -130,7 +121,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                 if bundle is None:
                     bundle = load_bundle(bundle_dir)
                 started = time.perf_counter()
-                cells[corpus] = {"split_sha256": split_sha, **score(bundle, path, rows)}
+                cells[corpus] = {"split_sha256": split_sha, **score(bundle, path, corpus, rows)}
                 scored += 1
                 shown.line(f"  domains: {bundle_dir.name} on {corpus}: test accuracy "
                            f"{cells[corpus].get('test', {}).get('accuracy', float('nan')):.4f} "

@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, library_versions, run_stage
+from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError
 
@@ -63,14 +64,6 @@ def run_for(t: Target, **kwargs) -> StageResult:
     return router(data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
 
 
-def _train_texts(path: Path) -> list[str]:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["raw", "split"])
-    return [t or "" for t in table.filter(pc.equal(table["split"], "train"))["raw"].to_pylist()]
-
-
 def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
            force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Fit the gate on the corpora's train splits and write the router bundle."""
@@ -81,7 +74,8 @@ def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str 
     chosen = stage.params["experts"]
 
     def run(out: Staging) -> StageResult:
-        texts = {corpus: _train_texts(stage.inputs[f"{corpus}/split.parquet"].path) for corpus in chosen}
+        texts = {corpus: read_split_texts(stage.inputs[f"{corpus}/split.parquet"].path, corpus, ("train",))["train"][0]
+                 for corpus in chosen}
         started = time.perf_counter()
         gate = DomainGate.fit(texts, seed=SEED)
         gate.save(out.path(GATE_FILE))
