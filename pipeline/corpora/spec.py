@@ -143,6 +143,11 @@ class Corpus:
     origin: str = ""                           # the declaration file
 
     @property
+    def downloads(self) -> tuple[CorpusFile, ...]:
+        """Every file the download stage fetches: the labelled ones, then the unlabeled one if declared."""
+        return (*self.files, *((self.unlabeled,) if self.unlabeled else ()))
+
+    @property
     def columns(self) -> tuple[str, ...]:
         """The columns this corpus reads."""
         wanted = [self.text, self.label.column]

@@ -124,16 +124,27 @@ def _duration(seconds) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 100 else f"{seconds:.0f} s"
 
 
+def _bundle_metrics(artifacts_dir: Path) -> list[tuple[str, dict | None]]:
+    """(bundle folder name, its metrics.json, None if unreadable or not an object) for every evaluated bundle."""
+    found = []
+    for path in sorted(artifacts_dir.glob("*/metrics.json")):
+        try:
+            metrics = read_json(path)
+        except (OSError, ValueError):
+            metrics = None
+        found.append((path.parent.name, metrics if isinstance(metrics, dict) else None))
+    return found
+
+
 def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, int]:
     """REPORT.md's text: one table row per <bundle>/metrics.json, best first per corpus; and the row count."""
     artifacts_dir = Path(artifacts_dir)
     rows, unreadable = [], []
-    for path in sorted(artifacts_dir.glob("*/metrics.json")):
+    for folder, m in _bundle_metrics(artifacts_dir):
         try:
-            m = read_json(path)
-            rows.append((m["corpus"], -(m.get("accuracy") or 0.0), m["tokenizer"], path.parent.name, m))
-        except (OSError, ValueError, KeyError, TypeError):
-            unreadable.append(path.parent.name)
+            rows.append((m["corpus"], -(m.get("accuracy") or 0.0), m["tokenizer"], folder, m))
+        except (KeyError, TypeError):
+            unreadable.append(folder)
     lines = [
         "# ksent model report",
         "",
@@ -170,13 +181,12 @@ def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]
     router's figures on each corpus when there is one, and which model is the default: how `make all` ends."""
     artifacts_dir = Path(artifacts_dir)
     rows = []
-    for path in sorted(artifacts_dir.glob("*/metrics.json")):
+    for folder, m in _bundle_metrics(artifacts_dir):
         try:
-            m = read_json(path)
-            rows.append((path.parent.name, _fmt(m.get("accuracy")), _fmt(m.get("best_val_accuracy")),
+            rows.append((folder, _fmt(m.get("accuracy")), _fmt(m.get("best_val_accuracy")),
                          _duration(m.get("train_seconds"))))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            rows.append((path.parent.name, "unreadable", "-", "-"))
+        except (AttributeError, TypeError, ValueError):  # unreadable (None), or figures that are not numbers
+            rows.append((folder, "unreadable", "-", "-"))
     try:
         domains = read_json(artifacts_dir / "domains.json")
         router = domains["bundles"]["router"]["cells"]

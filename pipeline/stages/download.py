@@ -139,10 +139,9 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR) -> Stage:
     """The corpus's files, pinned by checksum (the parameters), into data/raw/<corpus>/; the unlabeled
     reviews are an optional output (not every source has them)."""
     spec = get_corpus(corpus)
-    every = (*spec.files, *([spec.unlabeled] if spec.unlabeled else []))
-    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum() or 'recorded'}" for f in every}
+    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum() or 'recorded'}" for f in spec.downloads}
     optional = ((spec.unlabeled.name,) if spec.unlabeled else ()) + (
-        (RECORDED,) if any(not f.pinned for f in every) else ())
+        (RECORDED,) if any(not f.pinned for f in spec.downloads) else ())
     return Stage("download", corpus, layout.raw_dir(data_dir, corpus), inputs={}, params={"files": pins},
                  outputs=tuple(f.name for f in spec.files), optional_outputs=optional, keeps_outputs=True)
 
@@ -171,8 +170,7 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
 
     def run(out: Staging) -> StageResult:
         fetched, kept, notes = [], [], []
-        recorded = {f.name: recorded_checksum(raw_dir, f.name) for f in (*spec.files, *([spec.unlabeled] if
-                                                                           spec.unlabeled else [])) if not f.pinned}
+        recorded = {f.name: recorded_checksum(raw_dir, f.name) for f in spec.downloads if not f.pinned}
         to_fetch = list(spec.files)
         if spec.unlabeled:                  # optional: only where a mirror or URL has it
             if unlabeled_source or (raw_dir / spec.unlabeled.name).is_file():
