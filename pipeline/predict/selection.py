@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline import layout
 from pipeline.core.files import read_json, sha256_file
@@ -32,10 +33,17 @@ def _changed_members(directory: Path, manifest: dict) -> list[str]:
     return changed
 
 
+class Candidate(NamedTuple):
+    corpus: str
+    val_accuracy: float             # the train or ensemble stage's; -inf if none was recorded (routers)
+    directory: Path
+    kind: str | None                # "ensemble", "router", or None for a single network
+
+
 def usable_bundles(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list[str] | None = None,
-                   routers: bool = False) -> list[tuple[str, float, Path]]:
-    """(corpus, validation accuracy, folder) of every bundle in `artifacts_dir` (routers only if asked). An
-    ensemble or router whose members changed since it was made is left out, with a note in `notes`."""
+                   routers: bool = False) -> list[Candidate]:
+    """Every bundle in `artifacts_dir` (routers only if asked). An ensemble or router whose members changed
+    since it was made is left out, with a note in `notes`."""
     bundles = []
     for manifest_path in sorted(Path(artifacts_dir).glob(f"*/{MANIFEST_FILE}")):
         try:
@@ -52,11 +60,11 @@ def usable_bundles(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list
                 notes.append(f"{manifest_path.parent} is out of date (member {', '.join(changed)} changed since it "
                              f"was made), so it is not the default model - re-make it: `{remake}`")
             continue
-        bundles.append((corpus, _validation_accuracy(manifest_path.parent), manifest_path.parent))
+        bundles.append(Candidate(corpus, _validation_accuracy(manifest_path.parent), manifest_path.parent, kind))
     return bundles
 
 
-def _mean_validation_over_corpora(artifacts_dir: Path, bundles: list[tuple[str, float, Path]]) -> dict[Path, float]:
+def _mean_validation_over_corpora(artifacts_dir: Path, bundles: list[Candidate]) -> dict[Path, float]:
     """Each bundle's validation accuracy averaged over every corpus, corpora weighted equally, from the domains
     stage's cells (those of the bundle.json now in place); empty without domains.json or with one corpus."""
     try:
@@ -67,7 +75,7 @@ def _mean_validation_over_corpora(artifacts_dir: Path, bundles: list[tuple[str, 
     if len(corpora) < 2:
         return {}
     means = {}
-    for _, _, directory in bundles:
+    for directory in (b.directory for b in bundles):
         entry = cells.get(directory.name) or {}
         try:
             if entry.get("bundle_sha256") != sha256_file(directory / MANIFEST_FILE):
@@ -90,6 +98,5 @@ def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: l
     across = _mean_validation_over_corpora(Path(artifacts_dir), bundles)
     if across:
         return max(across, key=lambda directory: (across[directory], directory.name))
-    single = [b for b in bundles if (b[2] / MANIFEST_FILE).is_file() and "+" not in str(b[0])]
-    nsmc_first = max(single or bundles, key=lambda b: (b[0] == "nsmc", b[1]))
-    return nsmc_first[2]
+    single = [b for b in bundles if b.kind != "router"]      # a router is chosen on the domains' cells only
+    return max(single or bundles, key=lambda b: (b.corpus == "nsmc", b.val_accuracy)).directory

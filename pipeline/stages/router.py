@@ -33,7 +33,7 @@ def experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str, Path]:
     from pipeline.predict.selection import usable_bundles
 
     best: dict[str, tuple[float, Path]] = {}
-    for corpus, val_accuracy, directory in usable_bundles(artifacts_dir):
+    for corpus, val_accuracy, directory, _ in usable_bundles(artifacts_dir):
         if corpus in CORPORA and (layout.interim_dir(data_dir, corpus) / "split.parquet").is_file():
             if corpus not in best or val_accuracy > best[corpus][0]:
                 best[corpus] = (val_accuracy, directory)
