@@ -1,17 +1,19 @@
 """The runtime that runs a bundle's network: ONNX through onnxruntime (no TensorFlow), or Keras.
 
 The train stage saves the network twice: `model.keras`, Keras' native format (to inspect,
-fine-tune or re-export it), and `model.onnx`, the same network converted with tf2onnx and
-checked against Keras before it is published. Prediction (`ksent predict`, the Python API,
+fine-tune or re-export it), and `model.onnx`, the same network as onnxruntime's fused
+LSTM/GRU operators (pipeline.model.fused_onnx; tf2onnx's Loop graph where those do not
+apply), checked against Keras before it is published. Prediction (`ksent predict`, the Python API,
 `ksent serve`, `ksent evaluate`) runs `model.onnx` with onnxruntime: a 10 MB native library
 that starts in a fraction of a second, where importing TensorFlow alone takes ~4 s and
 ~500 MB. Why ONNX: it is the one open format with a light, well-kept CPU runtime that
-runs the masked LSTM/GRU loop exactly (tf2onnx turns Keras' masked recurrent loop into an
-ONNX Loop); TFLite needs TensorFlow's converter at train time *and* a TFLite runtime whose
-LSTM ops do not take Keras' mask, and Keras' own `model.export(format="onnx")` refused the
-loaded model.
+runs the masked LSTM/GRU exactly (right padding makes Keras' mask a length, which the fused
+operators take; tf2onnx turns the masked loop into an ONNX Loop); TFLite needs TensorFlow's
+converter at train time *and* a TFLite runtime whose LSTM ops do not take Keras' mask, and
+Keras' own `model.export(format="onnx")` refused the loaded model.
 
-A bundle without `model.onnx` (trained by an older ksent) still loads, through Keras.
+A bundle without `model.onnx` (trained by an older ksent) still loads, through Keras; one
+with a Loop graph (ksent before the fused export) runs as it did.
 
 Both runtimes are a `Network`: padded int32 ids (batch, time) -> P(positive), float32 (batch,).
 `predict_ids` feeds it batches of similar length without their all-padding columns (the
@@ -165,14 +167,46 @@ def embedding_rows(model) -> int | None:
 
 # --- export (train stage; needs TensorFlow and tf2onnx) -----------------------------------------
 
-def export_onnx(model, path: Path, check_ids: np.ndarray) -> dict:
+def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post") -> dict:
     """Convert the Keras `model` to ONNX at `path`, check it, and return its bundle.json entry.
 
-    The ONNX graph takes ids of any batch size and length, like the Keras model. Its
-    probabilities on `check_ids` (padded id rows, e.g. the validation split) must equal
-    Keras' to ONNX_TOLERANCE, or PipelineError: a portable model that disagrees with the
-    trained one is never published.
+    The graph is onnxruntime's fused LSTM/GRU operators built from the weights
+    (pipeline.model.fused_onnx); for a network that module does not cover, or if its check
+    fails, tf2onnx's conversion (the recurrent loop as an ONNX Loop), and the entry's
+    "note" says why. Either graph takes ids of any batch size and length, like the Keras
+    model, and its probabilities on `check_ids` (padded id rows: the validation split) must
+    equal Keras' to ONNX_TOLERANCE, or PipelineError: a portable model that disagrees with
+    the trained one is never published.
     """
+    from pipeline.model import fused_onnx
+
+    check_ids = np.asarray(check_ids, dtype=np.int32)
+    expected = predict_ids(KerasNetwork(model), check_ids)
+    note = None
+    try:
+        import onnx
+
+        onnx.save(fused_onnx.build(model, padding=padding), str(path))
+    except fused_onnx.Unsupported as exc:
+        note = f"no fused recurrent graph for {exc}: exported through tf2onnx (an ONNX Loop, slower)"
+    else:
+        max_diff = _max_diff(OnnxNetwork(path), check_ids, expected)
+        if max_diff <= ONNX_TOLERANCE:
+            return {"file": path.name, "sha256": sha256_file(path), "opset": fused_onnx.OPSET,
+                    "converter": f"{fused_onnx.CONVERTER} (onnx {onnx.__version__})", "graph": "fused",
+                    "vocab_size": embedding_rows(model), "checked_rows": int(len(check_ids)), "max_abs_diff": max_diff}
+        note = (f"the fused recurrent graph differed from Keras by {max_diff:.2e}: exported through tf2onnx "
+                f"(an ONNX Loop, slower)")
+    entry = _export_tf2onnx(model, path, check_ids, expected)
+    return {**entry, "note": note}
+
+
+def _max_diff(network, check_ids: np.ndarray, expected: np.ndarray) -> float:
+    got = predict_ids(network, check_ids)
+    return float(np.max(np.abs(got - expected))) if len(check_ids) else 0.0
+
+
+def _export_tf2onnx(model, path: Path, check_ids: np.ndarray, expected: np.ndarray) -> dict:
     import logging
 
     import tensorflow as tf
@@ -186,14 +220,11 @@ def export_onnx(model, path: Path, check_ids: np.ndarray) -> dict:
         return model(ids, training=False)
 
     tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
-    check_ids = np.asarray(check_ids, dtype=np.int32)
-    expected = predict_ids(KerasNetwork(model), check_ids)
-    got = predict_ids(OnnxNetwork(path), check_ids)
-    max_diff = float(np.max(np.abs(got - expected))) if len(check_ids) else 0.0
+    max_diff = _max_diff(OnnxNetwork(path), check_ids, expected)
     if not max_diff <= ONNX_TOLERANCE:
         raise PipelineError(f"the ONNX export of the model differs from Keras by {max_diff:.2e} (> {ONNX_TOLERANCE}) "
                             f"on {len(check_ids):,} rows - nothing was published; report this with the versions of "
                             f"tensorflow, tf2onnx and onnxruntime")
     return {"file": path.name, "sha256": sha256_file(path), "opset": ONNX_OPSET,
-            "converter": f"tf2onnx {tf2onnx.__version__}", "vocab_size": embedding_rows(model),
+            "converter": f"tf2onnx {tf2onnx.__version__}", "graph": "loop", "vocab_size": embedding_rows(model),
             "checked_rows": int(len(check_ids)), "max_abs_diff": max_diff}

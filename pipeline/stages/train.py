@@ -290,8 +290,9 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
         from pipeline.predict.runtime import ONNX_FILE, export_onnx
-        # checked against Keras on the first row group of val (NSMC: all of it)
-        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=splits["val"].read_groups([0])["x"])
+        # checked against Keras on the whole validation split
+        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), padding=preprocessor.padding,
+                                 check_ids=splits["val"].read_groups(list(range(splits["val"].groups)))["x"])
 
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])
@@ -317,7 +318,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
                    f"({counts['seconds_per_epoch']:.0f}s/epoch), "
                    + (f"{pretrained_rows:,} of {preprocessor.vocab_size:,} embedding rows pretrained"
-                      if params["embeddings"] == "pretrained" else "random embeddings"))
+                      if params["embeddings"] == "pretrained" else "random embeddings")
+                   + (f"; note: {onnx_entry['note']}" if onnx_entry.get("note") else ""))
         return StageResult(summary=summary, counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)
