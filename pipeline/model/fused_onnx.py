@@ -45,7 +45,8 @@ def _recurrent_weights(cell, backward: bool = False) -> tuple[str, np.ndarray, n
     activation = getattr(cell.activation, "__name__", "")
     recurrent_activation = getattr(cell.recurrent_activation, "__name__", "")
     if (activation, recurrent_activation) != ("tanh", "sigmoid"):
-        raise Unsupported(f"{cell.name}: activations {activation}/{recurrent_activation} (ONNX defaults are tanh/sigmoid)")
+        raise Unsupported(f"{cell.name}: activations {activation}/{recurrent_activation} "
+                          f"(ONNX's defaults are tanh/sigmoid)")
     if bool(getattr(cell, "go_backwards", False)) != backward or getattr(cell, "stateful", False):
         raise Unsupported(f"{cell.name}: go_backwards outside a Bidirectional, or stateful")
     units = int(cell.units)
@@ -95,7 +96,8 @@ def build(model, *, padding: str = "post"):
         helper.make_node("Equal", ["ids", "zero"], ["is_padding"]),
         helper.make_node("Not", ["is_padding"], ["is_token"]),
         helper.make_node("Cast", ["is_token"], ["token_count"], to=TensorProto.INT32),
-        helper.make_node("Constant", [], ["time_axis"], value=helper.make_tensor("axis_v", TensorProto.INT64, [1], [1])),
+        helper.make_node("Constant", [], ["time_axis"],
+                         value=helper.make_tensor("axis_v", TensorProto.INT64, [1], [1])),
         helper.make_node("ReduceSum", ["token_count", "time_axis"], ["lengths"], keepdims=0),
         helper.make_node("Gather", ["embedding", "ids"], ["embedded"]),                 # (batch, time, dim)
         helper.make_node("Transpose", ["embedded"], ["x0"], perm=[1, 0, 2]),            # (time, batch, dim)

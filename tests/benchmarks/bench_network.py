@@ -1,0 +1,82 @@
+"""Benchmark the network alone: Keras, tf2onnx's Loop graph and the fused LSTM/GRU graph, in one run.
+
+    .venv/bin/python tests/benchmarks/bench_network.py artifacts/nsmc-morpheme-mecab artifacts/nsmc-word
+
+For each bundle, both ONNX graphs are made afresh from its model.keras (so an older bundle
+whose model.onnx is a Loop compares too) and checked against Keras. Input: the 50,000 NSMC
+test reviews through the bundle's own preprocessing, as padded id rows. Two feeds:
+  ksent's   length-grouped batches of 256 without their all-padding columns (runtime.predict_ids,
+            what `ksent predict` does);
+  padded    batches of 256 in file order, padded to maxlen (what a plain ONNX client would feed).
+Each figure is the median of --repeat runs, the three networks interleaved run by run so that
+machine noise hits them alike; the ratios are fused over Loop and fused over Keras.
+Not a pytest test (the name does not start with test_): it needs trained bundles.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundles", type=Path, nargs="+", help="single-model bundle folders")
+    parser.add_argument("--mirror", type=Path, default=REPO.parent / "shared" / "corpora",
+                        help="folder holding nsmc/ratings_test.txt [default: %(default)s]")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    import numpy as np
+    import onnx
+
+    from pipeline.model import fused_onnx
+    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.runtime import KerasNetwork, OnnxNetwork, _export_tf2onnx, predict_ids
+
+    rows = (args.mirror / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:]
+    reviews = [row.split("\t")[1] for row in rows]
+    print(f"{len(reviews):,} NSMC test reviews; cpu cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
+          f"median of {args.repeat} interleaved runs")
+    for directory in args.bundles:
+        bundle = load_bundle(directory, runtime="keras")
+        x = bundle.transform(reviews)
+        keras_net = KerasNetwork(bundle.network.model)
+        with tempfile.TemporaryDirectory() as tmp:
+            expected = predict_ids(keras_net, x)
+            _export_tf2onnx(keras_net.model, Path(tmp) / "loop.onnx", x[:5000], expected[:5000])
+            onnx.save(fused_onnx.build(keras_net.model, padding=bundle.preprocessor.padding), f"{tmp}/fused.onnx")
+            nets = {"keras": keras_net, "loop": OnnxNetwork(Path(tmp) / "loop.onnx"),
+                    "fused": OnnxNetwork(Path(tmp) / "fused.onnx")}
+            diff = float(np.abs(predict_ids(nets["fused"], x) - expected).max())
+            feeds = {
+                "ksent's": lambda net, x=x: predict_ids(net, x),
+                "padded": lambda net, x=x: [net(x[i:i + 256]) for i in range(0, len(x), 256)],
+            }
+            print(f"\n{directory.name} ({bundle.manifest['training']['params'].get('layers', 1)} layer(s), "
+                  f"{'bidirectional' if bundle.manifest['training']['params'].get('bidirectional') else 'one-way'}, "
+                  f"maxlen {bundle.preprocessor.maxlen}); fused vs Keras: max |diff| {diff:.1e}")
+            for feed, run in feeds.items():
+                seconds: dict[str, list[float]] = {name: [] for name in nets}
+                for net in nets.values():
+                    run(net)                                         # warm-up: Keras traces, onnxruntime plans
+                for _ in range(args.repeat):
+                    for name, net in nets.items():
+                        started = time.perf_counter()
+                        run(net)
+                        seconds[name].append(time.perf_counter() - started)
+                rate = {name: len(x) / statistics.median(s) for name, s in seconds.items()}
+                print(f"  {feed:8s} " + "  ".join(f"{name} {r:8,.0f}/s" for name, r in rate.items())
+                      + f"   fused/loop {rate['fused'] / rate['loop']:.2f}x, "
+                        f"fused/keras {rate['fused'] / rate['keras']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
