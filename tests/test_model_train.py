@@ -16,9 +16,10 @@ from pipeline.errors import MissingInputError, PipelineError
 from pipeline.model import padded
 from pipeline.model.network import build_model
 from pipeline.model.scoring import compute_metrics, unique_text_mask
+from pipeline.model.training import lr_schedule
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.report import report as report_stage
-from pipeline.stages.train import SplitReader, _lr_schedule, train
+from pipeline.stages.train import SplitReader, train
 from pipeline.text.sequences import length_batch_count, length_batches, trim_padding
 from tests.helpers import ODD_TEXTS, SMALL, write_processed
 
@@ -222,11 +223,11 @@ def test_train_streams_a_split_larger_than_its_shards(tmp_path):
     assert len(history) == counts["epochs_run"] >= 1 and history["loss"].notna().all()
 
 
-def test_lr_schedule():
+def testlr_schedule():
     import keras
 
-    assert _lr_schedule(1.0) == []
-    (callback,) = _lr_schedule(0.3)
+    assert lr_schedule(1.0) == []
+    (callback,) = lr_schedule(0.3)
     assert isinstance(callback, keras.callbacks.ReduceLROnPlateau)
     assert callback.factor == 0.3 and callback.patience == 0 and callback.monitor == "val_loss"
 

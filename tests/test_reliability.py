@@ -129,17 +129,17 @@ def test_train_killed_or_failing_keeps_the_previous_bundle(tmp_path, tiny_corpus
     files_before = sorted(p.name for p in bundle_dir.iterdir())
 
     # a run that fails after training (here: an error while saving) publishes nothing
-    import pipeline.stages.train as train_module
-    original = train_module._write_history
+    import pipeline.model.training as training_module
+    original = training_module.write_history
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk trouble")
-    train_module._write_history = broken
+    training_module.write_history = broken
     try:
         with pytest.raises(RuntimeError):
             train("tiny", "word", data_dir=data, artifacts_dir=artifacts, force=True, **small, **QUIET)
     finally:
-        train_module._write_history = original
+        training_module.write_history = original
     assert (load_bundle(bundle_dir).predict_proba(texts) == before).all()
     assert sorted(p.name for p in bundle_dir.iterdir()) == files_before
     assert [p.name for p in artifacts.iterdir() if ".staging-" in p.name] == []

@@ -31,9 +31,9 @@ import numpy as np
 from pipeline import layout, params as defaults
 from pipeline.core.quiet import import_keras  # keras itself is imported when a model is built, not on import
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
-from pipeline.core.tables import read_npz, unreadable
-from pipeline.errors import ParameterError, PipelineError
-from pipeline.model import padded
+from pipeline.core.tables import unreadable
+from pipeline.errors import PipelineError
+from pipeline.model import padded, training
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
@@ -128,87 +128,6 @@ def _take(positions: np.ndarray, carry_x: np.ndarray, carry_y: np.ndarray, x: np
     return np.concatenate([carry_x[old], x[new]]), np.concatenate([carry_y[old], y[new]])
 
 
-def _lr_schedule(factor: float) -> list:
-    """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""
-    keras = import_keras()
-    return [] if factor == 1 else [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0)]
-
-
-def _epoch_timer():
-    """A callback that records the seconds of each epoch in `.seconds`."""
-    keras = import_keras()
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._started)
-
-    return EpochTimer()
-
-
-def _steps(dataset) -> int | None:
-    try:
-        return len(dataset)
-    except TypeError:                                   # a generator-backed dataset: batches not known ahead
-        return None
-
-
-def _progress(label: str, epochs: int, steps: int | None):
-    """Training progress (pipeline.core.progress): batches live on a terminal, one line per epoch."""
-    from pipeline.core.progress import Progress
-
-    keras = import_keras()
-    shown = Progress()
-
-    class EpochProgress(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._epoch, self._started, self._drawn = epoch + 1, time.perf_counter(), 0.0
-
-        def on_train_batch_end(self, batch, logs=None):
-            now = time.perf_counter()
-            if shown.tty and now - self._drawn >= 0.5:      # redraw twice a second, no faster
-                self._drawn = now
-                loss = (logs or {}).get("loss")
-                shown.transient(f"  {label}: epoch {self._epoch}/{epochs}, batch {batch + 1}"
-                                + (f"/{steps}" if steps else "") + (f", loss {loss:.4f}" if loss is not None else ""))
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            figures = ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                                if k in logs)
-            shown.line(f"  {label}: epoch {self._epoch}/{epochs}: {figures} "
-                       f"({time.perf_counter() - self._started:.0f} s)")
-
-        def on_train_end(self, logs=None):
-            shown.close()
-
-    return EpochProgress()
-
-
-def _plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, history[metric], "o-", label="train")
-        ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
-        ax.set_xticks(epochs)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
 def validate_params(params: dict, tok: str) -> dict:
     """The defaults for `tok` overridden by `params` (None: the default), each checked (ParameterError)."""
     return defaults.TRAIN.resolve(params, defaults.train_defaults(tok), prefix="train: ")
@@ -265,14 +184,15 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
         pretrained_rows = 0
         if params["embeddings"] == "pretrained":
-            matrix, pretrained_rows = _pretrained_matrix(inputs["vectors.npz"], preprocessor, params, stage.label)
+            matrix, pretrained_rows = training.pretrained_matrix(inputs["vectors.npz"], preprocessor, params,
+                                                                 stage.label)
             model.get_layer("embedding").set_weights([matrix])
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = splits["train"].dataset(params["batch_size"], rng)
         val_ds = splits["val"].dataset(max(params["batch_size"], 1024), None)
 
-        timer = _epoch_timer()
+        timer = training.epoch_timer()
         checkpoint = out.path("best.weights.h5")            # Keras insists on the suffix
         started = time.perf_counter()
         history = model.fit(
@@ -282,12 +202,12 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                                                      restore_best_weights=True),
                        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                        save_weights_only=True),
-                       *_lr_schedule(params["lr_decay"]), timer,
-                       _progress(f"train {stage.label}", params["epochs"], _steps(train_ds))]).history
+                       *training.lr_schedule(params["lr_decay"]), timer,
+                       training.progress(f"train {stage.label}", params["epochs"], training.steps(train_ds))]).history
         train_seconds = time.perf_counter() - started
         if not history.get("loss") or not history.get("val_loss"):
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
-        serving = _save_for_serving(model, checkpoint, out.path("model.keras"))
+        serving = training.save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
         from pipeline.predict.runtime import ONNX_FILE, export_onnx
         # checked against Keras on the whole validation split
@@ -312,8 +232,8 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                               onnx=onnx_entry, training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
                                   "train_seconds")}})
-        _write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
-        _plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
+        training.write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
+        training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
                    f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
                    f"({counts['seconds_per_epoch']:.0f}s/epoch), "
@@ -323,45 +243,3 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         return StageResult(summary=summary, counts=counts)
 
     return run_stage(stage, run, force=force, echo=echo)
-
-
-def _pretrained_matrix(path: Path, preprocessor, params: dict, label: str) -> tuple[np.ndarray, int]:
-    """The Embedding matrix from the pretrain stage's vectors, rows in the vocabulary's id order."""
-    from pipeline.model.embeddings import embedding_matrix
-    from pipeline.text.vocab import OOV_ID
-
-    arrays = read_npz(path, "pretrain", label, ("tokens", "vectors"))
-    dim = arrays["vectors"].shape[1] if arrays["vectors"].ndim == 2 else None
-    if dim != params["embedding_dim"]:
-        raise ParameterError(f"train {label}: the pretrained vectors are {dim}-dimensional, the Embedding "
-                             f"{params['embedding_dim']} - re-run `ksent pretrain ... --dim "
-                             f"{params['embedding_dim']}` or train with --embedding-dim {dim}")
-    return embedding_matrix(preprocessor.vocabulary.tokens, arrays["tokens"].tolist(), arrays["vectors"],
-                            reserved=OOV_ID + 1, seed=params["seed"])
-
-
-def _save_for_serving(model, checkpoint: Path, target: Path):
-    """Save the checkpointed best weights in an uncompiled view of `model` (a keras.Model).
-
-    Without the optimizer's state (Adam keeps two more values per weight) the file is a
-    third of the size and loads faster; predicting needs only architecture and weights.
-    """
-    keras = import_keras()
-    serving = keras.Model(model.inputs, model.outputs, name=model.name)   # same layers, not compiled
-    if checkpoint.is_file():
-        serving.load_weights(checkpoint)
-    else:                                   # val_loss never finite: keep the last weights
-        serving.set_weights(model.get_weights())
-    serving.save(target)                    # into the staging folder: published with the rest of the bundle
-    return serving
-
-
-def _write_history(path: Path, history: dict, epoch_seconds: list[float], learning_rate: float) -> None:
-    import pandas as pd
-
-    table = pd.DataFrame({"epoch": np.arange(1, len(history["loss"]) + 1)})
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        table[key] = history[key]
-    table["learning_rate"] = history.get("learning_rate", learning_rate)       # logged when it can change
-    table["seconds"] = np.round(epoch_seconds[:len(table)], 2)
-    table.to_csv(path, index=False)
