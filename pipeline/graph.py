@@ -9,7 +9,7 @@ is one line in REGISTRY: its name and scope, what one run of it works on:
 
     corpus        one corpus (download, clean, dedupe, split)
     tokenization  one corpus and tokenization (tokenize ... evaluate)
-    bundles       all trained bundles of a corpus (ensemble)
+    bundles       all trained bundles of a corpus (ensemble; distill, which the ensemble teaches)
     corpora       the bundles of every corpus (router)
     artifacts     the whole artifacts folder (domains, report)
 
@@ -36,6 +36,7 @@ SCOPES = (CORPUS, TOKENIZATION, BUNDLES, CORPORA, ARTIFACTS)
 REGISTRY = {
     "clean": CORPUS,
     "dedupe": CORPUS,
+    "distill": BUNDLES,
     "domains": ARTIFACTS,
     "download": CORPUS,
     "ensemble": BUNDLES,

@@ -147,6 +147,20 @@ ENSEMBLE = Params(
                       choices=("logit-mean", "mean")),
 )
 
+DISTILL = Params(
+    "distill",
+    student=Param("auto", "Tokenization of the student (e.g. morpheme-mecab), or auto: that of the teacher's "
+                  "member with the best validation accuracy."),
+    soft_weight=Param(1.0, "Weight of a teacher-labelled review against a gold-labelled one.", 0, 100,
+                      low_open=True),
+    unlabeled_rows=Param(300_000, "Most unlabeled reviews the teacher labels: the first ones (0 = all).", 0),
+    epochs=Param(3, "Maximum epochs.", 1, 1000),
+    patience=Param(1, "Early-stopping patience (epochs without val_loss improvement).", 0, 1000),
+    lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
+                   0.01, 1.0),
+    seed=Param(42, "Random seed.", 0, 2**32 - 1),
+)
+
 SERVE = Params(
     "serve",
     # bench_serve.py, 32 clients: max_wait_ms 0 -> 2,495 requests/s, 2 -> 2,850-3,081, 5 -> 2,060

@@ -281,6 +281,21 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
     _after_bundles(data_dir, artifacts_dir)
 
 
+@cli.command()
+@corpus_option
+@data_dir_option
+@artifacts_option
+@unlabeled_option
+@param_options(defaults.DISTILL)
+@click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
+def distill(corpus, data_dir, artifacts_dir, unlabeled, force, **params):
+    """Teach one network the corpus's ensemble: the ensemble labels unlabeled reviews, and a student bundle,
+    ARTIFACTS_DIR/<corpus>-<tok>-student/, trains on them and the train split, then is scored on the test split."""
+    _run("distill", corpus, unlabeled=unlabeled, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
+         **params)
+    _after_bundles(data_dir, artifacts_dir)
+
+
 def _after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
     """What reads every bundle: the router (once two corpora have bundles), the domains matrix, the report."""
     from pipeline.errors import ParameterError

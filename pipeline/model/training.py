@@ -13,6 +13,8 @@ from pipeline.core.quiet import import_keras
 from pipeline.core.tables import read_npz
 from pipeline.errors import ParameterError
 
+MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
+
 
 def lr_schedule(factor: float) -> list:
     """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""

@@ -1,10 +1,16 @@
 """One module per stage (registered in pipeline.graph); stage modules never import each other."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from pipeline import layout
 from pipeline.core.stage import Input
+from pipeline.corpora import Format, check_utf8_share, get_corpus, pinned_check
+from pipeline.corpora.readers import read_texts
+
+ENSEMBLE_TOK = "ensemble"       # artifacts/<corpus>-ensemble/
+STUDENT_SUFFIX = "-student"     # artifacts/<corpus>-<tok>-student/: the distill stage's, beside the teacher's members
 
 
 def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, Input]:
@@ -16,3 +22,25 @@ def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, I
             "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
             "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
             "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
+
+
+def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
+    """The corpus's registered unlabeled file under data/raw/<corpus>/, checked against its pin; None if none."""
+    spec = get_corpus(corpus).unlabeled
+    if spec is None:
+        return None
+    return Input(layout.raw_dir(data_dir, corpus) / spec.name, "download",
+                 pinned_check(corpus, spec, "the registered unlabeled file"), corpus)
+
+
+LINES = Format("lines")      # a file given with --unlabeled: one review a line (gzip accepted)
+
+
+def read_unlabeled(path: Path, corpus: str, registered: bool) -> tuple[list[str], Counter]:
+    """The texts of an unlabeled file (the corpus's registered one in its declared format, else one a line),
+    and a Counter of the rows that were not UTF-8 or had no text."""
+    spec = get_corpus(corpus)
+    fmt, column = (spec.unlabeled_format, spec.unlabeled_text) if registered else (LINES, "text")
+    texts, problems, rows = read_texts(path, fmt, column, spec)
+    check_utf8_share(path, problems["invalid UTF-8"], rows)
+    return texts, problems

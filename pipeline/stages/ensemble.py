@@ -28,12 +28,12 @@ from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, libr
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
 from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
-
-ENSEMBLE_TOK = "ensemble"
+from pipeline.stages import ENSEMBLE_TOK
 
 
 def member_names(corpus: str, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
-    """Every single-model bundle of `corpus` in `artifacts_dir`, by folder name."""
+    """Every single-model bundle of `corpus` in `artifacts_dir`, by folder name; not the distill stage's students,
+    which the ensemble teaches."""
     names = []
     for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
         try:
@@ -41,7 +41,8 @@ def member_names(corpus: str, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) 
         except (OSError, ValueError):
             continue
         if (isinstance(manifest, dict) and manifest.get("corpus") == corpus
-                and manifest.get("kind", "model") == "model" and manifest.get("tok") != ENSEMBLE_TOK):
+                and manifest.get("kind", "model") == "model" and manifest.get("tok") != ENSEMBLE_TOK
+                and "distillation" not in manifest):
             names.append(manifest_path.parent.name)
     return names
 

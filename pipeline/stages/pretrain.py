@@ -30,21 +30,10 @@ from pipeline.core.files import save_npz
 from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
-from pipeline.corpora import Format, check_utf8_share, get_corpus, pinned_check
-from pipeline.corpora.readers import read_texts
 from pipeline.model.embeddings import learn_vectors
-from pipeline.stages import tokenized_inputs
+from pipeline.stages import read_unlabeled, registered_unlabeled, tokenized_inputs
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
-
-
-def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
-    """The corpus's registered unlabeled file under data/raw/<corpus>/, checked against its pin; None if none."""
-    spec = get_corpus(corpus).unlabeled
-    if spec is None:
-        return None
-    return Input(layout.raw_dir(data_dir, corpus) / spec.name, "download",
-                 pinned_check(corpus, spec, "the registered unlabeled file"), corpus)
 
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",
@@ -71,19 +60,6 @@ def plan_for(t: Target) -> Stage:
 def run_for(t: Target, **kwargs) -> StageResult:
     return pretrain(t.corpus, t.tok, data_dir=t.data_dir, unlabeled=t.unlabeled, workers=t.workers,
                     scheduler=t.scheduler, **defaults.pretrain_params(t.tok, t.train_params), **kwargs)
-
-
-LINES = Format("lines")      # a file given with --unlabeled: one review a line (gzip accepted)
-
-
-def read_unlabeled(path: Path, corpus: str, registered: bool) -> tuple[list[str], Counter]:
-    """The texts of an unlabeled file (the corpus's registered one in its declared format, else one a line),
-    and a Counter of the rows that were not UTF-8 or had no text."""
-    spec = get_corpus(corpus)
-    fmt, column = (spec.unlabeled_format, spec.unlabeled_text) if registered else (LINES, "text")
-    texts, problems, rows = read_texts(path, fmt, column, spec)
-    check_utf8_share(path, problems["invalid UTF-8"], rows)
-    return texts, problems
 
 
 def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlabeled: str | Path = "auto",

@@ -35,8 +35,6 @@ from pipeline.core.tables import unreadable
 from pipeline.errors import PipelineError
 from pipeline.model import padded, training
 
-MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
-
 
 class SplitReader:
     """A split table of the pad stage (pipeline.model.padded) read in shards: runs of whole row groups
@@ -181,7 +179,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
             split.check(preprocessor.vocab_size, preprocessor.maxlen)
 
         keras.utils.set_random_seed(params["seed"])
-        model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in MODEL_PARAMS})
+        model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in training.MODEL_PARAMS})
         pretrained_rows = 0
         if params["embeddings"] == "pretrained":
             matrix, pretrained_rows = training.pretrained_matrix(inputs["vectors.npz"], preprocessor, params,

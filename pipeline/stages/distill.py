@@ -1,0 +1,307 @@
+"""distill: one network taught by the corpus's ensemble, artifacts/<corpus>-<tok>-student/.
+
+The teacher (artifacts/<corpus>-ensemble/, several networks and preprocessings per review)
+labels unlabeled reviews with its probabilities; the student, one tokenization's Embedding +
+LSTM like every ksent bundle, trains on the gold-labelled train split plus those reviews,
+with binary cross-entropy against the teacher's probability (soft targets carry what the
+teacher is unsure of), each teacher-labelled review weighing `soft_weight` against a gold
+one. The student then predicts at one network's cost. It is an ordinary bundle:
+`ksent predict`, the API, `ksent serve`, explanations and the default-model choice treat it
+as one; its bundle.json says which teacher taught it, and the ensemble stage leaves students
+out of its members (a student of the ensemble cannot be one of its teachers).
+
+Inputs: the teacher's bundle.json (which pins its members by checksum: retraining a member
+re-makes the ensemble, which re-runs this stage), the student tokenization's train, val and
+test tables and tokenizer.json (pad stage) and vectors.npz (pretrain stage) to start the
+Embedding, split.parquet (the held-out texts), and the unlabeled reviews: by default the
+corpus's registered unlabeled file (as the pretrain stage reads it). A line whose cleaned
+text equals a validation or test review's is dropped and counted, as in pretrain; so are
+lines empty after cleaning. At most `unlabeled_rows` lines are used (the first ones), which
+bounds the stage's memory and time.
+
+The student's architecture is the train stage's default for its tokenization (`student="auto"`:
+the tokenization of the teacher's member with the best validation accuracy); the epoch with
+the lowest validation loss (gold labels) is kept. Outputs: the bundle files the train stage
+writes, plus metrics.json, predictions.csv and confusion.png as evaluate writes them.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import layout, params as defaults
+from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.progress import Progress
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.tables import read_table
+from pipeline.errors import ParameterError, PipelineError
+from pipeline.model import padded, training
+from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled
+
+LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
+
+
+def _teacher_manifest(corpus: str, artifacts_dir: Path) -> dict:
+    path = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / "bundle.json"
+    try:
+        manifest = read_json(path)
+        assert isinstance(manifest, dict) and manifest.get("kind") == "ensemble"
+    except (OSError, ValueError, AssertionError):
+        raise ParameterError(f"distill {corpus}: the teacher is the corpus's ensemble, and {path} is missing or "
+                             f"not one - make it first (`ksent ensemble --corpus {corpus}`)") from None
+    return manifest
+
+
+def student_tok(corpus: str, student: str, artifacts_dir: Path) -> str:
+    """The student's tokenization: `student` itself, or ("auto") the teacher member's with the best validation
+    accuracy."""
+    if student != "auto":
+        return student
+    teacher = _teacher_manifest(corpus, artifacts_dir)
+    val = teacher.get("training", {}).get("member_val_accuracy") or {}
+    members = {m["name"]: m["tok"] for m in teacher.get("members", [])}
+    best = max(members, key=lambda name: (val.get(name) or 0.0, name), default=None)
+    if best is None:
+        raise ParameterError(f"distill {corpus}: the ensemble names no members - re-run `ksent ensemble --corpus "
+                             f"{corpus} --force`")
+    return members[best]
+
+
+def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
+         unlabeled: str | Path = "auto", **params) -> Stage:
+    params = defaults.DISTILL.resolve(params, prefix=f"distill {corpus}: ")
+    artifacts_dir = Path(artifacts_dir)
+    _teacher_manifest(corpus, artifacts_dir)
+    tok = student_tok(corpus, params["student"], artifacts_dir)
+    src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
+    teacher_dir = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK)
+    inputs = {"teacher bundle.json": Input(teacher_dir / "bundle.json", "ensemble", label=corpus),
+              "split.parquet": Input(layout.interim_dir(data_dir, corpus) / "split.parquet", "split", label=corpus),
+              **{name: Input(src / name, "pad", label=label)
+                 for name in ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json")}}
+    train_params = defaults.train_defaults(tok)
+    if train_params["embeddings"] == "pretrained":
+        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
+    unlabeled = str(unlabeled)
+    if unlabeled == "auto":
+        registered = registered_unlabeled(corpus, data_dir)
+        if registered is None:
+            raise ParameterError(f"distill {corpus}: the corpus declares no unlabeled file - give one with "
+                                 f"--unlabeled PATH (UTF-8, one review a line)")
+        inputs["unlabeled"] = registered
+    elif unlabeled == "none":
+        raise ParameterError(f"distill {corpus}: the student learns from unlabeled reviews - give a file with "
+                             f"--unlabeled PATH (UTF-8, one review a line), or leave it at auto")
+    else:
+        inputs["unlabeled"] = Input(Path(unlabeled), None)
+    return Stage("distill", corpus, layout.bundle_dir(artifacts_dir, corpus, tok + STUDENT_SUFFIX), inputs=inputs,
+                 params={**params, "student": tok, "unlabeled": unlabeled,
+                         "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",)}},
+                 outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv", "curves.png",
+                          "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
+
+
+def plan_for(t: Target) -> Stage:
+    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+
+
+def run_for(t: Target, **kwargs) -> StageResult:
+    return distill(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+
+
+def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
+            unlabeled: str | Path = "auto", force: bool = False, echo: Callable[[str], None] | None = None,
+            **params) -> StageResult:
+    """Label unlabeled reviews with the corpus's ensemble and train the student bundle on them and the train split;
+    `params` override pipeline.params.DISTILL."""
+    stage = plan(corpus, data_dir=data_dir, artifacts_dir=artifacts_dir, unlabeled=unlabeled, **params)
+    params = stage.params
+    tok = params["student"]
+    inputs = {name: inp.path for name, inp in stage.inputs.items()}
+    label = f"distill {corpus}"
+
+    def run(out: Staging) -> StageResult:
+        from pipeline.predict import bundle
+        from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.predictor import THRESHOLD
+
+        preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
+        pad_label = layout.label(corpus, tok)
+        gold = {split: padded.read(inputs[f"{split}.parquet"], pad_label, ("id", "label", "text", "x"))
+                for split in layout.SPLITS}
+        started = time.perf_counter()
+        texts, counts = _usable_unlabeled(inputs, corpus, registered=params["unlabeled"] == "auto",
+                                          limit=params["unlabeled_rows"])
+        teacher = load_bundle(inputs["teacher bundle.json"].parent)
+        soft_x, soft_p = _label(teacher, preprocessor, texts, label)
+        del texts
+        label_seconds = time.perf_counter() - started
+
+        x = np.concatenate([gold["train"]["x"], soft_x])
+        y = np.concatenate([gold["train"]["label"].astype(np.float32), soft_p])
+        w = np.concatenate([np.ones(len(gold["train"]["x"]), np.float32),
+                            np.full(len(soft_x), params["soft_weight"], np.float32)])
+        del soft_x
+        model, history, timer, seconds, pretrained_rows = _fit(x, y, w, gold["val"], preprocessor, inputs, params,
+                                                               out, label)
+        del x, y, w
+        serving = training.save_for_serving(model, out.path("best.weights.h5"), out.path("model.keras"))
+        out.path("best.weights.h5").unlink(missing_ok=True)
+        from pipeline.predict.runtime import ONNX_FILE, export_onnx
+        onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=gold["val"]["x"],
+                                 padding=preprocessor.padding)
+        shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
+
+        val_loss = np.asarray(history["val_loss"], dtype=float)
+        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
+        arch = params["architecture"]
+        distillation = {"teacher": stage.inputs["teacher bundle.json"].path.parent.name,
+                        "teacher_bundle_sha256": sha256_file(inputs["teacher bundle.json"]),
+                        "soft_weight": params["soft_weight"], "teacher_labelled_rows": int(len(soft_p)),
+                        "gold_rows": int(len(gold["train"]["x"])), **counts}
+        trained = {"params": {**arch, "epochs": params["epochs"], "seed": params["seed"]},
+                   "epochs_run": len(history["loss"]), "best_epoch": best + 1,
+                   "best_val_loss": round(float(history["val_loss"][best]), 6),
+                   "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
+                   "train_seconds": round(seconds + label_seconds, 1)}
+        manifest = bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor,
+                                         params=model.count_params(), onnx=onnx_entry, training=trained)
+        write_json(out.path("bundle.json"), {**manifest, "distillation": distillation})
+        training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
+        training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok} student")
+
+        from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
+        from pipeline.predict.runtime import OnnxNetwork, predict_ids
+
+        test = gold["test"]
+        probability = predict_ids(OnnxNetwork(out.path(ONNX_FILE)), test["x"])
+        seen = np.concatenate([gold["train"]["text"], gold["val"]["text"]])
+        metrics = {
+            "corpus": corpus, "tokenizer": f"{tok} student", "threshold": THRESHOLD, "n_test": int(len(test["label"])),
+            **split_metrics(test["label"], probability, test["text"], seen, THRESHOLD),
+            "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen),
+            "params": int(model.count_params()), "model_bytes": out.path("model.keras").stat().st_size,
+            **{k: trained[k] for k in ("train_seconds", "epochs_run", "best_epoch", "best_val_accuracy")},
+            "teacher": distillation["teacher"],
+        }
+        write_json(out.path("metrics.json"), metrics)
+        plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
+                       f"{corpus} / {tok} student: accuracy {metrics['accuracy']:.4f}")
+        write_predictions(out.path("predictions.csv"), test["id"], test["text"], test["label"], probability,
+                          THRESHOLD)
+        line = (f"{summary(label, metrics)}; val accuracy {trained['best_val_accuracy']:.4f} at epoch {best + 1}; "
+                f"{len(gold['train']['x']):,} gold + {len(soft_p):,} teacher-labelled reviews "
+                f"({counts['heldout_text']:,} with a validation/test review's text, {counts['empty']:,} empty "
+                f"dropped), labelled in {label_seconds:.0f} s, trained in {seconds:.0f} s"
+                + (f"; note: {onnx_entry['note']}" if onnx_entry.get("note") else ""))
+        return StageResult(summary=line, counts={**counts, "teacher_labelled_rows": int(len(soft_p)),
+                                                 "pretrained_rows": pretrained_rows, "accuracy": metrics["accuracy"],
+                                                 "best_val_accuracy": trained["best_val_accuracy"],
+                                                 "label_seconds": round(label_seconds, 1),
+                                                 "train_seconds": round(seconds, 1)})
+
+    return run_stage(stage, run, force=force, echo=echo)
+
+
+def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -> tuple[list[str], dict]:
+    """The unlabeled lines to label: not empty after cleaning, not a validation or test review's cleaned text,
+    the first `limit` of them (0: all)."""
+    from pipeline.text.preprocess import Preprocessor
+
+    normalizer = Preprocessor.load(inputs["tokenizer.json"]).normalizer
+    rows = read_table(inputs["split.parquet"], "split", corpus, columns=["text", "split"])
+    heldout = set(rows.loc[rows["split"] != "train", "text"].fillna("").astype(str))
+    lines, problems = read_unlabeled(inputs["unlabeled"], corpus, registered)
+    kept, empty, dropped = [], 0, 0
+    for line in lines:
+        if limit and len(kept) >= limit:
+            break
+        cleaned = normalizer(line)
+        if not cleaned.strip():
+            empty += 1
+        elif cleaned in heldout:
+            dropped += 1
+        else:
+            kept.append(line)
+    return kept, {"unlabeled_lines": len(lines) + sum(problems.values()), "invalid_utf8": problems["invalid UTF-8"],
+                  "empty": empty, "heldout_text": dropped, "unlabeled_used": len(kept)}
+
+
+def _label(teacher, preprocessor, texts: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress."""
+    shown = Progress()
+    xs, ps = [], []
+    started = time.perf_counter()
+    for start in range(0, len(texts), LABEL_BLOCK):
+        block = texts[start:start + LABEL_BLOCK]
+        xs.append(preprocessor.transform(block))
+        ps.append(teacher.predict_proba(block).astype(np.float32))
+        shown.line(f"  {label}: the teacher labelled {start + len(block):,}/{len(texts):,} reviews "
+                   f"({time.perf_counter() - started:.0f} s)")
+    shown.close()
+    if not xs:
+        raise PipelineError(f"{label}: no unlabeled review is left to label (all empty or held-out text)")
+    p = np.concatenate(ps)
+    if not np.isfinite(p).all():
+        raise PipelineError(f"{label}: the teacher gave a probability that is not a number - re-make it")
+    return np.concatenate(xs), p
+
+
+def _batches(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch_size: int, rng):
+    from pipeline.text.sequences import length_batches, trim_padding
+
+    for idx in length_batches(x, batch_size, rng):
+        yield (trim_padding(x[idx]), y[idx]) + ((w[idx],) if w is not None else ())
+
+
+def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Staging, label: str):
+    import tensorflow as tf
+
+    from pipeline.core.quiet import import_keras
+    from pipeline.model.network import build_model
+    from pipeline.text.sequences import length_batch_count
+
+    keras = import_keras()
+    arch = params["architecture"]
+    keras.utils.set_random_seed(params["seed"])
+    model = build_model(preprocessor.vocab_size, None, **{k: arch[k] for k in training.MODEL_PARAMS})
+
+    def accuracy(y_true, y_pred):        # agreement with the rounded target: accuracy on gold labels
+        y_true, y_pred = keras.ops.reshape(y_true, (-1,)), keras.ops.reshape(y_pred, (-1,))
+        return keras.ops.mean(keras.ops.cast(keras.ops.equal(y_true >= 0.5, y_pred >= 0.5), "float32"))
+
+    model.compile(optimizer=keras.optimizers.Adam(arch["learning_rate"]), loss="binary_crossentropy",
+                  metrics=[accuracy])
+    pretrained_rows = 0
+    if "vectors.npz" in inputs:
+        matrix, pretrained_rows = training.pretrained_matrix(inputs["vectors.npz"], preprocessor,
+                                                             {**arch, "seed": params["seed"]}, label)
+        model.get_layer("embedding").set_weights([matrix])
+    rng = np.random.default_rng(params["seed"])
+    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
+    batch = arch["batch_size"]
+    train_ds = tf.data.Dataset.from_generator(lambda: _batches(x, y, w, batch, rng), output_signature=(
+        *spec, tf.TensorSpec((None,), tf.float32))).apply(
+        tf.data.experimental.assert_cardinality(length_batch_count(len(x), batch))).prefetch(2)
+    val_y = val["label"].astype(np.float32)
+    val_batch = max(batch, 1024)
+    val_ds = tf.data.Dataset.from_generator(lambda: _batches(val["x"], val_y, None, val_batch, None),
+                                            output_signature=spec).apply(
+        tf.data.experimental.assert_cardinality(length_batch_count(len(val_y), val_batch)))
+    timer = training.epoch_timer()
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=params["epochs"], verbose=0, shuffle=False,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                                 restore_best_weights=True),
+                   keras.callbacks.ModelCheckpoint(out.path("best.weights.h5"), monitor="val_loss",
+                                                   save_best_only=True, save_weights_only=True),
+                   *training.lr_schedule(params["lr_decay"]), timer,
+                   training.progress(label, params["epochs"], training.steps(train_ds))]).history
+    if not history.get("loss") or not history.get("val_loss"):
+        raise PipelineError(f"{label}: training ran no epoch - nothing was published")
+    return model, history, timer, time.perf_counter() - started, pretrained_rows
