@@ -19,10 +19,11 @@ text equals a validation or test review's is dropped and counted, as in pretrain
 lines empty after cleaning. At most `unlabeled_rows` lines are used (the first ones), which
 bounds the stage's memory and time.
 
-The student's architecture is the train stage's default for its tokenization (`student="auto"`:
-the tokenization of the teacher's member with the best validation accuracy); the epoch with
-the lowest validation loss (gold labels) is kept. Outputs: the bundle files the train stage
-writes, plus metrics.json, predictions.csv and confusion.png as evaluate writes them.
+The student's tokenization is that of the teacher's member with the best validation accuracy
+(`student="auto"`), and its network is that member's (the train stage's parameters recorded in
+its bundle.json); the epoch with the lowest validation loss (gold labels) is kept. Outputs: the
+bundle files the train stage writes, plus metrics.json, predictions.csv and confusion.png as
+evaluate writes them.
 """
 from __future__ import annotations
 
@@ -71,6 +72,20 @@ def student_tok(corpus: str, student: str, artifacts_dir: Path) -> str:
     return members[best]
 
 
+def _member_architecture(corpus: str, tok: str, artifacts_dir: Path) -> dict:
+    """The training parameters of the teacher's member of tokenization `tok` (the student is the same network),
+    or the train stage's defaults for `tok` if the teacher has none."""
+    params = defaults.train_defaults(tok)
+    for member in _teacher_manifest(corpus, artifacts_dir).get("members", []):
+        if member.get("tok") == tok:
+            try:
+                recorded = read_json(artifacts_dir / member["name"] / "bundle.json")["training"]["params"]
+                params.update({k: recorded[k] for k in params if k in recorded})
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+    return params
+
+
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
          unlabeled: str | Path = "auto", **params) -> Stage:
     params = defaults.DISTILL.resolve(params, prefix=f"distill {corpus}: ")
@@ -83,7 +98,7 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
               "split.parquet": Input(layout.interim_dir(data_dir, corpus) / "split.parquet", "split", label=corpus),
               **{name: Input(src / name, "pad", label=label)
                  for name in ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json")}}
-    train_params = defaults.train_defaults(tok)
+    train_params = _member_architecture(corpus, tok, artifacts_dir)
     if train_params["embeddings"] == "pretrained":
         inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
     unlabeled = str(unlabeled)
@@ -100,7 +115,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("distill", corpus, layout.bundle_dir(artifacts_dir, corpus, tok + STUDENT_SUFFIX), inputs=inputs,
                  params={**params, "student": tok, "unlabeled": unlabeled,
-                         "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",)}},
+                         "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
+                                                                                               "embeddings")}},
                  outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv", "curves.png",
                           "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 

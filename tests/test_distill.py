@@ -1,0 +1,144 @@
+"""The distill stage: the student learns the teacher's probabilities, held-out text never reaches it, it is
+re-made when the teacher changes, and it is an ordinary bundle (not one of the ensemble's members)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.core.files import read_json, sha256_file
+from pipeline.errors import ParameterError
+from pipeline.predict import bundle as bundle_module
+from pipeline.predict.bundle import load_bundle
+from pipeline.predict.selection import default_model_dir
+from pipeline.stages.distill import distill
+from pipeline.stages.ensemble import ensemble, member_names
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.train import train
+from pipeline.text.normalize import Normalizer
+from pipeline.text.segment import Segmenter
+from tests.helpers import (
+    SMALL,
+    processed_reviews,
+    register_tiny,
+    synthetic_reviews,
+    write_nsmc_file,
+    write_processed,
+    write_split,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+STUDENT = {"epochs": 4, "soft_weight": 1.0}
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A tiny corpus with word and char bundles, their ensemble and an unlabeled file: (data, artifacts, unlabeled,
+    heldout lines in it, empty lines in it)."""
+    root = tmp_path_factory.mktemp("distill")
+    patch = pytest.MonkeyPatch()
+    write_nsmc_file(root / "mirror" / "tiny" / "ratings_train.txt", synthetic_reviews(20, seed=1))
+    write_nsmc_file(root / "mirror" / "tiny" / "ratings_test.txt", synthetic_reviews(20, seed=2))
+    register_tiny(patch, root / "mirror")
+    data, artifacts = root / "data", root / "artifacts"
+    for segmenter in (Segmenter("word"), Segmenter("char")):
+        write_processed(data, segmenter=segmenter)
+        train("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lambda _: None, **SMALL)
+        evaluate("tiny", segmenter.name(), data_dir=data, artifacts_dir=artifacts, echo=lambda _: None)
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, echo=lambda _: None)
+    write_split(data, "tiny", seed=9)
+    split = pd.read_parquet(data / "interim" / "tiny" / "split.parquet")
+    heldout = split.loc[split["split"] != "train", "text"].tolist()[:7]
+    lines = [text for text, _ in processed_reviews(1500, seed=21)] + heldout + ["", "   ", "ㅡㅡ;;"]
+    unlabeled = root / "unlabeled.txt"
+    unlabeled.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    normalizer = Normalizer()
+    held = set(split.loc[split["split"] != "train", "text"])
+    expected = {"heldout": sum(normalizer(t) in held and bool(normalizer(t).strip()) for t in lines),
+                "empty": sum(not normalizer(t).strip() for t in lines)}
+    yield data, artifacts, unlabeled, expected
+    patch.undo()
+
+
+def _test_accuracy(folder) -> float:
+    return read_json(folder / "metrics.json")["accuracy"]
+
+
+def test_the_student_is_an_ordinary_bundle_taught_by_the_ensemble(taught):
+    data, artifacts, unlabeled, expected = taught
+    lines = []
+    result = distill("tiny", data_dir=data, artifacts_dir=artifacts, unlabeled=unlabeled, student="word",
+                     echo=lines.append, **STUDENT)
+    folder = artifacts / "tiny-word-student"
+    manifest = read_json(folder / "bundle.json")
+    assert manifest["tok"] == "word" and manifest["distillation"]["teacher"] == "tiny-ensemble"
+    assert manifest["onnx"]["graph"] == ("fused" if load_bundle(folder).preprocessor.padding == "post" else "loop")
+    # held-out and empty lines are dropped and counted; the rest are labelled by the teacher
+    assert result.counts["heldout_text"] == expected["heldout"] > 0
+    assert result.counts["empty"] == expected["empty"] >= 2
+    assert result.counts["teacher_labelled_rows"] == 1500 + 7 + 3 - expected["heldout"] - expected["empty"]
+    assert any(line.startswith("distill tiny: test accuracy") for line in lines)
+    # an ordinary bundle: predicts what it was scored with, and the ensemble does not take it as a member
+    student = load_bundle(folder)
+    assert student.predict_proba(["정말 재밌어요 최고의 영화"])[0] > 0.5 > student.predict_proba(["시간 아깝다"])[0]
+    assert _test_accuracy(folder) > 0.8
+    assert "tiny-word-student" not in member_names("tiny", artifacts)
+    assert member_names("tiny", artifacts) == ["tiny-char", "tiny-word"]
+    # the default model is the best by validation accuracy, student or teacher
+    val = {p: read_json(p / "bundle.json")["training"]["best_val_accuracy"]
+           for p in (folder, artifacts / "tiny-ensemble", artifacts / "tiny-word", artifacts / "tiny-char")}
+    assert default_model_dir(artifacts) in [p for p, v in val.items() if v == max(val.values())]
+
+
+def test_the_teachers_probabilities_not_the_gold_labels_decide_what_the_student_learns(taught, tmp_path,
+                                                                                       monkeypatch):
+    data, artifacts, unlabeled, _ = taught
+    contrary = tmp_path / "artifacts"
+    shutil.copytree(artifacts, contrary)
+    real_load = bundle_module.load_bundle
+
+    class Contrary:                       # the real ensemble, saying the opposite
+        def __init__(self, teacher):
+            self.teacher = teacher
+
+        def predict_proba(self, texts):
+            return 1 - self.teacher.predict_proba(texts)
+
+    def load_contrary(directory, **kw):
+        loaded = real_load(directory, **kw)
+        return Contrary(loaded) if directory.name == "tiny-ensemble" else loaded
+
+    monkeypatch.setattr(bundle_module, "load_bundle", load_contrary)
+    # 300 gold train rows against ~1,500 teacher-labelled ones at weight 5: the teacher outweighs them
+    distill("tiny", data_dir=data, artifacts_dir=contrary, unlabeled=unlabeled, student="word", echo=lambda _: None,
+            force=True, epochs=4, soft_weight=5.0)
+    assert _test_accuracy(contrary / "tiny-word-student") < 0.3
+    student = real_load(contrary / "tiny-word-student")
+    assert student.predict_proba(["정말 재밌어요 최고의 영화"])[0] < 0.5
+
+
+def test_distill_is_skipped_when_up_to_date_and_re_made_when_the_teacher_changes(taught):
+    data, artifacts, unlabeled, _ = taught
+    kwargs = {"data_dir": data, "artifacts_dir": artifacts, "unlabeled": unlabeled, "student": "word",
+              "echo": lambda _: None, **STUDENT}
+    distill("tiny", **kwargs)
+    assert distill("tiny", **kwargs).skipped
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, combination="mean", echo=lambda _: None)  # a new teacher
+    again = distill("tiny", **kwargs)
+    assert not again.skipped
+    recorded = read_json(artifacts / "tiny-word-student" / "bundle.json")["distillation"]["teacher_bundle_sha256"]
+    assert recorded == sha256_file(artifacts / "tiny-ensemble" / "bundle.json")
+
+
+def test_distill_needs_an_ensemble_and_unlabeled_text(taught, tmp_path):
+    data, artifacts, unlabeled, _ = taught
+    with pytest.raises(ParameterError, match="ksent ensemble --corpus tiny"):
+        distill("tiny", data_dir=data, artifacts_dir=tmp_path, unlabeled=unlabeled, echo=lambda _: None)
+    with pytest.raises(ParameterError, match="--unlabeled PATH"):
+        distill("tiny", data_dir=data, artifacts_dir=artifacts, unlabeled="none", echo=lambda _: None)
+    with pytest.raises(ParameterError, match="soft_weight"):
+        distill("tiny", data_dir=data, artifacts_dir=artifacts, unlabeled=unlabeled, soft_weight=0,
+                echo=lambda _: None)
+    assert np.isfinite(read_json(artifacts / "tiny-ensemble" / "bundle.json")["weights"]).all()
