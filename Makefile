@@ -10,7 +10,7 @@
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
 # registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
-# tokenize pretrain pad train evaluate ensemble router domains report. `clean-text` is the pipeline's clean
+# tokenize pretrain pad train evaluate ensemble distill router domains report. `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated data/ and artifacts/
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
 # derives it from what each stage reads.
@@ -62,7 +62,7 @@ all: setup
 	  echo "== $$corpus / $$tok"; \
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
 	done; done
-	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble,echo "(one tokenizer: no ensemble)")
+	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
 	@echo; $(KSENT) summary
 
 test: setup lint check-java

@@ -290,7 +290,13 @@ def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
 def distill(corpus, data_dir, artifacts_dir, unlabeled, force, **params):
     """Teach one network the corpus's ensemble: the ensemble labels unlabeled reviews, and a student bundle,
-    ARTIFACTS_DIR/<corpus>-<tok>-student/, trains on them and the train split, then is scored on the test split."""
+    ARTIFACTS_DIR/<corpus>-<tok>-student/, trains on them and the train split, then is scored on the test split.
+    A corpus that declares no unlabeled file is skipped unless --unlabeled names one."""
+    from pipeline.corpora import get_corpus
+
+    if unlabeled == "auto" and get_corpus(corpus).unlabeled is None:
+        click.echo(f"distill {corpus}: skipped - the corpus declares no unlabeled reviews (give --unlabeled PATH)")
+        return
     _run("distill", corpus, unlabeled=unlabeled, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force,
          **params)
     _after_bundles(data_dir, artifacts_dir)
