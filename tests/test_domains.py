@@ -57,8 +57,15 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     row = next(line for line in text.splitlines() if line.startswith(f"| {bundle_dir.name} "))
     new = read_json(artifacts / "domains.json")["bundles"][bundle_dir.name]["cells"]
     mean_val = (new["other"]["val"]["accuracy"] + new["tiny"]["val"]["accuracy"]) / 2
+    # speed: the reviews/s measured on the largest test split (here both hold 15 rows: the first by name)
+    largest = max((new[c]["test"] for c in ("other", "tiny")), key=lambda t: t["n"])
+    rate = largest["n"] / largest["seconds"]
     assert row == (f"| {bundle_dir.name} (default) | {new['other']['test']['accuracy']:.4f} | "     # one bundle
-                   f"**{new['tiny']['test']['accuracy']:.4f}** | {mean_val:.4f} |")   # corpora by name; in-domain bold
+                   f"**{new['tiny']['test']['accuracy']:.4f}** | {mean_val:.4f} | {rate:,.0f} |")  # in-domain bold
+    # `--model`'s help lists it with the accuracy the default is chosen on and that speed
+    from pipeline.predict.selection import model_menu
+
+    assert model_menu(artifacts) == [f"{bundle_dir.name} (val {mean_val:.4f}, {rate:,.0f} reviews/s)"]
 
 
 def test_evaluate_on_another_corpus_prints_its_validation_and_test_accuracy(evaluated, tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import click
 from pipeline import graph, layout, params as defaults
 from pipeline.apps.options import (
     MAX_WORKERS,
+    ModelOption,
     artifacts_option,
     corpus_option,
     data_dir_option,
@@ -362,7 +363,7 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 
 @cli.command()
 @click.argument("texts", nargs=-1)
-@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), cls=ModelOption,
               help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
                    "corpora when they have several (the router), else NSMC's best].")
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
@@ -513,7 +514,7 @@ def corpus_check(name, files, data_dir):
 
 
 @cli.command()
-@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), cls=ModelOption,
               help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
                    "corpora when they have several (the router), else NSMC's best].")
 @click.option("--host", default="127.0.0.1",

@@ -186,3 +186,17 @@ def train_options(f):
 def artifacts_option(f):
     return click.option("--artifacts-dir", default=layout.ARTIFACTS_DIR, type=click.Path(file_okay=False),
                         help="Where model bundles and REPORT.md go.")(f)
+
+
+class ModelOption(click.Option):
+    """--model, whose help lists the bundles in ./artifacts with their validation accuracy and measured speed
+    (pipeline.predict.selection.model_menu), so a user can trade one for the other knowingly."""
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        from pipeline.predict.selection import model_menu
+
+        menu = model_menu()
+        if record is None or not menu:
+            return record
+        return record[0], f"{record[1]} In ./artifacts, best validation accuracy first: {'; '.join(menu)}."

@@ -100,3 +100,37 @@ def default_model_dir(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: l
         return max(across, key=lambda directory: (across[directory], directory.name))
     single = [b for b in bundles if b.kind != "router"]      # a router is chosen on the domains' cells only
     return max(single or bundles, key=lambda b: (b.corpus == "nsmc", b.val_accuracy)).directory
+
+
+def measured_speeds(data: dict) -> dict[str, float]:
+    """Each bundle's measured reviews/s on the largest test split scored (the same texts for every bundle):
+    raw text to probability in one process, as the domains stage timed it."""
+    out = {}
+    for name, b in data.get("bundles", {}).items():
+        tests = [c.get("test") or {} for _, c in sorted((b.get("cells") or {}).items())]   # ties: first by name
+        tests = [t for t in tests if t.get("seconds") and t.get("n")]
+        if tests:
+            largest = max(tests, key=lambda t: t["n"])
+            out[name] = largest["n"] / largest["seconds"]
+    return out
+
+
+
+def model_menu(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
+    """"name (val 0.8797, 5,650 reviews/s)" for each usable bundle, best validation accuracy first: the accuracy the
+    default model is chosen on (averaged over the corpora when the domains stage scored several), and the speed
+    the domains stage measured. Empty when nothing is trained."""
+    bundles = usable_bundles(artifacts_dir, routers=True)
+    across = _mean_validation_over_corpora(Path(artifacts_dir), bundles)
+    try:
+        rates = measured_speeds(read_json(Path(artifacts_dir) / "domains.json"))
+    except (OSError, ValueError, AttributeError):
+        rates = {}
+    val = {b.directory: across.get(b.directory, b.val_accuracy if not across else float("-inf")) for b in bundles}
+    entries = []
+    for directory in sorted(val, key=lambda d: (-val[d], d.name)):
+        figures = [f"val {val[directory]:.4f}"] if val[directory] != float("-inf") else []
+        if directory.name in rates:
+            figures.append(f"{rates[directory.name]:,.0f} reviews/s")
+        entries.append(f"{directory.name} ({', '.join(figures) or 'not scored'})")
+    return entries

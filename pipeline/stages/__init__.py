@@ -13,6 +13,14 @@ ENSEMBLE_TOK = "ensemble"       # artifacts/<corpus>-ensemble/
 STUDENT_SUFFIX = "-student"     # artifacts/<corpus>-<tok>-student/: the distill stage's, beside the teacher's members
 
 
+def bundle_producer(directory: Path) -> str:
+    """The stage that wrote a bundle folder's bundle.json: ensemble, router, distill or train (by its manifest)."""
+    for stage in ("ensemble", "router", "distill"):
+        if (directory / f"{stage}.manifest.json").is_file():
+            return stage
+    return "train"
+
+
 def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, Input]:
     """What the stages after tokenize read: the tokens (and segmenter) of tokenization `tok`, with the
     split and the normalization they go with."""

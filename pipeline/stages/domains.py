@@ -30,6 +30,7 @@ from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
+from pipeline.stages import bundle_producer
 
 OUTPUT = "domains.json"
 
@@ -42,13 +43,6 @@ def _bundles(artifacts_dir: Path) -> list[Path]:
                   if (p.parent / "metrics.json").is_file() or (p.parent / "router.manifest.json").is_file())
 
 
-def _producer(bundle: Path) -> str:
-    for stage in ("ensemble", "router"):
-        if (bundle / f"{stage}.manifest.json").is_file():
-            return stage
-    return "train"
-
-
 def _splits(data_dir: Path) -> dict[str, Path]:
     return {name: path for name in CORPORA
             if (path := layout.interim_dir(data_dir, name) / "split.parquet").is_file()}
@@ -58,7 +52,7 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     folder = Path(artifacts_dir)
     inputs = {}
     for bundle in _bundles(folder):
-        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", _producer(bundle), label=bundle.name)
+        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", bundle_producer(bundle), label=bundle.name)
     for name, path in _splits(Path(data_dir)).items():
         inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
     return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
@@ -83,8 +77,11 @@ def score(bundle, path: Path, corpus: str, rows: dict | None = None) -> dict:
     cell = {}
     for split, (texts, labels) in rows[path].items():
         if len(labels):
+            started = time.perf_counter()
             predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
-            cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels)}
+            seconds = time.perf_counter() - started      # preprocessing and network, in this process
+            cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels),
+                           "seconds": round(seconds, 6)}
     return cell
 
 
@@ -164,15 +161,22 @@ def matrix_lines(artifacts_dir: Path | str) -> list[str]:
              "Test accuracy of each bundle (rows) on each corpus's test split (columns), raw text through the "
              "bundle's own preprocessing as `ksent predict` does it; **bold**: in-domain (the bundle's own corpus). "
              "The last column is the validation accuracy averaged over the corpora, each weighing the same: the "
-             "default model (`ksent predict` without `--model`) is the bundle with the highest. Written by the "
-             "domains stage (`artifacts/domains.json`).", "",
-             "| bundle | " + " | ".join(f"{c} test ({tested[c]:,})" for c in corpora) + " | val., mean of corpora |",
-             "|---|" + "---:|" * (len(corpora) + 1)]
+             "default model (`ksent predict` without `--model`) is the bundle with the highest. *reviews/s*: raw "
+             "text to probability on the largest test split, in the domains stage's process (one run, this "
+             "machine; start-up and file reading not included): what choosing a slower, more accurate model "
+             "costs. Written by the domains stage (`artifacts/domains.json`).", "",
+             "| bundle | " + " | ".join(f"{c} test ({tested[c]:,})" for c in corpora)
+             + " | val., mean of corpora | reviews/s |",
+             "|---|" + "---:|" * (len(corpora) + 2)]
+    from pipeline.predict.selection import measured_speeds
+
+    rates = measured_speeds(data)
     for name, b in sorted(bundles.items()):
         cells = [f"**{fmt(cell(b, c, 'test').get('accuracy'))}**" if c == b.get("corpus")
                  else fmt(cell(b, c, "test").get("accuracy")) for c in corpora]
         vals = [cell(b, c, "val").get("accuracy") for c in corpora]
         mean = sum(vals) / len(vals) if all(isinstance(v, (int, float)) for v in vals) else None
         label = f"{name} (default)" if name == default else name
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(mean)} |")
+        rate = f"{rates[name]:,.0f}" if name in rates else "-"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(mean)} | {rate} |")
     return lines

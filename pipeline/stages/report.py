@@ -14,6 +14,7 @@ from pipeline import layout
 from pipeline.core.files import write_text
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.model.scoring import report_text
+from pipeline.stages import bundle_producer
 from pipeline.stages.domains import OUTPUT as DOMAINS
 
 
@@ -22,7 +23,9 @@ def _listed_as_found(path: Path) -> None:
 
 
 def _producer(bundle: Path) -> str:
-    return "ensemble" if (bundle / "ensemble.manifest.json").is_file() else "evaluate"
+    """The stage that wrote the bundle's metrics.json: evaluate for a trained bundle, else the bundle's own."""
+    producer = bundle_producer(bundle)
+    return "evaluate" if producer == "train" else producer
 
 
 def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:

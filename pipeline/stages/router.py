@@ -22,6 +22,7 @@ from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, libr
 from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError
+from pipeline.stages import bundle_producer
 
 FOLDER = "router"
 GATE_FILE = "gate.npz"
@@ -47,8 +48,8 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
                              f"{', '.join(chosen) or 'none'} (e.g. `make all CORPORA=\"nsmc naver_shopping_sample\"`)")
     inputs = {}
     for corpus, directory in chosen.items():
-        producer = "ensemble" if (directory / "ensemble.manifest.json").is_file() else "train"
-        inputs[f"{directory.name}/bundle.json"] = Input(directory / "bundle.json", producer, label=directory.name)
+        inputs[f"{directory.name}/bundle.json"] = Input(directory / "bundle.json", bundle_producer(directory),
+                                                        label=directory.name)
         inputs[f"{corpus}/split.parquet"] = Input(layout.interim_dir(data_dir, corpus) / "split.parquet", "split",
                                                   label=corpus)
     return Stage("router", "", Path(artifacts_dir) / FOLDER, inputs=inputs,
