@@ -16,6 +16,7 @@ from pipeline.predict.selection import default_model_dir
 from pipeline.stages.distill import distill
 from pipeline.stages.ensemble import ensemble, member_names
 from pipeline.stages.evaluate import evaluate
+from pipeline.stages.report import report as report_stage
 from pipeline.stages.train import train
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
@@ -86,6 +87,8 @@ def test_the_student_is_an_ordinary_bundle_taught_by_the_ensemble(taught):
     assert _test_accuracy(folder) > 0.8
     assert "tiny-word-student" not in member_names("tiny", artifacts)
     assert member_names("tiny", artifacts) == ["tiny-char", "tiny-word"]
+    report_stage(artifacts_dir=artifacts, echo=lambda _: None)
+    assert "| tiny | word student |" in (artifacts / "REPORT.md").read_text(encoding="utf-8")
     # the default model is the best by validation accuracy, student or teacher
     val = {p: read_json(p / "bundle.json")["training"]["best_val_accuracy"]
            for p in (folder, artifacts / "tiny-ensemble", artifacts / "tiny-word", artifacts / "tiny-char")}

@@ -14,6 +14,10 @@
     forkserver and analyzer workers: PSS summed from /proc every 0.2 s, so pages the
     workers share, such as the Mecab dictionary, count once).
 (c) The network alone: onnxruntime vs Keras on the 50,000 padded test reviews, in-process.
+(d) With --compare DIR,DIR,...: (b) for several bundles side by side (e.g. the ensemble, the
+    default model and the distilled student), interleaved per file so noise hits them alike,
+    median of --repeat-batch runs, with each one's reviews/s as a ratio to the first's.
+    (bench_network.py compares the network graphs alone.)
 Not a pytest test (the name does not start with test_): it needs a trained bundle.
 """
 from __future__ import annotations
@@ -158,6 +162,25 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
                   f"{results:,} results")
 
 
+def compare(models: list[Path], mirror: Path, sizes: list[int | None], repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            path, n = review_file(Path(tmp), mirror, size)
+            seconds: dict[Path, list[float]] = {m: [] for m in models}
+            for _ in range(repeat):
+                for model in models:
+                    with (Path(tmp) / "out.txt").open("wb") as out:
+                        _, took, _, _, _ = run_measured([*entry_point(), "predict", "--model", str(model), "--file",
+                                                         str(path)], stdout=out)
+                    seconds[model].append(took)
+            first = n / statistics.median(seconds[models[0]])
+            print(f"  {n:>9,} lines:")
+            for model in models:
+                rate = n / statistics.median(seconds[model])
+                print(f"    {model.name:32s} {rate:8,.0f} reviews/s (runs: "
+                      f"{', '.join(f'{s:.1f}' for s in seconds[model])} s)  {rate / first:5.2f}x {models[0].name}")
+
+
 def network_only(model: Path, mirror: Path) -> None:
     from pipeline.predict.bundle import load_bundle
 
@@ -190,9 +213,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,200000,1000000",
                         help="line counts of the batch files (0 = the 50,000 test reviews as they are)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
+    parser.add_argument("--compare", default="", help="comma-separated bundle folders: part (d) only")
+    parser.add_argument("--repeat-batch", type=int, default=3, help="(d): runs of each bundle per file")
     args = parser.parse_args()
     from pipeline.predict.selection import default_model_dir
 
+    if args.compare:
+        models = [Path(m).resolve() for m in args.compare.split(",")]
+        print(f"(d) ksent predict --file, end to end, median of {args.repeat_batch} interleaved runs "
+              f"(cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
+        compare(models, args.mirror, [int(s) or None for s in args.sizes.split(",")], args.repeat_batch)
+        return
     model = (args.model or default_model_dir(REPO / "artifacts")).resolve()
     print(f"bundle: {model}  (cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
     skip = set(args.skip.split(","))
