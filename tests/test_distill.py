@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core.files import read_json, sha256_file
-from pipeline.errors import ParameterError
+from pipeline.errors import MissingInputError, ParameterError
 from pipeline.predict import bundle as bundle_module
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.selection import default_model_dir
@@ -137,7 +137,7 @@ def test_distill_is_skipped_when_up_to_date_and_re_made_when_the_teacher_changes
 
 def test_distill_needs_an_ensemble_and_unlabeled_text(taught, tmp_path):
     data, artifacts, unlabeled, _ = taught
-    with pytest.raises(ParameterError, match="ksent ensemble --corpus tiny"):
+    with pytest.raises(MissingInputError, match="ksent ensemble --corpus tiny"):
         distill("tiny", data_dir=data, artifacts_dir=tmp_path, unlabeled=unlabeled, echo=lambda _: None)
     with pytest.raises(ParameterError, match="--unlabeled PATH"):
         distill("tiny", data_dir=data, artifacts_dir=artifacts, unlabeled="none", echo=lambda _: None)

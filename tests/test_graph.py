@@ -18,7 +18,7 @@ from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
 
 PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
-            "router", "domains", "report"]
+            "distill", "router", "domains", "report"]
 
 
 def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):

@@ -39,36 +39,34 @@ from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import read_table
-from pipeline.errors import ParameterError, PipelineError
+from pipeline.errors import MissingInputError, ParameterError, PipelineError
 from pipeline.model import padded, training
 from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled
+from pipeline.text.segment import Segmenter
 
 LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
 
 
-def _teacher_manifest(corpus: str, artifacts_dir: Path) -> dict:
-    path = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / "bundle.json"
+def _teacher_manifest(corpus: str, artifacts_dir: Path) -> dict | None:
+    """The teacher's (the corpus's ensemble's) bundle.json, or None if it is not made (yet)."""
     try:
-        manifest = read_json(path)
-        assert isinstance(manifest, dict) and manifest.get("kind") == "ensemble"
-    except (OSError, ValueError, AssertionError):
-        raise ParameterError(f"distill {corpus}: the teacher is the corpus's ensemble, and {path} is missing or "
-                             f"not one - make it first (`ksent ensemble --corpus {corpus}`)") from None
-    return manifest
+        manifest = read_json(layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / "bundle.json")
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("kind") == "ensemble" else None
 
 
 def student_tok(corpus: str, student: str, artifacts_dir: Path) -> str:
     """The student's tokenization: `student` itself, or ("auto") the teacher member's with the best validation
-    accuracy."""
+    accuracy (before the teacher exists: the default tokenization)."""
     if student != "auto":
         return student
-    teacher = _teacher_manifest(corpus, artifacts_dir)
+    teacher = _teacher_manifest(corpus, artifacts_dir) or {}
     val = teacher.get("training", {}).get("member_val_accuracy") or {}
-    members = {m["name"]: m["tok"] for m in teacher.get("members", [])}
-    best = max(members, key=lambda name: (val.get(name) or 0.0, name), default=None)
-    if best is None:
-        raise ParameterError(f"distill {corpus}: the ensemble names no members - re-run `ksent ensemble --corpus "
-                             f"{corpus} --force`")
+    members = {m.get("name"): m.get("tok") for m in teacher.get("members", []) if isinstance(m, dict)}
+    best = max(members, key=lambda name: (val.get(name) or 0.0, str(name)), default=None)
+    if best is None or not isinstance(members[best], str):
+        return Segmenter(defaults.TOKENIZE["tokenizer"], backend=defaults.TOKENIZE["backend"]).name()
     return members[best]
 
 
@@ -76,8 +74,8 @@ def _member_architecture(corpus: str, tok: str, artifacts_dir: Path) -> dict:
     """The training parameters of the teacher's member of tokenization `tok` (the student is the same network),
     or the train stage's defaults for `tok` if the teacher has none."""
     params = defaults.train_defaults(tok)
-    for member in _teacher_manifest(corpus, artifacts_dir).get("members", []):
-        if member.get("tok") == tok:
+    for member in (_teacher_manifest(corpus, artifacts_dir) or {}).get("members", []):
+        if isinstance(member, dict) and member.get("tok") == tok:
             try:
                 recorded = read_json(artifacts_dir / member["name"] / "bundle.json")["training"]["params"]
                 params.update({k: recorded[k] for k in params if k in recorded})
@@ -90,7 +88,6 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
          unlabeled: str | Path = "auto", **params) -> Stage:
     params = defaults.DISTILL.resolve(params, prefix=f"distill {corpus}: ")
     artifacts_dir = Path(artifacts_dir)
-    _teacher_manifest(corpus, artifacts_dir)
     tok = student_tok(corpus, params["student"], artifacts_dir)
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     teacher_dir = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK)
@@ -104,10 +101,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
     unlabeled = str(unlabeled)
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
-        if registered is None:
-            raise ParameterError(f"distill {corpus}: the corpus declares no unlabeled file - give one with "
-                                 f"--unlabeled PATH (UTF-8, one review a line)")
-        inputs["unlabeled"] = registered
+        if registered is not None:          # else `distill` refuses to run (planned, so `ksent status` shows it)
+            inputs["unlabeled"] = registered
     elif unlabeled == "none":
         raise ParameterError(f"distill {corpus}: the student learns from unlabeled reviews - give a file with "
                              f"--unlabeled PATH (UTF-8, one review a line), or leave it at auto")
@@ -135,6 +130,14 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
     """Label unlabeled reviews with the corpus's ensemble and train the student bundle on them and the train split;
     `params` override pipeline.params.DISTILL."""
     stage = plan(corpus, data_dir=data_dir, artifacts_dir=artifacts_dir, unlabeled=unlabeled, **params)
+    teacher_path = stage.inputs["teacher bundle.json"].path
+    if _teacher_manifest(corpus, Path(artifacts_dir)) is None:
+        raise MissingInputError("distill", corpus, [str(teacher_path)],
+                                hint=f"the teacher is the corpus's ensemble: make it first (`ksent ensemble --corpus "
+                                     f"{corpus}`)")
+    if "unlabeled" not in stage.inputs:
+        raise ParameterError(f"distill {corpus}: the corpus declares no unlabeled file - give one with "
+                             f"--unlabeled PATH (UTF-8, one review a line)")
     params = stage.params
     tok = params["student"]
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
