@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,3 +184,57 @@ def mark_retrained(bundle_dir: Path) -> None:
     manifest = read_json(bundle_dir / "bundle.json")
     manifest["created_at"] = "retrained"
     (bundle_dir / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+# --- `ksent serve` in a subprocess ----------------------------------------------------------------
+
+SERVE_START_TIMEOUT = 60.0
+
+
+class ServerProcess:
+    """`python -m pipeline serve ...` in a subprocess; `url` once it listens; stdout lines in `lines`."""
+
+    def __init__(self, bundle: Path, *options: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(bundle),
+                                      "--port", "0", *options], cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr_line), daemon=True).start()
+        banner = self.next_line(SERVE_START_TIMEOUT)
+        if banner is None or not banner.startswith("serving "):
+            self.kill()
+            raise AssertionError(f"no serving line (got {banner!r}); stderr:\n{''.join(self.stderr)[-3000:]}")
+        self.banner = banner
+        self.url = banner.split(" at ", 1)[1].split(" ", 1)[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    @staticmethod
+    def _pump(stream, put) -> None:
+        for line in stream:
+            put(line.rstrip("\n"))
+        put(None)
+
+    def _stderr_line(self, line: str | None) -> None:
+        if line is not None:
+            self.stderr.append(line + "\n")
+
+    def next_line(self, timeout: float) -> str | None:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def cli_predict_json(bundle: Path, texts: list[str], *options: str) -> list[dict]:
+    """What `ksent predict --json [options]` prints for these texts, one argument each."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--model", str(bundle), "--json", *options,
+                           "--", *texts], cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import signal
 import socket
 import subprocess
@@ -24,12 +23,11 @@ import pytest
 from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.train import train
-from tests.helpers import SMALL, write_processed
+from tests.helpers import SMALL, ServerProcess, cli_predict_json, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 60.0
 MAX_TEXTS, MAX_BODY_BYTES = 50, 20_000          # small limits, so that going over them is cheap
 TEXTS = ["정말 재밌어요 최고의 영화", "시간 아깝다 보지 마세요", "", "   ", "🙂🙂🙂", "Great movie!",
          "그냥 진짜 지루해요 ㅋㅋㅋㅋ", "탭\t과 줄\n바꿈", "강력 추천 ^^"]
@@ -47,47 +45,6 @@ def bundle_dir(tmp_path_factory) -> Path:
     return root / "artifacts" / "tiny-word"
 
 
-class ServerProcess:
-    """`python -m pipeline serve ...` in a subprocess; `url` once it listens; stdout lines in `lines`."""
-
-    def __init__(self, bundle: Path, *options: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(bundle),
-                                      "--port", "0", *options], cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, encoding="utf-8")
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr_line), daemon=True).start()
-        banner = self.next_line(START_TIMEOUT)
-        if banner is None or not banner.startswith("serving "):
-            self.kill()
-            raise AssertionError(f"no serving line (got {banner!r}); stderr:\n{''.join(self.stderr)[-3000:]}")
-        self.banner = banner
-        self.url = banner.split(" at ", 1)[1].split(" ", 1)[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    @staticmethod
-    def _pump(stream, put) -> None:
-        for line in stream:
-            put(line.rstrip("\n"))
-        put(None)
-
-    def _stderr_line(self, line: str | None) -> None:
-        if line is not None:
-            self.stderr.append(line + "\n")
-
-    def next_line(self, timeout: float) -> str | None:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(bundle_dir):
     # a request waits up to 20 ms for company: makes combined batches in the concurrency test all but certain
@@ -101,14 +58,6 @@ def server(bundle_dir):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=20.0) as http:
         yield http
-
-
-def cli_predict_json(bundle: Path, texts: list[str]) -> list[dict]:
-    """What `ksent predict --json` prints for these texts, one argument each."""
-    done = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--model", str(bundle), "--json", "--",
-                           *texts], cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:

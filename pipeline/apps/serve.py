@@ -8,6 +8,8 @@ answer. Predictions are the API's records, so they equal `ksent predict --json`.
     GET  /v1/models/<name>              TF Serving model status, plus the bundle's metadata and metrics
     GET  /v1/models/<name>/metadata     TF Serving signature metadata
     GET  /health                        {"status": "ok", "model": name}
+    GET  /, /static/...                 the web page (pipeline/apps/web: plain HTML, CSS and JavaScript over
+                                        POST /predict and GET /v1/models/<name>; nothing from a CDN)
     GET  /docs, /redoc, /openapi.json   FastAPI's generated documentation (Swagger UI and ReDoc served
                                         locally by fastapi-offline: they work without internet)
 
@@ -31,16 +33,18 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.staticfiles import StaticFiles
 
 from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.apps.guards import BODY_TIMEOUT_S, default_max_connections, guarded_protocol
@@ -54,6 +58,7 @@ log = logging.getLogger("ksent.serve")
 MODEL_VERSION = "1"             # TF Serving versions a model; a ksent bundle folder is one version
 DRAIN_SECONDS = 5               # after the grace period: the running model call ends and answers are sent
 WARMUP_TEXT = "배우들 연기가 훌륭하고 스토리도 감동적이에요"
+WEB = Path(__file__).with_name("web")     # the page: index.html, app.js, style.css
 
 
 # --- request and response shapes (validation, and the schemas in /docs) -------------------------
@@ -339,6 +344,13 @@ def create_app(clf, *, name: str | None = None, max_batch: int = SERVE["max_batc
         """Liveness: the model is loaded and the server answers."""
         return json_response({"status": "ok", "model": name})
 
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        """The web page: classify and explain reviews, classify a file, the model's figures."""
+        return FileResponse(WEB / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> Response:
         return exc.response()
@@ -438,7 +450,7 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                          max_body_bytes=max_body_bytes, max_explain=max_explain)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client
         runtime = f" ({app.state.runtime})" if app.state.runtime else ""
-        banner = (f"serving {app.state.model_name}{runtime} at {_url(sock)} - docs at /docs; "
+        banner = (f"serving {app.state.model_name}{runtime} at {_url(sock)} - the page at /, API docs at /docs; "
                   f"Ctrl-C or SIGTERM stops")
         stop_requested: list[int] = []
 
