@@ -36,3 +36,21 @@ class Progress:
         self.stream.write(f"\r{text}\033[K")
         self.stream.flush()
         self._open = True
+
+
+def blockwise(fn, rows, what: str, block: int = 40 * 256, stream: TextIO | None = None):
+    """fn(rows) computed over blocks of rows and concatenated (numpy), showing "<what>: rows n/N" on a
+    terminal while it runs (nothing in a log: the stage's summary line says what was done). The block is
+    a multiple of the networks' batch size (256), so the network sees the batches of one whole call."""
+    import numpy as np
+
+    shown, total = Progress(stream), len(rows)
+    if total <= block:
+        return fn(rows)
+    parts = []
+    for start in range(0, total, block):
+        shown.transient(f"{what}: rows {start:,}/{total:,}")
+        parts.append(fn(rows[start:start + block]))
+    shown.transient(f"{what}: rows {total:,}/{total:,}")
+    shown.close()
+    return np.concatenate(parts)

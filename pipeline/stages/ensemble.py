@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline import layout, params as defaults
 from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.progress import blockwise
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, library_versions, run_stage
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
@@ -119,7 +120,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                 elif not np.array_equal(rows["id"], reference[split]["id"]):
                     raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
                                         f"re-run the pad stage of both from the same split")
-                member_p.append(bundle.predict_ids(rows["x"]))
+                member_p.append(blockwise(bundle.predict_ids, rows["x"], f"{label}: {name} on {split}"))
             probabilities[split] = combine(member_p, weights, combination)
         val_y = reference["val"]["label"]
         val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())

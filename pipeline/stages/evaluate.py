@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.core.files import sha256_file, write_json
+from pipeline.core.progress import blockwise
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.errors import PipelineError
 from pipeline.model import padded
@@ -75,7 +76,7 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         if x.ndim != 2 or x.shape[1] != bundle.preprocessor.maxlen:
             raise PipelineError(f"evaluate {label}: test.parquet has shape {x.shape}, the bundle's "
                                 f"maxlen is {bundle.preprocessor.maxlen} - re-run the pad and train stages")
-        probability = bundle.predict_ids(x)
+        probability = blockwise(bundle.predict_ids, x, f"evaluate {label}: predicting")
         seen = np.concatenate([padded.read(inputs[name], label, ("text",))["text"]
                                for name in ("train.parquet", "val.parquet")])
         trained = bundle.manifest.get("training") or {}
