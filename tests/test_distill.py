@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import layout
 from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import MissingInputError, ParameterError
+from pipeline.model import padded
 from pipeline.predict import bundle as bundle_module
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.selection import default_model_dir
@@ -85,6 +87,10 @@ def test_the_student_is_an_ordinary_bundle_taught_by_the_ensemble(taught):
     student = load_bundle(folder)
     assert student.predict_proba(["정말 재밌어요 최고의 영화"])[0] > 0.5 > student.predict_proba(["시간 아깝다"])[0]
     assert _test_accuracy(folder) > 0.8
+    # its recorded validation accuracy is its predictions' on the validation split, review by review
+    val_rows = padded.read(layout.processed_dir(data, "tiny", "word") / "val.parquet", "tiny/word")
+    val_accuracy = float(((student.predict_ids(val_rows["x"]) >= 0.5) == (val_rows["label"] == 1)).mean())
+    assert manifest["training"]["best_val_accuracy"] == pytest.approx(val_accuracy, abs=1e-6)
     assert "tiny-word-student" not in member_names("tiny", artifacts)
     assert member_names("tiny", artifacts) == ["tiny-char", "tiny-word"]
     report_stage(artifacts_dir=artifacts, echo=lambda _: None)

@@ -282,6 +282,7 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
 
     from pipeline.core.quiet import import_keras
     from pipeline.model.network import build_model
+    from pipeline.predict.predictor import THRESHOLD
     from pipeline.text.sequences import length_batch_count
 
     keras = import_keras()
@@ -290,8 +291,10 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
     model = build_model(preprocessor.vocab_size, None, **{k: arch[k] for k in training.MODEL_PARAMS})
 
     def accuracy(y_true, y_pred):        # agreement with the rounded target: accuracy on gold labels
+        # one value per review (not a batch mean), so Keras averages over reviews, not over batches of
+        # unequal size; >= THRESHOLD as ksent labels a probability
         y_true, y_pred = keras.ops.reshape(y_true, (-1,)), keras.ops.reshape(y_pred, (-1,))
-        return keras.ops.mean(keras.ops.cast(keras.ops.equal(y_true >= 0.5, y_pred >= 0.5), "float32"))
+        return keras.ops.cast(keras.ops.equal(y_true >= THRESHOLD, y_pred >= THRESHOLD), "float32")
 
     model.compile(optimizer=keras.optimizers.Adam(arch["learning_rate"]), loss="binary_crossentropy",
                   metrics=[accuracy])
