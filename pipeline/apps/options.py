@@ -166,8 +166,8 @@ def tok_name(kind: str, backend: str, jamo: bool) -> str:
 
 def unlabeled_option(f):
     return click.option("--unlabeled", default="auto", show_default=True, metavar="PATH|auto|none",
-                        help="Unlabeled reviews for pretraining (UTF-8, one a line, .gz accepted); auto: the "
-                             "corpus's registered file if `download` fetched it.")(f)
+                        help="Unlabeled reviews, for pretraining and for distill's teacher to label (UTF-8, one "
+                             "a line, .gz accepted); auto: the corpus's registered file if `download` fetched it.")(f)
 
 
 def _default_help(key: str) -> str:
