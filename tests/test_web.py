@@ -160,9 +160,13 @@ def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, bundle_dir):
 # --- errors ---------------------------------------------------------------------------------------
 
 def test_empty_input_and_too_many_texts_show_a_message(page):
+    page.find_element("id", "reviews").send_keys(REVIEWS[0])
+    page.find_element("id", "classify").click()
+    wait(page, lambda d: d.find_elements("css selector", "#results > li"), "no result")
+    page.find_element("id", "reviews").clear()
     page.find_element("id", "classify").click()
     assert "at least one review" in visible_message(page, "message")
-    assert page.find_elements("css selector", "#results > li") == []
+    assert page.find_elements("css selector", "#results > li") == []    # no stale result under the message
     screenshot(page, "error-empty")
 
     page.find_element("id", "explain").click()                          # off: the server's max-texts refuses

@@ -175,7 +175,9 @@ async function classify(event) {
   event.preventDefault();
   const box = $("message");
   const texts = $("reviews").value.split(/\r?\n/).map((line) => line.trim()).filter((line) => line);
+  const clearResults = () => { $("results").replaceChildren(); $("legend").hidden = true; };
   if (!texts.length) {
+    clearResults();           // no stale results under a message about other input
     showMessage(box, "Type at least one review (one per line).");
     $("reviews").focus();
     return;
@@ -196,6 +198,7 @@ async function classify(event) {
     $("legend").hidden = !explain;
     if (note) showMessage(box, note, "info");
   } catch (error) {
+    clearResults();
     showMessage(box, `Could not classify: ${error.message}`);
   } finally {
     button.disabled = false;
