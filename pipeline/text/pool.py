@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -149,6 +149,10 @@ class SegmentPool:
         except BrokenProcessPool as exc:            # a worker died before these were queued
             raise self.died(exc) from None
 
+    def worker_dead(self) -> bool:
+        """A worker process has exited (they only exit when the pool closes: the pool is broken)."""
+        return any(p.exitcode is not None for p in list((self._executor._processes or {}).values()))
+
     def died(self, exc: BrokenProcessPool) -> PipelineError:
         return PipelineError(f"a {self.segmenter.name()} worker process died ({exc}); "
                              f"try fewer workers (each Okt worker runs its own JVM)")
@@ -194,9 +198,20 @@ class PendingSegments:
         """The tokens chunk by chunk, in submission order (= input order), as each is ready."""
         try:
             for future in self._futures:
-                yield future.result()
+                yield self._result(future)
         except BrokenProcessPool as exc:
             raise self._pool.died(exc) from None
+
+    def _result(self, future):
+        # The executor marks the futures broken when a worker dies - unless the worker died while
+        # sending a result: then the executor's thread waits forever for the rest of that message
+        # (close(now=True) ends that wait), and so would we. So look at the workers every second.
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except FutureTimeout:
+                if self._pool.worker_dead():
+                    raise BrokenProcessPool("a worker process exited while its results were awaited") from None
 
     def result(self) -> list[list[str]]:
         return [tokens for chunk in self.chunks() for tokens in chunk]
