@@ -25,6 +25,18 @@ def tiny_corpus(tmp_path, monkeypatch):
 BUNDLE_TOKENIZERS = ("word", "morpheme-mecab")
 
 
+def _trained_bundle(root, tok: str, segmenter=None):
+    """write_processed's data under root/data, then train and evaluate tok's bundle on it: its folder."""
+    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.train import train
+
+    write_processed(root / "data", segmenter=segmenter)
+    for stage in (train, evaluate):
+        stage("tiny", tok, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
+              **(SMALL if stage is train else {}))
+    return root / "artifacts" / f"tiny-{tok}"
+
+
 @pytest.fixture(scope="session", params=BUNDLE_TOKENIZERS)
 def evaluated(request, tmp_path_factory):
     """A bundle trained and evaluated on the fixture corpus: (bundle_dir, artifacts_dir).
@@ -32,19 +44,20 @@ def evaluated(request, tmp_path_factory):
     Trained once per session and shared by the bundle, API and runtime tests: read-only
     (copy it to damage it, see test_bundle's `bundle_copy`).
     """
-    from pipeline.stages.evaluate import evaluate
-    from pipeline.stages.train import train
     from pipeline.text.segment import Segmenter
 
     if request.param.startswith("morpheme"):
         pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
     segmenter = Segmenter("word") if request.param == "word" else Segmenter("morpheme", backend="mecab")
-    root = tmp_path_factory.mktemp(request.param)
-    write_processed(root / "data", segmenter=segmenter)
-    for stage in (train, evaluate):
-        stage("tiny", request.param, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
-              **(SMALL if stage is train else {}))
-    return root / "artifacts" / f"tiny-{request.param}", root / "artifacts"
+    bundle = _trained_bundle(tmp_path_factory.mktemp(request.param), request.param, segmenter)
+    return bundle, bundle.parent
+
+
+@pytest.fixture(scope="session")
+def word_bundle(tmp_path_factory):
+    """A tiny word bundle, trained and evaluated once per session for the `ksent serve` and web page
+    tests, which start servers on it: read-only."""
+    return _trained_bundle(tmp_path_factory.mktemp("word-bundle"), "word")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """`ksent serve`: real HTTP to the real server in a subprocess, and the micro-batcher in-process.
 
-The server runs as `python -m pipeline serve --port 0` on a tiny word bundle trained
-here; its port is read from the line it prints once listening. Every wait is bounded
+The server runs as `python -m pipeline serve --port 0` on a tiny word bundle (conftest's
+`word_bundle`, trained once per session); its port is read from the line it prints once listening. Every wait is bounded
 and every server process is killed in teardown.
 """
 from __future__ import annotations
@@ -21,9 +21,7 @@ import httpx
 import pytest
 
 from pipeline.apps.batching import BatcherClosed, MicroBatcher
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.train import train
-from tests.helpers import SMALL, ServerProcess, cli_predict_json, write_processed
+from tests.helpers import ServerProcess, cli_predict_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -36,19 +34,9 @@ TEXTS = ["정말 재밌어요 최고의 영화", "시간 아깝다 보지 마세
 # --- fixtures: a bundle and servers -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    """A tiny word bundle, trained and evaluated as tests/test_bundle.py's `evaluated` does."""
-    root = tmp_path_factory.mktemp("serve")
-    write_processed(root / "data")
-    train("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None, **SMALL)
-    evaluate("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None)
-    return root / "artifacts" / "tiny-word"
-
-
-@pytest.fixture(scope="module")
-def server(bundle_dir):
+def server(word_bundle):
     # a request waits up to 20 ms for company: makes combined batches in the concurrency test all but certain
-    srv = ServerProcess(bundle_dir, "--max-texts", str(MAX_TEXTS), "--max-body-bytes", str(MAX_BODY_BYTES),
+    srv = ServerProcess(word_bundle, "--max-texts", str(MAX_TEXTS), "--max-body-bytes", str(MAX_BODY_BYTES),
                         "--max-wait-ms", "20", "--max-batch", "64")
     yield srv
     srv.kill()
@@ -96,8 +84,8 @@ def chunk(data: bytes) -> bytes:
 
 # --- predictions --------------------------------------------------------------------------------
 
-def test_predictions_equal_ksent_predict_json(server, client, bundle_dir):
-    expected = cli_predict_json(bundle_dir, TEXTS)
+def test_predictions_equal_ksent_predict_json(server, client, word_bundle):
+    expected = cli_predict_json(word_bundle, TEXTS)
     assert len(expected) == len(TEXTS)
 
     response = client.post("/predict", json={"texts": TEXTS})
@@ -129,13 +117,13 @@ def test_empty_list_and_explain(client):
     assert records == plain
 
 
-def test_health_model_status_metadata_and_openapi(client, bundle_dir):
+def test_health_model_status_metadata_and_openapi(client, word_bundle):
     assert client.get("/health").json() == {"status": "ok", "model": "tiny-word"}
 
     status = client.get("/v1/models/tiny-word").json()
     assert status["model_version_status"] == [{"version": "1", "state": "AVAILABLE",
                                                "status": {"error_code": "OK", "error_message": ""}}]
-    metrics = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((word_bundle / "metrics.json").read_text(encoding="utf-8"))
     assert status["metadata"]["metrics"]["accuracy"] == metrics["accuracy"]
     assert status["metadata"]["corpus"] == "tiny" and status["metadata"]["tokenization"] == "word"
     assert status["limits"]["max_texts"] == MAX_TEXTS and status["limits"]["max_body_bytes"] == MAX_BODY_BYTES
@@ -286,8 +274,8 @@ def wait_until_refused(port: int, timeout: float) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stop_signal_lets_the_request_in_flight_finish(bundle_dir, stop_signal):
-    srv = ServerProcess(bundle_dir)
+def test_stop_signal_lets_the_request_in_flight_finish(word_bundle, stop_signal):
+    srv = ServerProcess(word_bundle)
     try:
         payload = json.dumps({"texts": TEXTS}, ensure_ascii=False).encode()
         half = len(payload) // 2
@@ -522,8 +510,8 @@ def test_explain_requests_are_bounded_by_max_explain():
     assert plain.status_code == 200 and len(plain.json()["predictions"]) == 3
 
 
-def test_requests_still_waiting_at_the_end_of_the_shutdown_grace_get_a_json_503(bundle_dir):
-    server = ServerProcess(bundle_dir, "--max-texts", "3000", "--max-explain", "3000", "--shutdown-grace", "1")
+def test_requests_still_waiting_at_the_end_of_the_shutdown_grace_get_a_json_503(word_bundle):
+    server = ServerProcess(word_bundle, "--max-texts", "3000", "--max-explain", "3000", "--shutdown-grace", "1")
     texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # several seconds of explaining
     done = {}
 
@@ -583,8 +571,8 @@ def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile
         sock.close()
 
 
-def test_an_explain_request_does_not_stall_the_others(bundle_dir):
-    server = ServerProcess(bundle_dir, "--max-texts", "1000", "--max-explain", "1000")
+def test_an_explain_request_does_not_stall_the_others(word_bundle):
+    server = ServerProcess(word_bundle, "--max-texts", "1000", "--max-explain", "1000")
     texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(1000)]        # 8 tokens each: 8 calls per text
     done = {}
 
@@ -608,10 +596,10 @@ def test_an_explain_request_does_not_stall_the_others(bundle_dir):
     assert answered < done["explain_at"] and answered - begin < 0.5, (answered - begin, done["explain_at"] - begin)
 
 
-def test_health_and_predict_stay_fast_under_idle_connections_and_a_maximal_explain_request(bundle_dir):
+def test_health_and_predict_stay_fast_under_idle_connections_and_a_maximal_explain_request(word_bundle):
     """The issue's load test, bounded and on loopback: 1,000 idle connections and one explain request of
     the most texts the server allows are open while single requests are timed."""
-    server = ServerProcess(bundle_dir, "--max-texts", "3000", "--max-explain", "3000")
+    server = ServerProcess(word_bundle, "--max-texts", "3000", "--max-explain", "3000")
     idle, done = [], {}
     texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # 8 tokens: 8 calls per text
 

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.train import train
-from tests.helpers import REPO, SMALL, ServerProcess, cli_predict_json, write_processed
+from tests.helpers import REPO, ServerProcess, cli_predict_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -37,17 +35,8 @@ def _browser_paths() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("web")
-    write_processed(root / "data")
-    train("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None, **SMALL)
-    evaluate("tiny", "word", data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None)
-    return root / "artifacts" / "tiny-word"
-
-
-@pytest.fixture(scope="module")
-def server(bundle_dir):
-    srv = ServerProcess(bundle_dir, "--max-texts", str(MAX_TEXTS))
+def server(word_bundle):
+    srv = ServerProcess(word_bundle, "--max-texts", str(MAX_TEXTS))
     yield srv
     srv.kill()
 
@@ -103,10 +92,10 @@ def visible_message(driver, element_id: str) -> str:
 
 # --- classify and explain -----------------------------------------------------------------------
 
-def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, bundle_dir):
+def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, word_bundle):
     from selenium.webdriver.common.keys import Keys
 
-    expected = cli_predict_json(bundle_dir, REVIEWS, "--explain")
+    expected = cli_predict_json(word_bundle, REVIEWS, "--explain")
     assert page.find_element("id", "explain").is_selected()            # explanations are on by default
     box = page.find_element("id", "reviews")
     box.click()
@@ -140,7 +129,7 @@ def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, bundle_dir):
     assert not page.find_element("id", "message").is_displayed()
 
     # the model panel: what GET /v1/models/<name> says, with the test confusion matrix
-    metrics = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((word_bundle / "metrics.json").read_text(encoding="utf-8"))
     panel = page.find_element("id", "model").text
     assert "tiny-word" in panel and "tiny" in panel and f"{metrics['accuracy']:.4f}" in panel
     assert page.find_element("id", "cm-tp").text == f"{metrics['confusion_matrix']['tp']:,}"
@@ -192,7 +181,7 @@ def _download(driver) -> str:
     return bytes(data).decode("utf-8")
 
 
-def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, bundle_dir, tmp_path):
+def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, word_bundle, tmp_path):
     texts = ["정말 재밌어요", "시간 아깝다, 보지 마세요", 'a "quoted" 리뷰', "여러 줄\n리뷰 최고의 영화", "",
              "지루해요", "강력 추천", "최악이다", "감동적이다 ^^", "🙂"]           # 10 > MAX_TEXTS: two requests
     source = io.StringIO()
@@ -207,7 +196,7 @@ def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, b
     content = _download(page)
     assert content.startswith("\ufeff")                                  # so that spreadsheets read UTF-8
     rows = list(csv.DictReader(io.StringIO(content[1:])))
-    expected = cli_predict_json(bundle_dir, texts)
+    expected = cli_predict_json(word_bundle, texts)
     assert [r["text"] for r in rows] == texts
     assert [r["sentiment"] for r in rows] == [e["sentiment"] for e in expected]
     assert [float(r["probability"]) for r in rows] == pytest.approx([e["probability"] for e in expected], abs=1e-6)
@@ -216,14 +205,14 @@ def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, b
     screenshot(page, "file-classified")
 
 
-def test_a_text_file_is_one_review_per_line(page, bundle_dir, tmp_path):
+def test_a_text_file_is_one_review_per_line(page, word_bundle, tmp_path):
     texts = [f"{word} 영화" for word in ("최고의", "지루한", "감동적인", "최악의", "재밌는", "아까운", "그냥")]
     path = tmp_path / "reviews.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     page.find_element("id", "file").send_keys(str(path))
     page.find_element("id", "classify-file").click()
     rows = list(csv.DictReader(io.StringIO(_download(page)[1:])))
-    expected = cli_predict_json(bundle_dir, texts)
+    expected = cli_predict_json(word_bundle, texts)
     assert [(r["text"], r["label"]) for r in rows] == [(e["text"], str(e["label"])) for e in expected]
     assert page.find_element("id", "download").get_attribute("download") == "reviews-ksent.csv"
 
