@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,3 +239,24 @@ def cli_predict_json(bundle: Path, texts: list[str], *options: str) -> list[dict
                            "--", *texts], cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+# --- the system's Chromium, headless (the web page's test and its screenshot script) -----------------
+
+def chromium(width: int = 1440, height: int = 1000):
+    """A Selenium WebDriver on the system's Chromium and chromedriver (never Selenium Manager's download);
+    RuntimeError naming what to install when they are missing."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (binary and driver):
+        raise RuntimeError("the web page test needs Chromium and its WebDriver: apt install chromium "
+                           "chromium-driver (Debian/Ubuntu; .ci/run does this)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}",
+                "--lang=ko-KR", "--disable-gpu"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)

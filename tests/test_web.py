@@ -10,12 +10,11 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, ServerProcess, cli_predict_json
+from tests.helpers import REPO, ServerProcess, chromium, cli_predict_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -23,15 +22,6 @@ MAX_TEXTS = 5                   # small, so that a file takes several requests a
 WAIT_S = 30
 SHOTS = Path(os.environ.get("KSENT_TEST_OUTPUT", REPO / "test-output")) / "web"
 REVIEWS = ["정말 재밌어요 최고의 영화", "시간 아깝다 보지 마세요 지루해요"]
-
-
-def _browser_paths() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):        # a failure that says what to install, not a skip
-        pytest.fail("the web page test needs Chromium and its WebDriver: apt install chromium chromium-driver "
-                    "(Debian/Ubuntu; .ci/run does this)")
-    return browser, driver
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +33,10 @@ def server(word_bundle):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _browser_paths()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000",
-                "--lang=ko-KR", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver = chromium()
+    except RuntimeError as exc:         # a failure that says what to install, not a skip
+        pytest.fail(str(exc))
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()

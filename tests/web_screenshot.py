@@ -8,13 +8,12 @@ Needs Chromium and chromedriver (apt install chromium chromium-driver) and a Kor
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers import ServerProcess  # noqa: E402
+from tests.helpers import ServerProcess, chromium  # noqa: E402
 
 REVIEWS = ["배우들 연기가 훌륭하고 스토리도 감동적이에요", "재미있을 줄 알았는데 완전 실망했다"]
 
@@ -26,17 +25,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1200)
     args = parser.parse_args()
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = ServerProcess(args.bundle.resolve())
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={args.width},900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    driver = chromium(args.width, 900)
+    server = None
     try:
+        server = ServerProcess(args.bundle.resolve())
         driver.get(server.url + "/")
         WebDriverWait(driver, 60).until(lambda d: "Name" in d.find_element("id", "model").text)
         driver.find_element("id", "reviews").send_keys("\n".join(REVIEWS))
@@ -51,7 +45,8 @@ def main() -> None:
         print(f"{args.output}: {args.width} px wide, {args.bundle.name}")
     finally:
         driver.quit()
-        server.kill()
+        if server is not None:
+            server.kill()
 
 
 if __name__ == "__main__":
