@@ -2,8 +2,8 @@
 // No library and no build step: the page is a form, a list and an SVG chart; everything comes from ksent serve.
 "use strict";
 
-const state = { name: null, limits: { max_texts: 1000, max_explain: 32, max_body_bytes: 1 << 20 } };
 const $ = (id) => document.getElementById(id);
+let modelLoaded;            // loadModel()'s promise: the server's limits, which the requests keep within
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -53,29 +53,28 @@ async function api(path, body) {
 const fmt = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
 
 async function loadModel() {
-  const health = await api("health");
-  state.name = health.model;
-  const status = await api(`v1/models/${encodeURIComponent(state.name)}`);
-  state.limits = status.limits;
+  const { model: name } = await api("health");
+  const status = await api(`v1/models/${encodeURIComponent(name)}`);
+  const limits = status.limits;
   const info = status.metadata || {};
   const metrics = info.metrics || {};
   const training = info.training || {};
   const rows = [
-    ["Name", state.name], ["Corpus", info.corpus], ["Tokenization", info.tokenization],
+    ["Name", name], ["Corpus", info.corpus], ["Tokenization", info.tokenization],
     ["Runtime", info.runtime],
     ["Test accuracy", metrics.accuracy !== undefined
       ? `${fmt(metrics.accuracy)} on ${(metrics.n_test || 0).toLocaleString("en")} reviews` : "not evaluated"],
     ["Validation accuracy", fmt(metrics.best_val_accuracy ?? training.best_val_accuracy)],
   ];
   if (info.members) rows.push(["Members", info.members.join(", ")]);
-  rows.push(["Limits", `${state.limits.max_texts} reviews per request, explanations for up to ` +
-                       `${state.limits.max_explain}`]);
+  rows.push(["Limits", `${limits.max_texts} reviews per request, explanations for up to ${limits.max_explain}`]);
   $("model").replaceChildren(...rows.flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, String(value ?? "–"))]));
   const cm = metrics.confusion_matrix;
   if (cm) {
     for (const key of ["tn", "fp", "fn", "tp"]) $(`cm-${key}`).textContent = cm[key].toLocaleString("en");
     $("confusion").hidden = false;
   }
+  return limits;
 }
 
 // --- one review's result --------------------------------------------------------------------------
@@ -182,17 +181,18 @@ async function classify(event) {
     $("reviews").focus();
     return;
   }
-  let explain = $("explain").checked;
-  let note = "";
-  if (explain && texts.length > state.limits.max_explain) {
-    explain = false;
-    note = `Explanations are given for up to ${state.limits.max_explain} reviews at a time; ` +
-           `these ${texts.length} are classified without them.`;
-  }
   const button = $("classify");
   button.disabled = true;
   showMessage(box, "");
   try {
+    const limits = await modelLoaded;
+    let explain = $("explain").checked;
+    let note = "";
+    if (explain && texts.length > limits.max_explain) {
+      explain = false;
+      note = `Explanations are given for up to ${limits.max_explain} reviews at a time; ` +
+             `these ${texts.length} are classified without them.`;
+    }
     const answer = await api("predict", { texts, explain });
     $("results").replaceChildren(...answer.predictions.map(resultView));
     $("legend").hidden = !explain;
@@ -247,18 +247,18 @@ function reviewsOf(name, content) {
 }
 
 // Requests of at most max_texts texts and (with room for the JSON around them) max_body_bytes bytes.
-function chunks(texts) {
+function chunks(texts, limits) {
   const encoder = new TextEncoder();
-  const limit = state.limits.max_body_bytes - 64;
+  const limit = limits.max_body_bytes - 64;
   const out = [];
   let current = [], bytes = 16;
   for (const text of texts) {
     const size = encoder.encode(JSON.stringify(text)).length + 1;
-    if (current.length && (current.length >= state.limits.max_texts || bytes + size > limit)) {
+    if (current.length && (current.length >= limits.max_texts || bytes + size > limit)) {
       out.push(current); current = []; bytes = 16;
     }
     if (bytes + size > limit) throw new Error(`a review of ${size.toLocaleString("en")} bytes is larger than the ` +
-                                              `server accepts (${state.limits.max_body_bytes.toLocaleString("en")})`);
+                                              `server accepts (${limits.max_body_bytes.toLocaleString("en")})`);
     current.push(text); bytes += size;
   }
   if (current.length) out.push(current);
@@ -282,7 +282,7 @@ async function classifyFile() {
     const { texts, column } = reviewsOf(file.name, await file.text());
     if (!texts.length) throw new Error(`${file.name} holds no reviews`);
     const records = [];
-    const parts = chunks(texts);
+    const parts = chunks(texts, await modelLoaded);
     for (const [i, part] of parts.entries()) {
       showMessage(box, `Classifying ${file.name}: request ${i + 1} of ${parts.length}…`, "info");
       records.push(...(await api("predict", { texts: part, explain: false })).predictions);
@@ -311,7 +311,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("review-form").requestSubmit();
   });
   $("classify-file").addEventListener("click", classifyFile);
-  loadModel().catch((error) => {
+  modelLoaded = loadModel();
+  modelLoaded.catch((error) => {
     $("model").replaceChildren(el("dt", {}, "Error"), el("dd", {}, error.message));
   });
 });
