@@ -38,11 +38,9 @@ class Progress:
         self._open = True
 
 
-def blockwise(fn, rows, what: str, block: int = 40 * 256, stream: TextIO | None = None):
+def blockwise(fn, rows, what: str, block: int, stream: TextIO | None = None):
     """fn(rows) computed over blocks of rows and concatenated (numpy), showing "<what>: rows n/N" on a
-    terminal while it runs (nothing in a log: the stage's summary line says what was done). The block is
-    a multiple of the networks' batch size (256), so no batch is cut short by a block's end (on NSMC's
-    three test splits the probabilities equal those of one whole call, bit for bit)."""
+    terminal while it runs (nothing in a log: the stage's summary line says what was done)."""
     import numpy as np
 
     shown, total = Progress(stream), len(rows)

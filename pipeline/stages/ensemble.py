@@ -99,6 +99,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
     from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, load_bundle
     from pipeline.predict.ensemble import combine
     from pipeline.predict.predictor import THRESHOLD
+    from pipeline.predict.runtime import PROGRESS_BLOCK
 
     stage = plan(corpus, members=members, combination=combination, data_dir=data_dir, artifacts_dir=artifacts_dir)
     names = stage.params["members"]
@@ -120,7 +121,8 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                 elif not np.array_equal(rows["id"], reference[split]["id"]):
                     raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
                                         f"re-run the pad stage of both from the same split")
-                member_p.append(blockwise(bundle.predict_ids, rows["x"], f"{label}: {name} on {split}"))
+                member_p.append(blockwise(bundle.predict_ids, rows["x"], f"{label}: {name} on {split}",
+                                                PROGRESS_BLOCK))
             probabilities[split] = combine(member_p, weights, combination)
         val_y = reference["val"]["label"]
         val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())

@@ -63,6 +63,7 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
 
     def run(out: Staging) -> StageResult:
         from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.runtime import PROGRESS_BLOCK
 
         bundle = load_bundle(bundle_dir)
         if sha256_file(inputs["processed tokenizer.json"]) != bundle.manifest["tokenizer"]["sha256"]:
@@ -76,7 +77,7 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         if x.ndim != 2 or x.shape[1] != bundle.preprocessor.maxlen:
             raise PipelineError(f"evaluate {label}: test.parquet has shape {x.shape}, the bundle's "
                                 f"maxlen is {bundle.preprocessor.maxlen} - re-run the pad and train stages")
-        probability = blockwise(bundle.predict_ids, x, f"evaluate {label}: predicting")
+        probability = blockwise(bundle.predict_ids, x, f"evaluate {label}: predicting", PROGRESS_BLOCK)
         seen = np.concatenate([padded.read(inputs[name], label, ("text",))["text"]
                                for name in ("train.parquet", "val.parquet")])
         trained = bundle.manifest.get("training") or {}
