@@ -152,6 +152,10 @@ DISTILL = Params(
     # every unlabeled review and 5 epochs: NSMC validation 0.8802 against 0.8756 for 300,000 x 3 (docs/experiments.md)
     student=Param("auto", "Tokenization of the student (e.g. morpheme-mecab), or auto: that of the teacher's "
                   "member with the best validation accuracy."),
+    network=Param("member", "The student's recurrent layers: those of the teacher's member of its tokenization, or "
+                  "lstm, bilstm, gru, bigru (one-way or bidirectional; a one-way network predicts ~2x faster).",
+                  choices=("member", "lstm", "bilstm", "gru", "bigru")),
+    units=Param(0, "Units per recurrent layer (0 = the member's).", 0, 4096),
     soft_weight=Param(1.0, "Weight of a teacher-labelled review against a gold-labelled one.", 0, 100,
                       low_open=True),
     unlabeled_rows=Param(0, "Most unlabeled reviews the teacher labels: the first ones (0 = all).", 0),

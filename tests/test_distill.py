@@ -151,3 +151,25 @@ def test_distill_needs_an_ensemble_and_unlabeled_text(taught, tmp_path):
         distill("tiny", data_dir=data, artifacts_dir=artifacts, unlabeled=unlabeled, soft_weight=0,
                 echo=lambda _: None)
     assert np.isfinite(read_json(artifacts / "tiny-ensemble" / "bundle.json")["weights"]).all()
+
+
+def test_the_students_network_can_differ_from_its_members(taught, tmp_path):
+    data, artifacts, unlabeled, _ = taught
+    other = tmp_path / "artifacts"
+    shutil.copytree(artifacts, other)
+    distill("tiny", data_dir=data, artifacts_dir=other, unlabeled=unlabeled, student="word", echo=lambda _: None,
+            force=True, network="bigru", units=8, **STUDENT)
+    folder = other / "tiny-word-student"
+    recorded = read_json(folder / "bundle.json")["training"]["params"]
+    assert (recorded["cell"], recorded["bidirectional"], recorded["units"]) == ("gru", True, 8)
+    member = read_json(artifacts / "tiny-word" / "bundle.json")["training"]["params"]
+    assert (member["cell"], member["bidirectional"]) == ("lstm", False)
+    # the network is a bidirectional GRU of 8 units, and its ONNX graph predicts like it
+    keras_bundle = load_bundle(folder, runtime="keras")
+    recurrent = [layer for layer in keras_bundle.network.model.layers if type(layer).__name__ == "Bidirectional"]
+    assert [(type(layer.forward_layer).__name__, layer.forward_layer.units) for layer in recurrent] == [("GRU", 8)]
+    texts = ["정말 재밌어요 최고의 영화", "시간 아깝다", ""]
+    assert load_bundle(folder).predict_proba(texts) == pytest.approx(keras_bundle.predict_proba(texts), abs=1e-5)
+    with pytest.raises(ParameterError, match="network"):
+        distill("tiny", data_dir=data, artifacts_dir=other, unlabeled=unlabeled, network="transformer",
+                echo=lambda _: None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from pipeline import graph, layout, params as defaults
+from pipeline import layout, params as defaults
 from pipeline.apps.options import (
     MAX_WORKERS,
     ModelOption,
@@ -35,7 +35,6 @@ from pipeline.apps.options import (
 )
 from pipeline.core import quiet
 from pipeline.core.params import Params
-from pipeline.core.stage import Target
 from pipeline.errors import ParameterError, PipelineError, write_error
 
 # TensorFlow's C++ start-up chatter (CPU instruction sets, no CUDA driver) is not for our
@@ -112,6 +111,8 @@ def _echo(line: str) -> None:
 
 def _run(stage: str, *args, **kwargs):
     """The function of stage module pipeline.stages.<stage> (imported now, not at start-up), with the CLI's echo."""
+    from pipeline import graph
+
     return getattr(graph.stage_module(stage), stage)(*args, echo=_echo, **kwargs)
 
 
@@ -240,6 +241,9 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others
 def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
             **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
+    from pipeline import graph
+    from pipeline.core.stage import Target
+
     target = Target(corpus, segmenter_from(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
                     mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
                     train_params={k: v for k, v in train_params.items() if v is not None})
@@ -254,6 +258,9 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage.")
 def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
     """Which stages `ksent run` would re-run (stale, and why) or run first (missing), without running them."""
+    from pipeline import graph
+    from pipeline.core.stage import Target
+
     segmenter = segmenter_from(kind, backend, jamo)
     rows = graph.status(Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir))
     if as_json:

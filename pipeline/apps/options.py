@@ -8,7 +8,6 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.core.params import Param, Params
-from pipeline.corpora import get_corpus
 
 # --- options generated from the parameter declarations (pipeline.params) -------------------
 
@@ -74,6 +73,7 @@ def param_options(group: Params, *, exclude: tuple[str, ...] = (), corpus_defaul
 
 def _known_corpus(ctx, param, value):
     # looked up at call time, not import time: `--help` works whatever the declarations hold
+    from pipeline.corpora import get_corpus
     from pipeline.errors import PipelineError
 
     try:

@@ -22,7 +22,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,8 @@ _TRACKED_LIBRARIES = ("ksent", "numpy", "pandas", "pyarrow", "scikit-learn", "te
 
 
 def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
     for name in _TRACKED_LIBRARIES:
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -96,6 +96,10 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
               **{name: Input(src / name, "pad", label=label)
                  for name in ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json")}}
     train_params = _member_architecture(corpus, tok, artifacts_dir)
+    if params["network"] != "member":
+        train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
+    if params["units"]:
+        train_params["units"] = params["units"]
     if train_params["embeddings"] == "pretrained":
         inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
     unlabeled = str(unlabeled)

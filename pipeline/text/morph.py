@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from typing import Any
 
 from pipeline.errors import PipelineError
@@ -36,6 +35,8 @@ def _import(module: str, pip_name: str, backend: str):
 
 
 def _dist_version(dist: str, backend: str, pip_name: str) -> str:
+    from importlib import metadata      # here, not at start-up: ~10 ms that `ksent predict` rarely needs
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -90,6 +91,8 @@ class MorphBackend:
         if cls.data_dist is None:
             return lib
         dist, label = cls.data_dist
+        from importlib import metadata
+
         try:
             return f"{lib} ({label} {metadata.version(dist)})"
         except metadata.PackageNotFoundError:

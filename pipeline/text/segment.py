@@ -19,6 +19,7 @@ The data stages segment on their engine instead (pipeline.core.engine: Dask, par
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import unicodedata
 import warnings
@@ -237,8 +238,19 @@ class Segmenter:
             self._analyzer().analyze("영화가 정말 재밌었어요")
 
 
+class _NoBar(contextlib.AbstractContextManager):
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
 def progress_bar(total: int, progress: bool, desc: str):
+    """tqdm's bar on a terminal; in logs, pipes and with progress off, nothing (nor tqdm's import time)."""
+    if not progress or not sys.stderr.isatty():
+        return _NoBar()
     from tqdm import tqdm
-    # disable=None: shown on a terminal, silent in logs and pipes
+
     return tqdm(total=total, desc=desc, unit="doc", unit_scale=True, disable=None if progress else True,
                 file=sys.stderr, mininterval=0.5)
