@@ -69,7 +69,7 @@ def _recurrent_weights(cell, backward: bool = False) -> tuple[str, np.ndarray, n
     return "GRU", w, r, b, units
 
 
-def build(model, *, padding: str = "post", split_directions: bool = False):
+def build(model, *, padding: str = "post"):
     """The ONNX ModelProto of a ksent network: ids int32 (batch, time) -> P(positive) float32 (batch, 1).
 
     Raises Unsupported for anything but Input -> Embedding(mask_zero) -> [Dropout] ->
@@ -119,22 +119,12 @@ def build(model, *, padding: str = "post", split_directions: bool = False):
         last = n == len(recurrent_layers)
         if layer.return_sequences == last:
             raise Unsupported(f"{layer.name}: return_sequences={layer.return_sequences}")
-        attrs = {"hidden_size": units}
+        for name, index in (("W", 1), ("R", 2), ("B", 3)):
+            initializers.append(numpy_helper.from_array(np.stack([p[index] for p in parts]), f"{name}{n}"))
+        attrs = {"hidden_size": units, "direction": "bidirectional" if bidirectional else "forward"}
         if op == "GRU":
             attrs["linear_before_reset"] = 1
-        if bidirectional and split_directions:
-            for d, (direction, part) in enumerate(zip(("forward", "reverse"), parts)):
-                for name, index in (("W", 1), ("R", 2), ("B", 3)):
-                    initializers.append(numpy_helper.from_array(part[index][None], f"{name}{n}_{d}"))
-                nodes.append(helper.make_node(op, [x, f"W{n}_{d}", f"R{n}_{d}", f"B{n}_{d}", "lengths"],
-                                              [f"y{n}_{d}", f"h{n}_{d}"], direction=direction, **attrs))
-            nodes.append(helper.make_node("Concat", [f"h{n}_0", f"h{n}_1"], [f"h{n}"], axis=0) if last else
-                         helper.make_node("Concat", [f"y{n}_0", f"y{n}_1"], [f"y{n}"], axis=1))
-        else:
-            for name, index in (("W", 1), ("R", 2), ("B", 3)):
-                initializers.append(numpy_helper.from_array(np.stack([p[index] for p in parts]), f"{name}{n}"))
-            nodes.append(helper.make_node(op, [x, f"W{n}", f"R{n}", f"B{n}", "lengths"], [f"y{n}", f"h{n}"],
-                                          direction="bidirectional" if bidirectional else "forward", **attrs))
+        nodes.append(helper.make_node(op, [x, f"W{n}", f"R{n}", f"B{n}", "lengths"], [f"y{n}", f"h{n}"], **attrs))
         if last:   # final states (directions, batch, units) -> (batch, directions * units), forward first
             nodes += [helper.make_node("Transpose", [f"h{n}"], [f"hb{n}"], perm=[1, 0, 2]),
                       helper.make_node("Reshape", [f"hb{n}", "flat_shape"], ["features"])]
