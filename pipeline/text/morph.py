@@ -35,7 +35,7 @@ def _import(module: str, pip_name: str, backend: str):
 
 
 def _dist_version(dist: str, backend: str, pip_name: str) -> str:
-    from importlib import metadata      # here, not at start-up: ~10 ms that `ksent predict` rarely needs
+    from importlib import metadata  # here, not at start-up: ~10 ms that `ksent predict` rarely needs
 
     try:
         return metadata.version(dist)
