@@ -21,9 +21,9 @@ bounds the stage's memory and time.
 
 The student's tokenization is that of the teacher's member with the best validation accuracy
 (`student="auto"`), and its network is that member's (the train stage's parameters recorded in
-its bundle.json); the epoch with the lowest validation loss (gold labels) is kept. Outputs: the
-bundle files the train stage writes, plus metrics.json, predictions.csv and confusion.png as
-evaluate writes them.
+its bundle.json) unless `network` or `units` say otherwise; the epoch with the lowest validation
+loss (gold labels) is kept. Outputs: the bundle files the train stage writes, plus metrics.json,
+predictions.csv and confusion.png as evaluate writes them.
 """
 from __future__ import annotations
 

@@ -252,5 +252,4 @@ def progress_bar(total: int, progress: bool, desc: str):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="doc", unit_scale=True, disable=None if progress else True,
-                file=sys.stderr, mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit="doc", unit_scale=True, file=sys.stderr, mininterval=0.5)
