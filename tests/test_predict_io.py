@@ -336,3 +336,15 @@ def test_predict_on_dev_zero_stays_within_bounded_memory(evaluated):
         run.kill()
         run.wait(timeout=30)
     assert rss < 800 * 2**20, f"{rss / 2**20:.0f} MB after 6 s of /dev/zero"
+
+
+def test_escape_rewrites_exactly_the_documented_characters():
+    # every code point: escaped iff a backslash, a control character (Cc) or U+2028/U+2029 (Zl, Zp)
+    import unicodedata
+
+    from pipeline.predict.lines import escape
+
+    for cp in range(0x110000):
+        char = chr(cp)
+        special = char == "\\" or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        assert (escape("a" + char) != "a" + char) == special, hex(cp)

@@ -8,9 +8,9 @@ an empty review; a UTF-8 BOM at the start of the input is dropped.
 """
 from __future__ import annotations
 
+import re
 import select
 import sys
-import unicodedata
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -25,6 +25,10 @@ IDLE_FLUSH_S = 0.05    # a partial batch is answered once its input has paused t
 EMPTY = "<empty>"
 _BOM = b"\xef\xbb\xbf"
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+# What escape() rewrites: the backslash, the control characters (Unicode category Cc, fixed by
+# Unicode's stability policy as C0, DEL and C1) and the line/paragraph separators U+2028/U+2029
+# (Zl, Zp). One regex pass: a per-character loop took ~30 us of each review's output line.
+_SPECIAL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def stdin_stream() -> BinaryIO:
@@ -205,13 +209,9 @@ def read_path_lines(path: str) -> list[str]:
         return read_lines(stream, name)
 
 
-def _escape_char(char: str) -> str:
-    if char in _NAMED:
-        return _NAMED[char]
-    # control characters (C0, DEL, C1) and the line/paragraph separators U+2028/U+2029
-    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
-        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-    return char
+def _escape_char(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def escape(text: str) -> str:
@@ -220,7 +220,7 @@ def escape(text: str) -> str:
         return EMPTY
     if text == EMPTY:   # a review that really is "<empty>" must not read as an empty one
         return "\\x3c" + EMPTY[1:]
-    return "".join(_escape_char(c) for c in text)
+    return _SPECIAL.sub(_escape_char, text)
 
 
 def format_plain(record: dict) -> str:

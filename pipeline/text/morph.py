@@ -283,6 +283,8 @@ _CACHE: dict[tuple, MorphBackend] = {}
 def get_backend(name: str, options: Mapping[str, Any] | Iterable | None = None,
                 threads: int = 1) -> MorphBackend:
     """Like `load_backend`, but loads each (name, options, threads) once per process."""
+    if isinstance(options, tuple) and (name, options, threads) in _CACHE:
+        return _CACHE[(name, options, threads)]  # a Segmenter's resolved options: once per text, no re-check
     resolved = backend_class(name).resolve_options(options)
     key = (name, tuple(sorted(resolved.items())), threads)
     if key not in _CACHE:
