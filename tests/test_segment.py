@@ -213,6 +213,15 @@ def test_version_mismatch_warns():
         Segmenter.from_dict(d)
 
 
+@pytest.mark.parametrize("name", [n for n, b in morph.BACKENDS.items() if b.version_modules])
+def test_module_versions_agree_with_the_installed_distributions(name, monkeypatch):
+    # version() reads __version__ (fast) where declared; it must say what importlib.metadata says
+    backend = morph.BACKENDS[name]
+    fast = backend.version()
+    monkeypatch.setattr(backend, "version_modules", ())
+    assert fast == backend.version()
+
+
 def test_unknown_backend_and_option():
     with pytest.raises(PipelineError, match="unknown morpheme backend 'nope'.*mecab"):
         Segmenter("morpheme", backend="nope")

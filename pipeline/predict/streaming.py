@@ -2,7 +2,9 @@
 analysis of the next batches in worker processes while this process runs the networks."""
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 from pipeline.errors import PipelineError
@@ -18,11 +20,6 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     member) while this process runs the networks on the current one. If reading `batches`
     fails (PipelineError, e.g. a line that is not UTF-8), the batches read before are answered first.
     """
-    import contextlib
-    from collections import deque
-
-    from pipeline.text.pool import SegmentPool
-
     batches = iter(batches)
     analyzed = model.analyzed_members() if workers > 1 else []
     seen = 0
@@ -37,6 +34,8 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     if upcoming is None:
         return
     batches = itertools.chain([upcoming], batches)
+    from pipeline.text.pool import SegmentPool  # here: one review on the command line needs no pool
+
     with contextlib.ExitStack() as stack:
         pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
         pending: deque = deque()
