@@ -16,7 +16,8 @@
 (c) The network alone: onnxruntime vs Keras on the 50,000 padded test reviews, in-process.
 (d) With --compare DIR,DIR,...: (b) for several bundles side by side (e.g. the ensemble, the
     default model and the distilled student), interleaved per file so noise hits them alike,
-    median of --repeat-batch runs, with each one's reviews/s as a ratio to the first's.
+    median of --repeat-batch runs, with each one's reviews/s as a ratio to the first's; before
+    it, (a)'s cold start for each bundle, interleaved, as a ratio to the first's.
     (bench_network.py compares the network graphs alone.)
 Not a pytest test (the name does not start with test_): it needs a trained bundle.
 """
@@ -162,6 +163,21 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
                   f"{results:,} results")
 
 
+def compare_cold_start(models: list[Path], repeat: int) -> None:
+    """(a) for several bundles: `ksent predict --model DIR "<review>"`, interleaved run by run."""
+    commands = {"python -c 'import numpy'": [sys.executable, "-c", "import numpy"]}
+    commands.update({m.name: [*entry_point(), "predict", "--model", str(m), REVIEW] for m in models})
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, args in commands.items():
+            seconds[name].append(run_measured(args)[0])
+    first = statistics.median(seconds[models[0].name])
+    for name, runs in seconds.items():
+        s = statistics.median(runs)
+        print(f"    {name:32s} first output {s:5.3f} s (runs: {', '.join(f'{r:.2f}' for r in runs)})  "
+              f"{s / first:5.2f}x {models[0].name}")
+
+
 def compare(models: list[Path], mirror: Path, sizes: list[int | None], repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -213,20 +229,23 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,200000,1000000",
                         help="line counts of the batch files (0 = the 50,000 test reviews as they are)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
-    parser.add_argument("--compare", default="", help="comma-separated bundle folders: part (d) only")
+    parser.add_argument("--compare", default="", help="comma-separated bundle folders: parts (a) and (d)")
     parser.add_argument("--repeat-batch", type=int, default=3, help="(d): runs of each bundle per file")
     args = parser.parse_args()
     from pipeline.predict.selection import default_model_dir
 
+    skip = set(args.skip.split(","))
     if args.compare:
         models = [Path(m).resolve() for m in args.compare.split(",")]
+        if "a" not in skip:
+            print(f"(a) cold start, median of {args.repeat} interleaved runs: process start -> first line on stdout")
+            compare_cold_start(models, args.repeat)
         print(f"(d) ksent predict --file, end to end, median of {args.repeat_batch} interleaved runs "
               f"(cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
         compare(models, args.mirror, [int(s) or None for s in args.sizes.split(",")], args.repeat_batch)
         return
     model = (args.model or default_model_dir(REPO / "artifacts")).resolve()
     print(f"bundle: {model}  (cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
-    skip = set(args.skip.split(","))
     if "a" not in skip:
         print(f"(a) cold start, median of {args.repeat} interleaved runs: process start -> first line on stdout")
         cold_start(model, args.repeat)
