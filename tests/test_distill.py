@@ -112,8 +112,14 @@ def test_the_teachers_probabilities_not_the_gold_labels_decide_what_the_student_
         def __init__(self, teacher):
             self.teacher = teacher
 
+        def __getattr__(self, name):
+            return getattr(self.teacher, name)
+
         def predict_proba(self, texts):
             return 1 - self.teacher.predict_proba(texts)
+
+        def proba_of_ids(self, xs):
+            return 1 - self.teacher.proba_of_ids(xs)
 
     def load_contrary(directory, **kw):
         loaded = real_load(directory, **kw)

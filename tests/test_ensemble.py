@@ -167,6 +167,34 @@ def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(comb
     assert [r["empty"] for r in streamed] == [r["empty"] for r in clf.predict(lines)]
 
 
+def test_distill_labels_with_worker_processes_and_the_same_numbers(combined, monkeypatch):
+    """The distill stage's labelling analyses the next block in worker processes and takes the student's ids
+    from the teacher's member with the student's preprocessing: the same ids and probabilities as labelling
+    block by block in this process."""
+    from pipeline.stages import distill
+    from pipeline.text.pool import SegmentPool
+
+    _, artifacts, _ = combined
+    teacher = load_bundle(artifacts / "tiny-ensemble")
+    student = load_bundle(artifacts / "tiny-morpheme-mecab").preprocessor
+    rows = pd.read_csv(artifacts / "tiny-ensemble" / "predictions.csv", dtype={"text": str},
+                       keep_default_na=False)["text"].tolist()
+    texts = (rows * 30)[:1301]
+    monkeypatch.setattr(distill, "LABEL_BLOCK", 300)
+    started = []
+    original_init = SegmentPool.__init__
+    monkeypatch.setattr(SegmentPool, "__init__", lambda pool, segmenter, workers, **kw: started.append(
+        segmenter.name()) or original_init(pool, segmenter, workers, **kw))
+    x, p = distill._label(teacher, student, texts, "t", workers=2)
+    assert started == ["morpheme-mecab"]
+    blocks = [texts[i:i + 300] for i in range(0, len(texts), 300)]
+    np.testing.assert_array_equal(x, student.transform(texts))
+    np.testing.assert_array_equal(p, np.concatenate([teacher.predict_proba(b) for b in blocks]))
+    x1, p1 = distill._label(teacher, load_bundle(artifacts / "tiny-char").preprocessor, texts, "t", workers=1)
+    np.testing.assert_array_equal(p1, p)
+    np.testing.assert_array_equal(x1, load_bundle(artifacts / "tiny-char").transform(texts))
+
+
 @pytest.mark.parametrize(("key", "value", "what"), [
     ("weights", [float("nan"), 0.5, 0.5], "NaN weight"), ("weights", [1.0, -1.0, 1.0], "negative weight"),
     ("weights", [0.0, 0.0, 0.0], "no weight"), ("members", "../elsewhere/tiny-word", "a path for a member")])

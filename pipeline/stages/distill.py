@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
@@ -160,7 +161,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         texts, counts = _usable_unlabeled(inputs, corpus, registered=params["unlabeled"] == "auto",
                                           limit=params["unlabeled_rows"])
         teacher = load_bundle(inputs["teacher bundle.json"].parent)
-        soft_x, soft_p = _label(teacher, preprocessor, texts, label)
+        soft_x, soft_p = _label(teacher, preprocessor, texts, label, workers=DEFAULT_WORKERS)
         del texts
         label_seconds = time.perf_counter() - started
 
@@ -254,17 +255,47 @@ def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -
                   "empty": empty, "heldout_text": dropped, "unlabeled_used": len(kept)}
 
 
-def _label(teacher, preprocessor, texts: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
-    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress."""
+def _label(teacher, preprocessor, texts: list[str], label: str,
+           workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress.
+
+    As `ksent predict --file` does it, with workers > 1 the morpheme analysis of the next block runs in
+    worker processes while this process runs the teacher's networks on the current one; and the student's
+    ids are those of the teacher's member with the student's preprocessing (the same tokenizer.json), so no
+    review is analysed twice. Either way the same numbers: each block is scored as one call.
+    """
+    import contextlib
+    from collections import deque
+
+    fingerprint = preprocessor.fingerprint()
+    same = next((i for i, m in enumerate(teacher.members) if m.preprocessor.fingerprint() == fingerprint), None)
+    analyzed = teacher.analyzed_members() if workers > 1 and len(texts) > LABEL_BLOCK else []
     shown = Progress()
     xs, ps = [], []
     started = time.perf_counter()
-    for start in range(0, len(texts), LABEL_BLOCK):
-        block = texts[start:start + LABEL_BLOCK]
-        xs.append(preprocessor.transform(block))
-        ps.append(teacher.predict_proba(block).astype(np.float32))
-        shown.line(f"  {label}: the teacher labelled {start + len(block):,}/{len(texts):,} reviews "
-                   f"({time.perf_counter() - started:.0f} s)")
+    with contextlib.ExitStack() as stack:
+        if analyzed:
+            from pipeline.text.pool import SegmentPool
+
+            pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
+        pending: deque = deque()
+
+        def score(block: list[str], segmented: dict) -> None:
+            member_x = teacher.member_ids(block, segmented)
+            xs.append(member_x[same] if same is not None else preprocessor.transform(block))
+            ps.append(teacher.proba_of_ids(member_x).astype(np.float32))
+            done = sum(len(x) for x in xs)
+            shown.line(f"  {label}: the teacher labelled {done:,}/{len(texts):,} reviews "
+                       f"({time.perf_counter() - started:.0f} s)")
+
+        for start in range(0, len(texts), LABEL_BLOCK):
+            block = texts[start:start + LABEL_BLOCK]
+            pending.append((block, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in block])
+                                    for m in analyzed}))
+            if len(pending) > 1 or not analyzed:        # one block analysed ahead while this one is scored
+                score(*pending.popleft())
+        while pending:
+            score(*pending.popleft())
     shown.close()
     if not xs:
         raise PipelineError(f"{label}: no unlabeled review is left to label (all empty or held-out text)")

@@ -163,19 +163,27 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
                   f"{results:,} results")
 
 
+def labels(models: list[Path]) -> list[str]:
+    """Each bundle's folder name, or its whole path where two bundles share a name (e.g. two students)."""
+    names = [m.name for m in models]
+    return [m.name if names.count(m.name) == 1 else str(m) for m in models]
+
+
 def compare_cold_start(models: list[Path], repeat: int) -> None:
     """(a) for several bundles: `ksent predict --model DIR "<review>"`, interleaved run by run."""
     commands = {"python -c 'import numpy'": [sys.executable, "-c", "import numpy"]}
-    commands.update({m.name: [*entry_point(), "predict", "--model", str(m), REVIEW] for m in models})
+    commands.update({label: [*entry_point(), "predict", "--model", str(m), REVIEW]
+                     for label, m in zip(labels(models), models, strict=True)})
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, args in commands.items():
             seconds[name].append(run_measured(args)[0])
-    first = statistics.median(seconds[models[0].name])
+    first_label = labels(models)[0]
+    first = statistics.median(seconds[first_label])
     for name, runs in seconds.items():
         s = statistics.median(runs)
         print(f"    {name:32s} first output {s:5.3f} s (runs: {', '.join(f'{r:.2f}' for r in runs)})  "
-              f"{s / first:5.2f}x {models[0].name}")
+              f"{s / first:5.2f}x {first_label}")
 
 
 def compare(models: list[Path], mirror: Path, sizes: list[int | None], repeat: int) -> None:
@@ -191,10 +199,10 @@ def compare(models: list[Path], mirror: Path, sizes: list[int | None], repeat: i
                     seconds[model].append(took)
             first = n / statistics.median(seconds[models[0]])
             print(f"  {n:>9,} lines:")
-            for model in models:
+            for label, model in zip(labels(models), models, strict=True):
                 rate = n / statistics.median(seconds[model])
-                print(f"    {model.name:32s} {rate:8,.0f} reviews/s (runs: "
-                      f"{', '.join(f'{s:.1f}' for s in seconds[model])} s)  {rate / first:5.2f}x {models[0].name}")
+                print(f"    {label:32s} {rate:8,.0f} reviews/s (runs: "
+                      f"{', '.join(f'{s:.1f}' for s in seconds[model])} s)  {rate / first:5.2f}x {labels(models)[0]}")
 
 
 def network_only(model: Path, mirror: Path) -> None:
