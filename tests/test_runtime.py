@@ -164,6 +164,62 @@ def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkey
     np.testing.assert_allclose([r["probability"] for r in got], expected, atol=1e-6)
 
 
+def test_analyzer_pools_stop_as_soon_as_the_caller_fails_not_when_its_traceback_goes(monkeypatch):
+    """stream_records and distill share `analysed_ahead`: a failure (or Ctrl-C) in the caller's work on a
+    batch stops the worker pools while the exception propagates, whoever keeps its traceback."""
+    import types
+
+    from pipeline.predict.streaming import analysed_ahead, stream_records
+    from pipeline.text import pool as pool_module
+
+    events = []
+
+    class Pool:                                                   # records the pool's life, runs nothing
+        def __init__(self, segmenter, workers):
+            events.append("start")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append("stop")
+
+        def submit(self, texts):
+            events.append(list(texts))
+            return texts
+
+    monkeypatch.setattr(pool_module, "SegmentPool", Pool)
+    member = types.SimpleNamespace(preprocessor=types.SimpleNamespace(segmenter=None, normalizer=str.upper),
+                                   cap=lambda t: t[:2])
+    batches = [["aaa"], ["bbb"], ["ccc"], ["ddd"]]
+    # one batch analysed ahead: the first comes back once the second is submitted, with its analysis
+    got = [(texts, seg[id(member)]) for texts, seg in analysed_ahead([member], iter(batches), 2, ahead=1)]
+    assert got == [(b, [b[0][:2].upper()]) for b in batches]
+    assert events == ["start", ["AA"], ["BB"], ["CC"], ["DD"], "stop"]
+
+    class Model:
+        def analyzed_members(self):
+            return [member]
+
+        def predict(self, texts, batch_size):
+            return texts
+
+        def finish(self, texts, segmented, batch_size):
+            if texts == ["bbb"]:
+                raise KeyboardInterrupt
+            return texts
+
+    events.clear()
+    try:
+        for _ in stream_records(Model(), iter(batches), workers=2, batch_size=8, pool_after=0):
+            pass
+    except KeyboardInterrupt:
+        assert events[-1] == "stop"                               # stopped already, the traceback alive
+    else:
+        raise AssertionError("the interrupt was lost")
+    assert events.count("start") == events.count("stop") == 1
+
+
 def test_line_batches_flush_when_a_pipe_has_nothing_more_yet():
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd, "rb") as reader, os.fdopen(write_fd, "wb") as writer:

@@ -34,23 +34,42 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     if upcoming is None:
         return
     batches = itertools.chain([upcoming], batches)
+    with contextlib.closing(analysed_ahead(analyzed, batches, workers, ahead=workers)) as ahead:
+        for texts, segmented in ahead:
+            yield model.finish(texts, segmented, batch_size)
+
+
+def analysed_ahead(members: list, batches: Iterable[list[str]], workers: int,
+                   ahead: int) -> Iterator[tuple[list[str], dict]]:
+    """Each batch of texts with its morpheme analysis by each of `members` (pending SegmentPool results,
+    by id(member)), in order; the analysis of up to `ahead` batches after it runs meanwhile in worker
+    processes (one pool per member) while the caller works on this one. No members: no pool, `{}`.
+
+    If reading `batches` fails (PipelineError, e.g. a line that is not UTF-8), the batches read before
+    are yielded first. Close the generator (`contextlib.closing`) to stop the workers at once when the
+    caller fails or is interrupted, not when the traceback is freed.
+    """
+    batches = iter(batches)
+    if not members:
+        yield from ((texts, {}) for texts in batches)
+        return
     from pipeline.text.pool import SegmentPool  # here: one review on the command line needs no pool
 
     with contextlib.ExitStack() as stack:
-        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
+        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in members}
         pending: deque = deque()
         while True:
             try:
                 texts = next(batches)
             except StopIteration:
                 break
-            except PipelineError:               # a bad line: answer the lines before it, then report it
+            except PipelineError:               # a bad line: the batches before it first, then report it
                 while pending:
-                    yield model.finish(*pending.popleft(), batch_size)
+                    yield pending.popleft()
                 raise
             pending.append((texts, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in texts])
-                                    for m in analyzed}))
-            if len(pending) > workers:          # keep the workers busy while this process predicts
-                yield model.finish(*pending.popleft(), batch_size)
+                                    for m in members}))
+            if len(pending) > ahead:
+                yield pending.popleft()
         while pending:
-            yield model.finish(*pending.popleft(), batch_size)
+            yield pending.popleft()

@@ -265,7 +265,8 @@ def _label(teacher, preprocessor, texts: list[str], label: str,
     review is analysed twice. Either way the same numbers: each block is scored as one call.
     """
     import contextlib
-    from collections import deque
+
+    from pipeline.predict.streaming import analysed_ahead
 
     fingerprint = preprocessor.fingerprint()
     same = next((i for i, m in enumerate(teacher.members) if m.preprocessor.fingerprint() == fingerprint), None)
@@ -273,29 +274,14 @@ def _label(teacher, preprocessor, texts: list[str], label: str,
     shown = Progress()
     xs, ps = [], []
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if analyzed:
-            from pipeline.text.pool import SegmentPool
-
-            pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in analyzed}
-        pending: deque = deque()
-
-        def score(block: list[str], segmented: dict) -> None:
+    blocks = (texts[start:start + LABEL_BLOCK] for start in range(0, len(texts), LABEL_BLOCK))
+    with contextlib.closing(analysed_ahead(analyzed, blocks, workers, ahead=1)) as ahead:
+        for block, segmented in ahead:      # the next block analysed in workers while this one is scored
             member_x = teacher.member_ids(block, segmented)
             xs.append(member_x[same] if same is not None else preprocessor.transform(block))
             ps.append(teacher.proba_of_ids(member_x).astype(np.float32))
-            done = sum(len(x) for x in xs)
-            shown.line(f"  {label}: the teacher labelled {done:,}/{len(texts):,} reviews "
+            shown.line(f"  {label}: the teacher labelled {sum(len(x) for x in xs):,}/{len(texts):,} reviews "
                        f"({time.perf_counter() - started:.0f} s)")
-
-        for start in range(0, len(texts), LABEL_BLOCK):
-            block = texts[start:start + LABEL_BLOCK]
-            pending.append((block, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in block])
-                                    for m in analyzed}))
-            if len(pending) > 1 or not analyzed:        # one block analysed ahead while this one is scored
-                score(*pending.popleft())
-        while pending:
-            score(*pending.popleft())
     shown.close()
     if not xs:
         raise PipelineError(f"{label}: no unlabeled review is left to label (all empty or held-out text)")
