@@ -6,6 +6,7 @@ partitions) of ROW_GROUP rows instead of 20,000: several partitions per stage.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -234,6 +235,20 @@ def _needs_a_missing_library(x: int) -> int:
 def test_a_worker_without_a_library_is_a_clear_error():
     with engine.Engine(workers=2) as eng, pytest.raises(PipelineError, match="cannot import ksent_no_such_library"):
         list(eng.map(_needs_a_missing_library, [(1,), (2,)], what="test"))
+
+
+def test_every_way_of_losing_the_scheduler_is_the_same_clear_error(monkeypatch):
+    """Which exception a dying scheduler raises depends on where the client was (a gather on a closed
+    stream: CommClosedError, an OSError that would otherwise read as a failed write)."""
+    from distributed.comm import CommClosedError
+
+    errors = [CommClosedError("in <TCP (closed) ConnectionPool.gather>: Stream is closed"),
+              ConnectionResetError("reset"), concurrent.futures.CancelledError()]
+    with engine.Engine(workers=2) as eng:
+        for error in errors:
+            monkeypatch.setattr(engine, "_result", lambda *a, error=error: (_ for _ in ()).throw(error))
+            with pytest.raises(PipelineError, match=rf"lost the Dask scheduler mid-stage \({type(error).__name__}\)"):
+                list(eng.map(abs, [(1,), (2,)], what="test"))
 
 
 def test_split_streams_row_groups_and_keeps_every_row_and_column(tmp_path, tiny_corpus, small_partitions):

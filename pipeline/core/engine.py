@@ -167,6 +167,7 @@ class Engine:
                 yield fn(*(a.value if isinstance(a, Shared) else a for a in args))
             return
         from distributed import KilledWorker
+        from distributed.comm import CommClosedError
 
         if self._client is None:
             self._client = self._stack.enter_context(client(self.workers, self.scheduler))
@@ -198,7 +199,7 @@ class Engine:
                 except KilledWorker as exc:
                     raise PipelineError(f"{what}: partition after partition killed its Dask worker ({exc}) - "
                                         f"nothing was published; check the workers' memory and logs") from None
-                except (concurrent.futures.CancelledError, ConnectionError) as exc:   # the scheduler went away
+                except (concurrent.futures.CancelledError, ConnectionError, CommClosedError) as exc:  # scheduler gone
                     raise PipelineError(f"{what}: lost the Dask scheduler mid-stage ({type(exc).__name__}) - nothing "
                                         f"was published; restart it (`dask scheduler`) and its workers, then "
                                         f"re-run") from None
