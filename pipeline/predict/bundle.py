@@ -145,9 +145,9 @@ class Bundle(Predictor):
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         return [self] if self.preprocessor.segmenter.kind == "morpheme" else []
 
-    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        """The records of `texts`, whose tokens worker processes made (`segmented`, by member)."""
-        x = self.preprocessor.ids(segmented[id(self)].result())
+    def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
+        """The records of `texts`, whose ids worker processes made (`pending_ids`, by member)."""
+        x = pending_ids[id(self)].ids()
         return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
 
 

@@ -82,16 +82,15 @@ class EnsembleBundle(Predictor):
     def analyzed_members(self) -> list:
         return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]
 
-    def member_ids(self, texts: list[str], segmented: dict | None = None) -> list[np.ndarray]:
-        """Each member's padded ids of `texts`; `segmented`: the analyzed members' tokens of them, being
+    def member_ids(self, texts: list[str], pending_ids: dict | None = None) -> list[np.ndarray]:
+        """Each member's padded ids of `texts`; `pending_ids`: the analyzed members' ids of them, being
         computed in worker processes (pending SegmentPool results by id(member)), where there are some."""
-        segmented = segmented or {}
-        return [m.preprocessor.ids(segmented[id(m)].result()) if id(m) in segmented else m.transform(texts)
-                for m in self.members]
+        pending_ids = pending_ids or {}
+        return [pending_ids[id(m)].ids() if id(m) in pending_ids else m.transform(texts) for m in self.members]
 
     def proba_of_ids(self, xs: list[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) from each member's padded ids (`member_ids`)."""
         return self._score(xs, batch_size)[0]
 
-    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        return to_records(texts, *self._score(self.member_ids(texts, segmented), batch_size))
+    def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
+        return to_records(texts, *self._score(self.member_ids(texts, pending_ids), batch_size))

@@ -46,8 +46,8 @@ class Predictor:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         raise NotImplementedError
 
-    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        """The records of `texts`, whose tokens worker processes made (`segmented`, by member)."""
+    def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
+        """The records of `texts`, whose ids worker processes made (`pending_ids`, by member)."""
         raise NotImplementedError
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,

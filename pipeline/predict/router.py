@@ -60,5 +60,5 @@ class RouterBundle(Predictor):
     def analyzed_members(self) -> list:
         return [m for e in self.experts for m in e.analyzed_members()]
 
-    def finish(self, texts: list[str], segmented: dict, batch_size: int) -> list[dict]:
-        return self._mix(texts, self._gate(texts), [e.finish(texts, segmented, batch_size) for e in self.experts])
+    def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
+        return self._mix(texts, self._gate(texts), [e.finish(texts, pending_ids, batch_size) for e in self.experts])

@@ -35,15 +35,16 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
         return
     batches = itertools.chain([upcoming], batches)
     with contextlib.closing(analysed_ahead(analyzed, batches, workers, ahead=workers)) as ahead:
-        for texts, segmented in ahead:
-            yield model.finish(texts, segmented, batch_size)
+        for texts, pending_ids in ahead:
+            yield model.finish(texts, pending_ids, batch_size)
 
 
 def analysed_ahead(members: list, batches: Iterable[list[str]], workers: int,
                    ahead: int) -> Iterator[tuple[list[str], dict]]:
-    """Each batch of texts with its morpheme analysis by each of `members` (pending SegmentPool results,
-    by id(member)), in order; the analysis of up to `ahead` batches after it runs meanwhile in worker
-    processes (one pool per member) while the caller works on this one. No members: no pool, `{}`.
+    """Each batch of texts with each of `members`' padded ids of it (pending SegmentPool results, by
+    id(member): `.ids()`), in order; the preprocessing (normalize, morpheme analysis, ids) of up to `ahead`
+    batches after it runs meanwhile in worker processes (one pool per member) while the caller works on
+    this one. No members: no pool, `{}`.
 
     If reading `batches` fails (PipelineError, e.g. a line that is not UTF-8), the batches read before
     are yielded first. Close the generator (`contextlib.closing`) to stop the workers at once when the
@@ -56,7 +57,8 @@ def analysed_ahead(members: list, batches: Iterable[list[str]], workers: int,
     from pipeline.text.pool import SegmentPool  # here: one review on the command line needs no pool
 
     with contextlib.ExitStack() as stack:
-        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers)) for m in members}
+        pools = {id(m): stack.enter_context(SegmentPool(m.preprocessor.segmenter, workers, preprocessor=m.preprocessor))
+                 for m in members}
         pending: deque = deque()
         while True:
             try:
@@ -67,8 +69,7 @@ def analysed_ahead(members: list, batches: Iterable[list[str]], workers: int,
                 while pending:
                     yield pending.popleft()
                 raise
-            pending.append((texts, {id(m): pools[id(m)].submit([m.preprocessor.normalizer(m.cap(t)) for t in texts])
-                                    for m in members}))
+            pending.append((texts, {id(m): pools[id(m)].submit_ids([m.cap(t) for t in texts]) for m in members}))
             if len(pending) > ahead:
                 yield pending.popleft()
         while pending:

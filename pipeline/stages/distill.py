@@ -276,8 +276,8 @@ def _label(teacher, preprocessor, texts: list[str], label: str,
     started = time.perf_counter()
     blocks = (texts[start:start + LABEL_BLOCK] for start in range(0, len(texts), LABEL_BLOCK))
     with contextlib.closing(analysed_ahead(analyzed, blocks, workers, ahead=1)) as ahead:
-        for block, segmented in ahead:      # the next block analysed in workers while this one is scored
-            member_x = teacher.member_ids(block, segmented)
+        for block, pending_ids in ahead:      # the next block analysed in workers while this one is scored
+            member_x = teacher.member_ids(block, pending_ids)
             xs.append(member_x[same] if same is not None else preprocessor.transform(block))
             ps.append(teacher.proba_of_ids(member_x).astype(np.float32))
             shown.line(f"  {label}: the teacher labelled {sum(len(x) for x in xs):,}/{len(texts):,} reviews "

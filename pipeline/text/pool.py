@@ -39,11 +39,11 @@ MAX_CHUNK = 500       # documents per task sent to a worker process
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(segmenter: Segmenter, barrier, lifeline) -> None:
+def _init_worker(segmenter: Segmenter, barrier, lifeline, preprocessor=None) -> None:
     _exit_with_main_process(lifeline)
     # Ctrl-C signals the whole process group: the main process alone decides, and stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER["segmenter"], _WORKER["barrier"] = segmenter, barrier
+    _WORKER["segmenter"], _WORKER["barrier"], _WORKER["preprocessor"] = segmenter, barrier, preprocessor
     segmenter.warm_up()
 
 
@@ -95,6 +95,14 @@ def _segment_chunk(texts: list[str]) -> list[list[str]]:
     return [segment(t) for t in texts]
 
 
+def _ids_chunk(texts: list[str]):
+    """The preprocessor's padded ids of raw texts: normalized, segmented, looked up and padded here, so
+    that the main process only receives a small int32 array (not token lists to unpickle)."""
+    prep = _WORKER["preprocessor"]
+    segment, normalize = prep.segmenter.segment, prep.normalizer
+    return prep.ids([segment(normalize(t)) for t in texts])
+
+
 class SegmentPool:
     """`workers` processes, each with the segmenter's analyzer loaded once.
 
@@ -106,16 +114,17 @@ class SegmentPool:
     """
 
     def __init__(self, segmenter: Segmenter, workers: int, start_method: str | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, preprocessor=None):
         if segmenter.kind == "morpheme":
             morph.backend_class(segmenter.backend).check_available()  # a clear error here, not in a worker
         self.segmenter, self.workers, self._timeout = segmenter, workers, timeout
+        self._preprocessor = preprocessor   # for submit_ids: its segmenter must be `segmenter`
         self.start_method = start_method or START_METHOD
         ctx = multiprocessing.get_context(self.start_method)
         # this process keeps the only write end: the workers exit when it closes (_exit_with_main_process)
         lifeline, self._lifeline = ctx.Pipe(duplex=False)
         self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(segmenter, ctx.Barrier(workers), lifeline))
+                                             initargs=(segmenter, ctx.Barrier(workers), lifeline, preprocessor))
         try:
             ready = [self._executor.submit(_wait_ready, timeout) for _ in range(workers)]
             self.pids = sorted(f.result() for f in ready)
@@ -147,6 +156,19 @@ class SegmentPool:
             return PendingSegments(self, [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
                                           for i in range(0, len(texts), chunksize)])
         except BrokenProcessPool as exc:            # a worker died before these were queued
+            raise self.died(exc) from None
+
+    def submit_ids(self, texts: Sequence[str]) -> PendingSegments:
+        """Queue raw `texts` for the whole preprocessing (the pool's `preprocessor`: normalize, segment,
+        ids, pad); `.result()` waits for their padded int32 ids, in order."""
+        if self._preprocessor is None:
+            raise ValueError("submit_ids needs a SegmentPool made with a preprocessor")
+        texts = list(texts)
+        chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (2 * self.workers))))
+        try:
+            return PendingSegments(self, [self._executor.submit(_ids_chunk, texts[i:i + chunksize])
+                                          for i in range(0, len(texts), chunksize)])
+        except BrokenProcessPool as exc:
             raise self.died(exc) from None
 
     def worker_dead(self) -> bool:
@@ -189,7 +211,7 @@ class SegmentPool:
 
 
 class PendingSegments:
-    """The tokens of texts queued with `SegmentPool.submit`."""
+    """The tokens of texts queued with `SegmentPool.submit` (or their ids: `submit_ids`)."""
 
     def __init__(self, pool: SegmentPool, futures: list):
         self._pool, self._futures = pool, futures
@@ -215,3 +237,10 @@ class PendingSegments:
 
     def result(self) -> list[list[str]]:
         return [tokens for chunk in self.chunks() for tokens in chunk]
+
+    def ids(self):
+        """The padded ids of texts queued with `SegmentPool.submit_ids`, one int32 array."""
+        import numpy as np
+
+        chunks = list(self.chunks())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self._pool._preprocessor.maxlen), np.int32)
