@@ -98,9 +98,8 @@ def _segment_chunk(texts: list[str]) -> list[list[str]]:
 def _ids_chunk(texts: list[str]):
     """The preprocessor's padded ids of raw texts: normalized, segmented, looked up and padded here, so
     that the main process only receives a small int32 array (not token lists to unpickle)."""
-    prep = _WORKER["preprocessor"]
-    segment, normalize = prep.segmenter.segment, prep.normalizer
-    return prep.ids([segment(normalize(t)) for t in texts])
+    prep, segment = _WORKER["preprocessor"], _WORKER["segmenter"].segment   # the warmed-up analyzer
+    return prep.ids([segment(prep.normalizer(t)) for t in texts])
 
 
 class SegmentPool:
@@ -118,7 +117,9 @@ class SegmentPool:
         if segmenter.kind == "morpheme":
             morph.backend_class(segmenter.backend).check_available()  # a clear error here, not in a worker
         self.segmenter, self.workers, self._timeout = segmenter, workers, timeout
-        self._preprocessor = preprocessor   # for submit_ids: its segmenter must be `segmenter`
+        if preprocessor is not None and preprocessor.segmenter.to_dict() != segmenter.to_dict():
+            raise ValueError("the preprocessor's segmenter must be the pool's")
+        self._preprocessor = preprocessor   # for submit_ids
         self.start_method = start_method or START_METHOD
         ctx = multiprocessing.get_context(self.start_method)
         # this process keeps the only write end: the workers exit when it closes (_exit_with_main_process)
@@ -147,13 +148,13 @@ class SegmentPool:
         return out
 
     def submit(self, texts: Sequence[str], chunksize: int | None = None,
-               chunks_per_worker: int = 2) -> PendingSegments:
+               chunks_per_worker: int = 2, task=_segment_chunk) -> PendingSegments:
         """Queue `texts` for segmentation and return at once; `.result()` waits for their tokens, in order."""
         texts = list(texts)
         if chunksize is None:
             chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (chunks_per_worker * self.workers))))
         try:
-            return PendingSegments(self, [self._executor.submit(_segment_chunk, texts[i:i + chunksize])
+            return PendingSegments(self, [self._executor.submit(task, texts[i:i + chunksize])
                                           for i in range(0, len(texts), chunksize)])
         except BrokenProcessPool as exc:            # a worker died before these were queued
             raise self.died(exc) from None
@@ -163,13 +164,7 @@ class SegmentPool:
         ids, pad); `.result()` waits for their padded int32 ids, in order."""
         if self._preprocessor is None:
             raise ValueError("submit_ids needs a SegmentPool made with a preprocessor")
-        texts = list(texts)
-        chunksize = max(1, min(MAX_CHUNK, -(-len(texts) // (2 * self.workers))))
-        try:
-            return PendingSegments(self, [self._executor.submit(_ids_chunk, texts[i:i + chunksize])
-                                          for i in range(0, len(texts), chunksize)])
-        except BrokenProcessPool as exc:
-            raise self.died(exc) from None
+        return self.submit(texts, task=_ids_chunk)
 
     def worker_dead(self) -> bool:
         """A worker process has exited (they only exit when the pool closes: the pool is broken)."""
