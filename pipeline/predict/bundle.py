@@ -141,6 +141,9 @@ class Bundle(Predictor):
             record["explanation"] = explanation
         return records
 
+    def networks(self) -> list:
+        return [self.network]
+
     def analyzed_members(self) -> list[Bundle]:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         return [self] if self.preprocessor.segmenter.kind == "morpheme" else []
