@@ -181,7 +181,8 @@ def _spinning(session) -> bool:
         return True
 
 
-def test_sleeping_threads_run_the_same_network_and_a_file_changed_since_loading_is_refused(evaluated, tmp_path):
+def test_sleeping_threads_run_the_same_network_until_the_last_stream_ends_and_refuse_a_changed_file(
+        evaluated, tmp_path):
     bundle_dir, _ = evaluated
     shutil.copytree(bundle_dir, tmp_path / "bundle")
     bundle = load_bundle(tmp_path / "bundle")
@@ -193,6 +194,15 @@ def test_sleeping_threads_run_the_same_network_and_a_file_changed_since_loading_
         assert network.session is not own and not _spinning(network.session)
         np.testing.assert_array_equal(bundle.predict_ids(x), expected)          # the same network, bit for bit
     assert network.session is own and _spinning(own)
+    first, second = threads_sleeping(bundle.networks()), threads_sleeping(bundle.networks())   # two streams
+    first.__enter__()
+    sleeping = network.session
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert network.session is sleeping                           # the second stream still runs
+    second.__exit__(None, None, None)
+    assert network.session is own                                 # both ended: as loaded
+    intact = network.path.read_bytes()
     with open(network.path, "r+b") as f:                         # damaged on disk after loading
         f.seek(-8, os.SEEK_END)
         f.write(b"\x00" * 8)
@@ -201,6 +211,10 @@ def test_sleeping_threads_run_the_same_network_and_a_file_changed_since_loading_
             raise AssertionError("a changed file was run")
     assert network.session is own
     np.testing.assert_array_equal(bundle.predict_ids(x), expected)              # still the network loaded
+    network.path.write_bytes(intact)                              # repaired: the refused stream left no trace
+    with threads_sleeping(bundle.networks()):
+        assert network.session is not own
+    assert network.session is own
 
 
 def test_analyzer_pools_stop_as_soon_as_the_caller_fails_not_when_its_traceback_goes(monkeypatch):

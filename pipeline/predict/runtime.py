@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,11 +51,13 @@ class OnnxNetwork:
     whenever the file is read after loading (`threads_sleeping`)."""
 
     runtime = "onnxruntime"
+    _switching = threading.Lock()           # for `threads_sleeping`, which streams in any thread may enter
 
     def __init__(self, path: Path, threads: int | None = None, sha256: str | None = None):
         self.path, self._threads, self._sha256 = Path(path), threads, sha256
         self.session = self._session(str(self.path), spinning=True)
         self._input = self.session.get_inputs()[0].name
+        self._sleepers, self._own_session = 0, None
 
     def _session(self, model: str | bytes, spinning: bool):
         import onnxruntime as ort
@@ -92,6 +95,18 @@ class OnnxNetwork:
                                 f"bundle's files left as they are")
         return self._session(data, spinning=False)
 
+    def _start_sleeping(self) -> None:
+        with self._switching:
+            if self._sleepers == 0:
+                self._own_session, self.session = self.session, self.sleeping_session()
+            self._sleepers += 1
+
+    def _stop_sleeping(self) -> None:
+        with self._switching:
+            self._sleepers -= 1
+            if self._sleepers == 0:       # the last stream that wanted it ends: the network as loaded again
+                self.session, self._own_session = self._own_session, None
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0].reshape(-1)
 
@@ -123,18 +138,19 @@ def threads_sleeping(networks: list) -> Iterator[None]:
     takes CPU from worker processes analysing the next batches on the same cores (`ksent predict --file`
     with 2 MeCab workers on 2 cores, medians of 3 interleaved runs, outputs identical: the student on
     200,000 reviews 38.8 -> 35.3 s, the ensemble on 50,000 23.3 -> 22.4 s). The setting is fixed when a
-    session is made, hence a second session (tens of ms, once per large input).
+    session is made, hence a second session (tens of ms, once per large input). Streams may overlap (the
+    API's, in threads): a network keeps the second session until the last of them ends.
     """
-    swapped = []
+    entered = []
     try:
         for network in networks:
             if isinstance(network, OnnxNetwork):
-                swapped.append((network, network.session))
-                network.session = network.sleeping_session()
+                network._start_sleeping()
+                entered.append(network)
         yield
     finally:
-        for network, session in swapped:
-            network.session = session
+        for network in entered:
+            network._stop_sleeping()
 
 
 def _threads_from_env() -> int:
