@@ -180,6 +180,19 @@ def write_split(data: Path, corpus: str, seed: int, n: int = 60, suffix: str = "
     return table[table["split"] == "test"]
 
 
+def threads_spin(predictor) -> list[bool]:
+    """For each onnxruntime network of a loaded bundle, ensemble or router: whether its threads spin between
+    steps (onnxruntime's default) rather than sleep, as its session was made."""
+    parts = getattr(predictor, "members", None) or getattr(predictor, "experts", None)
+    if parts:
+        return [spins for part in parts for spins in threads_spin(part)]
+    options = predictor.network.session.get_session_options()
+    try:
+        return [options.get_session_config_entry("session.intra_op.allow_spinning") != "0"]
+    except RuntimeError:                                          # not set: onnxruntime's default, spinning
+        return [True]
+
+
 def mark_retrained(bundle_dir: Path) -> None:
     """Change a bundle's bundle.json as retraining would (another checksum), without training."""
     manifest = read_json(bundle_dir / "bundle.json")

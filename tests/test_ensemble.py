@@ -23,7 +23,7 @@ from pipeline.stages.evaluate import evaluate
 from pipeline.stages.report import report as report_stage
 from pipeline.stages.train import train
 from pipeline.text.segment import Segmenter
-from tests.helpers import SMALL, mark_retrained, write_processed
+from tests.helpers import SMALL, mark_retrained, threads_spin, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,8 @@ def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(comb
     from pipeline.text.pool import SegmentPool
 
     _, artifacts, _ = combined
-    clf = pipeline.load(artifacts / "tiny-ensemble")
+    clf = pipeline.load(artifacts / "tiny-ensemble", sleeping_threads=True)    # as `ksent predict --file` loads it
+    assert set(threads_spin(clf._bundle)) == {False}                         # every member's network
     rows = pd.read_csv(artifacts / "tiny-ensemble" / "predictions.csv", dtype={"text": str},
                        keep_default_na=False)["text"].tolist()
     lines = (rows * 30)[:2001]
@@ -165,6 +166,9 @@ def test_streamed_ensemble_analyzes_its_morpheme_member_in_worker_processes(comb
     assert [r["text"] for r in streamed] == lines
     np.testing.assert_allclose([r["probability"] for r in streamed], clf.predict_proba(lines), atol=1e-6)
     assert [r["empty"] for r in streamed] == [r["empty"] for r in clf.predict(lines)]
+    spinning = pipeline.load(artifacts / "tiny-ensemble")
+    assert set(threads_spin(spinning._bundle)) == {True}
+    np.testing.assert_array_equal(spinning.predict_proba(lines), clf.predict_proba(lines))
 
 
 def test_distill_labels_with_worker_processes_and_the_same_numbers(combined, monkeypatch):

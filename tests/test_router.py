@@ -17,7 +17,7 @@ from pipeline.predict.router import RouterBundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.domains import domains
 from pipeline.stages.router import plan as router_plan, router
-from tests.helpers import ksent, mark_retrained, write_split
+from tests.helpers import ksent, mark_retrained, threads_spin, write_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 QUIET = {"echo": lambda line: None}
@@ -63,6 +63,9 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     expected = sum(gate[:, k] * load_bundle(artifacts / name).predict_proba(texts)
                    for k, name in enumerate(("shop-word", tiny)))
     np.testing.assert_allclose(routed.predict_proba(texts), expected, atol=1e-6)
+    sleeping = load_bundle(artifacts / "router", sleeping_threads=True)       # as `ksent predict --file` loads it
+    assert threads_spin(routed) == [True, True] and threads_spin(sleeping) == [False, False]
+    np.testing.assert_array_equal(sleeping.predict_proba(texts), routed.predict_proba(texts))
     records = routed.predict(texts[:2], explain=True)
     assert [e["domain"] for e in records[0]["explanation"]["experts"]] == ["shop", "tiny"]
 

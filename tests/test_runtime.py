@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,10 +14,9 @@ import pytest
 
 import pipeline
 from pipeline.core.files import read_json
-from pipeline.errors import PipelineError
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.lines import iter_line_batches
-from pipeline.predict.runtime import SPINNING_KEY, threads_sleeping
+from tests.helpers import threads_spin
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,21 +135,15 @@ def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkey
     monkeypatch.setattr(SegmentPool, "submit_ids", lambda pool, texts: submitted.append(len(texts)) or
                         original_submit(pool, texts))
     batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
-    networks = clf._bundle.networks()
-    own_sessions = [n.session for n in networks]
-    streamed, spinning = [], []
+    streamed = []
     for records in clf.predict_stream(iter(batches), workers=2, pool_after=2500):
         streamed.extend(records)
-        spinning.append([_spinning(n.session) for n in networks])
         clf.predict(["정말 재밌어요"])                            # the caller may use the classifier meanwhile
     assert [r["text"] for r in streamed] == lines
     np.testing.assert_allclose([r["probability"] for r in streamed], expected, atol=1e-6)
     morpheme = clf.info["tokenization"].startswith("morpheme")
     # in this process until more than pool_after lines came, then in analyzer processes (morphemes only)
     assert submitted == ([1000] * 6 + [1] if morpheme else [])
-    # the network's threads sleep between steps while analyzer processes share the cores, and only then
-    assert spinning == [[True]] * 3 + [[not morpheme]] * 7
-    assert [n.session for n in networks] == own_sessions
 
     def failing():                                                # a bad line after 3 good batches
         yield from batches[:3]
@@ -162,7 +154,6 @@ def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkey
         for records in clf.predict_stream(failing(), workers=2, pool_after=1000):
             answered.extend(records)
     assert [r["text"] for r in answered] == lines[:3000]          # the lines before it are all answered
-    assert [n.session for n in networks] == own_sessions          # and the network is as loaded
     # through the CLI: one result per line, in order, analyzer processes for the large input
     path = tmp_path / "reviews.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -174,47 +165,37 @@ def test_streamed_prediction_equals_batch_prediction(evaluated, tmp_path, monkey
     np.testing.assert_allclose([r["probability"] for r in got], expected, atol=1e-6)
 
 
-def _spinning(session) -> bool:
-    try:
-        return session.get_session_options().get_session_config_entry(SPINNING_KEY) != "0"
-    except RuntimeError:                                          # not set: onnxruntime's default, on
-        return True
+def test_a_file_is_answered_by_threads_that_sleep_between_steps_and_the_same_network(evaluated, tmp_path,
+                                                                                    monkeypatch):
+    """`ksent predict --file` (its analyzer workers share the cores) loads the network with sleeping threads;
+    reviews given as arguments, --explain and the API by default keep onnxruntime's spinning ones."""
+    from click.testing import CliRunner
 
+    from pipeline.apps.cli import cli
+    from pipeline.predict import classifier as classifier_module
 
-def test_sleeping_threads_run_the_same_network_until_the_last_stream_ends_and_refuse_a_changed_file(
-        evaluated, tmp_path):
     bundle_dir, _ = evaluated
-    shutil.copytree(bundle_dir, tmp_path / "bundle")
-    bundle = load_bundle(tmp_path / "bundle")
-    (network,) = bundle.networks()
-    own = network.session
-    x = bundle.transform(["정말 재밌어요", "최악의 영화", "", "배우들 연기가 훌륭하고 스토리도 감동적이에요"] * 50)
-    expected = bundle.predict_ids(x)
-    with threads_sleeping(bundle.networks()):
-        assert network.session is not own and not _spinning(network.session)
-        np.testing.assert_array_equal(bundle.predict_ids(x), expected)          # the same network, bit for bit
-    assert network.session is own and _spinning(own)
-    first, second = threads_sleeping(bundle.networks()), threads_sleeping(bundle.networks())   # two streams
-    first.__enter__()
-    sleeping = network.session
-    second.__enter__()
-    first.__exit__(None, None, None)
-    assert network.session is sleeping                           # the second stream still runs
-    second.__exit__(None, None, None)
-    assert network.session is own                                 # both ended: as loaded
-    intact = network.path.read_bytes()
-    with open(network.path, "r+b") as f:                         # damaged on disk after loading
-        f.seek(-8, os.SEEK_END)
-        f.write(b"\x00" * 8)
-    with pytest.raises(PipelineError, match="changed on disk since the model was loaded"):
-        with threads_sleeping(bundle.networks()):
-            raise AssertionError("a changed file was run")
-    assert network.session is own
-    np.testing.assert_array_equal(bundle.predict_ids(x), expected)              # still the network loaded
-    network.path.write_bytes(intact)                              # repaired: the refused stream left no trace
-    with threads_sleeping(bundle.networks()):
-        assert network.session is not own
-    assert network.session is own
+    texts = ["정말 재밌어요", "최악의 영화", "", "배우들 연기가 훌륭하고 스토리도 감동적이에요"] * 50
+    spinning, sleeping = load_bundle(bundle_dir), load_bundle(bundle_dir, sleeping_threads=True)
+    assert threads_spin(spinning) == [True] and threads_spin(sleeping) == [False]
+    x = spinning.transform(texts)
+    np.testing.assert_array_equal(sleeping.predict_ids(x), spinning.predict_ids(x))     # bit for bit
+    assert threads_spin(pipeline.load(bundle_dir)._bundle) == [True]
+
+    loaded = []
+    real_load = classifier_module.load
+    monkeypatch.setattr(classifier_module, "load", lambda *a, **k: loaded.append(real_load(*a, **k)) or loaded[-1])
+    path = tmp_path / "reviews.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    runs = [["--file", str(path)], ["--"] + texts[:2], ["--file", str(path), "--explain"]]
+    outputs = []
+    for args in runs:
+        result = CliRunner().invoke(cli, ["predict", "--model", str(bundle_dir), "--json", *args])
+        assert result.exit_code == 0, result.output
+        outputs.append([json.loads(line)["probability"] for line in result.output.splitlines()])
+    assert [threads_spin(c._bundle) for c in loaded] == [[False], [True], [True]]
+    assert outputs[0] == [float(p) for p in spinning.predict_proba(texts)]
+    assert outputs[1] == outputs[0][:2]
 
 
 def test_analyzer_pools_stop_as_soon_as_the_caller_fails_not_when_its_traceback_goes(monkeypatch):
@@ -250,9 +231,6 @@ def test_analyzer_pools_stop_as_soon_as_the_caller_fails_not_when_its_traceback_
     assert events == ["start", ["aa"], ["bb"], ["cc"], ["dd"], "stop"]
 
     class Model:
-        def networks(self):
-            return []
-
         def analyzed_members(self):
             return [member]
 

@@ -416,7 +416,10 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     first = next(batches, None)
     if first is None:
         return
-    classifier = load(model_dir or None, runtime=runtime, on_note=lambda note: click.echo(f"note: {note}", err=True))
+    # a file or stdin is answered with the analyzer workers on the same cores: the network's threads must not
+    # spin in their way (pipeline.predict.runtime.OnnxNetwork); reviews given as arguments are answered at once
+    classifier = load(model_dir or None, runtime=runtime, on_note=lambda note: click.echo(f"note: {note}", err=True),
+                      sleeping_threads=not texts and not explain)
     batches = itertools.chain([first], batches)
     if explain:
         results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in batches)

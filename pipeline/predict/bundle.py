@@ -141,9 +141,6 @@ class Bundle(Predictor):
             record["explanation"] = explanation
         return records
 
-    def networks(self) -> list:
-        return [self.network]
-
     def analyzed_members(self) -> list[Bundle]:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         return [self] if self.preprocessor.segmenter.kind == "morpheme" else []
@@ -163,7 +160,7 @@ def member_state(directory: Path, member: dict) -> str | None:
     return "changed" if sha256_file(path) != member["bundle_sha256"] else None
 
 
-def _load_ensemble(directory: Path, manifest: dict, runtime: str):
+def _load_ensemble(directory: Path, manifest: dict, runtime: str, sleeping_threads: bool):
     """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
     members, weights = manifest.get("members"), manifest.get("weights")
     if not (isinstance(members, list) and isinstance(weights, list) and len(members) == len(weights) >= 2
@@ -188,7 +185,7 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str):
         if state == "changed":
             raise PipelineError(f"ensemble {directory}: its member {member['name']} changed since the ensemble was "
                                 f"made (bundle.json checksum differs; retrained?) - re-run {rerun}")
-        bundle = load_bundle(member_dir, runtime=runtime)
+        bundle = load_bundle(member_dir, runtime=runtime, sleeping_threads=sleeping_threads)
         bundles.append(bundle)
         notes.extend(bundle.notes)
     from pipeline.predict.ensemble import EnsembleBundle
@@ -197,7 +194,7 @@ def _load_ensemble(directory: Path, manifest: dict, runtime: str):
                           manifest=manifest, notes=tuple(notes), combination=combination)
 
 
-def _load_router(directory: Path, manifest: dict, runtime: str):
+def _load_router(directory: Path, manifest: dict, runtime: str, sleeping_threads: bool):
     """A router bundle's experts (each the very bundle it was made with) and its gate."""
     from pipeline.model.gate import DomainGate
     from pipeline.predict.router import RouterBundle
@@ -225,7 +222,7 @@ def _load_router(directory: Path, manifest: dict, runtime: str):
         if state:
             raise PipelineError(f"router {directory}: its expert {expert['name']} is {state} since the router was "
                                 f"made - re-run {rerun}")
-        bundle = load_bundle(directory.parent / expert["name"], runtime=runtime)
+        bundle = load_bundle(directory.parent / expert["name"], runtime=runtime, sleeping_threads=sleeping_threads)
         loaded.append(bundle)
         notes.extend(bundle.notes)
     return RouterBundle(directory=directory, experts=loaded, gate=gate, manifest=manifest, notes=tuple(notes))
@@ -246,14 +243,14 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_bundle(directory: Path | str, runtime: str = "auto") -> Predictor:
+def load_bundle(directory: Path | str, runtime: str = "auto", sleeping_threads: bool = False) -> Predictor:
     """Load and cross-check a bundle folder; PipelineError says what is wrong and what to do.
 
     Checked: bundle.json, tokenizer.json and the network file are present and readable;
     each has the SHA-256 recorded at training time; the tokenizer's fingerprint and
     vocabulary size match the model's. runtime: "auto" runs model.onnx when bundle.json
     records one and onnxruntime is installed, else model.keras (with a note); "onnx" or
-    "keras" insists on one.
+    "keras" insists on one. sleeping_threads: see pipeline.predict.runtime.OnnxNetwork.
     """
     if runtime not in RUNTIMES:
         raise PipelineError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -263,9 +260,9 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Predictor:
     missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
     manifest = _read_manifest(directory) if MANIFEST_FILE not in missing else {}
     if manifest.get("kind") == "ensemble":       # no tokenizer of its own: its members have theirs
-        return _load_ensemble(directory, manifest, runtime)
+        return _load_ensemble(directory, manifest, runtime, sleeping_threads)
     if manifest.get("kind") == "router":
-        return _load_router(directory, manifest, runtime)
+        return _load_router(directory, manifest, runtime, sleeping_threads)
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")
@@ -295,12 +292,12 @@ def load_bundle(directory: Path | str, runtime: str = "auto") -> Predictor:
         raise PipelineError(f"{directory / TOKENIZER_FILE} does not belong to this model: this ksent reads it "
                             f"differently from the one that trained the model (fingerprint differs) - retrain")
 
-    network, notes = _load_network(directory, manifest, preprocessor.vocab_size, runtime)
+    network, notes = _load_network(directory, manifest, preprocessor.vocab_size, runtime, sleeping_threads)
     return Bundle(directory=directory, network=network, preprocessor=preprocessor, manifest=manifest,
                   notes=tuple(notes))
 
 
-def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str):
+def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str, sleeping_threads: bool):
     """(network, notes): model.onnx through onnxruntime where possible, else model.keras through Keras."""
     from pipeline.predict import runtime as rt
 
@@ -312,7 +309,7 @@ def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str
                                 f"(`ksent train ... --force`) or use the Keras runtime")
         if recorded_onnx is not None:
             if importlib.util.find_spec("onnxruntime") is not None:
-                return rt.load_onnx(directory, recorded_onnx, vocab_size), notes
+                return rt.load_onnx(directory, recorded_onnx, vocab_size, sleeping_threads), notes
             if runtime == "onnx":
                 raise PipelineError("onnxruntime is not installed - `pip install onnxruntime`")
             notes.append("onnxruntime is not installed, so this bundle runs through Keras/TensorFlow "

@@ -127,21 +127,25 @@ def _batch_size(value) -> int:
 
 
 def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
-         runtime: str = "auto", on_note: Callable[[str], None] | None = None) -> Classifier:
+         runtime: str = "auto", on_note: Callable[[str], None] | None = None,
+         sleeping_threads: bool = False) -> Classifier:
     """Load a bundle folder, or (no argument) the default model in `artifacts_dir` (pipeline.predict.selection:
     the best by validation accuracy averaged over the corpora, else NSMC's best).
 
     runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
     note), "onnx" or "keras". Each note on how the bundle was loaded goes to `on_note` (default: a
-    warning). Raises pipeline.errors.PipelineError with what to do when the bundle is missing,
-    incomplete or damaged. `ksent predict`, `ksent serve` and `pipeline.load` all load through here.
+    warning). sleeping_threads: onnxruntime's threads sleep between steps instead of spinning - for
+    `predict_stream` with workers > 1, or other busy processes on the same cores (`ksent predict --file`
+    uses it), not for answering single reviews quickly (see pipeline.predict.runtime.OnnxNetwork).
+    Raises pipeline.errors.PipelineError with what to do when the bundle is missing, incomplete or damaged.
+    `ksent predict`, `ksent serve` and `pipeline.load` all load through here.
     """
     from pipeline.predict.bundle import load_bundle
     from pipeline.predict.selection import default_model_dir
 
     notes: list[str] = []
     bundle = load_bundle(model_dir if model_dir is not None else default_model_dir(artifacts_dir, notes),
-                         runtime=runtime)
+                         runtime=runtime, sleeping_threads=sleeping_threads)
     for note in [*notes, *bundle.notes]:
         if on_note is None:
             warnings.warn(note, stacklevel=2)

@@ -79,9 +79,6 @@ class EnsembleBundle(Predictor):
                 for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
         return records
 
-    def networks(self) -> list:
-        return [n for m in self.members for n in m.networks()]
-
     def analyzed_members(self) -> list:
         return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]
 

@@ -42,10 +42,6 @@ class Predictor:
         """One record per text: text, label (1 = positive), sentiment, probability, empty (+ explanation)."""
         raise NotImplementedError
 
-    def networks(self) -> list:
-        """Every network this model runs (pipeline.predict.runtime's OnnxNetwork or KerasNetwork)."""
-        raise NotImplementedError
-
     def analyzed_members(self) -> list:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         raise NotImplementedError

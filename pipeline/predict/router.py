@@ -57,9 +57,6 @@ class RouterBundle(Predictor):
                     for k, (d, e) in enumerate(zip(self.gate.domains, self.experts, strict=True))]}
         return records
 
-    def networks(self) -> list:
-        return [n for e in self.experts for n in e.networks()]
-
     def analyzed_members(self) -> list:
         return [m for e in self.experts for m in e.analyzed_members()]
 

@@ -21,10 +21,7 @@ mask skips those steps anyway), exactly as the train stage fed Keras.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,19 +44,19 @@ SPINNING_KEY = "session.intra_op.allow_spinning"
 
 
 class OnnxNetwork:
-    """model.onnx in an onnxruntime session (CPU). `sha256`: the file's recorded checksum, checked again
-    whenever the file is read after loading (`threads_sleeping`)."""
+    """model.onnx in an onnxruntime session (CPU).
+
+    `sleeping_threads`: onnxruntime's threads sleep between parallel steps instead of spinning. Spinning
+    (the default) saves wake-ups, and each LSTM time step is a step: `ksent serve` answers a single review
+    ~1 ms sooner with it. But it takes a core that other processes on the machine need: `ksent predict
+    --file`, whose MeCab worker processes analyse the next batches beside the network, runs with sleeping
+    threads (2 cores, the student on 200,000 reviews: 37.1 -> 34.5 s, median of 6 interleaved runs, outputs
+    identical; docs/speed.md). The choice is fixed when the session is made.
+    """
 
     runtime = "onnxruntime"
-    _switching = threading.Lock()           # for `threads_sleeping`, which streams in any thread may enter
 
-    def __init__(self, path: Path, threads: int | None = None, sha256: str | None = None):
-        self.path, self._threads, self._sha256 = Path(path), threads, sha256
-        self.session = self._session(str(self.path), spinning=True)
-        self._input = self.session.get_inputs()[0].name
-        self._sleepers, self._own_session = 0, None
-
-    def _session(self, model: str | bytes, spinning: bool):
+    def __init__(self, path: Path, threads: int | None = None, sleeping_threads: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -70,42 +67,16 @@ class OnnxNetwork:
         # Basic optimizations only: the extended/layout ones find nothing to fuse in these graphs (same
         # outputs bit for bit, same speed) but took ~60 ms of a `ksent predict` cold start per network.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.intra_op_num_threads = self._threads if self._threads is not None else _threads_from_env()
+        options.intra_op_num_threads = threads if threads is not None else _threads_from_env()
         options.inter_op_num_threads = 1
-        if not spinning:
+        if sleeping_threads:
             options.add_session_config_entry(SPINNING_KEY, "0")
         try:
-            return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
-            raise PipelineError(f"{self.path} cannot be loaded by onnxruntime ({type(exc).__name__}: "
-                                f"{str(exc)[:200]}) - the file is corrupt; retrain (`ksent train ... --force`)"
-                                ) from None
-
-    def sleeping_session(self):
-        """A second session of the same network whose threads sleep between steps instead of spinning (see
-        `threads_sleeping`); the file is read again and must still have its checksum."""
-        import hashlib
-
-        try:
-            data = self.path.read_bytes()
-        except OSError as exc:
-            raise PipelineError(f"cannot read {self.path} again ({exc.strerror or exc})") from None
-        if self._sha256 is not None and hashlib.sha256(data).hexdigest() != self._sha256:
-            raise PipelineError(f"{self.path} changed on disk since the model was loaded - restart with the "
-                                f"bundle's files left as they are")
-        return self._session(data, spinning=False)
-
-    def _start_sleeping(self) -> None:
-        with self._switching:
-            if self._sleepers == 0:
-                self._own_session, self.session = self.session, self.sleeping_session()
-            self._sleepers += 1
-
-    def _stop_sleeping(self) -> None:
-        with self._switching:
-            self._sleepers -= 1
-            if self._sleepers == 0:       # the last stream that wanted it ends: the network as loaded again
-                self.session, self._own_session = self._own_session, None
+            raise PipelineError(f"{path} cannot be loaded by onnxruntime ({type(exc).__name__}: {str(exc)[:200]}) "
+                                f"- the file is corrupt; retrain (`ksent train ... --force`)") from None
+        self._input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0].reshape(-1)
@@ -126,31 +97,6 @@ class OnnxNetwork:
         except Exception:  # noqa: BLE001
             return True
         return False
-
-
-@contextlib.contextmanager
-def threads_sleeping(networks: list) -> Iterator[None]:
-    """Within: the onnxruntime `networks` run in sessions whose threads sleep between steps instead of
-    spinning; their own sessions are back at exit (Keras networks are left as they are).
-
-    onnxruntime's threads spin, waiting for the next parallel step, and each LSTM time step is one: that
-    saves wake-ups (a single review answers ~1 ms sooner in `ksent serve`, where spinning stays on) but
-    takes CPU from worker processes analysing the next batches on the same cores (`ksent predict --file`
-    with 2 MeCab workers on 2 cores, medians of 3 interleaved runs, outputs identical: the student on
-    200,000 reviews 38.8 -> 35.3 s, the ensemble on 50,000 23.3 -> 22.4 s). The setting is fixed when a
-    session is made, hence a second session (tens of ms, once per large input). Streams may overlap (the
-    API's, in threads): a network keeps the second session until the last of them ends.
-    """
-    entered = []
-    try:
-        for network in networks:
-            if isinstance(network, OnnxNetwork):
-                network._start_sleeping()
-                entered.append(network)
-        yield
-    finally:
-        for network in entered:
-            network._stop_sleeping()
 
 
 def _threads_from_env() -> int:
@@ -189,7 +135,7 @@ def predict_ids(network, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndar
 
 # --- loading ----------------------------------------------------------------------------------
 
-def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
+def load_onnx(directory: Path, entry: dict, vocab_size: int, sleeping_threads: bool = False) -> OnnxNetwork:
     """The bundle's model.onnx, checked against what bundle.json recorded at training time."""
     name = entry.get("file", ONNX_FILE)
     if not is_plain_name(name):
@@ -205,7 +151,7 @@ def load_onnx(directory: Path, entry: dict, vocab_size: int) -> OnnxNetwork:
     if entry.get("vocab_size") not in (None, vocab_size):
         raise PipelineError(f"{directory / 'tokenizer.json'} does not belong to this model: it has {vocab_size} "
                             f"vocabulary ids, the model's embedding {entry.get('vocab_size')}")
-    network = OnnxNetwork(path, sha256=entry["sha256"])
+    network = OnnxNetwork(path, sleeping_threads=sleeping_threads)
     if not network.embedding_rows_match(vocab_size):     # the network's own size, not a number in a JSON file
         raise PipelineError(f"{path} does not belong to this bundle: its embedding does not have the "
                             f"{vocab_size:,} rows of {directory / 'tokenizer.json'} - retrain (`ksent train ... "

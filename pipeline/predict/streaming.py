@@ -8,7 +8,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 
 from pipeline.errors import PipelineError
-from pipeline.predict.runtime import threads_sleeping
 
 
 def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size: int,
@@ -18,8 +17,7 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     Memory holds a few batches, whatever the input's length. With workers > 1, once more than
     `pool_after` texts have come (a pool costs a start-up, worth it for large inputs only), the
     morpheme analysis of the next batches runs in worker processes (one pool per analyzed
-    member) while this process runs the networks on the current one, their threads sleeping
-    between steps instead of spinning (`threads_sleeping`). If reading `batches`
+    member) while this process runs the networks on the current one. If reading `batches`
     fails (PipelineError, e.g. a line that is not UTF-8), the batches read before are answered first.
     """
     batches = iter(batches)
@@ -36,8 +34,7 @@ def stream_records(model, batches: Iterable[list[str]], workers: int, batch_size
     if upcoming is None:
         return
     batches = itertools.chain([upcoming], batches)
-    with threads_sleeping(model.networks()), \
-            contextlib.closing(analysed_ahead(analyzed, batches, workers, ahead=workers)) as ahead:
+    with contextlib.closing(analysed_ahead(analyzed, batches, workers, ahead=workers)) as ahead:
         for texts, pending_ids in ahead:
             yield model.finish(texts, pending_ids, batch_size)
 
