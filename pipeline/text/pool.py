@@ -96,10 +96,11 @@ def _segment_chunk(texts: list[str]) -> list[list[str]]:
 
 
 def _ids_chunk(texts: list[str]):
-    """The preprocessor's padded ids of raw texts: normalized, segmented, looked up and padded here, so
-    that the main process only receives a small int32 array (not token lists to unpickle)."""
-    prep, segment = _WORKER["preprocessor"], _WORKER["segmenter"].segment   # the warmed-up analyzer
-    return prep.ids([segment(prep.normalizer(t)) for t in texts])
+    """The preprocessor's padded ids of raw texts (`transform`: normalized, segmented, looked up and padded
+    here), so that the main process only receives a small int32 array (not token lists to unpickle). Its
+    segmenter is the pool's (checked in SegmentPool), so it analyses with the analyzer warmed up in this
+    process (morph.get_backend keeps one per backend and options)."""
+    return _WORKER["preprocessor"].transform(texts)
 
 
 class SegmentPool:
