@@ -24,6 +24,7 @@ from pipeline.core.files import read_json, save_npz, sha256_file
 from pipeline.core.stage import adopt_outputs
 from pipeline.model import padded
 from pipeline.model.embeddings import learn_vectors
+from pipeline.predict.runtime import SPINNING_KEY
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
@@ -188,7 +189,7 @@ def threads_spin(predictor) -> list[bool]:
         return [spins for part in parts for spins in threads_spin(part)]
     options = predictor.network.session.get_session_options()
     try:
-        return [options.get_session_config_entry("session.intra_op.allow_spinning") != "0"]
+        return [options.get_session_config_entry(SPINNING_KEY) != "0"]
     except RuntimeError:                                          # not set: onnxruntime's default, spinning
         return [True]
 
