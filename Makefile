@@ -38,6 +38,16 @@ export KSENT_SCHEDULER := $(SCHEDULER)
 endif
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
+# `make all` runs one lane per corpus and tokenizer (`ksent run`), JOBS lanes at a time. Two keep a
+# 2-core machine busy: pretrain's word2vec runs on one thread (for reproducible vectors) and a
+# training uses ~1.6 cores. A lane's outputs do not depend on what runs beside it; lanes of one
+# corpus share its data stages, which the first runs while the others wait for its folder lock.
+# Lanes run side by side print plain lines (a pipe, not the terminal), so that they do not
+# overwrite each other's progress line. ("morpheme:kiwi" is lane/<corpus>/morpheme+kiwi: make
+# targets cannot hold a colon.)
+JOBS ?= 2
+LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(TOKENIZERS),lane/$(corpus)/$(subst :,+,$(tok))))
+lane_output := $(if $(and $(word 2,$(LANES)),$(filter-out 1,$(JOBS))),| cat)
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
 tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
 force_arg := $(if $(FORCE),--force)
@@ -58,10 +68,7 @@ ARTIFACT_STAGES := $(call stages_of,artifacts)
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
-	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
-	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
-	done; done
+	@$(MAKE) --no-print-directory -j$(JOBS) $(LANES)
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
 	@echo; $(KSENT) summary
 
@@ -118,6 +125,11 @@ $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do \
 	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg); \
 	done
+
+lane/%: setup
+	@set -eo pipefail; corpus=$(firstword $(subst /, ,$*)); tok=$(subst +,:,$(lastword $(subst /, ,$*))); \
+	  echo "== $$corpus / $$tok"; \
+	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(lane_output)
 
 $(TOKENIZATION_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
