@@ -4,8 +4,9 @@
 #
 # Variables: CORPORA, TOKENIZERS (word char morpheme; `morpheme:kiwi` names a morpheme
 # backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
-# out like ../shared/corpora), SCHEDULER (a Dask scheduler address: the data stages run on
-# that cluster instead of this machine), PYTHON. Example, offline here:
+# out like ../shared/corpora), JOBS (how many corpus-tokenizer lanes `make all` runs at once,
+# default 2; 1 runs them one after another), SCHEDULER (a Dask scheduler address: the data
+# stages run on that cluster instead of this machine), PYTHON. Example, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
