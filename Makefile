@@ -4,8 +4,8 @@
 #
 # Variables: CORPORA, TOKENIZERS (word char morpheme; `morpheme:kiwi` names a morpheme
 # backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
-# out like ../shared/corpora), JOBS (how many corpus-tokenizer lanes `make all` runs at once,
-# default 2; 1 runs them one after another), SCHEDULER (a Dask scheduler address: the data
+# out like ../shared/corpora), JOBS (how many tokenizations `make all` takes up to pretrain at
+# once, default 2; 1: one after another), SCHEDULER (a Dask scheduler address: the data
 # stages run on that cluster instead of this machine), PYTHON. Example, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #
@@ -39,16 +39,17 @@ export KSENT_SCHEDULER := $(SCHEDULER)
 endif
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
-# `make all` runs one lane per corpus and tokenizer (`ksent run`), JOBS lanes at a time. Two keep a
-# 2-core machine busy: pretrain's word2vec runs on one thread (for reproducible vectors) and a
-# training uses ~1.6 cores. A lane's outputs do not depend on what runs beside it; lanes of one
-# corpus share its data stages, which the first runs while the others wait for its folder lock.
-# Lanes run side by side print plain lines (a pipe, not the terminal), so that they do not
-# overwrite each other's progress line. ("morpheme:kiwi" is lane/<corpus>/morpheme+kiwi: make
-# targets cannot hold a colon.)
+# `make all` first takes every corpus and tokenization up to its word vectors (`ksent run --until
+# pretrain`), JOBS at a time: pretrain's word2vec runs on one thread (for reproducible vectors), so
+# two fill a 2-core machine. Training is not run side by side: a training's threads wait for each
+# other at every LSTM step, and one of them sharing a core slowed both jobs ~2x (measured). The
+# lanes of one corpus share its data stages: the first runs them, the others wait for its folder
+# lock and skip them. Lanes run side by side print plain lines (a pipe, not the terminal), so that
+# they do not overwrite each other's progress line. FORCE=1 runs everything one after another.
+# ("morpheme:kiwi" is pretrain/<corpus>/morpheme+kiwi: make targets cannot hold a colon.)
 JOBS ?= 2
-LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(TOKENIZERS),lane/$(corpus)/$(subst :,+,$(tok))))
-lane_output := $(if $(and $(word 2,$(LANES)),$(filter-out 1,$(JOBS))),| cat)
+PRETRAIN_LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(TOKENIZERS),pretrain/$(corpus)/$(subst :,+,$(tok))))
+lane_output := $(if $(and $(word 2,$(PRETRAIN_LANES)),$(filter-out 1,$(JOBS))),| cat)
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
 tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
 force_arg := $(if $(FORCE),--force)
@@ -69,7 +70,11 @@ ARTIFACT_STAGES := $(call stages_of,artifacts)
 
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
-	@$(MAKE) --no-print-directory -j$(JOBS) $(LANES)
+	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
+	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
+	  echo "== $$corpus / $$tok"; \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
+	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
 	@echo; $(KSENT) summary
 
@@ -127,10 +132,10 @@ $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg); \
 	done
 
-lane/%: setup
+pretrain/%: setup
 	@set -eo pipefail; corpus=$(firstword $(subst /, ,$*)); tok=$(subst +,:,$(lastword $(subst /, ,$*))); \
-	  echo "== $$corpus / $$tok"; \
-	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(lane_output)
+	  echo "== $$corpus / $$tok, up to pretrain"; \
+	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) --until pretrain $(lane_output)
 
 $(TOKENIZATION_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \

@@ -112,10 +112,11 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
     return ordered
 
 
-def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None) -> list[StageResult]:
+def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None,
+        until: str | None = None) -> list[StageResult]:
     """Every stage of RUN_SCOPES for `target`, the corpus's ensemble if it has one (re-made when a
     member changed, so it never falls behind them) and the router once two corpora have bundles, in
-    graph order; each skipped when up to date."""
+    graph order; each skipped when up to date. `until`: only that stage and the stages it reads from."""
     plans, problems = plan(target, names(*RUN_SCOPES))
     if problems:                    # every parameter is checked before the first stage runs
         raise next(iter(problems.values()))
@@ -123,7 +124,22 @@ def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | No
     plans.update({name: stage for name, stage in existing.items() if stage.manifest_path.is_file()})
     across, _ = plan(target, names(CORPORA))     # a router needs bundles of two corpora: planned only then
     plans.update(across)
+    if until is not None:
+        if until not in plans:
+            raise PipelineError(f"ksent run --until: {until} is not one of its stages ({', '.join(order(plans))})")
+        plans = {name: plans[name] for name in _reads_from(plans, until) | {until}}
     return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
+
+
+def _reads_from(plans: dict[str, Stage], name: str) -> set[str]:
+    """The stages whose outputs `name` reads, directly or through others."""
+    found, todo = set(), [name]
+    while todo:
+        for up in upstream(plans[todo.pop()]) & set(plans):
+            if up not in found:
+                found.add(up)
+                todo.append(up)
+    return found
 
 
 @dataclass

@@ -116,3 +116,24 @@ def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, ti
     ensemble = _status(*dirs)["ensemble"]          # its inputs are the members it was made from ...
     assert not [reason for reason in ensemble["reasons"] if not reason.startswith("re-runs after")]
     load_bundle(tmp_path / "artifacts" / "tiny-ensemble").predict(["좋아요"])    # ... so it loads
+
+
+def test_run_until_a_stage_runs_only_it_and_what_it_reads(tmp_path, tiny_corpus):
+    dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
+    runner = CliRunner()
+    upto = runner.invoke(cli, ["run", "--corpus", "tiny", "--tokenizer", "word", "--mirror", str(tiny_corpus),
+                               "--until", "pretrain", *dirs, *SMALL_MODEL])
+    assert upto.exit_code == 0, upto.output
+    ran = [line.split(" ")[0].rstrip(":") for line in upto.output.splitlines() if line and not line.startswith(" ")]
+    assert ran == PIPELINE[:PIPELINE.index("pretrain") + 1]
+    assert {name: row["state"] for name, row in _status(*dirs).items() if row["state"] != "blocked"} == {
+        **dict.fromkeys(PIPELINE[:PIPELINE.index("pretrain")], "up to date"), "pretrain": "stale",  # 16-d vectors
+        **dict.fromkeys(["pad", "train", "evaluate", "distill", "domains", "report"], "missing")}
+    # the rest of the run picks up from there: what --until made is up to date, not made again
+    rest = runner.invoke(cli, ["run", "--corpus", "tiny", "--tokenizer", "word", *dirs, *SMALL_MODEL])
+    assert rest.exit_code == 0, rest.output
+    assert "pretrain tiny/word: up to date, skipped" in rest.output and "train tiny/word: best val_acc" in rest.output
+
+    unknown = runner.invoke(cli, ["run", "--corpus", "tiny", "--tokenizer", "word", "--until", "ensemble", *dirs])
+    assert unknown.exit_code != 0 and "--until: ensemble is not one of its stages" in unknown.output
+    assert "Traceback" not in unknown.output

@@ -238,8 +238,10 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others
 @engine_options
 @unlabeled_option
 @train_options
+@click.option("--until", metavar="STAGE", default=None,
+              help="Run only this stage and the stages it reads from (e.g. `--until pretrain`).")
 def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
-            **train_params):
+            until, **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
     from pipeline import graph
     from pipeline.core.stage import Target
@@ -247,7 +249,7 @@ def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir,
     target = Target(corpus, segmenter_from(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
                     mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
                     train_params={k: v for k, v in train_params.items() if v is not None})
-    graph.run(target, force=force, echo=_echo)
+    graph.run(target, force=force, echo=_echo, until=until)
 
 
 @cli.command()
