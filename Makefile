@@ -42,7 +42,7 @@ mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # `make all` first takes every corpus and tokenization up to its word vectors (`ksent run --until
 # pretrain`), JOBS at a time: pretrain's word2vec runs on one thread (for reproducible vectors), so
 # two fill a 2-core machine. Training is not run side by side: a training's threads wait for each
-# other at every LSTM step, and one of them sharing a core slowed both jobs ~2x (measured). The
+# other at every LSTM step, and one of them sharing a core slowed both jobs 2-3x (measured). The
 # lanes of one corpus share its data stages: the first runs them, the others wait for its folder
 # lock and skip them. Lanes run side by side print plain lines (a pipe, not the terminal), so that
 # they do not overwrite each other's progress line. FORCE=1 runs everything one after another.
