@@ -48,7 +48,9 @@ mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # they do not overwrite each other's progress line. FORCE=1 runs everything one after another.
 # ("morpheme:kiwi" is pretrain/<corpus>/morpheme+kiwi: make targets cannot hold a colon.)
 JOBS ?= 2
-PRETRAIN_LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(TOKENIZERS),pretrain/$(corpus)/$(subst :,+,$(tok))))
+# morpheme lanes first: their pretrain also segments the unlabeled reviews with MeCab, the longest
+lane_toks := $(filter morpheme%,$(TOKENIZERS)) $(filter-out morpheme%,$(TOKENIZERS))
+PRETRAIN_LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(lane_toks),pretrain/$(corpus)/$(subst :,+,$(tok))))
 lane_output := $(if $(and $(word 2,$(PRETRAIN_LANES)),$(filter-out 1,$(JOBS))),| cat)
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
 tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
