@@ -2,7 +2,11 @@
 re-made when the teacher changes, and it is an ordinary bundle (not one of the ensemble's members)."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -179,3 +183,29 @@ def test_the_students_network_can_differ_from_its_members(taught, tmp_path):
     with pytest.raises(ParameterError, match="network"):
         distill("tiny", data_dir=data, artifacts_dir=other, unlabeled=unlabeled, network="transformer",
                 echo=lambda _: None)
+
+
+STUDENT_IN_A_FRESH_PROCESS = """
+from pathlib import Path
+import pytest
+from tests.helpers import register_tiny
+from pipeline.stages.distill import distill
+register_tiny(pytest.MonkeyPatch(), Path({mirror!r}))
+distill("tiny", data_dir={data!r}, artifacts_dir={artifacts!r}, unlabeled={unlabeled!r}, student="word",
+        echo=lambda _: None, force=True, epochs=1, soft_weight=1.0)
+print("distilled")
+"""
+
+
+def test_tensorflows_start_up_log_stays_off_stderr_when_distill_trains(taught, tmp_path):
+    # labelling loads no TensorFlow, so the student's training is where it is first imported
+    data, artifacts, unlabeled, _ = taught
+    shutil.copytree(data, tmp_path / "data")
+    shutil.copytree(artifacts, tmp_path / "artifacts")
+    code = STUDENT_IN_A_FRESH_PROCESS.format(mirror=str(data.parent / "mirror"), data=str(tmp_path / "data"),
+                                             artifacts=str(tmp_path / "artifacts"), unlabeled=str(unlabeled))
+    env = {k: v for k, v in os.environ.items() if k not in ("KSENT_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, capture_output=True,
+                          text=True, timeout=300, env={**env, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert done.returncode == 0 and done.stdout.endswith("distilled\n"), done.stderr
+    assert done.stderr == ""

@@ -299,14 +299,15 @@ def _batches(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch_size: int
 
 
 def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Staging, label: str):
+    from pipeline.core.quiet import import_keras
+
+    keras = import_keras()              # first: TensorFlow's start-up log stays off stderr (labelling loads no TF)
     import tensorflow as tf
 
-    from pipeline.core.quiet import import_keras
     from pipeline.model.network import build_model
     from pipeline.predict.predictor import THRESHOLD
     from pipeline.text.sequences import length_batch_count
 
-    keras = import_keras()
     arch = params["architecture"]
     keras.utils.set_random_seed(params["seed"])
     model = build_model(preprocessor.vocab_size, None, **{k: arch[k] for k in training.MODEL_PARAMS})
