@@ -150,6 +150,7 @@ ENSEMBLE = Params(
 DISTILL = Params(
     "distill",
     # every unlabeled review and 5 epochs: NSMC validation 0.8802 against 0.8756 for 300,000 x 3 (docs/experiments.md)
+    # soft weight 1: NSMC validation 0.8802 against 0.8790 (weight 0.5) and 0.8785 (weight 2)
     student=Param("auto", "Tokenization of the student (e.g. morpheme-mecab), or auto: that of the teacher's "
                   "member with the best validation accuracy."),
     network=Param("member", "The student's recurrent layers: those of the teacher's member of its tokenization, or "
