@@ -111,6 +111,15 @@ def ksent(*args, cwd=REPO, stdin=None, env=None):
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
+def python(code: str, env: dict, path: str = "") -> subprocess.CompletedProcess:
+    """Run `python -c code` in a fresh process from the repo; env is laid over ours (a None value removes a
+    variable), path goes ahead of the repo on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, str(REPO)) if p), **env}
+    env = {k: v for k, v in env.items() if v is not None}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
 # a network small enough to train on the fixtures in seconds: as `ksent train` options, and as train() parameters
 SMALL_MODEL = ["--epochs", "3", "--embedding-dim", "16", "--units", "16", "--batch-size", "32",
                "--learning-rate", "0.01"]

@@ -2,11 +2,7 @@
 re-made when the teacher changes, and it is an ordinary bundle (not one of the ensemble's members)."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +25,7 @@ from pipeline.text.segment import Segmenter
 from tests.helpers import (
     SMALL,
     processed_reviews,
+    python,
     register_tiny,
     synthetic_reviews,
     write_nsmc_file,
@@ -204,8 +201,6 @@ def test_tensorflows_start_up_log_stays_off_stderr_when_distill_trains(taught, t
     shutil.copytree(artifacts, tmp_path / "artifacts")
     code = STUDENT_IN_A_FRESH_PROCESS.format(mirror=str(data.parent / "mirror"), data=str(tmp_path / "data"),
                                              artifacts=str(tmp_path / "artifacts"), unlabeled=str(unlabeled))
-    env = {k: v for k, v in os.environ.items() if k not in ("KSENT_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, capture_output=True,
-                          text=True, timeout=300, env={**env, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    done = python(code, {"KSENT_VERBOSE": None, "TF_CPP_MIN_LOG_LEVEL": None})
     assert done.returncode == 0 and done.stdout.endswith("distilled\n"), done.stderr
     assert done.stderr == ""

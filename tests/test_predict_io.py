@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from pipeline.errors import PipelineError
 from pipeline.predict.lines import format_plain, iter_lines, read_lines, read_path_lines
-from tests.helpers import REPO, ksent
+from tests.helpers import REPO, ksent, python
 
 SEPARATORS = "\u2028\u2029\x0b\x0c\x1c\x1d\x1e\x85"   # str.splitlines() breaks on these; ksent does not
 
@@ -181,13 +180,6 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 # --- quiet start-up ---------------------------------------------------------------------------
-
-def python(code: str, env: dict, path: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, str(REPO)) if p), **env}
-    env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-
 
 FAKE_KERAS = """
 import os, sys
