@@ -234,7 +234,8 @@ def test_tf_log_level(fake_keras, user_level, verbose, expected):
     assert result.stdout == f"{expected}\n", result.stderr
 
 
-ALLOCATOR = "from pipeline.core import quiet; quiet.import_keras({quiet}); import os; print(os.environ.get('{name}'))"
+ALLOCATOR = ("from pipeline.core import quiet; quiet.import_keras({quiet}); "
+             "import os; print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'))")
 
 
 @pytest.mark.parametrize("user_value, quiet, expected", [
@@ -243,8 +244,8 @@ ALLOCATOR = "from pipeline.core import quiet; quiet.import_keras({quiet}); impor
     ("false", "", "false"),        # the user's choice stands
 ])
 def test_tensorflows_cpu_allocator_is_the_pooling_one_unless_the_user_chose(fake_keras, user_value, quiet, expected):
-    code = ALLOCATOR.format(quiet=quiet, name="TF_CPU_ALLOCATOR_USE_BFC")
-    result = python(code, {"KSENT_VERBOSE": None, "TF_CPU_ALLOCATOR_USE_BFC": user_value}, fake_keras)
+    result = python(ALLOCATOR.format(quiet=quiet), {"KSENT_VERBOSE": None, "TF_CPU_ALLOCATOR_USE_BFC": user_value},
+                    fake_keras)
     assert result.stdout == f"{expected}\n", result.stderr
 
 

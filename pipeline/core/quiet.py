@@ -55,7 +55,7 @@ def set_verbose() -> None:
 def pooled_cpu_memory() -> None:
     """TensorFlow's pooling (BFC) allocator on the CPU, unless the user chose. The default one maps fresh
     pages for each step's tensors until the process has grown: ~2.4 million page faults per 100 batches
-    made distill's first epoch ~40% slower than the next. The same weights to the bit either way
+    made distill's first epoch ~1.5x as long as the next. The same weights to the bit either way
     (docs/results.md). Read when TensorFlow makes its CPU allocator: call before TensorFlow loads."""
     os.environ.setdefault(_ALLOCATOR, "true")
 
