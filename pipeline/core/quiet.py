@@ -38,7 +38,8 @@ def enabled() -> bool:
 
 def default_log_level() -> None:
     """TF_CPP_MIN_LOG_LEVEL=3 unless verbose or set by the user: for code that imports
-    TensorFlow without `import_keras` (the train stage). Call before TensorFlow loads."""
+    TensorFlow without `import_keras` (a safety net: ksent itself imports it only after `import_keras`).
+    Call before TensorFlow loads."""
     global _level_is_ours
     if enabled() and _LEVEL not in os.environ:
         os.environ[_LEVEL], _level_is_ours = "3", True
