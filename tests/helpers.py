@@ -147,8 +147,9 @@ def processed_reviews(n: int, seed: int) -> list[tuple[str, int]]:
 
 def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
                     sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"],
-                    row_group_rows: int = 20_000) -> Path:
-    """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor."""
+                    row_group_rows: int = 20_000, padding: str = "pre") -> Path:
+    """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor (`padding`
+    "post", as the pad stage's default, gives the train stage's fused ONNX graph; "pre" its Loop graph)."""
     segmenter = segmenter or Segmenter("word")
     normalizer = Normalizer()
     odd = [(text, i % 2) for i, text in enumerate(ODD_TEXTS)]
@@ -156,7 +157,7 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
               "test": processed_reviews(sizes[2] - len(ODD_TEXTS), seed + 2) + odd}
     train_tokens = [segmenter.segment(normalizer(text)) for text, _ in splits["train"]]
     pre = Preprocessor(normalizer=normalizer, segmenter=segmenter, vocabulary=Vocabulary().fit(train_tokens),
-                       maxlen=maxlen)
+                       maxlen=maxlen, padding=padding)
     out = data_dir / "processed" / corpus / pre.name
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():

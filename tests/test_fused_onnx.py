@@ -1,12 +1,14 @@
-"""The fused LSTM/GRU ONNX graph equals Keras, and the export falls back to tf2onnx where it cannot apply."""
+"""The fused LSTM/GRU ONNX graph equals Keras, its int8 copy is close, and the export falls back to tf2onnx where it
+cannot apply."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from pipeline.core.files import sha256_file
 from pipeline.model import fused_onnx
 from pipeline.model.network import build_model
-from pipeline.predict.runtime import KerasNetwork, OnnxNetwork, export_onnx, predict_ids
+from pipeline.predict.runtime import INT8_ONNX_FILE, INT8_TOLERANCE, KerasNetwork, OnnxNetwork, export_onnx, predict_ids
 from pipeline.text.sequences import pad_sequences
 
 VOCAB, MAXLEN = 60, 12
@@ -50,6 +52,41 @@ def test_fused_graph_equals_keras(tmp_path, cell, layers, bidirectional):
     empty = np.zeros((2, MAXLEN), np.int32)                                   # a review that cleans to nothing
     np.testing.assert_allclose(network(empty), keras_network(empty), atol=1e-5)
     assert network.embedding_rows_match(VOCAB) and not network.embedding_rows_match(VOCAB + 1)
+
+    int8 = entry["int8"]
+    if cell == "gru":                     # onnxruntime quantizes LSTM nodes only
+        assert set(int8) == {"note"} and not (tmp_path / INT8_ONNX_FILE).exists()
+        return
+    assert int8["file"] == INT8_ONNX_FILE and int8["sha256"] == sha256_file(tmp_path / INT8_ONNX_FILE)
+    assert int8["source_sha256"] == entry["sha256"] and int8["vocab_size"] == VOCAB
+    ops = [node.op_type for node in onnx.load(str(tmp_path / INT8_ONNX_FILE)).graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == layers and "LSTM" not in ops
+    quantized = OnnxNetwork(tmp_path / INT8_ONNX_FILE)
+    got, exact = predict_ids(quantized, ids), predict_ids(network, ids)   # batched as the export checked them
+    assert 0 < np.abs(got - exact).max() <= INT8_TOLERANCE
+    assert np.abs(got - exact).max() == pytest.approx(int8["max_abs_diff"], abs=1e-7)
+    # inputs are quantized per call, so other batches give other (close) probabilities
+    np.testing.assert_allclose(predict_ids(quantized, ids, 4), exact, atol=INT8_TOLERANCE)
+    np.testing.assert_allclose(quantized(empty), network(empty), atol=INT8_TOLERANCE)
+    assert quantized.embedding_rows_match(VOCAB) and not quantized.embedding_rows_match(VOCAB + 1)
+
+
+def test_an_int8_graph_further_than_the_tolerance_from_the_exact_one_is_not_published(tmp_path, monkeypatch):
+    from pipeline.predict import runtime
+
+    model = _trained_weights(build_model(VOCAB, None, embedding_dim=8, units=6, bidirectional=True), seed=7)
+    ids, labels = _ids(seed=5), np.arange(len(_ids(seed=5))) % 2
+    entry = export_onnx(model, tmp_path / "model.onnx", check_ids=ids, check_labels=labels)
+    exact, approx = (predict_ids(OnnxNetwork(tmp_path / name), ids) for name in ("model.onnx", INT8_ONNX_FILE))
+    assert entry["int8"]["val_accuracy"] == pytest.approx(np.mean((approx > 0.5) == labels), abs=1e-6)
+    assert entry["int8"]["val_accuracy_exact"] == pytest.approx(np.mean((exact > 0.5) == labels), abs=1e-6)
+    assert entry["int8"]["label_agreement"] == pytest.approx(np.mean((approx > 0.5) == (exact > 0.5)), abs=1e-6)
+
+    monkeypatch.setattr(runtime, "INT8_TOLERANCE", entry["int8"]["max_abs_diff"] / 2)
+    (tmp_path / INT8_ONNX_FILE).unlink()
+    entry = export_onnx(model, tmp_path / "model.onnx", check_ids=ids, check_labels=labels)
+    assert entry["graph"] == "fused" and "not published" in entry["int8"]["note"] and set(entry["int8"]) == {"note"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]     # nothing half-written left behind
 
 
 def test_left_padding_falls_back_to_tf2onnx_with_a_note(tmp_path):

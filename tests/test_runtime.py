@@ -16,7 +16,7 @@ import pipeline
 from pipeline.core.files import read_json
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.lines import iter_line_batches
-from tests.helpers import threads_spin
+from tests.helpers import SMALL, processed_reviews, threads_spin, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +38,49 @@ def test_onnx_equals_keras_on_the_test_split(evaluated):
     assert not np.allclose(got, got[0])                          # a real model: not one constant answer
     entry = read_json(bundle_dir / "bundle.json")["onnx"]
     assert entry["checked_rows"] > 0 and entry["max_abs_diff"] <= 1e-5   # checked on validation at export
+
+
+def test_the_int8_runtime_is_opt_in_close_to_the_exact_network_and_recorded_by_the_stage(evaluated, tmp_path):
+    import shutil
+
+    from pipeline.stages.train import train
+
+    loop_bundle = evaluated[0]           # left-padded: a Loop graph, which has no int8 copy
+    assert read_json(loop_bundle / "bundle.json")["onnx"]["int8"] == {"note": "no int8 graph for an ONNX Loop"}
+    with pytest.raises(pipeline.errors.PipelineError, match="no int8 network .no int8 graph for an ONNX Loop"):
+        load_bundle(loop_bundle, runtime="onnx-int8")
+    write_processed(tmp_path / "data", padding="post", sizes=(400, 120, 20))
+    train("tiny", "word", data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts", echo=lambda _: None,
+          **{**SMALL, "epochs": 3})
+    bundle_dir = tmp_path / "artifacts" / "tiny-word"
+    texts = [text for text, _ in processed_reviews(200, seed=9)]
+    int8, exact = load_bundle(bundle_dir, runtime="onnx-int8"), load_bundle(bundle_dir)
+    assert (int8.runtime, exact.runtime) == ("onnxruntime-int8", "onnxruntime")
+    got, expected = int8.predict_proba(texts), exact.predict_proba(texts)
+    assert 0 < np.abs(got - expected).max() <= 0.05
+    entry = read_json(bundle_dir / "bundle.json")["onnx"]["int8"]
+    assert entry["file"] == "model.int8.onnx" and entry["checked_rows"] == read_json(
+        bundle_dir / "bundle.json")["onnx"]["checked_rows"] and 0 <= entry["val_accuracy"] <= 1
+    # the train stage vouches for the file like for its other outputs
+    assert read_json(bundle_dir / "train.manifest.json")["outputs"]["model.int8.onnx"] == entry["sha256"]
+    result = _run([sys.executable, "-m", "pipeline", "predict", "--runtime", "onnx-int8", "--model", str(bundle_dir),
+                   texts[0]])
+    assert result.returncode == 0 and result.stdout.startswith(("긍정\t", "부정\t")), result.stderr
+
+    damaged = shutil.copytree(bundle_dir, tmp_path / "damaged")       # checked like model.onnx
+    (damaged / "model.int8.onnx").write_bytes((bundle_dir / "model.int8.onnx").read_bytes()[:1000])
+    with pytest.raises(pipeline.errors.PipelineError, match="model.int8.onnx is corrupt"):
+        load_bundle(damaged, runtime="onnx-int8")
+    assert load_bundle(damaged).runtime == "onnxruntime"                  # the exact network does not need it
+
+    old = shutil.copytree(bundle_dir, tmp_path / "old")              # a bundle of a ksent before int8
+    manifest = read_json(old / "bundle.json")
+    del manifest["onnx"]["int8"]
+    (old / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (old / "model.int8.onnx").unlink()
+    assert load_bundle(old).predict_proba(texts[:5]).tolist() == expected[:5].tolist()
+    result = _run([sys.executable, "-m", "pipeline", "predict", "--runtime", "onnx-int8", "--model", str(old), "좋다"])
+    assert result.returncode != 0 and "no int8 network" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_prediction_path_does_not_import_tensorflow(evaluated):

@@ -4,6 +4,7 @@ A bundle is a folder `artifacts/<corpus>-<tok>/` holding
 
     model.keras     the Keras network (padded int32 ids -> P(positive))
     model.onnx      the same network in ONNX, which prediction runs without TensorFlow (pipeline.predict.runtime)
+    model.int8.onnx its LSTM in 8-bit integers (faster, approximate; `runtime="onnx-int8"`), when made
     tokenizer.json  the replayable preprocessing (pipeline.text.preprocess.Preprocessor)
     bundle.json     the manifest that ties them together, written by the train stage:
 
@@ -11,7 +12,8 @@ A bundle is a folder `artifacts/<corpus>-<tok>/` holding
      "created_at": "...",
      "model": {"file": "model.keras", "sha256": "...", "params": 1234567},
      "onnx": {"file": "model.onnx", "sha256": "...", "opset": 17, "converter": "tf2onnx 1.17.0",
-              "vocab_size": 30000, "checked_rows": 14350, "max_abs_diff": 6e-08},
+              "vocab_size": 30000, "checked_rows": 14350, "max_abs_diff": 6e-08,
+              "int8": {"file": "model.int8.onnx", "sha256": "...", "max_abs_diff": 0.009, ...}},
      "tokenizer": {"file": "tokenizer.json", "sha256": "...", "fingerprint": "...",
                    "name": "morpheme-mecab", "vocab_size": 30000, "maxlen": 55},
      "training": {"params": {...}, "epochs_run": 5, "best_epoch": 3, "best_val_loss": 0.31,
@@ -45,7 +47,7 @@ from pipeline.predict.runtime import BATCH_SIZE
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", "bundle.json"
-RUNTIMES = ("auto", "onnx", "keras")
+RUNTIMES = ("auto", "onnx", "onnx-int8", "keras")
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 
@@ -250,7 +252,8 @@ def load_bundle(directory: Path | str, runtime: str = "auto", sleeping_threads: 
     each has the SHA-256 recorded at training time; the tokenizer's fingerprint and
     vocabulary size match the model's. runtime: "auto" runs model.onnx when bundle.json
     records one and onnxruntime is installed, else model.keras (with a note); "onnx" or
-    "keras" insists on one. sleeping_threads: see pipeline.predict.runtime.OnnxNetwork.
+    "keras" insists on one; "onnx-int8" runs model.int8.onnx (an ensemble's or router's members
+    theirs), close to model.onnx but not equal. sleeping_threads: see pipeline.predict.runtime.OnnxNetwork.
     """
     if runtime not in RUNTIMES:
         raise PipelineError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -303,6 +306,16 @@ def _load_network(directory: Path, manifest: dict, vocab_size: int, runtime: str
 
     notes = []
     recorded_onnx = manifest.get("onnx")
+    if runtime == "onnx-int8":
+        int8 = recorded_onnx.get("int8") if isinstance(recorded_onnx, dict) else None
+        if not (isinstance(int8, dict) and isinstance(int8.get("sha256"), str)):
+            if isinstance(int8, dict) and isinstance(int8.get("note"), str):
+                raise PipelineError(f"{directory} has no int8 network ({int8['note']}) - use --runtime onnx")
+            raise PipelineError(f"{directory} has no int8 network (trained by an older ksent) - use --runtime onnx, "
+                                f"or retrain it (`ksent train ... --force`)")
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise PipelineError("onnxruntime is not installed - `pip install onnxruntime`")
+        return rt.load_onnx(directory, int8, vocab_size, sleeping_threads, runtime="onnxruntime-int8"), notes
     if runtime != "keras":
         if recorded_onnx is None and runtime == "onnx":
             raise PipelineError(f"{directory} has no model.onnx (trained by an older ksent) - retrain it "

@@ -133,10 +133,12 @@ def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = lay
     the best by validation accuracy averaged over the corpora, else NSMC's best).
 
     runtime: "auto" (model.onnx through onnxruntime when the bundle has one, else Keras, with a
-    note), "onnx" or "keras". Each note on how the bundle was loaded goes to `on_note` (default: a
-    warning). sleeping_threads: onnxruntime's threads sleep between steps instead of spinning - for
-    `predict_stream` with workers > 1, or other busy processes on the same cores (`ksent predict --file`
-    uses it), not for answering single reviews quickly (see pipeline.predict.runtime.OnnxNetwork).
+    note), "onnx" or "keras"; "onnx-int8": model.int8.onnx, the LSTM in 8-bit integers (faster, within
+    0.05 of "onnx", checked on the validation split at training time). Each note on how the bundle
+    was loaded goes to `on_note` (default: a warning). sleeping_threads: onnxruntime's threads sleep
+    between steps instead of spinning - for `predict_stream` with workers > 1, or other busy processes on
+    the same cores (`ksent predict --file` uses it), not for answering single reviews quickly (see
+    pipeline.predict.runtime.OnnxNetwork).
     Raises pipeline.errors.PipelineError with what to do when the bundle is missing, incomplete or damaged.
     `ksent predict`, `ksent serve` and `pipeline.load` all load through here.
     """

@@ -15,12 +15,20 @@ Keras' own `model.export(format="onnx")` refused the loaded model.
 A bundle without `model.onnx` (trained by an older ksent) still loads, through Keras; one
 with a Loop graph (ksent before the fused export) runs as it did.
 
+Next to a fused LSTM graph the stage also saves `model.int8.onnx`: the same graph with the LSTM
+weights in 8-bit integers (onnxruntime's dynamic quantization), ~1.7x as fast on this project's
+2-core Xeon (docs/speed.md) and close to the exact network but not equal - its inputs are
+quantized per call, so a review's probability even shifts a little with the other reviews of
+its batch - hence opt-in (`--runtime onnx-int8`), never the default.
+
 Both runtimes are a `Network`: padded int32 ids (batch, time) -> P(positive), float32 (batch,).
 `predict_ids` feeds it batches of similar length without their all-padding columns (the
 mask skips those steps anyway), exactly as the train stage fed Keras.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +43,8 @@ from pipeline.text.sequences import length_batches, trim_padding
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-5          # largest |P_onnx - P_keras| accepted at export
+INT8_ONNX_FILE = "model.int8.onnx"
+INT8_TOLERANCE = 0.05          # largest |P_int8 - P_onnx| accepted: close (NSMC: ~1e-2), never exact
 BATCH_SIZE = PREDICT["batch_size"]
 # rows per progress step of a stage predicting a whole split: whole batches, so that no batch is cut short
 # by a block's end (on NSMC's three test splits the probabilities equal one whole call's, bit for bit)
@@ -56,7 +66,10 @@ class OnnxNetwork:
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, sleeping_threads: bool = False):
+    def __init__(self, path: Path, threads: int | None = None, sleeping_threads: bool = False,
+                 runtime: str | None = None):
+        if runtime:
+            self.runtime = runtime
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -135,8 +148,9 @@ def predict_ids(network, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndar
 
 # --- loading ----------------------------------------------------------------------------------
 
-def load_onnx(directory: Path, entry: dict, vocab_size: int, sleeping_threads: bool = False) -> OnnxNetwork:
-    """The bundle's model.onnx, checked against what bundle.json recorded at training time."""
+def load_onnx(directory: Path, entry: dict, vocab_size: int, sleeping_threads: bool = False,
+              runtime: str | None = None) -> OnnxNetwork:
+    """The bundle's model.onnx (or the `entry`'s file), checked against what bundle.json recorded at training time."""
     name = entry.get("file", ONNX_FILE)
     if not is_plain_name(name):
         raise PipelineError(f"{directory / 'bundle.json'} names the network file {name!r}, which is not a file of "
@@ -151,7 +165,7 @@ def load_onnx(directory: Path, entry: dict, vocab_size: int, sleeping_threads: b
     if entry.get("vocab_size") not in (None, vocab_size):
         raise PipelineError(f"{directory / 'tokenizer.json'} does not belong to this model: it has {vocab_size} "
                             f"vocabulary ids, the model's embedding {entry.get('vocab_size')}")
-    network = OnnxNetwork(path, sleeping_threads=sleeping_threads)
+    network = OnnxNetwork(path, sleeping_threads=sleeping_threads, runtime=runtime)
     if not network.embedding_rows_match(vocab_size):     # the network's own size, not a number in a JSON file
         raise PipelineError(f"{path} does not belong to this bundle: its embedding does not have the "
                             f"{vocab_size:,} rows of {directory / 'tokenizer.json'} - retrain (`ksent train ... "
@@ -184,7 +198,8 @@ def embedding_rows(model) -> int | None:
 
 # --- export (train stage; needs TensorFlow and tf2onnx) -----------------------------------------
 
-def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post") -> dict:
+def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post",
+                check_labels: np.ndarray | None = None) -> dict:
     """Convert the Keras `model` to ONNX at `path`, check it, and return its bundle.json entry.
 
     The graph is onnxruntime's fused LSTM/GRU operators built from the weights
@@ -193,7 +208,8 @@ def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post")
     "note" says why. Either graph takes ids of any batch size and length, like the Keras
     model, and its probabilities on `check_ids` (padded id rows: the validation split) must
     equal Keras' to ONNX_TOLERANCE, or PipelineError: a portable model that disagrees with
-    the trained one is never published.
+    the trained one is never published. The entry's "int8" is export_int8's entry for the
+    int8 copy of a fused graph, beside it as INT8_ONNX_FILE.
     """
     from pipeline.model import fused_onnx
 
@@ -209,13 +225,81 @@ def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post")
     else:
         max_diff = _max_diff(OnnxNetwork(path), check_ids, expected)
         if max_diff <= ONNX_TOLERANCE:
+            int8 = export_int8(path, path.with_name(INT8_ONNX_FILE), check_ids, check_labels)
+            if "file" in int8:
+                int8["vocab_size"] = embedding_rows(model)
             return {"file": path.name, "sha256": sha256_file(path), "opset": fused_onnx.OPSET,
                     "converter": f"{fused_onnx.CONVERTER} (onnx {onnx.__version__})", "graph": "fused",
-                    "vocab_size": embedding_rows(model), "checked_rows": int(len(check_ids)), "max_abs_diff": max_diff}
+                    "vocab_size": embedding_rows(model), "checked_rows": int(len(check_ids)), "max_abs_diff": max_diff,
+                    "int8": int8}
         note = (f"the fused recurrent graph differed from Keras by {max_diff:.2e}: exported through tf2onnx "
                 f"(an ONNX Loop, slower)")
     entry = _export_tf2onnx(model, path, check_ids, expected)
-    return {**entry, "note": note}
+    return {**entry, "note": note, "int8": {"note": "no int8 graph for an ONNX Loop"}}
+
+
+def export_int8(onnx_path: Path, path: Path, check_ids: np.ndarray, check_labels: np.ndarray | None = None) -> dict:
+    """Quantize the fused graph at `onnx_path` to `path` (LSTM weights as int8) and return its bundle.json entry.
+
+    onnxruntime's `quantize_dynamic` turns each `LSTM` node into its `DynamicQuantizeLSTM`, which
+    multiplies in 8-bit integers, quantizing its inputs with the range of the batch at hand - the
+    recurrence is most of the network's time, and in float32 it already runs at ~70% of this CPU's
+    matrix-multiply speed (bench_network.py). The result is deterministic for a given batch but
+    approximate: published only if its probabilities on `check_ids` (the
+    validation split) are within INT8_TOLERANCE of the exact graph's; the entry records the
+    largest difference, how many labels agree and, with `check_labels`, both accuracies.
+    Otherwise, or for a graph without an LSTM (GRU, Loop), nothing is written and the entry
+    is {"note": why}.
+    """
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not any(node.op_type == "LSTM" for node in onnx.load(str(onnx_path)).graph.node):
+        return {"note": "no fused LSTM in the graph (a GRU or an ONNX Loop): no int8 graph"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with _without_preprocessing_advice():
+            quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+        check_ids = np.asarray(check_ids, dtype=np.int32)
+        exact = predict_ids(OnnxNetwork(onnx_path), check_ids)
+        approx = predict_ids(OnnxNetwork(tmp), check_ids)
+        max_diff = float(np.max(np.abs(approx - exact))) if len(check_ids) else 0.0
+        if not max_diff <= INT8_TOLERANCE:
+            return {"note": f"the int8 graph differed from the exact one by {max_diff:.2e} "
+                            f"(> {INT8_TOLERANCE}) on the validation split: not published"}
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    entry = {"file": path.name, "sha256": sha256_file(path), "source_sha256": sha256_file(onnx_path),
+             "converter": f"onnxruntime.quantization.quantize_dynamic (onnxruntime {onnxruntime.__version__})",
+             "graph": "fused-int8", "checked_rows": int(len(check_ids)),
+             "max_abs_diff": max_diff,
+             "label_agreement": round(float(np.mean((approx > 0.5) == (exact > 0.5))), 6) if len(check_ids) else 1.0}
+    if check_labels is not None and len(check_ids):
+        labels = np.asarray(check_labels).reshape(-1) > 0
+        entry["val_accuracy"] = round(float(np.mean((approx > 0.5) == labels)), 6)
+        entry["val_accuracy_exact"] = round(float(np.mean((exact > 0.5) == labels)), 6)
+    return entry
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice():
+    """quantize_dynamic logs (on the root logger, which it would give a stderr handler) advice to run its
+    pre-processing first: shape inference and graph fusions for convolutional networks, nothing to do in these."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()           # a handler present: logging.warning does not call basicConfig
+
+    def advice(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root.addHandler(guard)
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        root.removeHandler(guard)
 
 
 def _max_diff(network, check_ids: np.ndarray, expected: np.ndarray) -> float:

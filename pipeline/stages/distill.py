@@ -118,7 +118,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
                          "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
                                                                                                "embeddings")}},
                  outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv", "curves.png",
-                          "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
+                          "metrics.json", "predictions.csv", "confusion.png"),
+                 optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
 def plan_for(t: Target) -> Stage:
@@ -177,7 +178,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         out.path("best.weights.h5").unlink(missing_ok=True)
         from pipeline.predict.runtime import ONNX_FILE, export_onnx
         onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=gold["val"]["x"],
-                                 padding=preprocessor.padding)
+                                 check_labels=gold["val"]["label"], padding=preprocessor.padding)
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
 
         val_loss = np.asarray(history["val_loss"], dtype=float)

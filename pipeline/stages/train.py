@@ -4,7 +4,8 @@ Inputs: data/processed/<corpus>/<tok>/train.parquet, val.parquet and tokenizer.j
 Outputs in artifacts/<corpus>-<tok>/: model.keras (the weights of the epoch with the lowest
 validation loss, kept by ModelCheckpoint; no optimizer state), model.onnx (the same network
 for TensorFlow-free prediction, checked against Keras on the validation split; see
-pipeline.predict.runtime), a copy of tokenizer.json,
+pipeline.predict.runtime), model.int8.onnx (its int8 copy, for `--runtime onnx-int8`, when the
+network is a fused LSTM), a copy of tokenizer.json,
 bundle.json (what ties the two together, see pipeline.predict.bundle), history.csv (per-epoch
 loss/accuracy/learning rate/seconds) and curves.png.
 
@@ -142,7 +143,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
                           "curves.png"),
-                 whole_folder=True)
+                 optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
 def plan_for(t: Target) -> Stage:
@@ -209,8 +210,9 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         checkpoint.unlink(missing_ok=True)
         from pipeline.predict.runtime import ONNX_FILE, export_onnx
         # checked against Keras on the whole validation split
+        val = splits["val"].read_groups(list(range(splits["val"].groups)))
         onnx_entry = export_onnx(serving, out.path(ONNX_FILE), padding=preprocessor.padding,
-                                 check_ids=splits["val"].read_groups(list(range(splits["val"].groups)))["x"])
+                                 check_ids=val["x"], check_labels=val["label"])
 
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])

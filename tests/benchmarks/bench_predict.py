@@ -15,7 +15,8 @@
     workers share, such as the Mecab dictionary, count once).
 (c) The network alone: onnxruntime vs Keras on the 50,000 padded test reviews, in-process.
 (d) With --compare DIR,DIR,...: (b) for several bundles side by side (e.g. the ensemble, the
-    default model and the distilled student), interleaved per file so noise hits them alike,
+    default model and the distilled student; DIR@onnx-int8 runs a bundle with `--runtime
+    onnx-int8`), interleaved per file so noise hits them alike,
     median of --repeat-batch runs, with each one's reviews/s as a ratio to the first's; before
     it, (a)'s cold start for each bundle, interleaved, as a ratio to the first's.
     (bench_network.py compares the network graphs alone.)
@@ -163,17 +164,32 @@ def batch(model: Path, mirror: Path, sizes: list[int | None]) -> None:
                   f"{results:,} results")
 
 
-def labels(models: list[Path]) -> list[str]:
-    """Each bundle's folder name, or its whole path where two bundles share a name (e.g. two students)."""
-    names = [m.name for m in models]
-    return [m.name if names.count(m.name) == 1 else str(m) for m in models]
+def parse_compare(value: str) -> list[tuple[Path, str | None]]:
+    """--compare's items: DIR, or DIR@RUNTIME (a `ksent predict --runtime`, e.g. onnx-int8)."""
+    items = []
+    for item in value.split(","):
+        path, _, runtime = item.partition("@")
+        items.append((Path(path).resolve(), runtime or None))
+    return items
 
 
-def compare_cold_start(models: list[Path], repeat: int) -> None:
+def predict_args(model: tuple[Path, str | None]) -> list[str]:
+    path, runtime = model
+    return [*entry_point(), "predict", "--model", str(path), *(["--runtime", runtime] if runtime else [])]
+
+
+def labels(models: list[tuple[Path, str | None]]) -> list[str]:
+    """Each bundle's folder name (its whole path where two bundles share a name, e.g. two students), and
+    @runtime when one is given."""
+    paths = {path for path, _ in models}
+    return [(path.name if sum(p.name == path.name for p in paths) == 1 else str(path))
+            + (f"@{runtime}" if runtime else "") for path, runtime in models]
+
+
+def compare_cold_start(models: list[tuple[Path, str | None]], repeat: int) -> None:
     """(a) for several bundles: `ksent predict --model DIR "<review>"`, interleaved run by run."""
     commands = {"python -c 'import numpy'": [sys.executable, "-c", "import numpy"]}
-    commands.update({label: [*entry_point(), "predict", "--model", str(m), REVIEW]
-                     for label, m in zip(labels(models), models, strict=True)})
+    commands.update({label: [*predict_args(m), REVIEW] for label, m in zip(labels(models), models, strict=True)})
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, args in commands.items():
@@ -186,16 +202,15 @@ def compare_cold_start(models: list[Path], repeat: int) -> None:
               f"{s / first:5.2f}x {first_label}")
 
 
-def compare(models: list[Path], mirror: Path, sizes: list[int | None], repeat: int) -> None:
+def compare(models: list[tuple[Path, str | None]], mirror: Path, sizes: list[int | None], repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             path, n = review_file(Path(tmp), mirror, size)
-            seconds: dict[Path, list[float]] = {m: [] for m in models}
+            seconds: dict[tuple[Path, str | None], list[float]] = {m: [] for m in models}
             for _ in range(repeat):
                 for model in models:
                     with (Path(tmp) / "out.txt").open("wb") as out:
-                        _, took, _, _, _ = run_measured([*entry_point(), "predict", "--model", str(model), "--file",
-                                                         str(path)], stdout=out)
+                        _, took, _, _, _ = run_measured([*predict_args(model), "--file", str(path)], stdout=out)
                     seconds[model].append(took)
             first = n / statistics.median(seconds[models[0]])
             print(f"  {n:>9,} lines:")
@@ -237,14 +252,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,200000,1000000",
                         help="line counts of the batch files (0 = the 50,000 test reviews as they are)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a, b, c")
-    parser.add_argument("--compare", default="", help="comma-separated bundle folders: parts (a) and (d)")
+    parser.add_argument("--compare", default="", help="comma-separated bundle folders, each DIR or DIR@RUNTIME "
+                                                      "(e.g. DIR@onnx-int8): parts (a) and (d)")
     parser.add_argument("--repeat-batch", type=int, default=3, help="(d): runs of each bundle per file")
     args = parser.parse_args()
     from pipeline.predict.selection import default_model_dir
 
     skip = set(args.skip.split(","))
     if args.compare:
-        models = [Path(m).resolve() for m in args.compare.split(",")]
+        models = parse_compare(args.compare)
         if "a" not in skip:
             print(f"(a) cold start, median of {args.repeat} interleaved runs: process start -> first line on stdout")
             compare_cold_start(models, args.repeat)
