@@ -107,6 +107,7 @@ def test_left_padding_falls_back_to_tf2onnx_with_a_note(tmp_path):
     ids = pad_sequences(rows, MAXLEN, padding="pre", truncating="pre")
     entry = export_onnx(model, tmp_path / "model.onnx", check_ids=ids, padding="pre")
     assert entry["graph"] == "loop" and "left-padded" in entry["note"]
+    assert entry["int8"] == {"note": "no int8 graph for an ONNX Loop"}
     np.testing.assert_allclose(OnnxNetwork(tmp_path / "model.onnx")(ids), KerasNetwork(model)(ids), atol=1e-5)
 
 
