@@ -223,9 +223,10 @@ def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post",
     except fused_onnx.Unsupported as exc:
         note = f"no fused recurrent graph for {exc}: exported through tf2onnx (an ONNX Loop, slower)"
     else:
-        max_diff = _max_diff(OnnxNetwork(path), check_ids, expected)
+        exact = predict_ids(OnnxNetwork(path), check_ids)
+        max_diff = _largest_difference(exact, expected)
         if max_diff <= ONNX_TOLERANCE:
-            int8 = export_int8(path, path.with_name(INT8_ONNX_FILE), check_ids, check_labels)
+            int8 = export_int8(path, path.with_name(INT8_ONNX_FILE), check_ids, exact, check_labels)
             if "file" in int8:
                 int8["vocab_size"] = embedding_rows(model)
             return {"file": path.name, "sha256": sha256_file(path), "opset": fused_onnx.OPSET,
@@ -238,15 +239,17 @@ def export_onnx(model, path: Path, check_ids: np.ndarray, padding: str = "post",
     return {**entry, "note": note, "int8": {"note": "no int8 graph for an ONNX Loop"}}
 
 
-def export_int8(onnx_path: Path, path: Path, check_ids: np.ndarray, check_labels: np.ndarray | None = None) -> dict:
+def export_int8(onnx_path: Path, path: Path, check_ids: np.ndarray, exact: np.ndarray,
+                check_labels: np.ndarray | None = None) -> dict:
     """Quantize the fused graph at `onnx_path` to `path` (LSTM weights as int8) and return its bundle.json entry.
 
     onnxruntime's `quantize_dynamic` turns each `LSTM` node into its `DynamicQuantizeLSTM`, which
     multiplies in 8-bit integers, quantizing its inputs with the range of the batch at hand - the
     recurrence is most of the network's time, and in float32 it already runs at ~70% of this CPU's
     matrix-multiply speed (bench_network.py). The result is deterministic for a given batch but
-    approximate: published only if its probabilities on `check_ids` (the
-    validation split) are within INT8_TOLERANCE of the exact graph's; the entry records the
+    approximate: published only if its probabilities on `check_ids` (the validation split) are
+    within INT8_TOLERANCE of `exact`, the exact graph's there (predict_ids, as the caller computed
+    them for its own check); the entry records the
     largest difference, how many labels agree and, with `check_labels`, both accuracies.
     Otherwise, for a graph without an LSTM (GRU, Loop), or if quantization fails, nothing is
     written and the entry is {"note": why}.
@@ -266,9 +269,8 @@ def export_int8(onnx_path: Path, path: Path, check_ids: np.ndarray, check_labels
             return {"note": f"onnxruntime could not quantize the graph ({type(exc).__name__}: {str(exc)[:200]}): "
                             f"no int8 graph"}
         check_ids = np.asarray(check_ids, dtype=np.int32)
-        exact = predict_ids(OnnxNetwork(onnx_path), check_ids)
         approx = predict_ids(OnnxNetwork(tmp), check_ids)
-        max_diff = float(np.max(np.abs(approx - exact))) if len(check_ids) else 0.0
+        max_diff = _largest_difference(approx, exact)
         if not max_diff <= INT8_TOLERANCE:
             return {"note": f"the int8 graph differed from the exact one by {max_diff:.2e} "
                             f"(> {INT8_TOLERANCE}) on the validation split: not published"}
@@ -307,8 +309,11 @@ def _without_preprocessing_advice():
 
 
 def _max_diff(network, check_ids: np.ndarray, expected: np.ndarray) -> float:
-    got = predict_ids(network, check_ids)
-    return float(np.max(np.abs(got - expected))) if len(check_ids) else 0.0
+    return _largest_difference(predict_ids(network, check_ids), expected)
+
+
+def _largest_difference(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(got - expected))) if len(got) else 0.0
 
 
 def _export_tf2onnx(model, path: Path, check_ids: np.ndarray, expected: np.ndarray) -> dict:

@@ -61,8 +61,9 @@ def main() -> None:
             onnx.save(fused_onnx.build(keras_net.model, padding=bundle.preprocessor.padding), f"{tmp}/fused.onnx")
             nets = {"keras": keras_net, "loop": OnnxNetwork(Path(tmp) / "loop.onnx"),
                     "fused": OnnxNetwork(Path(tmp) / "fused.onnx")}
-            diff = float(np.abs(predict_ids(nets["fused"], x) - expected).max())
-            int8 = export_int8(Path(tmp) / "fused.onnx", Path(tmp) / "int8.onnx", x, y)
+            fused = predict_ids(nets["fused"], x)
+            diff = float(np.abs(fused - expected).max())
+            int8 = export_int8(Path(tmp) / "fused.onnx", Path(tmp) / "int8.onnx", x, fused, y)
             if "file" in int8:
                 nets["int8"] = OnnxNetwork(Path(tmp) / "int8.onnx")
                 int8_note = (f"; int8 vs fused: max |diff| {int8['max_abs_diff']:.1e}, test accuracy "
@@ -93,11 +94,11 @@ def main() -> None:
                       + (f", int8/loop {rate['int8'] / rate['loop']:.2f}x" if "int8" in rate else ""))
             # padded rows run every step: the recurrence's float32 arithmetic rate against the machine's
             flops = recurrent_flops_per_step(keras_net.model) * x.shape[1]
-            fused, loop = (rate[name] * flops / 1e9 for name in ("fused", "loop"))
+            fused_gflops, loop_gflops = (rate[name] * flops / 1e9 for name in ("fused", "loop"))
             peak = matmul_gflops()
-            print(f"  padded, float32: fused {fused:.0f} GFLOP/s in the recurrent layers = {fused / peak:.0%} of "
-                  f"this machine's matrix multiply (numpy 2048x2048: {peak:.0f} GFLOP/s); loop {loop:.0f} GFLOP/s, "
-                  f"so 3x the loop would take {3 * loop / peak:.0%}")
+            print(f"  padded, float32: fused {fused_gflops:.0f} GFLOP/s in the recurrent layers = "
+                  f"{fused_gflops / peak:.0%} of this machine's matrix multiply (numpy 2048x2048: {peak:.0f} "
+                  f"GFLOP/s); loop {loop_gflops:.0f} GFLOP/s, so 3x the loop would take {3 * loop_gflops / peak:.0%}")
 
 
 def recurrent_flops_per_step(model) -> int:
