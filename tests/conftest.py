@@ -25,12 +25,12 @@ def tiny_corpus(tmp_path, monkeypatch):
 BUNDLE_TOKENIZERS = ("word", "morpheme-mecab")
 
 
-def _trained_bundle(root, tok: str, segmenter=None):
+def _trained_bundle(root, tok: str, segmenter=None, padding: str = "post"):
     """write_processed's data under root/data, then train and evaluate tok's bundle on it: its folder."""
     from pipeline.stages.evaluate import evaluate
     from pipeline.stages.train import train
 
-    write_processed(root / "data", segmenter=segmenter)
+    write_processed(root / "data", segmenter=segmenter, padding=padding)
     for stage in (train, evaluate):
         stage("tiny", tok, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
               **(SMALL if stage is train else {}))

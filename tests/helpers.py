@@ -147,9 +147,10 @@ def processed_reviews(n: int, seed: int) -> list[tuple[str, int]]:
 
 def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter | None = None, maxlen: int = 8,
                     sizes=(300, 80, 80), seed: int = 0, vector_dim: int = SMALL["embedding_dim"],
-                    row_group_rows: int = 20_000, padding: str = "pre") -> Path:
+                    row_group_rows: int = 20_000, padding: str = "post") -> Path:
     """A processed/<corpus>/<tok>/ folder as the pad stage writes it, from the real Preprocessor (`padding`
-    "post", as the pad stage's default, gives the train stage's fused ONNX graph; "pre" its Loop graph)."""
+    "post", the pad stage's default, gives the train stage's fused ONNX graph; "pre", that of bundles
+    from before right padding, its Loop graph)."""
     segmenter = segmenter or Segmenter("word")
     normalizer = Normalizer()
     odd = [(text, i % 2) for i, text in enumerate(ODD_TEXTS)]

@@ -38,6 +38,19 @@ def test_onnx_equals_keras_on_the_test_split(evaluated):
     assert not np.allclose(got, got[0])                          # a real model: not one constant answer
     entry = read_json(bundle_dir / "bundle.json")["onnx"]
     assert entry["checked_rows"] > 0 and entry["max_abs_diff"] <= 1e-5   # checked on validation at export
+    assert entry["graph"] == "fused"                             # right-padded, as the pad stage writes
+
+
+def test_a_left_padded_bundle_predicts_through_its_loop_graph_as_keras_does(tmp_path):
+    from tests.conftest import _trained_bundle
+
+    bundle_dir = _trained_bundle(tmp_path, "word", padding="pre")      # as bundles were before right padding
+    assert read_json(bundle_dir / "bundle.json")["onnx"]["graph"] == "loop"
+    texts = ["", "정말 재밌어요", "별로 재미 없다 " * 10, *(text for text, _ in processed_reviews(40, seed=9))]
+    onnx, keras = load_bundle(bundle_dir), load_bundle(bundle_dir, runtime="keras")
+    assert onnx.runtime == "onnxruntime"
+    np.testing.assert_allclose(onnx.predict_proba(texts, batch_size=7), keras.predict_proba(texts, batch_size=7),
+                               atol=1e-5)
 
 
 def test_the_int8_runtime_is_opt_in_close_to_the_exact_network_and_recorded_by_the_stage(tmp_path):

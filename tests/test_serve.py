@@ -511,8 +511,9 @@ def test_explain_requests_are_bounded_by_max_explain():
 
 
 def test_requests_still_waiting_at_the_end_of_the_shutdown_grace_get_a_json_503(word_bundle):
-    server = ServerProcess(word_bundle, "--max-texts", "3000", "--max-explain", "3000", "--shutdown-grace", "1")
-    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(3000)]         # several seconds of explaining
+    server = ServerProcess(word_bundle, "--max-texts", "30000", "--max-explain", "30000", "--max-body-bytes",
+                           "5000000", "--shutdown-grace", "1")
+    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(30000)]        # several seconds of explaining
     done = {}
 
     def explain():
@@ -572,8 +573,8 @@ def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile
 
 
 def test_an_explain_request_does_not_stall_the_others(word_bundle):
-    server = ServerProcess(word_bundle, "--max-texts", "1000", "--max-explain", "1000")
-    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(1000)]        # 8 tokens each: 8 calls per text
+    server = ServerProcess(word_bundle, "--max-texts", "10000", "--max-explain", "10000", "--max-body-bytes", "5000000")
+    texts = [f"{TEXTS[i % 2]} 스토리 음악 오늘 {i}" for i in range(10000)]       # 8 tokens each: 8 calls per text
     done = {}
 
     def explain():
@@ -592,7 +593,7 @@ def test_an_explain_request_does_not_stall_the_others(word_bundle):
         thread.join(120)
     finally:
         server.kill()
-    assert done["explain"].status_code == 200 and len(done["explain"].json()["predictions"]) == 1000
+    assert done["explain"].status_code == 200 and len(done["explain"].json()["predictions"]) == 10000
     assert answered < done["explain_at"] and answered - begin < 0.5, (answered - begin, done["explain_at"] - begin)
 
 
