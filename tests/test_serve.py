@@ -103,6 +103,20 @@ def test_predictions_equal_ksent_predict_json(server, client, word_bundle):
     assert response.json() == {"predictions": probabilities[:2]}
 
 
+def test_the_int8_runtime_is_served_on_request_and_answers_as_ksent_predict_does(word_bundle):
+    srv = ServerProcess(word_bundle, "--runtime", "onnx-int8")
+    try:
+        assert "(onnxruntime-int8)" in srv.banner
+        with httpx.Client(base_url=srv.url, timeout=20) as http:
+            response = http.post("/predict", json={"texts": TEXTS})
+            status = http.get("/v1/models/tiny-word").json()
+    finally:
+        srv.kill()
+    assert response.status_code == 200 and status["metadata"]["runtime"] == "onnxruntime-int8"
+    # one request, one batch: the same 8-bit scales as the command's one batch, so the same numbers
+    assert response.json()["predictions"] == cli_predict_json(word_bundle, TEXTS, "--runtime", "onnx-int8")
+
+
 def test_empty_list_and_explain(client):
     assert client.post("/predict", json={"texts": []}).json() == {"model": "tiny-word", "predictions": []}
     assert client.post("/v1/models/tiny-word:predict", json={"instances": []}).json() == {"predictions": []}

@@ -27,6 +27,7 @@ from pipeline.apps.options import (
     engine_options,
     mirror_option,
     param_options,
+    runtime_option,
     segmenter_from,
     tok_name,
     tokenizer_options,
@@ -383,10 +384,7 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 @param_options(defaults.PREDICT, exclude=("stream_batch",))
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
               help="Processes for morpheme analysis of large inputs [default: all cores].")
-@click.option("--runtime", default="auto", type=click.Choice(["auto", "onnx", "onnx-int8", "keras"]),
-              help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras; onnx-int8: "
-                   "its LSTM in 8-bit integers, faster on a file, probabilities close to onnx's (within 0.05 on "
-                   "the validation split) but not equal.")
+@runtime_option
 @click.pass_context
 def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers, runtime):
     """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
@@ -536,8 +534,9 @@ def corpus_check(name, files, data_dir):
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
 @click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
 @param_options(defaults.SERVE)
+@runtime_option
 def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes, max_explain,
-          shutdown_grace):
+          shutdown_grace, runtime):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
 
     Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
@@ -551,7 +550,7 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
                             f"(`make setup` installs it)") from None
     run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
                max_texts=max_texts, max_body_bytes=max_body_bytes, max_explain=max_explain,
-               shutdown_grace=shutdown_grace, echo=_echo)
+               shutdown_grace=shutdown_grace, runtime=runtime, echo=_echo)
 
 
 def main():

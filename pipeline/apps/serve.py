@@ -431,12 +431,13 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                max_batch: int = SERVE["max_batch"], max_wait_ms: float = SERVE["max_wait_ms"],
                max_texts: int = SERVE["max_texts"], max_body_bytes: int = SERVE["max_body_bytes"],
                max_explain: int = SERVE["max_explain"], shutdown_grace: float = SERVE["shutdown_grace"],
-               echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+               runtime: str = "auto", echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Serve the bundle in `model_dir` (None: the default model) until SIGTERM or Ctrl-C.
 
     Echoes one line with the real address once the socket listens (so --port 0 can be
     read from stdout), and `stopped` after requests in flight have finished. After SIGTERM,
     requests get `shutdown_grace` seconds; those still waiting for the model then get 503.
+    `runtime`: as pipeline.predict.classifier.load's.
     Raises PipelineError for a bundle that cannot be loaded or an address that cannot be bound.
     """
     from pipeline.predict.classifier import load
@@ -445,7 +446,7 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
         raise ParameterError(f"--name {name!r} cannot be part of a URL path: use letters, digits, '-', '_', '.'")
     sock = _bind(host, port)
     try:
-        clf = load(model_dir or None, on_note=lambda note: echo(f"note: {note}"))
+        clf = load(model_dir or None, runtime=runtime, on_note=lambda note: echo(f"note: {note}"))
         app = create_app(clf, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
                          max_body_bytes=max_body_bytes, max_explain=max_explain)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client
