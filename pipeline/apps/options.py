@@ -8,6 +8,7 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.core.params import Param, Params
+from pipeline.predict import RUNTIMES
 
 # --- options generated from the parameter declarations (pipeline.params) -------------------
 
@@ -119,9 +120,6 @@ def mirror_option(f):
     return click.option("--mirror", envvar="KSENT_MIRROR", default=None, show_envvar=True,
                         help="Mirror base (folder, file:// or http(s)://) laid out as BASE/<corpus>/<file>; "
                              "default: the upstream URLs.")(f)
-
-
-RUNTIMES = ("auto", "onnx", "onnx-int8", "keras")   # pipeline.predict.bundle.RUNTIMES, without importing numpy
 
 
 def runtime_option(f):

@@ -40,6 +40,7 @@ from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import library_versions
 from pipeline.errors import PipelineError
 from pipeline.layout import is_plain_name
+from pipeline.predict import RUNTIMES
 from pipeline.predict.ensemble import COMBINATIONS
 from pipeline.predict.predictor import MAX_CHARS, Predictor, to_records
 from pipeline.predict.runtime import BATCH_SIZE
@@ -47,7 +48,6 @@ from pipeline.predict.runtime import BATCH_SIZE
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", "bundle.json"
-RUNTIMES = ("auto", "onnx", "onnx-int8", "keras")
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 
