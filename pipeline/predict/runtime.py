@@ -308,10 +308,6 @@ def _without_preprocessing_advice():
         root.removeHandler(guard)
 
 
-def _max_diff(network, check_ids: np.ndarray, expected: np.ndarray) -> float:
-    return _largest_difference(predict_ids(network, check_ids), expected)
-
-
 def _largest_difference(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(got - expected))) if len(got) else 0.0
 
@@ -330,7 +326,7 @@ def _export_tf2onnx(model, path: Path, check_ids: np.ndarray, expected: np.ndarr
         return model(ids, training=False)
 
     tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
-    max_diff = _max_diff(OnnxNetwork(path), check_ids, expected)
+    max_diff = _largest_difference(predict_ids(OnnxNetwork(path), check_ids), expected)
     if not max_diff <= ONNX_TOLERANCE:
         raise PipelineError(f"the ONNX export of the model differs from Keras by {max_diff:.2e} (> {ONNX_TOLERANCE}) "
                             f"on {len(check_ids):,} rows - nothing was published; report this with the versions of "
