@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import corpora
 from pipeline.core.files import sha256_file
-from tests.helpers import SHARED_CORPORA, SMALL, register_tiny, synthetic_reviews, write_nsmc_file, write_processed
+from tests.helpers import SHARED_CORPORA, register_tiny, synthetic_reviews, trained_bundle, write_nsmc_file
 
 
 @pytest.fixture
@@ -25,18 +25,6 @@ def tiny_corpus(tmp_path, monkeypatch):
 BUNDLE_TOKENIZERS = ("word", "morpheme-mecab")
 
 
-def _trained_bundle(root, tok: str, segmenter=None, padding: str = "post"):
-    """write_processed's data under root/data, then train and evaluate tok's bundle on it: its folder."""
-    from pipeline.stages.evaluate import evaluate
-    from pipeline.stages.train import train
-
-    write_processed(root / "data", segmenter=segmenter, padding=padding)
-    for stage in (train, evaluate):
-        stage("tiny", tok, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
-              **(SMALL if stage is train else {}))
-    return root / "artifacts" / f"tiny-{tok}"
-
-
 @pytest.fixture(scope="session", params=BUNDLE_TOKENIZERS)
 def evaluated(request, tmp_path_factory):
     """A bundle trained and evaluated on the fixture corpus: (bundle_dir, artifacts_dir).
@@ -49,7 +37,7 @@ def evaluated(request, tmp_path_factory):
     if request.param.startswith("morpheme"):
         pytest.importorskip("mecab", reason="python-mecab-ko is not installed")
     segmenter = Segmenter("word") if request.param == "word" else Segmenter("morpheme", backend="mecab")
-    bundle = _trained_bundle(tmp_path_factory.mktemp(request.param), request.param, segmenter)
+    bundle = trained_bundle(tmp_path_factory.mktemp(request.param), request.param, segmenter)
     return bundle, bundle.parent
 
 
@@ -57,7 +45,7 @@ def evaluated(request, tmp_path_factory):
 def word_bundle(tmp_path_factory):
     """A tiny word bundle, trained and evaluated once per session for the `ksent serve` and web page
     tests, which start servers on it: read-only."""
-    return _trained_bundle(tmp_path_factory.mktemp("word-bundle"), "word")
+    return trained_bundle(tmp_path_factory.mktemp("word-bundle"), "word")
 
 
 @pytest.fixture

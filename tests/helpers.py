@@ -176,6 +176,18 @@ def write_processed(data_dir: Path, corpus: str = "tiny", segmenter: Segmenter |
     return out
 
 
+def trained_bundle(root, tok: str, segmenter=None, padding: str = "post"):
+    """write_processed's data under root/data, then train and evaluate tok's bundle on it: its folder."""
+    from pipeline.stages.evaluate import evaluate
+    from pipeline.stages.train import train
+
+    write_processed(root / "data", segmenter=segmenter, padding=padding)
+    for stage in (train, evaluate):
+        stage("tiny", tok, data_dir=root / "data", artifacts_dir=root / "artifacts", echo=lambda _: None,
+              **(SMALL if stage is train else {}))
+    return root / "artifacts" / f"tiny-{tok}"
+
+
 def write_split(data: Path, corpus: str, seed: int, n: int = 60, suffix: str = ""):
     """An interim/<corpus>/split.parquet as the split stage writes it (train/val/test 2:1:1), each text + `suffix`;
     returns its test rows."""

@@ -16,7 +16,7 @@ import pipeline
 from pipeline.core.files import read_json
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.lines import iter_line_batches
-from tests.helpers import SMALL, processed_reviews, threads_spin, write_processed
+from tests.helpers import SMALL, processed_reviews, threads_spin, trained_bundle, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,9 +42,7 @@ def test_onnx_equals_keras_on_the_test_split(evaluated):
 
 
 def test_a_left_padded_bundle_predicts_through_its_loop_graph_as_keras_does(tmp_path):
-    from tests.conftest import _trained_bundle
-
-    bundle_dir = _trained_bundle(tmp_path, "word", padding="pre")      # as bundles were before right padding
+    bundle_dir = trained_bundle(tmp_path, "word", padding="pre")      # as bundles were before right padding
     assert read_json(bundle_dir / "bundle.json")["onnx"]["graph"] == "loop"
     texts = ["", "정말 재밌어요", "별로 재미 없다 " * 10, *(text for text, _ in processed_reviews(40, seed=9))]
     onnx, keras = load_bundle(bundle_dir), load_bundle(bundle_dir, runtime="keras")
