@@ -18,6 +18,7 @@ scope waits for every narrower one of the target.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import importlib
 from collections.abc import Callable
@@ -49,8 +50,9 @@ REGISTRY = {
     "tokenize": TOKENIZATION,
     "train": TOKENIZATION,
 }
-# `ksent run` builds one corpus and tokenization; a stage of several tokenizations (the ensemble) only
-# once it exists, to keep it up to date with its members
+# `ksent run` builds one corpus and tokenization - and re-makes the corpus's other trained tokenizations where
+# they fell behind, so that its ensemble, student and the router never mix bundles of two splits; a stage of
+# several tokenizations (the ensemble) only once it exists, to keep it up to date with its members
 RUN_SCOPES = (CORPUS, TOKENIZATION, ARTIFACTS)
 
 
@@ -112,23 +114,64 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
     return ordered
 
 
+def siblings(target: Target) -> list[Target]:
+    """The corpus's other trained tokenizations, each as its bundle was made: its segmenter and training
+    parameters (bundle.json), and the unlabeled reviews its vectors were pretrained on (pretrain's manifest)."""
+    from pipeline.core.files import read_json
+    from pipeline.stages import trained_bundles
+    from pipeline.text.segment import Segmenter
+
+    found = []
+    for name, tok in trained_bundles(target.corpus, target.artifacts_dir).items():
+        if target.segmenter is not None and tok == target.tok:
+            continue
+        bundle = layout.bundle_dir(target.artifacts_dir, target.corpus, tok)
+        if bundle.name != name:
+            continue                            # a copy under another name: not a tokenization of this layout
+        try:
+            segmenter = Segmenter.from_dict(read_json(bundle / "tokenizer.json")["segmenter"])
+            train_params = read_json(bundle / "bundle.json")["training"]["params"]
+        except (OSError, ValueError, KeyError, TypeError, PipelineError):
+            continue                            # a damaged bundle: `ksent status` shows its stages
+        pretrain = layout.processed_dir(target.data_dir, target.corpus, tok) / "pretrain.manifest.json"
+        try:
+            unlabeled = str(read_json(pretrain)["params"]["unlabeled"])
+        except (OSError, ValueError, KeyError, TypeError):
+            unlabeled = target.unlabeled
+        found.append(dataclasses.replace(target, segmenter=segmenter, unlabeled=unlabeled,
+                                         train_params=dict(train_params)))
+    return found
+
+
 def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None,
         until: str | None = None) -> list[StageResult]:
-    """Every stage of RUN_SCOPES for `target`, the corpus's ensemble if it has one (re-made when a
-    member changed, so it never falls behind them) and the router once two corpora have bundles, in
-    graph order; each skipped when up to date. `until`: only that stage and the stages it reads from."""
-    plans, problems = plan(target, names(*RUN_SCOPES))
+    """Every stage of RUN_SCOPES for `target`, in graph order, each skipped when up to date; then the corpus's
+    other trained tokenizations wherever they fell behind (`siblings`: a new split or declaration re-makes
+    every bundle of the corpus), the corpus's ensemble and student if it has them (re-made when a member
+    changed, so they never fall behind), and the router once two corpora have bundles. `force` re-runs the
+    target's stages and those after them. `until`: only that stage and the stages it reads from, for `target`."""
+    plans, problems = plan(target, names(CORPUS, TOKENIZATION))
     if problems:                    # every parameter is checked before the first stage runs
         raise next(iter(problems.values()))
-    existing, _ = plan(target, names(BUNDLES))
-    plans.update({name: stage for name, stage in existing.items() if stage.manifest_path.is_file()})
-    across, _ = plan(target, names(CORPORA))     # a router needs bundles of two corpora: planned only then
-    plans.update(across)
     if until is not None:
+        plans.update(plan(target, names(ARTIFACTS))[0])
         if until not in plans:
             raise PipelineError(f"ksent run --until: {until} is not one of its stages ({', '.join(order(plans))})")
         plans = {name: plans[name] for name in _reads_from(plans, until) | {until}}
-    return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
+        return [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
+    others = siblings(target)
+    for other in others:
+        _, problems = plan(other, names(TOKENIZATION))
+        if problems:
+            raise next(iter(problems.values()))
+    results = [stage_module(name).run_for(target, force=force, echo=echo) for name in order(plans)]
+    for other in others:
+        results += [stage_module(name).run_for(other, echo=echo) for name in order(plan(other, names(TOKENIZATION))[0])]
+    wide, _ = plan(target, names(BUNDLES))
+    wide = {name: stage for name, stage in wide.items() if stage.manifest_path.is_file()}
+    wide.update(plan(target, names(CORPORA))[0])     # a router needs bundles of two corpora: planned only then
+    wide.update(plan(target, names(ARTIFACTS))[0])
+    return results + [stage_module(name).run_for(target, force=force, echo=echo) for name in order(wide)]
 
 
 def _reads_from(plans: dict[str, Stage], name: str) -> set[str]:
@@ -148,10 +191,12 @@ class StageStatus:
     state: str                      # "up to date" | "stale" | "missing" | "blocked"
     reasons: list[str] = field(default_factory=list)
     command: str = ""
+    tok: str | None = None          # a sibling tokenization's name (None: the target's, or no tokenization)
 
     def line(self) -> str:
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
-        return f"  {self.stage:<9} {self.state}{why}"
+        name = f"{self.stage} ({self.tok})" if self.tok else self.stage
+        return f"  {name:<9} {self.state}{why}"
 
 
 def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
@@ -167,13 +212,31 @@ def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
 
 def status(target: Target) -> list[StageStatus]:
     """Every registered stage for `target`, in graph order: up to date, stale (and why), missing, or
-    blocked (cannot be planned yet), without running anything - through the checks run_stage makes."""
+    blocked (cannot be planned yet), without running anything - through the checks run_stage makes. The
+    corpus's other trained tokenizations (`siblings`) follow the target's own stages, where `ksent run`
+    would re-make them."""
     plans, problems = plan(target, names())
-    statuses: dict[str, StageStatus] = {}
-    for name in order({**plans, **dict.fromkeys(problems)}):
+    ordered = order({**plans, **dict.fromkeys(problems)})
+    narrow = [name for name in ordered if REGISTRY[name] in (CORPUS, TOKENIZATION)]
+    statuses: dict[tuple[str, str | None], StageStatus] = {}
+    _statuses(target, narrow, plans, problems, statuses, None)
+    for other in siblings(target):
+        other_plans, other_problems = plan(other, names(TOKENIZATION))
+        _statuses(other, order({**other_plans, **dict.fromkeys(other_problems)}), other_plans, other_problems,
+                  statuses, other.tok)
+    _statuses(target, [name for name in ordered if name not in narrow], plans, problems, statuses, None)
+    return list(statuses.values())
+
+
+def _statuses(target: Target, stages: list[str], plans: dict[str, Stage], problems: dict[str, PipelineError],
+              statuses: dict, tok: str | None) -> None:
+    """The status of each of `stages` of `target` (planned as `plans`) into `statuses`, keyed by (stage, tok):
+    a stage is stale after a stage it reads from that is not up to date (its own tokenization's, or any for
+    a stage of several)."""
+    for name in stages:
         if name in problems:
-            statuses[name] = StageStatus(name, "blocked", [str(problems[name])],
-                                         layout.rerun_command(name, label(name, target)))
+            statuses[name, tok] = StageStatus(name, "blocked", [str(problems[name])],
+                                              layout.rerun_command(name, label(name, target)), tok)
             continue
         stage = plans[name]
         hashes, bad_inputs = _input_hashes(stage)
@@ -182,10 +245,12 @@ def status(target: Target) -> list[StageStatus]:
             state, reasons = "missing", []
         else:
             state = "stale" if reasons else "up to date"
-        after = sorted(up for up in upstream(stage) if up in statuses and statuses[up].state != "up to date")
+        wide = REGISTRY[name] not in (CORPUS, TOKENIZATION)
+        after = sorted({up for up in upstream(stage) for (other, other_tok), row in statuses.items()
+                        if other == up and row.state != "up to date"
+                        and (wide or other_tok == tok or REGISTRY[up] == CORPUS)})
         if after and state == "up to date":
             state = "stale"
         if after and state != "missing":
             reasons.append(f"re-runs after {', '.join(after)}")
-        statuses[name] = StageStatus(name, state, reasons, stage.command())
-    return list(statuses.values())
+        statuses[name, tok] = StageStatus(name, state, reasons, stage.command(), tok)

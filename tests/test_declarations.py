@@ -237,19 +237,19 @@ def test_rating_rules_count_neutral_out_of_range_and_non_numeric_ratings(tmp_pat
                         "non-integer rating": 1, "wrong field count": 1}
 
 
-def test_an_unpinned_file_is_recorded_at_first_download_and_enforced_after(declared, tmp_path):
+def test_an_unpinned_local_file_is_followed_as_an_input_and_its_copy_enforced(declared, tmp_path):
     name = declared("csv", tricky_rows(60))
     source = tmp_path / "files" / name / "reviews.csv"
     data = tmp_path / "data"
     download(name, data_dir=data, progress=False, **QUIET)
     recorded = read_json(data / "raw" / name / "checksums.json")
     assert recorded == {"reviews.csv": sha256_file(source)}
-    first = sha256_file(data / "raw" / name / "reviews.csv")
-    source.write_bytes(source.read_bytes() + b"r9999,new,5\n")          # the source changes
-    download(name, data_dir=data, progress=False, **QUIET)
-    assert sha256_file(data / "raw" / name / "reviews.csv") == first
-    with pytest.raises(Exception, match="recorded at its first download"):
-        download(name, data_dir=data, progress=False, force=True, **QUIET)
+    assert download(name, data_dir=data, progress=False, **QUIET).skipped
+    source.write_bytes(source.read_bytes() + b"r9999,new,5\n")          # the user exports again
+    again = download(name, data_dir=data, progress=False, **QUIET)      # ... and the new export is taken
+    assert not again.skipped and "fetched and verified reviews.csv" in again.summary
+    assert sha256_file(data / "raw" / name / "reviews.csv") == sha256_file(source)
+    assert read_json(data / "raw" / name / "checksums.json") == {"reviews.csv": sha256_file(source)}
     (data / "raw" / name / "reviews.csv").write_bytes(b"edited")         # the downloaded copy is edited
     run = ksent("clean", "--corpus", name, "--data-dir", str(data), env={"KSENT_CORPORA": str(tmp_path / "decl")})
     assert run.returncode == 1 and "recorded at download" in run.stderr.decode()

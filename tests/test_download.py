@@ -185,3 +185,18 @@ def test_a_stream_longer_than_the_pinned_size_stops_at_once(server, tmp_path, ti
     with pytest.raises(DownloadError, match="the server announces .* bytes, more than the .* expected"):
         download("tiny", data_dir=tmp_path / "e", mirror=f"{server}/liar", backoff=0, echo=_quiet)
     assert _Handler.hits["liar"] == 1 and _raw_files(tmp_path / "e") == []
+
+
+def test_an_unpinned_remote_file_is_recorded_at_first_download_and_enforced_after(server, tmp_path, monkeypatch):
+    spec = corpora.CORPORA["tiny"]
+    unpinned = tuple(dataclasses.replace(f, url=f"{server}/good/tiny/{f.name}", sha256=None, size=None)
+                     for f in spec.files)
+    monkeypatch.setitem(corpora.CORPORA, "tiny", dataclasses.replace(spec, files=unpinned))
+    download("tiny", data_dir=tmp_path / "d", echo=_quiet)
+    raw = tmp_path / "d" / "raw" / "tiny"
+    first = (raw / "ratings_train.txt").read_bytes()
+    assert set((raw / "checksums.json").read_text().split('"')) >= {"ratings_train.txt", "ratings_test.txt"}
+    _Handler.files["ratings_train.txt"] += b"9999\tnew\t1\n"      # the server's file changes under the same URL
+    with pytest.raises(ChecksumError, match="recorded at its first download"):
+        download("tiny", data_dir=tmp_path / "d", force=True, backoff=0, echo=_quiet)
+    assert (raw / "ratings_train.txt").read_bytes() == first        # the verified copy stays

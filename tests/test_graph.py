@@ -46,6 +46,7 @@ def _status(*args: str) -> dict[str, dict]:
     result = CliRunner().invoke(cli, ["status", "--corpus", "tiny", "--tokenizer", "word", "--json", *args])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
+    rows = [row for row in rows if row["tokenizer"] == "word"]       # the corpus's other tokenizations follow
     assert [row["stage"] for row in rows] == PIPELINE
     return {row["stage"]: row for row in rows}
 

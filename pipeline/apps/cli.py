@@ -140,7 +140,8 @@ def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True,
     cli.command(name=name)(corpus_option(data_options(decorated)))
 
 
-_corpus_stage("clean", defaults.CLEAN, "Normalize the raw text (regex profile); count malformed and empty rows.")
+_corpus_stage("clean", defaults.CLEAN, "Normalize the raw text (regex profile); count malformed and empty rows.",
+              corpus_defaults=("profile", "squeeze", "drop_empty_test"))
 _corpus_stage("dedupe", defaults.DEDUPE,
               "Remove duplicate texts; report and handle label conflicts and train/test leakage.")
 _corpus_stage("split", defaults.SPLIT, "Assign train/validation/test membership (stratified, seeded).", engine=False,
@@ -268,7 +269,7 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
     rows = graph.status(Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir))
     if as_json:
         for row in rows:
-            click.echo(json.dumps({"corpus": corpus, "tokenizer": segmenter.name(), "stage": row.stage,
+            click.echo(json.dumps({"corpus": corpus, "tokenizer": row.tok or segmenter.name(), "stage": row.stage,
                                    "state": row.state, "reasons": row.reasons, "command": row.command},
                                   ensure_ascii=False))
         return

@@ -195,6 +195,15 @@ def input_problem(inp: Input, digest: str) -> str | None:
     return None
 
 
+DECLARATION = "declaration"     # the parameter holding what a stage reads of a corpus declaration (Corpus.declared)
+
+
+def declaration_changes(recorded: dict, wanted: dict) -> list[str]:
+    """"declaration changed: [label]" for each part of a corpus declaration that differs."""
+    return [f"declaration changed: {part}" for part in sorted(set(recorded) | set(wanted))
+            if recorded.get(part) != wanted.get(part)]
+
+
 def stale_reasons(stage: Stage, input_hashes: dict[str, str | None]) -> list[str]:
     """Why the stage's manifest does not vouch for its current outputs; [] when up to date."""
     try:
@@ -209,7 +218,9 @@ def stale_reasons(stage: Stage, input_hashes: dict[str, str | None]) -> list[str
     reasons = []
     recorded, wanted = manifest.get("params") or {}, _canonical(stage.params)
     for key in sorted(set(recorded) | set(wanted)):
-        if recorded.get(key) != wanted.get(key):
+        if key == DECLARATION:
+            reasons += declaration_changes(recorded.get(key) or {}, wanted.get(key) or {})
+        elif recorded.get(key) != wanted.get(key):
             reasons.append(f"parameter {key}: {json.dumps(recorded.get(key), ensure_ascii=False)} -> "
                            f"{json.dumps(wanted.get(key), ensure_ascii=False)}")
     recorded_in = manifest.get("inputs") or {}

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.corpora.spec import Corpus, CorpusFile, Format, LabelRule, RatingRule, SplitRule
 from pipeline.errors import PipelineError
@@ -26,6 +26,14 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 MAX_DECLARATION_BYTES = 1 << 20
 
 Value = str | int | bool
+
+
+def _one_or_more(value):
+    """`positive = 1` means `positive = [1]`: a single value is a one-element list."""
+    return value if isinstance(value, list) else [value]
+
+
+Values = Annotated[list[Value], BeforeValidator(_one_or_more), Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -87,8 +95,8 @@ class UnlabeledDecl(FileDecl):
 
 class LabelDecl(_Strict):
     column: str
-    positive: Annotated[list[Value], Field(min_length=1)]
-    negative: Annotated[list[Value], Field(min_length=1)]
+    positive: Values
+    negative: Values
 
 
 class RatingDecl(_Strict):
@@ -121,6 +129,14 @@ class SplitDecl(_Strict):
         return self
 
 
+class CleanDecl(_Strict):
+    """The clean stage's parameters for this corpus (pipeline.params.CLEAN checks their values)."""
+    model_config = ConfigDict(extra="forbid", strict=False)
+    profile: str | None = None
+    squeeze: int | None = None
+    drop_empty_test: bool | None = None
+
+
 class Declaration(_Strict):
     description: str = ""
     files: Annotated[list[FileDecl], Field(min_length=1)]
@@ -130,7 +146,9 @@ class Declaration(_Strict):
     label: LabelDecl | None = None
     rating: RatingDecl | None = None
     split: SplitDecl = SplitDecl()
+    clean: CleanDecl = CleanDecl()
     unlabeled: UnlabeledDecl | None = None
+    extra_domain: bool = False
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -204,8 +222,8 @@ def parse_declaration(name: str, text: str, origin: Path) -> Corpus:
     else:
         r = decl.rating
         rule = RatingRule(r.column, r.min, r.max, r.positive_from, r.negative_to)
-    split_defaults = tuple((k, getattr(decl.split, k)) for k in ("seed", "val_ratio", "test_ratio")
-                           if getattr(decl.split, k) is not None)
+    split_defaults = _stage_defaults(origin, "split", decl.split, ("seed", "val_ratio", "test_ratio"))
+    clean_defaults = _stage_defaults(origin, "clean", decl.clean, ("profile", "squeeze", "drop_empty_test"))
     split = SplitRule(decl.split.column, tuple((str(k).strip().lower(), v) for k, v in (decl.split.values or {})
                                                .items()), split_defaults)
     unlabeled = unlabeled_format = None
@@ -215,7 +233,28 @@ def parse_declaration(name: str, text: str, origin: Path) -> Corpus:
     return Corpus(name=name, description=decl.description, files=tuple(_file(f, folder, f.role) for f in decl.files),
                   format=_format(decl.format), text=decl.text, label=rule, id=decl.id, split=split,
                   unlabeled=unlabeled, unlabeled_format=unlabeled_format,
-                  unlabeled_text=(decl.unlabeled.text if decl.unlabeled else None) or decl.text, origin=str(origin))
+                  unlabeled_text=(decl.unlabeled.text if decl.unlabeled else None) or decl.text,
+                  clean=clean_defaults, extra_domain=decl.extra_domain, origin=str(origin))
+
+
+def _stage_defaults(origin: Path, stage: str, section, keys: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """The stage parameters a declaration's [split] or [clean] sets, checked as the stage checks them (with the
+    stage's defaults for the others: the ratios together must leave training rows)."""
+    from pipeline import params as defaults
+    from pipeline.errors import ParameterError
+
+    given = {k: getattr(section, k) for k in keys if getattr(section, k) is not None}
+    group = getattr(defaults, stage.upper())
+    try:
+        resolved = group.resolve(given, prefix=f"[{stage}] ")
+    except ParameterError as exc:
+        raise PipelineError(f"{origin}: {exc}") from None
+    if stage == "split" and resolved["val_ratio"] + resolved["test_ratio"] >= 1:
+        raise PipelineError(f"{origin}: [split] val_ratio + test_ratio must be below 1 (rows are left to train "
+                            f"on), got {resolved['val_ratio']} + {resolved['test_ratio']}"
+                            + ("" if {"val_ratio", "test_ratio"} <= set(given) else
+                               " (the split stage's default for the one not declared)"))
+    return tuple((k, resolved[k]) for k in keys if k in given)
 
 
 def read_declaration(path: Path) -> Corpus:

@@ -30,6 +30,16 @@ class CorpusFile:
     def pinned(self) -> bool:
         return bool(self.sha256 or self.git_blob_sha1)
 
+    @property
+    def local_path(self) -> Path | None:
+        """The file a `file://` URL (a declared `path`) names: read where it is, never from a mirror; None for
+        a remote or mirror-only file."""
+        if not self.url.startswith("file://"):
+            return None
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(self.url).path))
+
     def checksum_kind(self) -> str:
         return "git-blob-sha1" if self.git_blob_sha1 and not self.sha256 else "sha256"
 
@@ -140,7 +150,35 @@ class Corpus:
     unlabeled: CorpusFile | None = None
     unlabeled_format: Format | None = None
     unlabeled_text: str = "text"
+    clean: tuple[tuple[str, object], ...] = ()  # the clean stage's parameters as declared ([clean])
+    extra_domain: bool = False                 # scored as a domain by every model, outside the default's choice
     origin: str = ""                           # the declaration file
+
+    def declared(self, stage: str) -> dict:
+        """The parts of the declaration that stage `stage` reads, resolved and keyed by their TOML names: a
+        stage records them as a parameter, so an edit that changes what it reads re-runs it (and only
+        such an edit: `description`, comments and key order are not here). [split] ratios and [clean] set
+        the split and clean stages' parameters themselves (defaults the command line may override)."""
+        parts: dict = {}
+        if stage == "download":
+            parts["[[files]]"] = [_source(f) for f in self.files]
+            if self.unlabeled:
+                parts["[unlabeled]"] = _source(self.unlabeled)
+        elif stage == "clean":
+            parts.update({"text": self.text, "id": self.id, "[format]": _plain(self.format),
+                          "[[files]]": [{"name": f.name, "role": f.source} for f in self.files]})
+            rule = self.label
+            if isinstance(rule, LabelRule):
+                parts["[label]"] = {"column": rule.column, "positive": sorted(rule.positive),
+                                    "negative": sorted(rule.negative)}
+            else:
+                parts["[rating]"] = _plain(rule)
+            if self.split.column:
+                parts["[split]"] = {"column": self.split.column, "values": dict(sorted(self.split.values))}
+        elif stage in ("pretrain", "distill"):
+            if self.unlabeled:
+                parts["[unlabeled]"] = {"text": self.unlabeled_text, "format": _plain(self.unlabeled_format)}
+        return parts
 
     @property
     def downloads(self) -> tuple[CorpusFile, ...]:
@@ -172,6 +210,20 @@ class Corpus:
             frames.append(frame)
             problems.update(bad)
         return pd.concat(frames, ignore_index=True), problems
+
+
+def _plain(obj) -> dict:
+    """A frozen dataclass as JSON-ready values (tuples as lists)."""
+    import json
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(obj)))
+
+
+def _source(f: CorpusFile) -> dict:
+    """What the download stage fetches for a declared file: where from, and what it must be."""
+    return {"name": f.name, "url": f.url, "checksum": f"{f.checksum_kind()}:{f.expected_checksum() or 'recorded'}",
+            "size": f.size, "mirror_folder": f.mirror_folder}
 
 
 # --- checksums --------------------------------------------------------------------------------

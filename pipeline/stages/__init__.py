@@ -21,6 +21,24 @@ def bundle_producer(directory: Path) -> str:
     return "train"
 
 
+def trained_bundles(corpus: str, artifacts_dir: Path | str) -> dict[str, str]:
+    """Every single-model bundle of `corpus` in `artifacts_dir` (folder name -> tokenization): the train stage's,
+    not the distill stage's students (which the ensemble teaches) nor ensembles or routers."""
+    from pipeline.core.files import read_json
+
+    found = {}
+    for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError):
+            continue
+        if (isinstance(manifest, dict) and manifest.get("corpus") == corpus
+                and manifest.get("kind", "model") == "model" and isinstance(manifest.get("tok"), str)
+                and manifest.get("tok") != ENSEMBLE_TOK and "distillation" not in manifest):
+            found[manifest_path.parent.name] = manifest["tok"]
+    return found
+
+
 def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, Input]:
     """What the stages after tokenize read: the tokens (and segmenter) of tokenization `tok`, with the
     split and the normalization they go with."""

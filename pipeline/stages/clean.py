@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import write_json
-from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter
 from pipeline.corpora import Corpus, check_utf8_share, get_corpus, pinned_check
 from pipeline.corpora.readers import BLOCK_BYTES, Part, file_parts, read_part
@@ -28,9 +28,11 @@ from pipeline.text.normalize import Normalizer
 
 
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
-    """`params`: pipeline.params.CLEAN (profile, squeeze, drop_empty_test)."""
+    """`params`: pipeline.params.CLEAN (profile, squeeze, drop_empty_test); unset ones (None) take the corpus
+    declaration's [clean] values, else the defaults."""
     spec = get_corpus(corpus)
-    params = defaults.CLEAN.resolve(params)
+    params = {**defaults.CLEAN.resolve(params, {**defaults.CLEAN, **dict(spec.clean)}),
+              DECLARATION: spec.declared("clean")}
     raw_dir = layout.raw_dir(data_dir, corpus)
     return Stage("clean", corpus, layout.interim_dir(data_dir, corpus),
                  inputs={f.name: Input(raw_dir / f.name, "download", pinned_check(corpus, f), corpus)

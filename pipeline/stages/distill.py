@@ -38,8 +38,9 @@ from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
-from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import read_table
+from pipeline.corpora import get_corpus
 from pipeline.errors import MissingInputError, ParameterError, PipelineError
 from pipeline.model import padded, training
 from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled
@@ -104,10 +105,12 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
     if train_params["embeddings"] == "pretrained":
         inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
     unlabeled = str(unlabeled)
+    declared = {}
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
         if registered is not None:          # else `distill` refuses to run (planned, so `ksent status` shows it)
             inputs["unlabeled"] = registered
+            declared = get_corpus(corpus).declared("distill")       # how the registered file is read
     elif unlabeled == "none":
         raise ParameterError(f"distill {corpus}: the student learns from unlabeled reviews - give a file with "
                              f"--unlabeled PATH (UTF-8, one review a line), or leave it at auto")
@@ -115,6 +118,7 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("distill", corpus, layout.bundle_dir(artifacts_dir, corpus, tok + STUDENT_SUFFIX), inputs=inputs,
                  params={**params, "student": tok, "unlabeled": unlabeled,
+                         **({DECLARATION: declared} if declared else {}),
                          "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
                                                                                                "embeddings")}},
                  outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv", "curves.png",

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from pipeline import layout
 from pipeline.core import files
 from pipeline.core.files import atomic_path
-from pipeline.core.stage import Stage, StageResult, Staging, Target, run_stage
-from pipeline.corpora import CorpusFile, get_corpus, recorded_checksum, verify_file
+from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.corpora import CorpusFile, file_checksum, get_corpus, recorded_checksum, verify_file
 from pipeline.corpora.spec import RECORDED
 from pipeline.errors import PipelineError
 from pipeline.params import DOWNLOAD
@@ -51,7 +51,9 @@ class _Transient(Exception):
 
 
 def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
-    if not mirror:
+    """Where `spec` is fetched from: a local file (a declared `path` or file:// URL) where it is, else the
+    mirror's copy when a mirror is given, else its URL."""
+    if not mirror or spec.local_path is not None:
         if not spec.url:
             raise DownloadError(f"{corpus}: {spec.name} has no URL, only a mirror has it - give --mirror BASE "
                                 f"(e.g. --mirror ../shared/corpora) or set {MIRROR_ENV}")
@@ -135,14 +137,22 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, ba
     return actual
 
 
+def tracked(f: CorpusFile) -> bool:
+    """Whether `f` is a local file the declaration names without a pin: the user's own export, followed like
+    any input (an edited file is fetched again) rather than held to the checksum of its first download."""
+    return f.local_path is not None and not f.pinned
+
+
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR) -> Stage:
-    """The corpus's files, pinned by checksum (the parameters), into data/raw/<corpus>/; the unlabeled
-    reviews are an optional output (not every source has them)."""
+    """The corpus's files as declared (sources and pins: the parameters) into data/raw/<corpus>/; a tracked
+    local file is an input too. The unlabeled reviews are an optional output (not every source has them)."""
     spec = get_corpus(corpus)
-    pins = {f.name: f"{f.checksum_kind()}:{f.expected_checksum() or 'recorded'}" for f in spec.downloads}
     optional = ((spec.unlabeled.name,) if spec.unlabeled else ()) + (
         (RECORDED,) if any(not f.pinned for f in spec.downloads) else ())
-    return Stage("download", corpus, layout.raw_dir(data_dir, corpus), inputs={}, params={"files": pins},
+    inputs = {f"{f.name} (source)": Input(f.local_path, None, label=corpus) for f in spec.downloads
+              if tracked(f) and f.local_path.is_file()}
+    return Stage("download", corpus, layout.raw_dir(data_dir, corpus), inputs=inputs,
+                 params={DECLARATION: spec.declared("download")},
                  outputs=tuple(f.name for f in spec.files), optional_outputs=optional, keeps_outputs=True)
 
 
@@ -170,7 +180,9 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
 
     def run(out: Staging) -> StageResult:
         fetched, kept, notes = [], [], []
-        recorded = {f.name: recorded_checksum(raw_dir, f.name) for f in spec.downloads if not f.pinned}
+        # a tracked local file is held to its current content, not to the checksum of its first download
+        recorded = {f.name: (file_checksum(f.local_path, f.checksum_kind()) if tracked(f) and f.local_path.is_file()
+                             else recorded_checksum(raw_dir, f.name)) for f in spec.downloads if not f.pinned}
         to_fetch = list(spec.files)
         if spec.unlabeled:                  # optional: only where a mirror or URL has it
             if unlabeled_source or (raw_dir / spec.unlabeled.name).is_file():
@@ -198,7 +210,7 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
             os.replace(out.path(f.name), target)
             files.renamed()
             fetched.append(f.name)
-            if not f.pinned and not recorded.get(f.name):       # first download: from now on this is the pin
+            if not f.pinned and (tracked(f) or not recorded.get(f.name)):  # first download: from now on the pin
                 recorded[f.name] = checksum
                 files.write_json(raw_dir / RECORDED, {k: v for k, v in sorted(recorded.items()) if v})
         if fetched:

@@ -29,23 +29,18 @@ from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, libr
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
 from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
-from pipeline.stages import ENSEMBLE_TOK
+from pipeline.stages import ENSEMBLE_TOK, trained_bundles
 
 
 def member_names(corpus: str, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
     """Every single-model bundle of `corpus` in `artifacts_dir`, by folder name; not the distill stage's students,
     which the ensemble teaches."""
-    names = []
-    for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
-        try:
-            manifest = read_json(manifest_path)
-        except (OSError, ValueError):
-            continue
-        if (isinstance(manifest, dict) and manifest.get("corpus") == corpus
-                and manifest.get("kind", "model") == "model" and manifest.get("tok") != ENSEMBLE_TOK
-                and "distillation" not in manifest):
-            names.append(manifest_path.parent.name)
-    return names
+    return list(trained_bundles(corpus, artifacts_dir))
+
+
+def _remake(corpus: str, tok: str) -> str:
+    """The command that re-makes every bundle of `corpus` from its current split, then the ensemble."""
+    return f"`ksent run --corpus {corpus} {layout.tokenizer_args(tok)}` (it re-makes every trained tokenization)"
 
 
 def _member_tok(bundle_dir: Path) -> str:
@@ -78,6 +73,7 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         src = layout.processed_dir(data_dir, corpus, tok)
         for split in layout.SPLITS:
             inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad", label=label)
+        inputs[f"{name}/processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
     return Stage("ensemble", corpus, layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK), inputs=inputs,
                  params={"members": members, "combination": combination},
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
@@ -111,6 +107,12 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
 
     def run(out: Staging) -> StageResult:
         bundles = [load_bundle(Path(artifacts_dir) / name) for name in names]
+        for name, bundle in zip(names, bundles, strict=True):
+            padded_with = stage.inputs[f"{name}/processed tokenizer.json"].path
+            if sha256_file(padded_with) != bundle.manifest["tokenizer"]["sha256"]:
+                raise PipelineError(f"{label}: {name} was trained on other data than {padded_with.parent}/ holds "
+                                    f"now (the split or the vocabulary changed since) - re-make the corpus's bundles: "
+                                    f"{_remake(corpus, bundle.tok)}")
         probabilities, reference = {}, {}
         for split in ("val", "test"):
             member_p = []
@@ -120,7 +122,8 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                     reference[split] = rows
                 elif not np.array_equal(rows["id"], reference[split]["id"]):
                     raise PipelineError(f"{label}: {name}'s {split} split holds other rows than {names[0]}'s - "
-                                        f"re-run the pad stage of both from the same split")
+                                        f"re-make the corpus's bundles from one split: "
+                                        f"{_remake(corpus, bundle.tok)}")
                 member_p.append(blockwise(bundle.predict_ids, rows["x"], f"{label}: {name} on {split}",
                                                 PROGRESS_BLOCK))
             probabilities[split] = combine(member_p, weights, combination)

@@ -28,8 +28,9 @@ from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS, Engine
 from pipeline.core.files import save_npz
 from pipeline.core.progress import Progress
-from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
+from pipeline.corpora import get_corpus
 from pipeline.model.embeddings import learn_vectors
 from pipeline.stages import read_unlabeled, registered_unlabeled, tokenized_inputs
 from pipeline.text.normalize import Normalizer
@@ -42,13 +43,16 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlab
     folder, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     inputs = tokenized_inputs(data_dir, corpus, tok)
     unlabeled = str(unlabeled)
+    declared = {}
     if unlabeled == "auto":
         registered = registered_unlabeled(corpus, data_dir)
         if registered and registered.path.is_file():
             inputs["unlabeled"] = registered
+            declared = get_corpus(corpus).declared("pretrain")      # how the registered file is read
     elif unlabeled != "none":
         inputs["unlabeled"] = Input(Path(unlabeled), None)
-    return Stage("pretrain", label, folder, inputs=inputs, params={**params, "unlabeled": unlabeled},
+    return Stage("pretrain", label, folder, inputs=inputs,
+                 params={**params, "unlabeled": unlabeled, **({DECLARATION: declared} if declared else {})},
                  outputs=("vectors.npz",))
 
 
