@@ -23,6 +23,7 @@ import heapq
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 from pipeline import layout
@@ -171,7 +172,12 @@ def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | No
     wide = {name: stage for name, stage in wide.items() if stage.manifest_path.is_file()}
     wide.update(plan(target, names(CORPORA))[0])     # a router needs bundles of two corpora: planned only then
     wide.update(plan(target, names(ARTIFACTS))[0])
-    return results + [stage_module(name).run_for(target, force=force, echo=echo) for name in order(wide)]
+    for name in order(wide):
+        # the report marks the models that are stale by then (only the graph knows which)
+        at = dataclasses.replace(target, stale=stale_models(target.data_dir, target.artifacts_dir)) \
+            if name == "report" else target
+        results.append(stage_module(name).run_for(at, force=force, echo=echo))
+    return results
 
 
 def _reads_from(plans: dict[str, Stage], name: str) -> set[str]:
@@ -254,3 +260,73 @@ def _statuses(target: Target, stages: list[str], plans: dict[str, Stage], proble
         if after and state != "missing":
             reasons.append(f"re-runs after {', '.join(after)}")
         statuses[name, tok] = StageStatus(name, state, reasons, stage.command(), tok)
+
+
+def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR
+                 ) -> dict[str, str]:
+    """Bundle folder name -> why `ksent run` would make it again (the first reason `ksent status` gives), for
+    every bundle in `artifacts_dir` whose inputs changed since it was made: its corpus's declaration, files,
+    split or parameters, an ensemble's or router's members, a student's teacher. A stage that never ran (data
+    deleted after training) does not make a model stale."""
+    from pipeline.core.files import read_json
+    from pipeline.corpora import CORPORA
+    from pipeline.predict.bundle import member_state
+    from pipeline.text.segment import Segmenter
+
+    found: dict[str, str] = {}
+    manifests = {}
+    for path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
+        try:
+            manifests[path.parent.name] = read_json(path)
+        except (OSError, ValueError):
+            continue
+    corpus_rows: dict[str, list[StageStatus]] = {}
+
+    def first_stale(rows: list[StageStatus]) -> str | None:
+        for row in rows:
+            if row.state == "stale":
+                return f"{row.stage}: {row.reasons[0] if row.reasons else 'stale'}"
+        return None
+
+    for name, manifest in manifests.items():          # single networks: their corpus's stages and their own
+        corpus, kind = manifest.get("corpus"), manifest.get("kind", "model")
+        if kind != "model" or not isinstance(corpus, str):
+            continue
+        if corpus not in CORPORA:
+            found[name] = f"its corpus {corpus} is no longer declared"
+            continue
+        try:
+            segmenter = Segmenter.from_dict(read_json(Path(artifacts_dir) / name / "tokenizer.json")["segmenter"])
+        except (OSError, ValueError, KeyError, TypeError, PipelineError):
+            continue
+        target = Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir,
+                        train_params=dict((manifest.get("training") or {}).get("params") or {}))
+        if corpus not in corpus_rows:
+            plans, problems = plan(target, names(CORPUS))
+            statuses: dict = {}
+            _statuses(target, order(plans), plans, problems, statuses, None)
+            corpus_rows[corpus] = list(statuses.values())
+        why = first_stale(corpus_rows[corpus])
+        if why is None and "distillation" not in manifest:
+            plans, problems = plan(target, names(TOKENIZATION))
+            statuses = {(row.stage, None): row for row in corpus_rows[corpus]}
+            _statuses(target, order(plans), plans, problems, statuses, None)
+            why = first_stale([row for key, row in statuses.items() if REGISTRY[key[0]] == TOKENIZATION])
+        if why:
+            found[name] = why
+    for _ in range(2):                                 # ensembles and students, then routers of them
+        for name, manifest in manifests.items():
+            parts = manifest.get("members") or manifest.get("experts") or []
+            teacher = (manifest.get("distillation") or {}).get("teacher")
+            if teacher:
+                parts = [{"name": teacher, "bundle_sha256": manifest["distillation"].get("teacher_bundle_sha256")}]
+            for part in parts:
+                try:
+                    state = member_state(Path(artifacts_dir) / name, part)
+                except (OSError, KeyError, TypeError):
+                    state = "damaged"
+                if state:
+                    found[name] = f"{'teacher' if teacher else 'member'} {part.get('name')} {state} since"
+                elif part.get("name") in found:
+                    found[name] = f"{'teacher' if teacher else 'member'} {part['name']} is stale"
+    return found

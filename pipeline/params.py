@@ -23,6 +23,26 @@ def _pad_maxlen(text: str):
     raise ValueError("a positive integer or 'auto'")
 
 
+THRESHOLD_RULES = ("accuracy", "balanced")
+
+
+def _threshold(text: str):
+    if text in THRESHOLD_RULES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("accuracy, balanced, or a probability between 0 and 1 (e.g. 0.5)") from None
+
+
+# chosen on the validation split by pipeline.model.scoring.choose_threshold, recorded in bundle.json, applied by
+# every predictor; "accuracy" keeps 0.5 unless another threshold is significantly better on validation
+THRESHOLD = Param("accuracy", "Decision threshold: the one with the best validation accuracy (0.5 unless another is "
+                  "significantly better), the best balanced accuracy (for imbalanced labels), or a number such as "
+                  "0.5.", parse=_threshold,
+                  rule=lambda v: None if v in THRESHOLD_RULES or (isinstance(v, (int, float)) and not isinstance(
+                      v, bool) and 0 < v < 1) else "must be accuracy, balanced or a number between 0 and 1")
+
 
 DOWNLOAD = Params(
     "download",
@@ -117,6 +137,7 @@ TRAIN = Params(
     # a split that fits in one shard (NSMC's char split: 41 MB) is batched exactly as in memory
     shard_mb=Param(512.0, "Read the training data in shards of at most this many MB of padded ids (bounds "
                    "memory).", 0.01, 1e6),
+    threshold=THRESHOLD,
 )
 
 # Per tokenization kind (the part of the tokenizer's name before "-"), what differs from TRAIN's
@@ -145,6 +166,7 @@ ENSEMBLE = Params(
     # equal weights, nothing fitted: weights fitted on validation were no better (docs/experiments.md)
     combination=Param("logit-mean", "Mean of the members' log-odds, or of their probabilities.",
                       choices=("logit-mean", "mean")),
+    threshold=THRESHOLD,
 )
 
 DISTILL = Params(
@@ -166,6 +188,7 @@ DISTILL = Params(
     lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
                    0.01, 1.0),
     seed=Param(42, "Random seed.", 0, 2**32 - 1),
+    threshold=THRESHOLD,
 )
 
 SERVE = Params(

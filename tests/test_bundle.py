@@ -41,20 +41,22 @@ def test_predict_proba_equals_the_evaluated_probabilities(evaluated):
 
 def test_predict_records_and_bad_input(evaluated):
     bundle = load_bundle(evaluated[0])
-    texts = ["정말 재밌어요 최고의 영화", "", "   ", "🙂🙂🙂", "Great movie!", "최악이다 " * 50_000]
+    texts = ["정말 재밌어요 최고의 영화", "", "   ", "🙂🙂🙂", "Great movie!", "최악이다 " * 50_000, "뷁뷁 궳궳"]
     records = bundle.predict(texts)
     assert [r["text"] for r in records] == texts
     for r in records:
-        assert set(r) == {"text", "label", "sentiment", "probability", "empty"}
+        assert set(r) == {"text", "label", "sentiment", "probability", "empty", "unknown"}
         assert 0.0 <= r["probability"] <= 1.0
-        assert r["label"] == int(r["probability"] >= 0.5)
+        assert r["label"] == int(r["probability"] >= bundle.threshold)
         assert r["sentiment"] == ("positive" if r["label"] else "negative")
-    assert [r["empty"] for r in records] == [False, True, True, True, True, False]
+    assert [r["empty"] for r in records] == [False, True, True, True, True, False, False]
+    # no token the model knows: the empty reviews, and one of words it never saw
+    assert [r["unknown"] for r in records] == [False, True, True, True, True, False, True]
     # every empty sequence gets the same answer: the model's response to no tokens
     assert len({r["probability"] for r in records if r["empty"]}) == 1
     # a long text is capped, keeping the end that truncation keeps, and classified like its tail
-    assert len(texts[-1]) > MAX_CHARS
-    assert records[-1]["probability"] == pytest.approx(bundle.predict_proba(["최악이다 " * 20])[0], abs=1e-6)
+    assert len(texts[-2]) > MAX_CHARS
+    assert records[-2]["probability"] == pytest.approx(bundle.predict_proba(["최악이다 " * 20])[0], abs=1e-6)
     assert bundle.predict([]) == [] and bundle.predict_proba([]).shape == (0,)
 
 

@@ -129,7 +129,7 @@ def test_the_teachers_probabilities_not_the_gold_labels_decide_what_the_student_
     monkeypatch.setattr(bundle_module, "load_bundle", load_contrary)
     # 300 gold train rows against ~1,500 teacher-labelled ones at weight 5: the teacher outweighs them
     distill("tiny", data_dir=data, artifacts_dir=contrary, unlabeled=unlabeled, student="word", echo=lambda _: None,
-            force=True, epochs=4, soft_weight=5.0)
+            force=True, epochs=4, soft_weight=5.0, threshold=0.5)     # not a threshold that reads it backwards
     assert _test_accuracy(contrary / "tiny-word-student") < 0.3
     student = real_load(contrary / "tiny-word-student")
     assert student.predict_proba(["정말 재밌어요 최고의 영화"])[0] < 0.5

@@ -280,14 +280,15 @@ def test_evaluate_writes_metrics_predictions_and_report(trained):
     assert metrics["n_test"] == len(predictions) == 80
     assert predictions["text"].tolist()[-len(ODD_TEXTS):] == ODD_TEXTS          # raw text, even when empty
     assert np.isfinite(predictions["probability"]).all()
-    expected = compute_metrics(predictions["label"], predictions["probability"])
+    threshold = metrics["threshold"]                                        # the bundle's, chosen on validation
+    expected = compute_metrics(predictions["label"], predictions["probability"], threshold)
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"):
         assert metrics[key] == pytest.approx(expected[key]) if key != "confusion_matrix" else \
             metrics[key] == expected[key]
     unique = unique_text_mask(predictions["text"])
     assert metrics["unique_text_test"]["n"] == unique.sum() < 80
     assert metrics["unique_text_test"]["accuracy"] == pytest.approx(
-        compute_metrics(predictions["label"][unique], predictions["probability"][unique])["accuracy"])
+        compute_metrics(predictions["label"][unique], predictions["probability"][unique], threshold)["accuracy"])
     seen = set()
     for split in ("train", "val"):
         seen.update(padded.read(data / "processed" / "tiny" / "word" / f"{split}.parquet", "tiny/word",
@@ -295,10 +296,13 @@ def test_evaluate_writes_metrics_predictions_and_report(trained):
     unseen = ~predictions["text"].isin(seen).to_numpy()
     assert 0 < metrics["unseen_text_test"]["n"] == unseen.sum() < 80       # the fixture repeats phrases
     assert metrics["unseen_text_test"]["accuracy"] == pytest.approx(
-        compute_metrics(predictions["label"][unseen], predictions["probability"][unseen])["accuracy"])
+        compute_metrics(predictions["label"][unseen], predictions["probability"][unseen], threshold)["accuracy"])
     assert metrics["empty_test_rows"] == 3
     train_counts = read_json(bundle_dir / "train.manifest.json")["counts"]
-    assert metrics["train_seconds"] == train_counts["train_seconds"] and metrics["params"] == train_counts["params"]
+    assert metrics["params"] == train_counts["params"] and "train_seconds" not in metrics    # no durations
+    assert metrics["threshold"] == train_counts["threshold"] == read_json(bundle_dir / "bundle.json")["threshold"][
+        "value"]
+    assert metrics["balanced_accuracy"] == pytest.approx((metrics["recall_negative"] + metrics["recall_positive"]) / 2)
     assert metrics["model_bytes"] == (bundle_dir / "model.keras").stat().st_size
     assert metrics["vocab_size"] > 2 and metrics["maxlen"] == 8
     assert metrics["accuracy"] > 0.6        # 2 epochs on the fixture's sentiment phrases
@@ -329,7 +333,9 @@ def _metrics(folder: Path, corpus: str, tok: str, accuracy: float) -> None:
         "corpus": corpus, "tokenizer": tok, "accuracy": accuracy, "f1": 0.5, "roc_auc": None, "n_test": 10,
         "unique_text_test": {"n": 7, "accuracy": 0.7}, "unseen_text_test": {"n": 5, "accuracy": 0.6},
         "vocab_size": 30000, "maxlen": 55, "params": 1234567,
-        "train_seconds": 412.0, "model_bytes": 23_400_000, "best_val_accuracy": 0.8}))
+        "balanced_accuracy": 0.75, "recall_negative": 0.7, "recall_positive": 0.8, "threshold": 0.5,
+        "model_bytes": 23_400_000, "best_val_accuracy": 0.8}))
+    (folder / "bundle.json").write_text(json.dumps({"corpus": corpus, "training": {"train_seconds": 412.0}}))
 
 
 def test_write_report_table(tmp_path):
@@ -345,8 +351,8 @@ def test_write_report_table(tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| nsmc") or line.startswith("| shop")]
     assert [r.split(" | ")[1] for r in rows] == ["morpheme-mecab", "word", "char"]    # per corpus, best first
-    assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.5000 | - | 0.7000 (7) | 0.6000 (5) | 0.8000 "
-                              "| 30,000 | 55 "
+    assert rows[0].startswith("| nsmc | morpheme-mecab | 0.8700 | 0.7500 | 0.7000 / 0.8000 | 0.5 | 0.5000 | - "
+                              "| 0.7000 (7) | 0.6000 (5) | 0.8000 | 30,000 | 55 "
                               "| 1,234,567 | 6.9 min | 23.4 MB |")
     assert "[curves](nsmc-morpheme-mecab/curves.png)" in rows[0]
     assert "[confusion](nsmc-morpheme-mecab/confusion.png)" in rows[0]

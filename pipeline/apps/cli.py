@@ -214,7 +214,7 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others
     """Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md."""
     tok = tok_name(kind, backend, jamo)
     _run("evaluate", corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
-    _run("report", artifacts_dir=artifacts_dir)
+    _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir))
     if others:
         from pipeline.corpora import get_corpus
         from pipeline.predict.bundle import load_bundle
@@ -286,10 +286,10 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
               help="Bundle folder name to combine (repeatable) [default: every trained bundle of the corpus].")
 @param_options(defaults.ENSEMBLE)
 @click.option("--force", is_flag=True, help="Re-run even if the outputs are up to date.")
-def ensemble(corpus, data_dir, artifacts_dir, members, combination, force):
+def ensemble(corpus, data_dir, artifacts_dir, members, combination, threshold, force):
     """Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on the test split."""
-    _run("ensemble", corpus, members=list(members) or None, combination=combination, data_dir=data_dir,
-         artifacts_dir=artifacts_dir, force=force)
+    _run("ensemble", corpus, members=list(members) or None, combination=combination, threshold=threshold,
+         data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
     _after_bundles(data_dir, artifacts_dir)
 
 
@@ -326,7 +326,13 @@ def _after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
     else:
         _run("router", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
     _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
-    _run("report", artifacts_dir=artifacts_dir)
+    _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir))
+
+
+def _stale(data_dir, artifacts_dir) -> dict[str, str]:
+    from pipeline import graph
+
+    return graph.stale_models(data_dir, artifacts_dir)
 
 
 @cli.command()
@@ -350,21 +356,24 @@ def router(data_dir, artifacts_dir, force):
 
 
 @cli.command()
+@data_dir_option
 @artifacts_option
-def summary(artifacts_dir):
-    """A short table of every evaluated model (test and validation accuracy, training time) and the default
+def summary(data_dir, artifacts_dir):
+    """A short table of every evaluated model (test accuracy and balanced accuracy, validation accuracy, training
+    time), which are stale (their data changed since: `ksent run` would make them again), and the default
     model: how `make all` ends. REPORT.md has the details."""
     from pipeline.model.scoring import summary_lines
 
-    for line in summary_lines(artifacts_dir):
+    for line in summary_lines(artifacts_dir, stale=_stale(data_dir, artifacts_dir)):
         click.echo(line)
 
 
 @cli.command()
+@data_dir_option
 @artifacts_option
-def report(artifacts_dir):
+def report(data_dir, artifacts_dir):
     """Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json."""
-    _run("report", artifacts_dir=artifacts_dir, force=True)
+    _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir), force=True)
 
 
 # --- predict -------------------------------------------------------------------------------

@@ -48,11 +48,29 @@ def read_json(path: Path | str):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+_DIGESTS: dict[tuple, str] = {}      # (device, inode, size, mtime, ctime) -> SHA-256, for this process
+_DIGESTS_KEPT = 4096
+_SETTLED_S = 2.0       # file times tick coarsely (a few ms): a file changed more recently than this is read again
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    """The file's SHA-256. For a file last changed more than _SETTLED_S ago it is remembered for this process
+    while the file's inode, size and times stay the same (any write or rename changes its ctime), so the
+    stage graph, which checks one file many times, reads it once."""
+    import time
+
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+        h = hashlib.sha256()
         while block := f.read(chunk):
             h.update(block)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_S * 1e9:
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
 
 

@@ -111,6 +111,7 @@ class Target:
     scheduler: str | None = None
     unlabeled: str = "auto"
     train_params: dict = field(default_factory=dict)
+    stale: dict | None = None           # bundle name -> why `ksent run` would re-make it (pipeline.graph.stale_models)
 
     @property
     def tok(self) -> str:

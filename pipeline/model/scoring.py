@@ -15,28 +15,102 @@ from pipeline.core.files import read_json
 
 
 def compute_metrics(y_true, probability, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall, F1 (positive class = 1), ROC-AUC and the confusion matrix.
+    """Accuracy, balanced accuracy, each class's recall, precision, recall, F1 (positive class = 1), ROC-AUC
+    and the confusion matrix, at `threshold`.
 
-    ROC-AUC is None when only one class is present; everything is None for no rows.
+    ROC-AUC is None when only one class is present, and so is a class's recall without that class;
+    everything is None for no rows.
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
     y_true = np.asarray(y_true).astype(int)
     probability = np.asarray(probability, dtype=float)
     if len(y_true) == 0:
-        return {"n": 0, "accuracy": None, "precision": None, "recall": None, "f1": None, "roc_auc": None,
+        return {"n": 0, "accuracy": None, "balanced_accuracy": None, "recall_negative": None,
+                "recall_positive": None, "precision": None, "recall": None, "f1": None, "roc_auc": None,
                 "confusion_matrix": None}
     predicted = (probability >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    recall_negative = float(tn / (tn + fp)) if tn + fp else None
+    recall_positive = float(tp / (tp + fn)) if tp + fn else None
+    recalls = [r for r in (recall_negative, recall_positive) if r is not None]
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, predicted)),
+        # the mean of the two classes' recalls: what a model that calls every review positive scores 0.5 on
+        "balanced_accuracy": float(np.mean(recalls)),
+        "recall_negative": recall_negative,
+        "recall_positive": recall_positive,
         "precision": float(precision_score(y_true, predicted, zero_division=0)),
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
         "roc_auc": float(roc_auc_score(y_true, probability)) if len(set(y_true)) == 2 else None,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)     # the thresholds choose_threshold tries
+SMOOTHING = 2                                                    # grid steps on either side averaged over
+SIGNIFICANCE_Z = 1.96                                            # McNemar's test at p < 0.05 (two-sided)
+
+
+def choose_threshold(y_true, probability, rule) -> dict:
+    """The decision threshold for a model's validation labels `y_true` and probabilities, by `rule`, and how
+    the model scores at it and at 0.5 (the bundle.json entry every predictor applies).
+
+    "accuracy": the threshold with the best validation accuracy - kept at 0.5 unless the reviews it gets
+    right that 0.5 gets wrong outnumber the reverse significantly (McNemar's test, p < 0.05), so a balanced
+    corpus's threshold does not drift with validation noise. "balanced": the best balanced accuracy (the
+    mean of the classes' recalls), for a corpus where one class is rare. A number: that threshold. Scores
+    are averaged over neighbouring thresholds (SMOOTHING) before the best is taken, ties going to the
+    threshold nearest 0.5.
+    """
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(probability, dtype=np.float64)
+    if isinstance(rule, (int, float)) and not isinstance(rule, bool):
+        value = float(rule)
+    elif rule in ("accuracy", "balanced") and len(y) and len(set(y)) == 2:
+        score = "accuracy" if rule == "accuracy" else "balanced_accuracy"
+        scores = np.array([_score(y, p >= t, score) for t in THRESHOLD_GRID])
+        smoothed = np.array([scores[max(0, i - SMOOTHING):i + SMOOTHING + 1].mean() for i in range(len(scores))])
+        best = np.flatnonzero(smoothed >= smoothed.max() - 1e-12)
+        value = float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - 0.5))]])
+        if rule == "accuracy":
+            gained = int(((p >= value) == y).sum() - ((p >= 0.5) == y).sum())
+            changed = int(((p >= value) != (p >= 0.5)).sum())
+            if gained <= SIGNIFICANCE_Z * np.sqrt(changed):
+                value = 0.5
+    elif rule in ("accuracy", "balanced"):
+        value = 0.5                     # one class only: nothing to choose on
+    else:
+        raise ValueError(f"threshold rule must be accuracy, balanced or a number, got {rule!r}")
+    at = compute_metrics(y, p, value)
+    half = compute_metrics(y, p, 0.5)
+    return {"value": value, "rule": rule if isinstance(rule, str) else "fixed",
+            "val_accuracy": _rounded(at["accuracy"]), "val_balanced_accuracy": _rounded(at["balanced_accuracy"]),
+            "at_0.5": {"val_accuracy": _rounded(half["accuracy"]),
+                       "val_balanced_accuracy": _rounded(half["balanced_accuracy"])}}
+
+
+def threshold_text(entry: dict) -> str:
+    """How a summary line names a threshold entry: "threshold 0.5", or "threshold 0.62 (val balanced accuracy
+    0.8100, 0.7900 at 0.5)"."""
+    if entry["value"] == 0.5:
+        return "threshold 0.5"
+    score = "balanced_accuracy" if entry["rule"] == "balanced" else "accuracy"
+    name = score.replace("_", " ")
+    return (f"threshold {entry['value']:g} (val {name} {entry[f'val_{score}']:.4f}, "
+            f"{entry['at_0.5'][f'val_{score}']:.4f} at 0.5)")
+
+
+def _score(y: np.ndarray, predicted: np.ndarray, score: str) -> float:
+    if score == "accuracy":
+        return float((predicted == y).mean())
+    return float(np.mean([(predicted[y == k] == k).mean() for k in (0, 1)]))
+
+
+def _rounded(value):
+    return None if value is None else round(float(value), 6)
 
 
 def unique_text_mask(texts) -> np.ndarray:
@@ -76,11 +150,15 @@ def write_predictions(path: Path, ids, texts, labels, probability: np.ndarray, t
 
 
 def split_metrics(y, probability, texts, seen_texts, threshold: float) -> dict:
-    """Metrics on the whole test split, on its rows with unique text, and on those unseen in training."""
+    """Metrics at `threshold` on the whole test split, on its rows with unique text and on those unseen in
+    training; and the whole split's accuracy and balanced accuracy at 0.5, for comparison."""
     unique = unique_text_mask(texts)
     unseen = ~np.isin(texts, seen_texts)
+    half = compute_metrics(y, probability, 0.5)
     return {
+        "threshold": float(threshold),
         **{k: v for k, v in compute_metrics(y, probability, threshold).items() if k != "n"},
+        "at_0.5": {"accuracy": half["accuracy"], "balanced_accuracy": half["balanced_accuracy"]},
         "unique_text_test": {"description": "test rows whose raw text occurs exactly once in the test split",
                              **compute_metrics(y[unique], probability[unique], threshold)},
         "unseen_text_test": {"description": "test rows whose raw text occurs in neither the train nor the "
@@ -91,7 +169,8 @@ def split_metrics(y, probability, texts, seen_texts, threshold: float) -> dict:
 
 def summary(label: str, metrics: dict) -> str:
     """The one-line summary evaluate and ensemble print."""
-    return (f"{label}: test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
+    return (f"{label}: test accuracy {metrics['accuracy']:.4f}, balanced {_fmt(metrics.get('balanced_accuracy'))} "
+            f"(threshold {metrics.get('threshold', 0.5):g}), F1 {metrics['f1']:.4f}, "
             f"ROC-AUC {_fmt(metrics['roc_auc'])} on {metrics['n_test']:,} rows; unique-text rows "
             f"{metrics['unique_text_test']['n']:,}: accuracy {_fmt(metrics['unique_text_test']['accuracy'])}; "
             f"rows unseen in training {metrics['unseen_text_test']['n']:,}: accuracy "
@@ -136,9 +215,21 @@ def _bundle_metrics(artifacts_dir: Path) -> list[tuple[str, dict | None]]:
     return found
 
 
-def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, int]:
-    """REPORT.md's text: one table row per <bundle>/metrics.json, best first per corpus; and the row count."""
+def _training_seconds(bundle: Path):
+    """How long the bundle took to train (its bundle.json; metrics.json holds no durations, so that the same
+    bundle and split give it byte for byte)."""
+    try:
+        return read_json(bundle / "bundle.json")["training"]["train_seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, str] | None = None
+                ) -> tuple[str, int]:
+    """REPORT.md's text: one table row per <bundle>/metrics.json, best first per corpus; and the row count.
+    `stale`: bundle folder name -> why it would be made again (`ksent status`): marked, not left out."""
     artifacts_dir = Path(artifacts_dir)
+    stale = stale or {}
     rows, unreadable = [], []
     for folder, m in _bundle_metrics(artifacts_dir):
         try:
@@ -150,24 +241,31 @@ def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, 
         "",
         "Regenerated by `ksent evaluate` (or `ksent report`) from every `<bundle>/metrics.json`; "
         "do not edit. Test figures are for comparison only: models are selected on validation "
-        "accuracy. *Unique-text acc.* counts only the test rows whose raw text occurs once in the test split; "
-        "*unseen-text acc.* only those whose raw text is in neither the train nor the validation split.",
+        "accuracy. Each model labels a review positive at its own *threshold*, chosen on the validation split "
+        "(0.5 unless another is significantly better there). *Balanced acc.* is the mean of the two classes' "
+        "recalls (*neg./pos. recall*). *Unique-text acc.* counts only the test rows whose raw text occurs once in "
+        "the test split; *unseen-text acc.* only those whose raw text is in neither the train nor the validation "
+        "split. A model marked *stale* was scored on data that has changed since (`ksent status` says why).",
         "",
-        "| corpus | tokenizer | accuracy | F1 | ROC-AUC | unique-text acc. | unseen-text acc. | val acc. | vocab "
-        "| maxlen | params | training | model size | plots |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| corpus | tokenizer | accuracy | balanced acc. | neg. / pos. recall | threshold | F1 | ROC-AUC "
+        "| unique-text acc. | unseen-text acc. | val acc. | vocab | maxlen | params | training | model size | plots |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for corpus, _, tok, folder, m in sorted(rows):
         unique, unseen = m.get("unique_text_test") or {}, m.get("unseen_text_test") or {}
+        name = f"{tok} (**stale**: {stale[folder]})" if folder in stale else tok
         lines.append(
-            f"| {corpus} | {tok} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('roc_auc'))} "
+            f"| {corpus} | {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('balanced_accuracy'))} "
+            f"| {_fmt(m.get('recall_negative'))} / {_fmt(m.get('recall_positive'))} | {m.get('threshold', 0.5):g} "
+            f"| {_fmt(m.get('f1'))} | {_fmt(m.get('roc_auc'))} "
             f"| {_fmt(unique.get('accuracy'))} ({unique.get('n', 0):,}) "
-            f"| {_fmt(unseen.get('accuracy'))} ({unseen.get('n', 0):,}) | {_fmt(m.get('best_val_accuracy'))} "
+            f"| {_fmt(unseen.get('accuracy'))} ({unseen.get('n', 0):,}) "
+            f"| {_fmt(m.get('val_accuracy', m.get('best_val_accuracy')))} "
             f"| {_count(m.get('vocab_size'))} | {m.get('maxlen') or '-'} | {_count(m.get('params'))} "
-            f"| {_duration(m.get('train_seconds'))} | {_size(m.get('model_bytes'))} "
+            f"| {_duration(_training_seconds(artifacts_dir / folder))} | {_size(m.get('model_bytes'))} "
             f"| {_plots(artifacts_dir, folder)} |")
     if not rows:
-        lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||")
+        lines.append("| *no evaluated models yet: run `ksent run --corpus nsmc`* ||||||||||||||||")
     if unreadable:
         lines += ["", f"Unreadable metrics.json (skipped): {', '.join(unreadable)}."]
     from pipeline.stages.domains import matrix_lines
@@ -176,31 +274,38 @@ def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> tuple[str, 
     return "\n".join(lines) + "\n", len(rows)
 
 
-def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
-    """A short terminal table of every evaluated bundle (test and validation accuracy, training time), the
-    router's figures on each corpus when there is one, and which model is the default: how `make all` ends."""
+def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, str] | None = None
+                  ) -> list[str]:
+    """A short terminal table of every evaluated bundle (test accuracy and balanced accuracy, validation
+    accuracy, training time), the router's figures on each corpus when there is one, and which model is the
+    default: how `make all` ends. `stale`: bundle folder name -> why `ksent run` would make it again (marked)."""
     artifacts_dir = Path(artifacts_dir)
+    stale = stale or {}
     rows = []
     for folder, m in _bundle_metrics(artifacts_dir):
+        name = f"{folder} (stale)" if folder in stale else folder
         try:
-            rows.append((folder, _fmt(m.get("accuracy")), _fmt(m.get("best_val_accuracy")),
-                         _duration(m.get("train_seconds"))))
+            rows.append((name, _fmt(m.get("accuracy")), _fmt(m.get("balanced_accuracy")),
+                         _fmt(m.get("val_accuracy", m.get("best_val_accuracy"))),
+                         _duration(_training_seconds(artifacts_dir / folder))))
         except (AttributeError, TypeError, ValueError):  # unreadable (None), or figures that are not numbers
-            rows.append((folder, "unreadable", "-", "-"))
+            rows.append((name, "unreadable", "-", "-", "-"))
     try:
         domains = read_json(artifacts_dir / "domains.json")
         router = domains["bundles"]["router"]["cells"]
         for corpus in domains["corpora"]:
-            rows.append((f"router on {corpus}", _fmt(router[corpus]["test"]["accuracy"]),
+            rows.append((f"router on {corpus}", _fmt(router[corpus]["test"]["accuracy"]), "-",
                          _fmt(router[corpus]["val"]["accuracy"]), "-"))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if not rows:
         return [f"no evaluated model in {artifacts_dir}/"]
-    header = ("model", "test acc.", "val. acc.", "training")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    header = ("model", "test acc.", "balanced", "val. acc.", "training")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in
                        enumerate(zip(row, widths, strict=True))) for row in [header, *rows]]
+    for folder, why in sorted(stale.items()):
+        lines.append(f"stale: {folder}: {why}")
     try:
         from pipeline.predict.selection import default_model_dir
 

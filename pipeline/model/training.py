@@ -138,3 +138,4 @@ def write_history(path: Path, history: dict, epoch_seconds: list[float], learnin
     table["learning_rate"] = history.get("learning_rate", learning_rate)       # logged when it can change
     table["seconds"] = np.round(epoch_seconds[:len(table)], 2)
     table.to_csv(path, index=False)
+

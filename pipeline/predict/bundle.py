@@ -42,7 +42,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import is_plain_name
 from pipeline.predict import RUNTIMES
 from pipeline.predict.ensemble import COMBINATIONS
-from pipeline.predict.predictor import MAX_CHARS, Predictor, to_records
+from pipeline.predict.predictor import MAX_CHARS, Predictor, threshold_of, to_records, unknown_rows
 from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
@@ -58,8 +58,9 @@ def load_preprocessor(path: Path | str):
 
 
 def write_manifest(directory: Path | str, *, corpus: str, tok: str, preprocessor, params: int,
-                   training: dict, onnx: dict | None = None) -> dict:
-    """Write bundle.json for the model.keras (and model.onnx, `onnx` its entry) and tokenizer.json in `directory`."""
+                   training: dict, threshold: dict, onnx: dict | None = None) -> dict:
+    """Write bundle.json for the model.keras (and model.onnx, `onnx` its entry) and tokenizer.json in `directory`;
+    `threshold`: the decision threshold's entry (pipeline.model.scoring.choose_threshold)."""
     directory = Path(directory)
     manifest = {
         "format": FORMAT,
@@ -72,6 +73,7 @@ def write_manifest(directory: Path | str, *, corpus: str, tok: str, preprocessor
                       "fingerprint": preprocessor.fingerprint(), "name": preprocessor.name,
                       "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen)},
         **({"onnx": onnx} if onnx else {}),
+        "threshold": threshold,
         "training": training,
         "versions": library_versions(),
     }
@@ -132,13 +134,11 @@ class Bundle(Predictor):
         """One record per text: text, label (1 = positive), sentiment, probability, empty
         (+ explanation with `explain`, see pipeline.predict.explain)."""
         if not explain:
-            x = self.transform(texts)
-            return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+            return self._records(texts, self.transform(texts), batch_size)
         from pipeline.predict.explain import explain_many
 
         token_lists = self.tokens(texts)                  # segmented once, for the records and the explanations
-        x = self.preprocessor.ids(token_lists)
-        records = to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        records = self._records(texts, self.preprocessor.ids(token_lists), batch_size)
         for record, explanation in zip(records, explain_many(self, texts, token_lists), strict=True):
             record["explanation"] = explanation
         return records
@@ -149,8 +149,10 @@ class Bundle(Predictor):
 
     def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
         """The records of `texts`, whose ids worker processes made (`pending_ids`, by member)."""
-        x = pending_ids[id(self)].ids()
-        return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1))
+        return self._records(texts, pending_ids[id(self)].ids(), batch_size)
+
+    def _records(self, texts: list[str], x: np.ndarray, batch_size: int) -> list[dict]:
+        return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1), unknown_rows(x), self.threshold)
 
 
 def member_state(directory: Path, member: dict) -> str | None:
@@ -262,6 +264,7 @@ def load_bundle(directory: Path | str, runtime: str = "auto", sleeping_threads: 
         raise PipelineError(f"no model bundle at {directory} - train one (`{BUILD_HINT}`) or pass --model DIR")
     missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
     manifest = _read_manifest(directory) if MANIFEST_FILE not in missing else {}
+    threshold_of(manifest)                       # a damaged threshold is refused here, not at the first review
     if manifest.get("kind") == "ensemble":       # no tokenizer of its own: its members have theirs
         return _load_ensemble(directory, manifest, runtime, sleeping_threads)
     if manifest.get("kind") == "router":

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.params import ENSEMBLE
-from pipeline.predict.predictor import Predictor, to_records
+from pipeline.predict.predictor import Predictor, to_records, unknown_rows
 from pipeline.predict.runtime import BATCH_SIZE
 
 COMBINATIONS = ENSEMBLE.params["combination"].choices
@@ -55,23 +55,22 @@ class EnsembleBundle(Predictor):
         return "+".join(sorted({m.runtime for m in self.members}))
 
     def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        return self._score([m.transform(texts) for m in self.members], batch_size)[0]
+        return self.proba_of_ids([m.transform(texts) for m in self.members], batch_size)
 
-    def _score(self, xs: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P(positive), empty) from each member's padded ids: empty where no member saw a token."""
-        probabilities = combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
-                                self.weights, self.combination)
-        return probabilities, np.logical_and.reduce([~x.any(axis=1) for x in xs])
+    def _records(self, texts: list[str], xs: list[np.ndarray], batch_size: int) -> list[dict]:
+        """The records from each member's padded ids: empty (unknown) where no member saw a (known) token."""
+        return to_records(texts, self.proba_of_ids(xs, batch_size), np.logical_and.reduce([~x.any(axis=1) for x in xs]),
+                          np.logical_and.reduce([unknown_rows(x) for x in xs]), self.threshold)
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
         """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
         if not explain:
-            return to_records(texts, *self._score([m.transform(texts) for m in self.members], batch_size))
+            return self._records(texts, [m.transform(texts) for m in self.members], batch_size)
         from pipeline.predict.explain import explain_many
 
         token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
-        records = to_records(texts, *self._score([m.preprocessor.ids(t) for m, t in zip(
-            self.members, token_lists, strict=True)], batch_size))
+        records = self._records(texts, [m.preprocessor.ids(t) for m, t in zip(self.members, token_lists, strict=True)],
+                                batch_size)
         per_member = [explain_many(m, texts, t) for m, t in zip(self.members, token_lists, strict=True)]
         for i, record in enumerate(records):
             record["explanation"] = {"members": [
@@ -90,7 +89,8 @@ class EnsembleBundle(Predictor):
 
     def proba_of_ids(self, xs: list[np.ndarray], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """P(positive) from each member's padded ids (`member_ids`)."""
-        return self._score(xs, batch_size)[0]
+        return combine([m.predict_ids(x, batch_size) for m, x in zip(self.members, xs, strict=True)],
+                       self.weights, self.combination)
 
     def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
-        return to_records(texts, *self._score(self.member_ids(texts, pending_ids), batch_size))
+        return self._records(texts, self.member_ids(texts, pending_ids), batch_size)

@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.predict.runtime import BATCH_SIZE
 
-THRESHOLD = 0.5             # probability of positive at or above which a review is labelled positive
+THRESHOLD = 0.5             # the decision threshold of a bundle that records none (made before thresholds)
 MAX_CHARS = 10_000          # raw characters kept per review before segmentation
 
 
@@ -28,6 +28,12 @@ class Predictor:
     @property
     def tok(self) -> str:
         return self.manifest["tok"]
+
+    @property
+    def threshold(self) -> float:
+        """The probability of positive at or above which a review is labelled positive: the one chosen on the
+        validation split and recorded in bundle.json (pipeline.model.scoring.choose_threshold)."""
+        return threshold_of(self.manifest)
 
     @property
     def runtime(self) -> str:
@@ -58,10 +64,42 @@ class Predictor:
         return stream_records(self, batches, workers, batch_size, pool_after)
 
 
-def to_records(texts, probabilities, empty) -> list[dict]:
+def threshold_of(manifest: dict) -> float:
+    """The decision threshold bundle.json records; THRESHOLD for a bundle that records none. PipelineError for
+    one that is not a number between 0 and 1 (a damaged bundle.json)."""
+    entry = manifest.get("threshold")
+    if entry is None:
+        return THRESHOLD
+    value = entry.get("value") if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise PipelineError(f"bundle.json of {manifest.get('corpus')}/{manifest.get('tok')} records the threshold "
+                            f"{entry!r}, not a probability between 0 and 1: it is damaged - re-make the bundle")
+    return float(value)
+
+
+def val_accuracy_of(manifest: dict) -> float | None:
+    """A bundle's validation accuracy at its decision threshold (bundle.json), else the best epoch's at 0.5
+    (bundles made before thresholds); None if it records neither."""
+    entry = manifest.get("threshold")
+    if isinstance(entry, dict) and isinstance(entry.get("val_accuracy"), (int, float)):
+        return float(entry["val_accuracy"])
+    value = (manifest.get("training") or {}).get("best_val_accuracy")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def unknown_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of padded ids with no token of the vocabulary (only padding and out-of-vocabulary ids)."""
+    from pipeline.text.vocab import OOV_ID
+
+    return ~(np.asarray(x) > OOV_ID).any(axis=1)
+
+
+def to_records(texts, probabilities, empty, unknown, threshold: float) -> list[dict]:
+    """One record per text: label by `threshold`; `empty`: nothing to read after cleaning; `unknown`: no token
+    the model knows (empty reviews included), so its answer says nothing about the text."""
     if not np.isfinite(probabilities).all():    # damaged weights: NaN is no answer, and not JSON either
         raise PipelineError("the network gave a probability that is not a number: its weights are damaged; "
                             "re-make the bundle (ksent train)")
-    return [{"text": text, "label": int(p >= THRESHOLD), "sentiment": "positive" if p >= THRESHOLD else "negative",
-             "probability": float(p), "empty": bool(e)}
-            for text, p, e in zip(texts, probabilities, empty, strict=True)]
+    return [{"text": text, "label": int(p >= threshold), "sentiment": "positive" if p >= threshold else "negative",
+             "probability": float(p), "empty": bool(e), "unknown": bool(u)}
+            for text, p, e, u in zip(texts, probabilities, empty, unknown, strict=True)]

@@ -11,14 +11,15 @@ from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE, member_state
 
 
 def _validation_accuracy(directory: Path) -> float:
-    """The best validation accuracy the train stage recorded (never a test figure)."""
-    for path, keys in ((directory / "train.manifest.json", ("counts",)), (directory / MANIFEST_FILE, ("training",))):
-        try:
-            value = read_json(path)[keys[0]]["best_val_accuracy"]
-            return float(value)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return float("-inf")
+    """The validation accuracy the train (or ensemble, distill) stage recorded at the bundle's decision
+    threshold (never a test figure)."""
+    from pipeline.predict.predictor import val_accuracy_of
+
+    try:
+        value = val_accuracy_of(read_json(directory / MANIFEST_FILE))
+    except (OSError, ValueError, AttributeError):
+        value = None
+    return float("-inf") if value is None else value
 
 
 def _changed_members(directory: Path, manifest: dict) -> list[str]:

@@ -154,9 +154,10 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
     label = f"distill {corpus}"
 
     def run(out: Staging) -> StageResult:
+        from pipeline.model.scoring import choose_threshold, threshold_text
         from pipeline.predict import bundle
         from pipeline.predict.bundle import load_bundle
-        from pipeline.predict.predictor import THRESHOLD
+        from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
         pad_label = layout.label(corpus, tok)
@@ -180,9 +181,10 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         del x, y, w
         serving = training.save_for_serving(model, out.path("best.weights.h5"), out.path("model.keras"))
         out.path("best.weights.h5").unlink(missing_ok=True)
-        from pipeline.predict.runtime import ONNX_FILE, export_onnx
         onnx_entry = export_onnx(serving, out.path(ONNX_FILE), check_ids=gold["val"]["x"],
                                  check_labels=gold["val"]["label"], padding=preprocessor.padding)
+        threshold = choose_threshold(gold["val"]["label"], predict_ids(OnnxNetwork(out.path(ONNX_FILE)),
+                                                                       gold["val"]["x"]), params["threshold"])
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
 
         val_loss = np.asarray(history["val_loss"], dtype=float)
@@ -198,31 +200,33 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
                    "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
                    "train_seconds": round(seconds + label_seconds, 1)}
         manifest = bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor,
-                                         params=model.count_params(), onnx=onnx_entry, training=trained)
+                                         params=model.count_params(), onnx=onnx_entry, threshold=threshold,
+                                         training=trained)
         write_json(out.path("bundle.json"), {**manifest, "distillation": distillation})
         training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
         training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok} student")
 
         from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
-        from pipeline.predict.runtime import OnnxNetwork, predict_ids
 
         test = gold["test"]
         probability = predict_ids(OnnxNetwork(out.path(ONNX_FILE)), test["x"])
         seen = np.concatenate([gold["train"]["text"], gold["val"]["text"]])
         metrics = {
-            "corpus": corpus, "tokenizer": f"{tok} student", "threshold": THRESHOLD, "n_test": int(len(test["label"])),
-            **split_metrics(test["label"], probability, test["text"], seen, THRESHOLD),
+            "corpus": corpus, "tokenizer": f"{tok} student", "n_test": int(len(test["label"])),
+            **split_metrics(test["label"], probability, test["text"], seen, threshold["value"]),
             "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen),
             "params": int(model.count_params()), "model_bytes": out.path("model.keras").stat().st_size,
-            **{k: trained[k] for k in ("train_seconds", "epochs_run", "best_epoch", "best_val_accuracy")},
+            **{k: trained[k] for k in ("epochs_run", "best_epoch", "best_val_accuracy")},
+            "val_accuracy": threshold["val_accuracy"],
             "teacher": distillation["teacher"],
         }
         write_json(out.path("metrics.json"), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / {tok} student: accuracy {metrics['accuracy']:.4f}")
         write_predictions(out.path("predictions.csv"), test["id"], test["text"], test["label"], probability,
-                          THRESHOLD)
-        line = (f"{summary(label, metrics)}; val accuracy {trained['best_val_accuracy']:.4f} at epoch {best + 1}; "
+                          threshold["value"])
+        line = (f"{summary(label, metrics)}; val accuracy {trained['best_val_accuracy']:.4f} at epoch {best + 1}, "
+                f"{threshold_text(threshold)}; "
                 f"{len(gold['train']['x']):,} gold + {len(soft_p):,} teacher-labelled reviews "
                 f"({counts['heldout_text']:,} with a validation/test review's text, {counts['empty']:,} empty "
                 f"dropped), labelled in {label_seconds:.0f} s, trained in {seconds:.0f} s"

@@ -11,10 +11,12 @@ Each cell holds the bundle's accuracy on the corpus's validation split too: the 
 chosen on those (pipeline.predict.selection), never on test figures.
 
 Inputs: every bundle's bundle.json in the artifacts folder (the router's too, once made: its stage's
-scope runs before this one's), every declared corpus's split.parquet. Output: artifacts/domains.json. A cell is
-computed once per (bundle.json, split.parquet) checksum pair: cells of an unchanged bundle on an
-unchanged split are taken from the previous domains.json, so re-running after one new bundle
-scores that bundle only.
+scope runs before this one's), and the split.parquet of every corpus that has bundles of its own or is
+declared as an extra domain (`extra_domain = true`: scored, but left out of the default model's choice);
+a corpus only declared or run up to its split is not scored, so it cannot change the default.
+Output: artifacts/domains.json. A cell is computed once per (bundle.json, split.parquet) checksum pair:
+cells of an unchanged bundle on an unchanged split are taken from the previous domains.json, so
+re-running after one new bundle scores that bundle only.
 """
 from __future__ import annotations
 
@@ -43,9 +45,28 @@ def _bundles(artifacts_dir: Path) -> list[Path]:
                   if (p.parent / "metrics.json").is_file() or (p.parent / "router.manifest.json").is_file())
 
 
-def _splits(data_dir: Path) -> dict[str, Path]:
-    return {name: path for name in CORPORA
-            if (path := layout.interim_dir(data_dir, name) / "split.parquet").is_file()}
+def _domains(data_dir: Path, artifacts_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """The corpora scored (name -> split.parquet): those with bundles of their own, and those declared as an extra
+    domain (`extra_domain = true`); and the extra ones, which the default model's choice leaves out. A corpus
+    only declared, checked or split - one tried and never trained - is neither."""
+    own = set()
+    for path in artifacts_dir.glob("*/bundle.json"):
+        try:
+            own.add(read_json(path).get("corpus"))
+        except (OSError, ValueError, AttributeError):
+            continue
+    splits, extra = {}, []
+    for name, spec in CORPORA.items():
+        path = layout.interim_dir(data_dir, name) / "split.parquet"
+        if path.is_file() and (name in own or spec.extra_domain):
+            splits[name] = path
+            if name not in own:
+                extra.append(name)
+    return splits, extra
+
+
+def _splits(data_dir: Path, artifacts_dir: Path) -> dict[str, Path]:
+    return _domains(data_dir, artifacts_dir)[0]
 
 
 def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
@@ -53,7 +74,7 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     inputs = {}
     for bundle in _bundles(folder):
         inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", bundle_producer(bundle), label=bundle.name)
-    for name, path in _splits(Path(data_dir)).items():
+    for name, path in _splits(Path(data_dir), folder).items():
         inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
     return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
 
@@ -68,8 +89,7 @@ def run_for(t: Target, **kwargs) -> StageResult:
 
 def score(bundle, path: Path, corpus: str, rows: dict | None = None) -> dict:
     """A loaded bundle's accuracy on the validation and test splits of `corpus`'s split.parquet `path`
-    (`rows` caches the splits' texts by path across calls)."""
-    from pipeline.predict.predictor import THRESHOLD
+    (`rows` caches the splits' texts by path across calls), at the bundle's own decision threshold."""
 
     rows = {} if rows is None else rows
     if path not in rows:
@@ -78,7 +98,7 @@ def score(bundle, path: Path, corpus: str, rows: dict | None = None) -> dict:
     for split, (texts, labels) in rows[path].items():
         if len(labels):
             started = time.perf_counter()
-            predicted = (bundle.predict_proba(texts) >= THRESHOLD).astype(np.int8)
+            predicted = (bundle.predict_proba(texts) >= bundle.threshold).astype(np.int8)
             seconds = time.perf_counter() - started      # preprocessing and network, in this process
             cell[split] = {"accuracy": round(float((predicted == labels).mean()), 6), "n": len(labels),
                            "seconds": round(seconds, 6)}
@@ -88,8 +108,6 @@ def score(bundle, path: Path, corpus: str, rows: dict | None = None) -> dict:
 def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
             force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
     """Score every bundle in `artifacts_dir` on every corpus's test split into domains.json."""
-    from pipeline.predict.predictor import THRESHOLD
-
     stage = plan(data_dir=data_dir, artifacts_dir=artifacts_dir)
     folder = stage.folder
 
@@ -100,7 +118,8 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
             previous = read_json(folder / OUTPUT)["bundles"] if not force else {}
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
-        splits = {name: (path, sha256_file(path)) for name, path in _splits(Path(data_dir)).items()}
+        domains, extra = _domains(Path(data_dir), folder)
+        splits = {name: (path, sha256_file(path)) for name, path in domains.items()}
         rows: dict = {}
         result, scored, reused = {}, 0, 0
         shown = Progress()
@@ -127,7 +146,8 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
                                        "bundle_sha256": bundle_sha, "cells": cells}
         shown.close()
-        write_json(out.path(OUTPUT), {"threshold": THRESHOLD, "corpora": sorted(splits), "bundles": result})
+        write_json(out.path(OUTPUT), {"corpora": sorted(set(splits) - set(extra)), "extra_domains": sorted(extra),
+                                          "bundles": result})
         return StageResult(summary=f"domains: {len(result)} bundle(s) x {len(splits)} test split(s): {scored} "
                                    f"scored, {reused} unchanged", counts={"scored": scored, "reused": reused})
 
@@ -138,9 +158,11 @@ def matrix_lines(artifacts_dir: Path | str) -> list[str]:
     """REPORT.md's cross-domain section from domains.json (none if it is absent or unreadable)."""
     try:
         data = read_json(Path(artifacts_dir) / OUTPUT)
-        corpora, bundles = data["corpora"], data["bundles"]
+        own, bundles = data["corpora"], data["bundles"]
+        extra = list(data.get("extra_domains") or [])
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    corpora = [*own, *extra]
     if not corpora or not bundles:
         return []
 
@@ -160,12 +182,13 @@ def matrix_lines(artifacts_dir: Path | str) -> list[str]:
     lines = ["", "## Every model on every domain", "",
              "Test accuracy of each bundle (rows) on each corpus's test split (columns), raw text through the "
              "bundle's own preprocessing as `ksent predict` does it; **bold**: in-domain (the bundle's own corpus). "
-             "The last column is the validation accuracy averaged over the corpora, each weighing the same: the "
-             "default model (`ksent predict` without `--model`) is the bundle with the highest. *reviews/s*: raw "
+             "The last column is the validation accuracy averaged over the corpora that have models of their own, "
+             "each weighing the same: the default model (`ksent predict` without `--model`) is the bundle with the "
+             "highest; a corpus declared as an extra domain (*extra*) is scored, not averaged. *reviews/s*: raw "
              "text to probability on the largest test split, in the domains stage's process (one run, this "
              "machine; start-up and file reading not included): what choosing a slower, more accurate model "
              "costs. Written by the domains stage (`artifacts/domains.json`).", "",
-             "| bundle | " + " | ".join(f"{c} test ({tested[c]:,})" for c in corpora)
+             "| bundle | " + " | ".join(f"{c}{' (extra)' if c in extra else ''} test ({tested[c]:,})" for c in corpora)
              + " | val., mean of corpora | reviews/s |",
              "|---|" + "---:|" * (len(corpora) + 2)]
     from pipeline.predict.selection import measured_speeds
@@ -174,7 +197,7 @@ def matrix_lines(artifacts_dir: Path | str) -> list[str]:
     for name, b in sorted(bundles.items()):
         cells = [f"**{fmt(cell(b, c, 'test').get('accuracy'))}**" if c == b.get("corpus")
                  else fmt(cell(b, c, "test").get("accuracy")) for c in corpora]
-        vals = [cell(b, c, "val").get("accuracy") for c in corpora]
+        vals = [cell(b, c, "val").get("accuracy") for c in own]
         mean = sum(vals) / len(vals) if all(isinstance(v, (int, float)) for v in vals) else None
         label = f"{name} (default)" if name == default else name
         rate = f"{rates[name]:,.0f}" if name in rates else "-"

@@ -55,9 +55,10 @@ def _member_tok(bundle_dir: Path) -> str:
 
 
 def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
-         combination: str = defaults.ENSEMBLE["combination"], data_dir: Path | str = layout.DATA_DIR,
-         artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
-    combination = defaults.ENSEMBLE.resolve({"combination": combination}, prefix=f"ensemble {corpus}: ")["combination"]
+         combination: str = defaults.ENSEMBLE["combination"], threshold=defaults.ENSEMBLE["threshold"],
+         data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
+    params = defaults.ENSEMBLE.resolve({"combination": combination, "threshold": threshold},
+                                       prefix=f"ensemble {corpus}: ")
     artifacts_dir = Path(artifacts_dir)
     members = sorted(set(members or member_names(corpus, artifacts_dir)))
     if len(members) < 2:
@@ -75,7 +76,7 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
             inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad", label=label)
         inputs[f"{name}/processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
     return Stage("ensemble", corpus, layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK), inputs=inputs,
-                 params={"members": members, "combination": combination},
+                 params={"members": members, **params},
                  outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 
 
@@ -88,17 +89,20 @@ def run_for(t: Target, **kwargs) -> StageResult:
 
 
 def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
-             combination: str = defaults.ENSEMBLE["combination"],
+             combination: str = defaults.ENSEMBLE["combination"], threshold=defaults.ENSEMBLE["threshold"],
              data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
              force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
-    """Combine the members (default: every single-model bundle of `corpus`) and score the ensemble."""
+    """Combine the members (default: every single-model bundle of `corpus`), choose the decision threshold on the
+    validation split (`threshold`: pipeline.params.ENSEMBLE) and score the ensemble."""
+    from pipeline.model.scoring import choose_threshold, threshold_text
     from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, load_bundle
     from pipeline.predict.ensemble import combine
-    from pipeline.predict.predictor import THRESHOLD
+    from pipeline.predict.predictor import val_accuracy_of
     from pipeline.predict.runtime import PROGRESS_BLOCK
 
-    stage = plan(corpus, members=members, combination=combination, data_dir=data_dir, artifacts_dir=artifacts_dir)
-    names = stage.params["members"]
+    stage = plan(corpus, members=members, combination=combination, threshold=threshold, data_dir=data_dir,
+                 artifacts_dir=artifacts_dir)
+    names, combination = stage.params["members"], stage.params["combination"]
     weights = [1.0 / len(names)] * len(names)
     label = f"ensemble {corpus}"
 
@@ -127,19 +131,18 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                 member_p.append(blockwise(bundle.predict_ids, rows["x"], f"{label}: {name} on {split}",
                                                 PROGRESS_BLOCK))
             probabilities[split] = combine(member_p, weights, combination)
-        val_y = reference["val"]["label"]
-        val_accuracy = float(((probabilities["val"] >= THRESHOLD) == (val_y == 1)).mean())
+        chosen = choose_threshold(reference["val"]["label"], probabilities["val"], stage.params["threshold"])
+        val_accuracy = chosen["val_accuracy"]
         test = reference["test"]
         seen = np.concatenate([split_rows(names[0], s, ("text",))["text"] for s in ("train", "val")])
-        member_val = {name: b.manifest.get("training", {}).get("best_val_accuracy") for name, b in zip(
-            names, bundles, strict=True)}
+        member_val = {name: val_accuracy_of(b.manifest) for name, b in zip(names, bundles, strict=True)}
         train_seconds = [b.manifest.get("training", {}).get("train_seconds") for b in bundles]
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "ensemble", "corpus": corpus,
             "tok": ENSEMBLE_TOK, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "members": [{"name": name, "tok": b.tok, "bundle_sha256": sha256_file(b.directory / "bundle.json")}
                         for name, b in zip(names, bundles, strict=True)],
-            "combination": combination, "weights": weights,
+            "combination": combination, "weights": weights, "threshold": chosen,
             "training": {"best_val_accuracy": round(val_accuracy, 6), "member_val_accuracy": member_val,
                          "train_seconds": sum(s for s in train_seconds if s)},
             "versions": library_versions(),
@@ -149,20 +152,20 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         if not len(y):
             raise PipelineError(f"{label}: the test split is empty")
         metrics = {
-            "corpus": corpus, "tokenizer": ENSEMBLE_TOK, "threshold": THRESHOLD, "n_test": int(len(y)),
-            **split_metrics(y, probabilities["test"], test["text"], seen, THRESHOLD),
+            "corpus": corpus, "tokenizer": ENSEMBLE_TOK, "n_test": int(len(y)),
+            **split_metrics(y, probabilities["test"], test["text"], seen, chosen["value"]),
             "members": names, "vocab_size": None, "maxlen": None,
             "params": sum(int(b.manifest["model"]["params"]) for b in bundles),
             "model_bytes": sum((b.directory / b.manifest.get("onnx", b.manifest["model"])["file"]).stat().st_size
                                for b in bundles),
-            "train_seconds": manifest["training"]["train_seconds"], "best_val_accuracy": round(val_accuracy, 6),
+            "best_val_accuracy": round(val_accuracy, 6), "val_accuracy": round(val_accuracy, 6),
         }
         write_json(out.path("metrics.json"), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / ensemble: accuracy {metrics['accuracy']:.4f}")
         write_predictions(out.path("predictions.csv"), test["id"], test["text"], y, probabilities["test"],
-                          THRESHOLD)
-        line = (f"{summary(label, metrics)}; val accuracy {val_accuracy:.4f} (members: "
+                          chosen["value"])
+        line = (f"{summary(label, metrics)}; val accuracy {val_accuracy:.4f}, {threshold_text(chosen)} (members: "
                 f"{', '.join(f'{n} {v:.4f}' for n, v in member_val.items() if v is not None)})")
         return StageResult(summary=line, counts={"n_test": metrics["n_test"], "accuracy": metrics["accuracy"],
                                                  "best_val_accuracy": round(val_accuracy, 6)})

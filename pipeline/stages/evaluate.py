@@ -31,15 +31,13 @@ from pipeline.model.scoring import plot_confusion, split_metrics, summary, write
 
 def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
          artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
-    from pipeline.predict.predictor import THRESHOLD
-
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     bundle_dir = layout.bundle_dir(artifacts_dir, corpus, tok)
     inputs = {name: Input(src / name, "pad", label=label) for name in ("test.parquet", "train.parquet", "val.parquet")}
     inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
     inputs.update({name: Input(bundle_dir / name, "train", label=label)
                    for name in ("model.keras", "model.onnx", "tokenizer.json", "bundle.json")})
-    return Stage("evaluate", label, bundle_dir, inputs=inputs, params={"threshold": THRESHOLD},
+    return Stage("evaluate", label, bundle_dir, inputs=inputs, params={},
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 
 
@@ -54,9 +52,8 @@ def run_for(t: Target, **kwargs) -> StageResult:
 def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
              artifacts_dir: Path | str = layout.ARTIFACTS_DIR, force: bool = False,
              echo: Callable[[str], None] | None = None) -> StageResult:
-    """Score <artifacts_dir>/<corpus>-<tok>/ on the test split; write its metrics."""
-    from pipeline.predict.predictor import THRESHOLD
-
+    """Score <artifacts_dir>/<corpus>-<tok>/ on the test split, at the decision threshold its bundle.json records;
+    write its metrics."""
     stage = plan(corpus, tok, data_dir=data_dir, artifacts_dir=artifacts_dir)
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
     bundle_dir, label = stage.folder, stage.label
@@ -82,18 +79,20 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                                for name in ("train.parquet", "val.parquet")])
         trained = bundle.manifest.get("training") or {}
         metrics = {
-            "corpus": corpus, "tokenizer": tok, "threshold": THRESHOLD, "n_test": int(len(y)),
-            **split_metrics(y, probability, texts, seen, THRESHOLD),
+            "corpus": corpus, "tokenizer": tok, "n_test": int(len(y)),
+            **split_metrics(y, probability, texts, seen, bundle.threshold),
             "empty_test_rows": int((~x.any(axis=1)).sum()),
             "vocab_size": int(bundle.preprocessor.vocab_size), "maxlen": int(bundle.preprocessor.maxlen),
             "params": int(bundle.manifest["model"]["params"]),
             "model_bytes": (bundle_dir / "model.keras").stat().st_size,
-            **{k: trained.get(k) for k in ("train_seconds", "epochs_run", "best_epoch", "best_val_accuracy")},
+            # no durations: the same bundle and split give the same metrics.json, byte for byte
+            **{k: trained.get(k) for k in ("epochs_run", "best_epoch", "best_val_accuracy")},
+            "val_accuracy": bundle.manifest.get("threshold", {}).get("val_accuracy"),
         }
         write_json(out.path("metrics.json"), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / {tok}: accuracy {metrics['accuracy']:.4f}")
-        write_predictions(out.path("predictions.csv"), ids, texts, y, probability, THRESHOLD)
+        write_predictions(out.path("predictions.csv"), ids, texts, y, probability, bundle.threshold)
         return StageResult(summary=summary(f"evaluate {label}", metrics), counts={k: metrics[k] for k in (
             "n_test", "accuracy", "f1", "roc_auc", "empty_test_rows")})
 

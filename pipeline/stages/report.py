@@ -28,30 +28,32 @@ def _producer(bundle: Path) -> str:
     return "evaluate" if producer == "train" else producer
 
 
-def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
+def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, str] | None = None) -> Stage:
+    """`stale`: bundle name -> why it would be made again (pipeline.graph.stale_models), marked in the report."""
     folder = Path(artifacts_dir)
     inputs = {f"{path.parent.name}/{path.name}": Input(path, _producer(path.parent), _listed_as_found)
               for path in sorted(folder.glob("*/metrics.json"))}
     if (folder / DOMAINS).is_file():           # the cross-domain matrix, once the domains stage wrote it
         inputs[DOMAINS] = Input(folder / DOMAINS, "domains", _listed_as_found)
-    return Stage("report", "", folder, inputs=inputs, params={}, outputs=(layout.REPORT_FILE,))
+    return Stage("report", "", folder, inputs=inputs, params={"stale": dict(sorted((stale or {}).items()))},
+                 outputs=(layout.REPORT_FILE,))
 
 
 def plan_for(t: Target) -> Stage:
-    return plan(artifacts_dir=t.artifacts_dir)
+    return plan(artifacts_dir=t.artifacts_dir, stale=t.stale)
 
 
 def run_for(t: Target, **kwargs) -> StageResult:
-    return report(artifacts_dir=t.artifacts_dir, **kwargs)
+    return report(artifacts_dir=t.artifacts_dir, stale=t.stale, **kwargs)
 
 
-def report(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR, force: bool = False,
-           echo: Callable[[str], None] | None = None) -> StageResult:
-    """Rewrite <artifacts_dir>/REPORT.md from every <bundle>/metrics.json."""
-    stage = plan(artifacts_dir=artifacts_dir)
+def report(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, str] | None = None,
+           force: bool = False, echo: Callable[[str], None] | None = None) -> StageResult:
+    """Rewrite <artifacts_dir>/REPORT.md from every <bundle>/metrics.json, marking the `stale` bundles."""
+    stage = plan(artifacts_dir=artifacts_dir, stale=stale)
 
     def run(out: Staging) -> StageResult:
-        text, rows = report_text(stage.folder)
+        text, rows = report_text(stage.folder, stage.params["stale"])
         write_text(out.path(layout.REPORT_FILE), text)
         return StageResult(summary=f"report: {rows} evaluated bundle(s) -> {layout.report_path(artifacts_dir)}",
                            counts={"bundles": rows})

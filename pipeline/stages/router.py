@@ -86,6 +86,8 @@ def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str 
             "experts": [{"domain": corpus, "name": name, "tok": read_json(Path(artifacts_dir) / name / "bundle.json")
                          .get("tok"), "bundle_sha256": sha256_file(Path(artifacts_dir) / name / "bundle.json")}
                         for corpus, name in chosen.items()],
+            # each expert's probability is moved to its own threshold before mixing (pipeline.predict.router)
+            "threshold": {"value": 0.5, "rule": "experts"},
             "gate": {"file": GATE_FILE, "sha256": sha256_file(out.path(GATE_FILE)), "domains": list(gate.domains),
                      "train_reviews": {c: len(t) for c, t in texts.items()}},
             "versions": library_versions(),

@@ -208,11 +208,15 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
             raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
         serving = training.save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
-        from pipeline.predict.runtime import ONNX_FILE, export_onnx
+        from pipeline.model.scoring import choose_threshold, threshold_text
+        from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
         # checked against Keras on the whole validation split
         val = splits["val"].read_groups(list(range(splits["val"].groups)))
         onnx_entry = export_onnx(serving, out.path(ONNX_FILE), padding=preprocessor.padding,
                                  check_ids=val["x"], check_labels=val["label"])
+        # the decision threshold, chosen on the validation split's probabilities as the bundle will give them
+        threshold = choose_threshold(val["label"], predict_ids(OnnxNetwork(out.path(ONNX_FILE)), val["x"]),
+                                     params["threshold"])
 
         shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
         epochs_run = len(history["loss"])
@@ -229,13 +233,16 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1),
         }
         bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor, params=n_params,
-                              onnx=onnx_entry, training={"params": params, **{k: counts[k] for k in (
+                              onnx=onnx_entry, threshold=threshold,
+                              training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
                                   "train_seconds")}})
         training.write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
         training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
+        counts["threshold"] = threshold["value"]
         summary = (f"train {corpus}/{tok}: best val_acc {counts['best_val_accuracy']:.4f} at epoch "
-                   f"{best + 1}/{epochs_run}, {n_params:,} params, {train_seconds:.0f}s "
+                   f"{best + 1}/{epochs_run}, {threshold_text(threshold)}, {n_params:,} params, "
+                   f"{train_seconds:.0f}s "
                    f"({counts['seconds_per_epoch']:.0f}s/epoch), "
                    + (f"{pretrained_rows:,} of {preprocessor.vocab_size:,} embedding rows pretrained"
                       if params["embeddings"] == "pretrained" else "random embeddings")
