@@ -6,13 +6,17 @@
 # backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
 # out like ../shared/corpora), JOBS (how many tokenizations `make all` takes up to pretrain at
 # once, default 2; 1: one after another), SCHEDULER (a Dask scheduler address: the data
-# stages run on that cluster instead of this machine), PYTHON. Example, offline here:
+# stages run on that cluster instead of this machine), DATA_DIR and ARTIFACTS_DIR (where the
+# generated data and the models go, default data/ and artifacts/ here: give absolute paths to keep a
+# private corpus outside the clone), RUN_ARGS (more `ksent run` options, e.g. RUN_ARGS="--epochs 4"),
+# PYTHON. From another folder: `make -C path/to/ksent all ...`. Examples, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
+#     make -C ~/ksent all CORPORA=my_shop DATA_DIR=$PWD/data ARTIFACTS_DIR=$PWD/artifacts KSENT_CORPORA=$PWD/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
 # registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
 # tokenize pretrain pad train evaluate ensemble distill router domains report. `clean-text` is the pipeline's clean
-# stage; `make clean` keeps its usual meaning: delete the generated data/ and artifacts/
+# stage; `make clean` keeps its usual meaning: delete the generated $(DATA_DIR) and $(ARTIFACTS_DIR)
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
 # derives it from what each stage reads.
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
@@ -37,6 +41,12 @@ SCHEDULER ?=
 ifneq ($(SCHEDULER),)
 export KSENT_SCHEDULER := $(SCHEDULER)
 endif
+# every ksent command's --data-dir and --artifacts-dir default to KSENT_DATA_DIR and KSENT_ARTIFACTS_DIR
+DATA_DIR ?= data
+ARTIFACTS_DIR ?= artifacts
+export KSENT_DATA_DIR := $(DATA_DIR)
+export KSENT_ARTIFACTS_DIR := $(ARTIFACTS_DIR)
+RUN_ARGS ?=
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # `make all` first takes every corpus and tokenization up to its word vectors (`ksent run --until
@@ -78,7 +88,7 @@ all: setup
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg); \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(RUN_ARGS); \
 	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
 	@echo; $(KSENT) summary
@@ -144,7 +154,8 @@ $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 pretrain/%: setup
 	@set -eo pipefail; corpus=$(firstword $(subst /, ,$*)); tok=$(subst +,:,$(lastword $(subst /, ,$*))); \
 	  echo "== $$corpus / $$tok, up to pretrain"; \
-	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) --until pretrain $(lane_output)
+	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) --until pretrain $(RUN_ARGS) \
+	  $(lane_output)
 
 $(TOKENIZATION_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
@@ -160,14 +171,16 @@ status: setup
 	  $(KSENT) status --corpus $$corpus $(tok_args); \
 	done; done
 
-BENCH_MODEL ?= artifacts/nsmc-morpheme-mecab
+BENCH_MODEL ?= $(ARTIFACTS_DIR)/nsmc-morpheme-mecab
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_tokenize.py
 	$(BIN)/python tests/benchmarks/bench_predict.py --model $(BENCH_MODEL)
 	$(BIN)/python tests/benchmarks/bench_serve.py --model $(BENCH_MODEL)
 
 clean:
-	rm -rf data/raw data/interim data/processed artifacts/*/ artifacts/REPORT.md artifacts/report.manifest.json artifacts/domains.json artifacts/domains.manifest.json artifacts/.*.lock artifacts/.*.lock.owner .artifacts.lock .artifacts.lock.owner
+	rm -rf $(DATA_DIR)/raw $(DATA_DIR)/interim $(DATA_DIR)/processed $(ARTIFACTS_DIR)/*/ \
+	  $(addprefix $(ARTIFACTS_DIR)/,REPORT.md report.manifest.json domains.json domains.manifest.json .*.lock \
+	  .*.lock.owner) $(dir $(ARTIFACTS_DIR)).$(notdir $(ARTIFACTS_DIR)).lock $(dir $(ARTIFACTS_DIR)).$(notdir $(ARTIFACTS_DIR)).lock.owner
 
 distclean: clean
 	rm -rf $(VENV)

@@ -395,8 +395,9 @@ STREAM_BATCH = defaults.PREDICT["stream_batch"]
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
               help="Processes for morpheme analysis of large inputs [default: all cores].")
 @runtime_option
+@artifacts_option
 @click.pass_context
-def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers, runtime):
+def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers, runtime, artifacts_dir):
     """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
 
     Only \\n or \\r\\n ends an input line, so every input line gets exactly one
@@ -430,7 +431,8 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
         return
     # a file or stdin is answered with the analyzer workers on the same cores: the network's threads must not
     # spin in their way (pipeline.predict.runtime.OnnxNetwork); reviews given as arguments are answered at once
-    classifier = load(model_dir or None, runtime=runtime, on_note=lambda note: click.echo(f"note: {note}", err=True),
+    classifier = load(model_dir or None, artifacts_dir=artifacts_dir, runtime=runtime,
+                      on_note=lambda note: click.echo(f"note: {note}", err=True),
                       sleeping_threads=not texts and not explain)
     batches = itertools.chain([first], batches)
     if explain:
@@ -545,8 +547,9 @@ def corpus_check(name, files, data_dir):
 @click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
 @param_options(defaults.SERVE)
 @runtime_option
+@artifacts_option
 def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes, max_explain,
-          shutdown_grace, runtime):
+          shutdown_grace, runtime, artifacts_dir):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
 
     Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
@@ -560,7 +563,7 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
                             f"(`make setup` installs it)") from None
     run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
                max_texts=max_texts, max_body_bytes=max_body_bytes, max_explain=max_explain,
-               shutdown_grace=shutdown_grace, runtime=runtime, echo=_echo)
+               shutdown_grace=shutdown_grace, runtime=runtime, artifacts_dir=artifacts_dir, echo=_echo)
 
 
 def main():

@@ -3,6 +3,7 @@ several commands share. Kept apart from the commands so that each is declared on
 from __future__ import annotations
 
 import math
+import os
 
 import click
 
@@ -92,7 +93,8 @@ def corpus_option(f):
 
 def data_dir_option(f=None, *, help: str = "Root of raw/, interim/ and processed/."):
     """--data-dir; `help` says what a command reads there, where that is more than the default."""
-    option = click.option("--data-dir", default=layout.DATA_DIR, type=click.Path(file_okay=False), help=help)
+    option = click.option("--data-dir", default=layout.DATA_DIR, envvar="KSENT_DATA_DIR", show_envvar=True,
+                          type=click.Path(file_okay=False), help=help)
     return option(f) if f is not None else option
 
 
@@ -194,7 +196,8 @@ def train_options(f):
 
 
 def artifacts_option(f):
-    return click.option("--artifacts-dir", default=layout.ARTIFACTS_DIR, type=click.Path(file_okay=False),
+    return click.option("--artifacts-dir", default=layout.ARTIFACTS_DIR, envvar="KSENT_ARTIFACTS_DIR",
+                        show_envvar=True, type=click.Path(file_okay=False),
                         help="Where model bundles and REPORT.md go.")(f)
 
 
@@ -206,7 +209,8 @@ class ModelOption(click.Option):
         record = super().get_help_record(ctx)
         from pipeline.predict.selection import model_menu
 
-        menu = model_menu()
+        folder = os.environ.get("KSENT_ARTIFACTS_DIR") or layout.ARTIFACTS_DIR
+        menu = model_menu(folder)
         if record is None or not menu:
             return record
-        return record[0], f"{record[1]} In ./artifacts, best validation accuracy first: {'; '.join(menu)}."
+        return record[0], f"{record[1]} In {folder}, best validation accuracy first: {'; '.join(menu)}."

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
+from pipeline import layout
 from pipeline.apps.batching import BatcherClosed, MicroBatcher
 from pipeline.apps.guards import BODY_TIMEOUT_S, default_max_connections, guarded_protocol
 from pipeline.errors import ParameterError, PipelineError
@@ -431,8 +432,9 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                max_batch: int = SERVE["max_batch"], max_wait_ms: float = SERVE["max_wait_ms"],
                max_texts: int = SERVE["max_texts"], max_body_bytes: int = SERVE["max_body_bytes"],
                max_explain: int = SERVE["max_explain"], shutdown_grace: float = SERVE["shutdown_grace"],
-               runtime: str = "auto", echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
-    """Serve the bundle in `model_dir` (None: the default model) until SIGTERM or Ctrl-C.
+               runtime: str = "auto", artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
+               echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+    """Serve the bundle in `model_dir` (None: the default model in `artifacts_dir`) until SIGTERM or Ctrl-C.
 
     Echoes one line with the real address once the socket listens (so --port 0 can be
     read from stdout), and `stopped` after requests in flight have finished. After SIGTERM,
@@ -446,7 +448,8 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
         raise ParameterError(f"--name {name!r} cannot be part of a URL path: use letters, digits, '-', '_', '.'")
     sock = _bind(host, port)
     try:
-        clf = load(model_dir or None, runtime=runtime, on_note=lambda note: echo(f"note: {note}"))
+        clf = load(model_dir or None, artifacts_dir=artifacts_dir, runtime=runtime,
+                   on_note=lambda note: echo(f"note: {note}"))
         app = create_app(clf, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
                          max_body_bytes=max_body_bytes, max_explain=max_explain)
         clf.predict([WARMUP_TEXT])                  # the first call pays one-off costs, not the first client

@@ -215,7 +215,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
             "corpus": corpus, "tokenizer": f"{tok} student", "n_test": int(len(test["label"])),
             **split_metrics(test["label"], probability, test["text"], seen, threshold["value"]),
             "vocab_size": int(preprocessor.vocab_size), "maxlen": int(preprocessor.maxlen),
-            "params": int(model.count_params()), "model_bytes": out.path("model.keras").stat().st_size,
+            "params": int(model.count_params()), "model_bytes": out.path(ONNX_FILE).stat().st_size,
             **{k: trained[k] for k in ("epochs_run", "best_epoch", "best_val_accuracy")},
             "val_accuracy": threshold["val_accuracy"],
             "teacher": distillation["teacher"],

@@ -84,7 +84,8 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
             "empty_test_rows": int((~x.any(axis=1)).sum()),
             "vocab_size": int(bundle.preprocessor.vocab_size), "maxlen": int(bundle.preprocessor.maxlen),
             "params": int(bundle.manifest["model"]["params"]),
-            "model_bytes": (bundle_dir / "model.keras").stat().st_size,
+            # the network predict runs (model.keras holds its save time, so its size varies from run to run)
+            "model_bytes": (bundle_dir / bundle.manifest.get("onnx", bundle.manifest["model"])["file"]).stat().st_size,
             # no durations: the same bundle and split give the same metrics.json, byte for byte
             **{k: trained.get(k) for k in ("epochs_run", "best_epoch", "best_val_accuracy")},
             "val_accuracy": bundle.manifest.get("threshold", {}).get("val_accuracy"),
