@@ -3,9 +3,11 @@ what a stage reads re-runs exactly the stages affected (`ksent status` says why)
 fresh build in an empty folder, byte for byte; an edit that changes nothing re-runs nothing."""
 from __future__ import annotations
 
+import csv
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 from pipeline import corpora, graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Target
+from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 from tests.helpers import REPO, SMALL, SMALL_MODEL, synthetic_reviews
 from tests.own_export import DECLARATION, export_rows, write_export
@@ -212,3 +215,42 @@ def test_a_corpus_run_to_its_split_and_never_trained_does_not_change_the_default
     assert CliRunner().invoke(cli, ["domains", *dirs]).exit_code == 0
     assert summary() == before
     assert json.loads((root / "artifacts" / "domains.json").read_text())["corpora"] == ["mine"]
+
+
+def _check(tmp_path: Path, text: str, *files: Path):
+    declare(tmp_path / "decl", text)
+    return CliRunner().invoke(cli, ["corpus", "check", "mine", *map(str, files)])
+
+
+def test_corpus_check_previews_cleaning_and_validates_what_run_would(own, files, tmp_path):
+    export = files / "export.csv"
+    ok = _check(tmp_path, own, export)
+    assert ok.exit_code == 0, ok.output
+    rows = list(csv.DictReader(open(export, encoding="utf-8-sig", newline="")))
+    latin = [r["review"] for r in rows if not re.search("[가-힣ㄱ-ㅎㅏ-ㅣ0-9]", r["review"])]   # Latin or emoji only
+    assert latin and f"cleaning (profile hangul): {len(latin):,} usable rows would be empty and dropped" in ok.output
+    kept = sum(1 for text in latin if Normalizer(profile="hangul-latin")(text))      # letters and punctuation
+    assert 0 < kept < len(latin)
+    assert f"profile hangul-latin would keep {kept:,} of them: [clean] profile = \"hangul-latin\"" in ok.output
+    assert "can read these files" in ok.output
+    # a single value where a list is expected is a one-element list
+    assert _check(tmp_path, own.replace("positive = [1]", "positive = 1"), export).exit_code == 0
+    # a label rule that names no value of its column: non-zero, naming the file and the values it holds
+    flipped = own.replace('column = "label"', 'column = "recommend"')
+    bad = _check(tmp_path, flipped, export)
+    assert bad.exit_code == 1 and "mine.toml: no row is usable: column 'recommend' holds 'True', 'False'" in bad.output
+    assert "e.g. positive = [true]" in bad.output and "Traceback" not in bad.output
+    # ratios `run` would refuse: refused here, and by `corpus show`, naming the file and the key
+    ratios = own.replace("test_ratio = 0.2\nval_ratio = 0.1", "test_ratio = 0.6\nval_ratio = 0.5")
+    for command in (["corpus", "check", "mine", str(export)], ["corpus", "show", "mine"]):
+        declare(tmp_path / "decl", ratios)
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == 1 and "mine.toml: [split] val_ratio + test_ratio must be below 1" in refused.output
+    # a split too small for both labels in each part: what the split stage would refuse
+    head = tmp_path / "head.csv"
+    head.write_text("".join(open(export, encoding="utf-8-sig").readlines()[:12]), encoding="utf-8")
+    small = _check(tmp_path, own.replace("test_ratio = 0.2", "test_ratio = 0.05"), head)
+    assert small.exit_code == 1 and "[split] test share 0.05 of" in small.output
+    # [clean] values are checked like the clean stage's options
+    wrong = _check(tmp_path, own + '\n[clean]\nprofile = "latin"\n', export)
+    assert wrong.exit_code == 1 and "mine.toml: [clean] profile must be one of hangul, hangul-latin" in wrong.output

@@ -514,9 +514,10 @@ def corpus_show(name, as_json):
 @data_dir_option(help="Where `download` put the corpus's files (checked when no FILES are given).")
 def corpus_check(name, files, data_dir):
     """Read FILES (default: the corpus's downloaded files) as declaration NAME says, without running the
-    pipeline: rows, usable rows by label, and problems by reason."""
+    pipeline: rows, usable rows by label, problems by reason, what cleaning would drop, and whether the
+    split can be made. Exits non-zero when `ksent run` would fail on them."""
     from pipeline.corpora import get_corpus
-    from pipeline.corpora.check import check_file
+    from pipeline.corpora.check import check_file, split_check
 
     spec = get_corpus(name)
     if files:
@@ -529,12 +530,39 @@ def corpus_check(name, files, data_dir):
         if missing:
             raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
                                 f"`ksent download --corpus {name}` first")
+    reports = []
     for path, role in targets:
         report = check_file(spec, path, role)
+        reports.append(report)
         problems = ", ".join(f"{n:,} {reason}" for reason, n in report["problems"].items()) or "none"
         sources = ", ".join(f"{s} {n:,}" for s, n in report["by source"].items())
         click.echo(f"{path}: {report['rows']:,} rows -> {report['usable']:,} usable ({report['positive']:,} "
                    f"positive, {report['negative']:,} negative; {sources}); not usable: {problems}")
+        if report["unmapped label values"]:
+            click.echo("  label values no rule maps: " + ", ".join(
+                f"{value!r} ({n:,})" for value, n in report["unmapped label values"].items()))
+        for line in _cleaning_lines(report["cleaning"]) if report["usable"] else []:
+            click.echo(f"  {line}")
+    problem = split_check(spec, reports)
+    if problem:
+        raise PipelineError(f"{spec.origin}: {problem}")
+    click.echo(f"{name}: `ksent run --corpus {name}` can read these files "
+               f"({sum(r['usable'] for r in reports):,} usable rows)")
+
+
+def _cleaning_lines(cleaning: dict) -> list[str]:
+    """What `corpus check` says of cleaning: the usable rows that would be empty, and what other profiles keep."""
+    if not cleaning["empty"]:
+        return [f"cleaning (profile {cleaning['profile']}): no usable row becomes empty"]
+    share = cleaning["empty_positive"] / cleaning["empty"]
+    lines = [f"cleaning (profile {cleaning['profile']}): {cleaning['empty']:,} usable rows would be empty and "
+             f"dropped ({share:.0%} positive)"
+             + (f", e.g. {', '.join(repr(t[:40]) for t in cleaning['examples'])}" if cleaning["examples"] else "")]
+    for profile, kept in cleaning["kept by"].items():
+        if kept:
+            lines.append(f"  profile {profile} would keep {kept:,} of them: [clean] profile = \"{profile}\" in "
+                         f"the declaration")
+    return lines
 
 
 @cli.command()

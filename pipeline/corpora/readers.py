@@ -223,6 +223,7 @@ class _Rows:
         self.corpus, self.source = corpus, source
         self.ids, self.texts, self.labels, self.ratings, self.sources = [], [], [], [], []
         self.problems: Counter = Counter()
+        self.unmapped: Counter = Counter()      # label values no rule maps (the first 20 distinct ones)
 
     def add(self, row: dict, number: int) -> None:
         corpus = self.corpus
@@ -248,6 +249,9 @@ class _Rows:
         labelled = corpus.label.label(row[corpus.label.column])
         if isinstance(labelled, str):
             self.problems[labelled] += 1
+            value = str(row[corpus.label.column])
+            if labelled == "unmapped label" and (value in self.unmapped or len(self.unmapped) < 20):
+                self.unmapped[value] += 1
             return
         text = row[corpus.text]
         if text is None:

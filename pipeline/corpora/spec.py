@@ -135,6 +135,25 @@ class SplitRule:
         return dict(self.values).get(key)
 
 
+def split_problem(labels_by_source: dict[str, dict[int, int]], val_ratio: float, test_ratio: float) -> str | None:
+    """Why these ratios would leave a split empty or without both labels (the split stage refuses them),
+    from the usable rows' label counts by source (train/all, val, test); None if they are fine."""
+    pool = {label: n for source, counts in labels_by_source.items() if source not in ("test", "val")
+            for label, n in counts.items() if n}
+    rows = sum(pool.values())
+    shares = {}
+    if not labels_by_source.get("val"):
+        shares["validation"] = val_ratio
+    if not labels_by_source.get("test"):
+        shares["test"] = test_ratio
+    for name, share in shares.items():
+        taken = math.ceil(share * rows)
+        if taken < 2 or rows - taken < 2 or len(pool) < 2 or min(pool.values()) < 2:
+            return (f"{name} share {share} of {rows:,} rows gives {taken} row(s); each split needs rows of both "
+                    f"labels - choose a larger ratio or more data")
+    return None
+
+
 @dataclass(frozen=True)
 class Corpus:
     name: str

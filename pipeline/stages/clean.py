@@ -120,7 +120,8 @@ def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int |
             check_utf8_share(path, invalid_by_file[path], lines)
         if not any(n for src, n in read_by_source.items() if src != "test"):
             raise PipelineError(f"clean {corpus}: no valid training rows in {raw_dir} "
-                                f"({', '.join(f'{n:,} {r}' for r, n in problems.items()) or 'no data lines'})")
+                                f"({', '.join(f'{n:,} {r}' for r, n in problems.items()) or 'no data lines'}) - "
+                                f"check the declaration {spec.origin} with `ksent corpus check {corpus}`")
         write_json(out.path("normalizer.json"), normalizer.to_dict())
 
         read_by_source = {src: n for src, n in read_by_source.items() if n}

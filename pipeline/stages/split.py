@@ -27,6 +27,7 @@ from pipeline.core.files import write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter, read_rows, read_table, row_group_ranges
 from pipeline.corpora import CORPORA
+from pipeline.corpora.spec import split_problem
 from pipeline.errors import ParameterError
 
 
@@ -62,17 +63,11 @@ def split_report(table: pd.DataFrame) -> dict:
 
 def _check_sizes(table: pd.DataFrame, val_ratio: float, test_ratio: float, corpus: str) -> None:
     """Refuse ratios that would leave a split empty or without both classes (sklearn's error is opaque)."""
-    pool = table[~table["source"].isin(["test", "val"])]
-    shares = {}
-    if not (table["source"] == "val").any():
-        shares["validation"] = val_ratio
-    if not (table["source"] == "test").any():
-        shares["test"] = test_ratio
-    for name, share in shares.items():
-        rows = int(np.ceil(share * len(pool)))
-        if rows < 2 or len(pool) - rows < 2 or pool["label"].nunique() < 2 or pool["label"].value_counts().min() < 2:
-            raise ParameterError(f"split {corpus}: {name} share {share} of {len(pool):,} rows gives {rows} row(s); "
-                                 f"each split needs rows of both labels - choose a larger ratio or more data")
+    counts = {str(source): {int(label): int(n) for label, n in group["label"].value_counts().items()}
+              for source, group in table.groupby("source")}
+    problem = split_problem(counts, val_ratio, test_ratio)
+    if problem:
+        raise ParameterError(f"split {corpus}: {problem}")
 
 
 def _write_with_split(source: Path, split: pd.Series, target: Path, corpus: str) -> None:
