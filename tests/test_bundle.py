@@ -13,7 +13,7 @@ from pipeline.errors import PipelineError
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.predictor import MAX_CHARS
 from pipeline.predict.selection import default_model_dir
-from tests.helpers import write_processed
+from tests.helpers import ksent, write_processed
 
 # Keras 3.15 on numpy 2 warns from inside fit/predict; nothing in ksent can act on it
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -213,3 +213,11 @@ def test_a_network_that_answers_nan_is_an_error_not_a_probability(bundle_copy):
     assert run.returncode == 1, run.stderr.decode()
     assert "probability that is not a number" in run.stderr.decode() and "Traceback" not in run.stderr.decode()
     assert b"NaN" not in run.stdout
+
+
+def test_plain_predict_marks_a_review_with_no_known_token(evaluated):
+    result = ksent("predict", "--model", str(evaluated[0]), "정말 재밌어요 최고의 영화", "뷁뷁 궳궳", "good game")
+    assert result.returncode == 0, result.stderr.decode()
+    known, unknown, latin = result.stdout.decode().splitlines()
+    assert known.count("\t") == 2 and not known.endswith("(no known token)")
+    assert unknown.endswith("\t뷁뷁 궳궳\t(no known token)") and latin.endswith("\tgood game\t(no known token)")

@@ -123,6 +123,10 @@ def test_format_plain_columns_and_escapes():
     assert plain("x\u2028y\u2029z\x0b\x0c\x1c\x85\x1b[31m") == \
         "긍정\t0.9346\tx\\u2028y\\u2029z\\x0b\\x0c\\x1c\\x85\\x1b[31m"
     assert plain(r"literal \n stays literal").endswith(r"literal \\n stays literal")
+    # a review whose tokens the model does not know says so in a fourth column
+    unknown = format_plain({"text": "good game", "label": 1, "sentiment": "", "probability": 0.5053, "empty": False,
+                            "unknown": True})
+    assert unknown == "긍정\t0.5053\tgood game\t(no known token)"
 
 
 @given(st.text())

@@ -403,9 +403,11 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
     Only \\n or \\r\\n ends an input line, so every input line gets exactly one
     result: 긍정 (positive) or 부정 (negative), the probability of positive, and
     the text, escaped to stay on one line (\\t, \\n, \\u2028, ..., \\\\ for a
-    backslash; an empty review shows as <empty>). A review that is empty or
-    cleans to nothing (emoji, non-Korean text) is classified from an empty
-    sequence and flagged `"empty": true` in --json, which gives the exact text.
+    backslash; an empty review shows as <empty>). A review none of whose tokens
+    the model knows (words it never saw, or text that cleans to nothing: emoji,
+    non-Korean text) gets a fourth column, (no known token): its answer says
+    nothing about the text. --json flags it `"unknown": true` (and `"empty":
+    true` when nothing was left to read) and gives the exact text.
     Files and stdin are read and answered in batches, so memory stays bounded
     and results appear as they are computed.
     """

@@ -223,8 +223,13 @@ def escape(text: str) -> str:
     return _SPECIAL.sub(_escape_char, text)
 
 
+UNKNOWN_MARK = "(no known token)"
+
+
 def format_plain(record: dict) -> str:
-    """One output line for a prediction record: `LABEL<TAB>PROBABILITY<TAB>TEXT`.
+    """One output line for a prediction record: `LABEL<TAB>PROBABILITY<TAB>TEXT`, and a fourth column
+    `(no known token)` when the model knows none of the review's tokens (record["unknown"]): its answer is
+    the model's answer to nothing it recognizes, not a reading of the text.
 
     LABEL is 긍정 (positive) or 부정 (negative), PROBABILITY the probability of positive
     with 4 decimals. TEXT is the review, escaped so that the line never breaks:
@@ -234,4 +239,5 @@ def format_plain(record: dict) -> str:
     literally "<empty>" as `\\x3cempty>`). --json gives the exact text.
     """
     word = "긍정" if record["label"] == 1 else "부정"
-    return f"{word}\t{record['probability']:.4f}\t{escape(record['text'])}"
+    line = f"{word}\t{record['probability']:.4f}\t{escape(record['text'])}"
+    return f"{line}\t{UNKNOWN_MARK}" if record.get("unknown") else line
