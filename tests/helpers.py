@@ -232,10 +232,11 @@ SERVE_START_TIMEOUT = 60.0
 class ServerProcess:
     """`python -m pipeline serve ...` in a subprocess; `url` once it listens; stdout lines in `lines`."""
 
-    def __init__(self, bundle: Path, *options: str):
+    def __init__(self, bundle: Path, *options: str, env: dict | None = None):
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(bundle),
                                       "--port", "0", *options], cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, encoding="utf-8")
+                                     stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                                     env={**os.environ, **(env or {})})
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()

@@ -25,9 +25,23 @@ SHOTS = Path(os.environ.get("KSENT_TEST_OUTPUT", REPO / "test-output")) / "web"
 REVIEWS = ["정말 재밌어요 최고의 영화", "시간 아깝다 보지 마세요 지루해요"]
 
 
+# the served bundle's corpus, "tiny", as the server finds it declared: its text column is "reviews"
+TINY = """text = "reviews"
+format = { type = "csv" }
+[label]
+column = "target"
+positive = [1]
+negative = [0]
+[[files]]
+name = "reviews.csv"
+"""
+
+
 @pytest.fixture(scope="module")
-def server(word_bundle):
-    srv = ServerProcess(word_bundle, "--max-texts", str(MAX_TEXTS))
+def server(word_bundle, tmp_path_factory):
+    declarations = tmp_path_factory.mktemp("declarations")
+    (declarations / "tiny.toml").write_text(TINY, encoding="utf-8")
+    srv = ServerProcess(word_bundle, "--max-texts", str(MAX_TEXTS), env={"KSENT_CORPORA": str(declarations)})
     yield srv
     srv.kill()
 
@@ -119,6 +133,8 @@ def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, word_bundle):
     metrics = json.loads((word_bundle / "metrics.json").read_text(encoding="utf-8"))
     panel = page.find_element("id", "model").text
     assert "tiny-word" in panel and "tiny" in panel and f"{metrics['accuracy']:.4f}" in panel
+    assert f"Balanced accuracy\n{metrics['balanced_accuracy']:.4f} (recall: 부정 {metrics['recall_negative']:.4f}" in panel
+    assert f"긍정 when P(긍정) ≥ {metrics['threshold']:g}" in panel
     assert page.find_element("id", "cm-tp").text == f"{metrics['confusion_matrix']['tp']:,}"
 
     # everything came from the server: no CDN, no web font
@@ -173,7 +189,7 @@ def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, w
              "지루해요", "강력 추천", "최악이다", "감동적이다 ^^", "🙂"]           # 10 > MAX_TEXTS: two requests
     source = io.StringIO()
     writer = csv.writer(source)
-    writer.writerow(["id", "document", "label"])
+    writer.writerow(["id", "reviews", "target"])               # the shopping sample's layout: reviews not first
     writer.writerows([i, text, 1] for i, text in enumerate(texts))
     path = tmp_path / "reviews.csv"
     path.write_text(source.getvalue(), encoding="utf-8")
@@ -187,9 +203,41 @@ def test_a_csv_file_is_classified_in_several_requests_and_offered_as_csv(page, w
     assert [r["text"] for r in rows] == texts
     assert [r["sentiment"] for r in rows] == [e["sentiment"] for e in expected]
     assert [float(r["probability"]) for r in rows] == pytest.approx([e["probability"] for e in expected], abs=1e-6)
+    assert [r["unknown"] for r in rows] == [str(e["unknown"]).lower() for e in expected]
     assert "10 reviews classified" in visible_message(page, "file-message")
-    assert "document" in page.find_element("id", "file-message").text
+    assert "(column “reviews”)" in page.find_element("id", "file-message").text     # the declared text column
     screenshot(page, "file-classified")
+
+
+def test_a_csv_without_the_declared_column_asks_which_column_holds_the_reviews(page, word_bundle, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    texts = ["정말 재밌어요", "지루해요", "강력 추천"]
+    path = tmp_path / "export.csv"
+    path.write_text("id,document,label\n" + "".join(f"{i},{t},1\n" for i, t in enumerate(texts)), encoding="utf-8")
+    page.find_element("id", "file").send_keys(str(path))
+    page.find_element("id", "classify-file").click()
+    message = visible_message(page, "file-message")
+    assert "Which column of export.csv holds the reviews (the model's corpus names it “reviews”)?" in message
+    picker = Select(page.find_element("id", "column"))
+    assert [o.text for o in picker.options] == ["choose the column…", "id", "document", "label"]
+    assert picker.first_selected_option.text == "choose the column…"      # nothing chosen for the user
+    assert not page.find_element("id", "download").is_displayed()        # and nothing classified
+    screenshot(page, "file-asks-for-column")
+    picker.select_by_visible_text("document")
+    page.find_element("id", "classify-file").click()
+    rows = list(csv.DictReader(io.StringIO(_download(page)[1:])))
+    assert [r["text"] for r in rows] == texts
+    assert "(column “document”)" in page.find_element("id", "file-message").text
+
+
+def test_a_review_with_no_known_token_says_so_once(page):
+    page.find_element("id", "reviews").send_keys("뷁뷁 궳궳")
+    page.find_element("id", "classify").click()
+    item = wait(page, lambda d: (found := d.find_elements("css selector", "#results > li")) and found[0], "no result")
+    captions = [c.text for c in item.find_elements("css selector", ".chart-caption")]
+    assert captions.count("No token the model knows: its answer says nothing about this review.") == 1
+    assert not [c for c in captions if "empty review" in c]
 
 
 def test_a_text_file_is_one_review_per_line(page, word_bundle, tmp_path):

@@ -90,6 +90,7 @@ class Classifier:
         info = {"directory": str(self.directory), "name": self.directory.name, "runtime": self._bundle.runtime,
                 "corpus": manifest["corpus"], "tokenization": manifest["tok"],
                 "vocab_size": tokenizer.get("vocab_size"), "maxlen": tokenizer.get("maxlen"),
+                "threshold": self._bundle.threshold, "text_columns": _text_columns(self._bundle),
                 "training": manifest.get("training"), "metrics": metrics, "versions": manifest.get("versions")}
         if manifest.get("kind") == "ensemble":
             info["members"] = [m["name"] for m in manifest["members"]]
@@ -97,6 +98,24 @@ class Classifier:
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.directory)!r})"
+
+
+def _text_columns(bundle) -> list[str]:
+    """The text column each corpus of the model (a router's: its experts') declares, where a declaration of it
+    is found here: what a table of this model's reviews most likely calls its text."""
+    from pipeline.corpora import CORPORA
+    from pipeline.errors import PipelineError
+
+    names = [e.corpus for e in getattr(bundle, "experts", [])] or [bundle.corpus]
+    columns = []
+    for name in names:
+        try:
+            column = CORPORA[name].text
+        except (KeyError, PipelineError):       # not declared here, or the declarations cannot be read
+            continue
+        if column not in columns:
+            columns.append(column)
+    return columns
 
 
 def _as_list(texts) -> list[str]:

@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 let modelLoaded;            // loadModel()'s promise: the server's limits, which the requests keep within
+let textColumns = [];       // the text column(s) the served model's corpus declares: a CSV's reviews by default
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -64,11 +65,17 @@ async function loadModel() {
     ["Runtime", info.runtime],
     ["Test accuracy", metrics.accuracy !== undefined
       ? `${fmt(metrics.accuracy)} on ${(metrics.n_test || 0).toLocaleString("en")} reviews` : "not evaluated"],
-    ["Validation accuracy", fmt(metrics.best_val_accuracy ?? training.best_val_accuracy)],
   ];
+  if (metrics.balanced_accuracy !== undefined) {
+    rows.push(["Balanced accuracy", `${fmt(metrics.balanced_accuracy)} (recall: 부정 ${fmt(metrics.recall_negative)}, ` +
+      `긍정 ${fmt(metrics.recall_positive)})`]);
+  }
+  rows.push(["Validation accuracy", fmt(metrics.val_accuracy ?? metrics.best_val_accuracy ?? training.best_val_accuracy)]);
+  rows.push(["Threshold", `긍정 when P(긍정) ≥ ${info.threshold ?? 0.5} (chosen on the validation split)`]);
   if (info.members) rows.push(["Members", info.members.join(", ")]);
   rows.push(["Limits", `${limits.max_texts} reviews per request, explanations for up to ${limits.max_explain}`]);
   $("model").replaceChildren(...rows.flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, String(value ?? "–"))]));
+  textColumns = info.text_columns || [];
   const cm = metrics.confusion_matrix;
   if (cm) {
     for (const key of ["tn", "fp", "fn", "tp"]) $(`cm-${key}`).textContent = cm[key].toLocaleString("en");
@@ -132,17 +139,18 @@ function readingChart(explanation) {
 }
 
 // An explanation: a bundle's tokens and chart, or an ensemble's members / a router's experts, each in turn.
-function explanationView(explanation) {
+// `said`: the review's own caption already says that no token is known (so an empty part says nothing more).
+function explanationView(explanation, said = false) {
   if (explanation.experts || explanation.members) {
     const parts = explanation.experts || explanation.members;
     return el("div", {}, ...parts.map((part) => el("div", { class: "member" },
       el("p", { class: "member-title" }, explanation.experts
         ? `${part.domain} expert ${part.name} (gate weight ${part.weight.toFixed(2)}): P(긍정) ${part.probability.toFixed(4)}`
         : `member ${part.name} (weight ${part.weight.toFixed(2)}): P(긍정) ${part.probability.toFixed(4)}`),
-      explanationView(part))));
+      explanationView(part, said))));
   }
   if (!explanation.tokens.length) {
-    return el("p", { class: "chart-caption" }, "No tokens: the model's answer to an empty review.");
+    return said ? el("div") : el("p", { class: "chart-caption" }, "No tokens: the model's answer to an empty review.");
   }
   const parts = [tokenList(explanation.tokens), readingChart(explanation),
     el("p", { class: "chart-caption" }, "P(긍정) while reading, token by token (dashed: 0.5).")];
@@ -163,8 +171,12 @@ function resultView(record) {
       el("span", { style: `width: ${percent}%` })),
     el("span", { class: "probability" }, `P(긍정) ${record.probability.toFixed(4)}`));
   const item = el("li", { class: "result" }, head, el("p", { class: "text" }, record.text || "(empty line)"));
-  if (record.empty) item.append(el("p", { class: "chart-caption" }, "No known tokens: the model's answer to an empty review."));
-  if (record.explanation) item.append(explanationView(record.explanation));
+  if (record.unknown) {
+    item.append(el("p", { class: "chart-caption unknown" }, record.empty
+      ? "Nothing to read after cleaning: the model's answer to an empty review."
+      : "No token the model knows: its answer says nothing about this review."));
+  }
+  if (record.explanation) item.append(explanationView(record.explanation, record.unknown));
   return item;
 }
 
@@ -228,17 +240,43 @@ function parseCsv(text) {
   return rows;
 }
 
-const TEXT_COLUMNS = ["text", "document", "review", "content"];
+// The column of a CSV header that holds the reviews: the one chosen in the column picker, else the text column
+// the served model's corpus declares, else the only column; -1 when the user must choose (never silently
+// the first).
+function textColumn(header) {
+  const picker = $("column");
+  if (!picker.hidden && picker.value !== "") return Number(picker.value);
+  const names = header.map((h) => h.trim());
+  for (const wanted of textColumns) {
+    const at = names.indexOf(wanted);
+    if (at >= 0) return at;
+  }
+  for (const wanted of textColumns) {
+    const at = names.findIndex((h) => h.toLowerCase() === wanted.toLowerCase());
+    if (at >= 0) return at;
+  }
+  return names.length === 1 ? 0 : -1;
+}
 
-// The reviews of a file: a CSV's text column (by name, else the first), or a text file's lines.
+// Offer the header's columns to choose from, none chosen.
+function askForColumn(header) {
+  const picker = $("column");
+  picker.replaceChildren(el("option", { value: "" }, "choose the column…"),
+    ...header.map((h, i) => el("option", { value: String(i) }, h)));
+  picker.hidden = false;
+  $("column-label").hidden = false;
+  picker.focus();
+}
+
+// The reviews of a file: a CSV's text column (see textColumn), or a text file's lines; `column` null when the
+// user must first choose the CSV's text column.
 function reviewsOf(name, content) {
   content = content.replace(/^\ufeff/, "");
   if (/\.csv$/i.test(name)) {
     const rows = parseCsv(content);
     if (!rows.length) return { texts: [], column: null };
-    const header = rows[0].map((h) => h.trim().toLowerCase());
-    const at = header.findIndex((h) => TEXT_COLUMNS.includes(h));
-    const column = at >= 0 ? at : 0;
+    const column = textColumn(rows[0]);
+    if (column < 0) return { texts: null, header: rows[0] };
     return { texts: rows.slice(1).map((r) => r[column] ?? ""), column: rows[0][column] };
   }
   const lines = content.split(/\r?\n/);
@@ -279,7 +317,15 @@ async function classifyFile() {
   const button = $("classify-file");
   button.disabled = true;
   try {
-    const { texts, column } = reviewsOf(file.name, await file.text());
+    await modelLoaded;                          // the declared text column comes with the model
+    const { texts, column, header } = reviewsOf(file.name, await file.text());
+    if (texts === null) {
+      askForColumn(header);
+      const declared = textColumns.length ? ` (the model's corpus names it “${textColumns.join("”, “")}”)` : "";
+      showMessage(box, `Which column of ${file.name} holds the reviews${declared}? Choose it above, then ` +
+        "classify the file again.", "info");
+      return;
+    }
     if (!texts.length) throw new Error(`${file.name} holds no reviews`);
     const records = [];
     const parts = chunks(texts, await modelLoaded);
@@ -287,8 +333,8 @@ async function classifyFile() {
       showMessage(box, `Classifying ${file.name}: request ${i + 1} of ${parts.length}…`, "info");
       records.push(...(await api("predict", { texts: part, explain: false })).predictions);
     }
-    const lines = ["text,label,sentiment,probability,empty",
-      ...records.map((r) => [r.text, r.label, r.sentiment, r.probability, r.empty].map(csvField).join(","))];
+    const lines = ["text,label,sentiment,probability,empty,unknown",
+      ...records.map((r) => [r.text, r.label, r.sentiment, r.probability, r.empty, r.unknown].map(csvField).join(","))];
     const positives = records.filter((r) => r.label === 1).length;
     if (link.href) URL.revokeObjectURL(link.href);
     // UTF-8 with a byte-order mark, so that spreadsheet programs show the Korean text
@@ -311,6 +357,11 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("review-form").requestSubmit();
   });
   $("classify-file").addEventListener("click", classifyFile);
+  $("file").addEventListener("change", () => {        // a new file: its own columns
+    $("column").hidden = true;
+    $("column-label").hidden = true;
+    $("column").replaceChildren();
+  });
   modelLoaded = loadModel();
   modelLoaded.catch((error) => {
     $("model").replaceChildren(el("dt", {}, "Error"), el("dd", {}, error.message));
