@@ -133,7 +133,8 @@ def test_page_shows_verdicts_tokens_and_chart_as_the_cli(page, word_bundle):
     metrics = json.loads((word_bundle / "metrics.json").read_text(encoding="utf-8"))
     panel = page.find_element("id", "model").text
     assert "tiny-word" in panel and "tiny" in panel and f"{metrics['accuracy']:.4f}" in panel
-    assert f"Balanced accuracy\n{metrics['balanced_accuracy']:.4f} (recall: 부정 {metrics['recall_negative']:.4f}" in panel
+    balanced = f"{metrics['balanced_accuracy']:.4f} (recall: 부정 {metrics['recall_negative']:.4f}"
+    assert f"Balanced accuracy\n{balanced}" in panel
     assert f"긍정 when P(긍정) ≥ {metrics['threshold']:g}" in panel
     assert page.find_element("id", "cm-tp").text == f"{metrics['confusion_matrix']['tp']:,}"
 
