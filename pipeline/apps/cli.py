@@ -515,9 +515,9 @@ def corpus_show(name, as_json):
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @data_dir_option(help="Where `download` put the corpus's files (checked when no FILES are given).")
 def corpus_check(name, files, data_dir):
-    """Read FILES (default: the corpus's downloaded files) as declaration NAME says, without running the
-    pipeline: rows, usable rows by label, problems by reason, what cleaning would drop, and whether the
-    split can be made. Exits non-zero when `ksent run` would fail on them."""
+    """Read FILES (default: the corpus's downloaded files, else its declared local files) as declaration NAME
+    says, without running the pipeline: rows, usable rows by label, problems by reason, what cleaning would
+    drop, and whether the split can be made. Exits non-zero when `ksent run` would fail on them."""
     from pipeline.corpora import get_corpus
     from pipeline.corpora.check import check_file, split_check
 
@@ -525,9 +525,10 @@ def corpus_check(name, files, data_dir):
     if files:
         role = spec.files[0].source if len(spec.files) == 1 else "all"
         targets = [(Path(f), role) for f in files]
-    else:
+    else:                       # the downloaded copies, else the declared local files themselves
         raw = layout.raw_dir(data_dir, name)
-        targets = [(raw / f.name, f.source) for f in spec.files]
+        targets = [(raw / f.name if (raw / f.name).is_file() or f.local_path is None else f.local_path, f.source)
+                   for f in spec.files]
         missing = [str(p) for p, _ in targets if not p.is_file()]
         if missing:
             raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
