@@ -254,3 +254,30 @@ def test_corpus_check_previews_cleaning_and_validates_what_run_would(own, files,
     # [clean] values are checked like the clean stage's options
     wrong = _check(tmp_path, own + '\n[clean]\nprofile = "latin"\n', export)
     assert wrong.exit_code == 1 and "mine.toml: [clean] profile must be one of hangul, hangul-latin" in wrong.output
+
+
+def test_a_new_export_of_a_local_file_is_taken_and_equals_a_fresh_build(own, files, tmp_path):
+    mine = tmp_path / "mine"
+    shutil.copytree(files, mine)
+    declare(tmp_path / "decl", own.replace((files / "export.csv").as_posix(), (mine / "export.csv").as_posix()))
+    built = tmp_path / "built"
+    build(built)
+    shutil.copyfile(files / "export2.csv", mine / "export.csv")            # the user exports again, same path
+    assert status_reasons(built)["download"] == ["input export.csv (source) changed"]
+    build(built)
+    fresh = tmp_path / "fresh"
+    build(fresh)
+    assert_same_as_fresh(built, fresh)
+
+
+def test_a_one_off_clean_option_says_what_ksent_run_will_use(own, base, tmp_path):
+    built = tmp_path / "built"
+    for folder in ("data", "artifacts"):
+        shutil.copytree(base / folder, built / folder)
+    result = CliRunner().invoke(cli, ["clean", "--corpus", "mine", "--profile", "hangul-latin", "--data-dir",
+                                      str(built / "data")])
+    assert result.exit_code == 0, result.output
+    assert ('note: `ksent run` and `make all` use profile = "hangul" and will make this again with it; to keep '
+            'profile = "hangul-latin", set it under [clean] in') in result.output
+    assert "declaration" not in str(status_reasons(built).get("clean"))
+    assert status_reasons(built)["clean"] == ['parameter profile: "hangul-latin" -> "hangul"']

@@ -134,10 +134,26 @@ def _corpus_stage(name: str, group: Params, help_text: str, engine: bool = True,
     """`ksent <name>` for a corpus-wide stage whose options are its parameters (and the engine's)."""
     def command(corpus, data_dir, force, **params):
         _run(name, corpus, data_dir=data_dir, force=force, **params)
+        _one_off_note(name, group, corpus, {k: params[k] for k in corpus_defaults})
 
     command.__doc__ = help_text
     decorated = param_options(group, corpus_defaults=corpus_defaults)(engine_options(command) if engine else command)
     cli.command(name=name)(corpus_option(data_options(decorated)))
+
+
+def _one_off_note(stage: str, group: Params, corpus: str, given: dict) -> None:
+    """Say so when an option differs from what `ksent run` uses (the declaration's value, else the default):
+    the next `ksent run` makes the stage again with that."""
+    from pipeline.corpora import get_corpus
+
+    spec = get_corpus(corpus)
+    declared = {**group, **dict(spec.split.defaults if stage == "split" else spec.clean)}
+    changed = {key: value for key, value in given.items() if value is not None and value != declared[key]}
+    if changed:
+        used = ", ".join(f"{key} = {json.dumps(declared[key])}" for key in changed)
+        keep = ", ".join(f"{key} = {json.dumps(value)}" for key, value in changed.items())
+        click.echo(f"note: `ksent run` and `make all` use {used} and will make this again with it; to keep "
+                   f"{keep}, set it under [{stage}] in {spec.origin}", err=True)
 
 
 _corpus_stage("clean", defaults.CLEAN, "Normalize the raw text (regex profile); count malformed and empty rows.",
