@@ -320,13 +320,17 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
             teacher = (manifest.get("distillation") or {}).get("teacher")
             if teacher:
                 parts = [{"name": teacher, "bundle_sha256": manifest["distillation"].get("teacher_bundle_sha256")}]
+            what = "teacher" if teacher else "expert" if manifest.get("experts") else "member"
+            reasons = []
             for part in parts:
                 try:
                     state = member_state(Path(artifacts_dir) / name, part)
-                except (OSError, KeyError, TypeError):
+                except (OSError, KeyError, TypeError, AttributeError):
                     state = "damaged"
                 if state:
-                    found[name] = f"{'teacher' if teacher else 'member'} {part.get('name')} {state} since"
+                    reasons.append(f"{what} {part.get('name') if isinstance(part, dict) else part} {state} since")
                 elif part.get("name") in found:
-                    found[name] = f"{'teacher' if teacher else 'member'} {part['name']} is stale"
+                    reasons.append(f"{what} {part['name']} is stale")
+            if reasons:
+                found[name] = "; ".join(reasons)
     return found

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from pipeline import corpora, graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Target
+from pipeline.model.scoring import summary_lines
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 from tests.helpers import REPO, SMALL, SMALL_MODEL, synthetic_reviews
@@ -166,9 +167,17 @@ def test_a_split_change_re_makes_every_bundle_and_the_ensemble(own, files, tmp_p
     # `ksent status` lists the other tokenization's stages too, and the ensemble after them
     assert {(row.stage, row.tok) for row in rows if row.state == "stale"} >= {
         ("split", None), ("train", None), ("pad", "char"), ("train", "char"), ("ensemble", None)}
+    # before the rebuild, the summary marks every model of the corpus stale, saying why
+    stale = graph.stale_models(built / "data", built / "artifacts")
+    assert stale == dict.fromkeys(("mine-word", "mine-char"), "split: parameter test_ratio: 0.2 -> 0.15") | {
+        "mine-ensemble": "member mine-char is stale; member mine-word is stale"}
+    lines = summary_lines(built / "artifacts", stale)
+    assert any(line.startswith("mine-ensemble (stale) ") for line in lines)
+    assert "stale: mine-word: split: parameter test_ratio: 0.2 -> 0.15" in lines
     results = build(built, ("word",))              # one `ksent run`: word, then char, then the ensemble
     made = [r.summary.split(":")[0] for r in results if not r.skipped]
     assert made.index("train mine/word") < made.index("train mine/char") < made.index("ensemble mine")
+    assert graph.stale_models(built / "data", built / "artifacts") == {}
     fresh = tmp_path / "fresh"
     build(fresh, ("word", "char"), ensemble=True)
     assert_same_as_fresh(built, fresh, ("mine-word", "mine-char", "mine-ensemble"))
