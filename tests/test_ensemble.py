@@ -215,3 +215,19 @@ def test_a_damaged_ensemble_manifest_is_refused(combined, tmp_path, key, value, 
     path.write_text(json.dumps(manifest), encoding="utf-8")                  # NaN as JSON's NaN, as Python writes it
     with pytest.raises(PipelineError, match="incomplete or damaged ensemble manifest"):
         load_bundle(copy / "tiny-ensemble")
+
+
+def test_a_member_of_another_corpus_or_padded_data_it_was_not_trained_on_is_refused(combined, tmp_path):
+    data, artifacts, _ = combined
+    copy = shutil.copytree(artifacts, tmp_path / "artifacts")
+    other = shutil.copytree(copy / "tiny-char", copy / "movies-word")
+    manifest = read_json(other / "bundle.json")
+    (other / "bundle.json").write_text(json.dumps({**manifest, "corpus": "movies", "tok": "word"}))
+    with pytest.raises(ParameterError, match="movies-word is a model of corpus movies, not a trained bundle of tiny"):
+        ensemble("tiny", members=["tiny-word", "movies-word"], data_dir=data, artifacts_dir=copy, force=True)
+    # the word folder padded again (another vocabulary) but the model not retrained: refused before scoring
+    write_processed(data_copy := tmp_path / "data", segmenter=Segmenter("word"), seed=5)
+    shutil.copytree(data / "processed" / "tiny" / "char", data_copy / "processed" / "tiny" / "char")
+    with pytest.raises(PipelineError, match="tiny-word was trained on other data than .* holds now .* `ksent run "
+                                            "--corpus tiny --tokenizer word`"):
+        ensemble("tiny", members=["tiny-word", "tiny-char"], data_dir=data_copy, artifacts_dir=copy, force=True)

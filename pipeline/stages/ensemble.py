@@ -43,14 +43,21 @@ def _remake(corpus: str, tok: str) -> str:
     return f"`ksent run --corpus {corpus} {layout.tokenizer_args(tok)}` (it re-makes every trained tokenization)"
 
 
-def _member_tok(bundle_dir: Path) -> str:
+def _member_tok(bundle_dir: Path, corpus: str) -> str:
+    """The tokenization of member `bundle_dir`, a trained bundle of `corpus` (refused by name otherwise: its ids
+    would be another corpus's vocabulary's)."""
     try:
-        tok = read_json(bundle_dir / "bundle.json").get("tok")
+        manifest = read_json(bundle_dir / "bundle.json")
+        tok, of = manifest.get("tok"), manifest.get("corpus")
     except (OSError, ValueError, AttributeError):
         raise PipelineError(f"ensemble: {bundle_dir} is not a trained bundle (no readable bundle.json) - train it, "
                             f"or leave it out with --member") from None
     if not isinstance(tok, str):
         raise PipelineError(f"ensemble: {bundle_dir}/bundle.json is damaged - re-run its train stage")
+    if of != corpus or manifest.get("kind", "model") != "model":
+        raise ParameterError(f"ensemble {corpus}: {bundle_dir.name} is a {manifest.get('kind', 'model')} of corpus "
+                             f"{of}, not a trained bundle of {corpus} - an ensemble's members are bundles of its own "
+                             f"corpus (leave it out with --member)")
     return tok
 
 
@@ -68,7 +75,7 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
     inputs = {}
     for name in members:
         bundle_dir = artifacts_dir / name
-        tok = _member_tok(bundle_dir)
+        tok = _member_tok(bundle_dir, corpus)
         label = layout.label(corpus, tok)
         inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train", label=label)
         src = layout.processed_dir(data_dir, corpus, tok)
