@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline import corpora
+from pipeline.errors import PipelineError
 from pipeline.stages.download import ChecksumError, DownloadError, download, source_url
 
 
@@ -33,6 +34,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(503, "Service Unavailable")
             return
         self.send_response(200)
+        if mode == "cut":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if mode == "endless":       # no length, and the bytes never stop (a bounded 64 MB here)
             self.end_headers()
             try:
@@ -197,6 +205,39 @@ def test_an_unpinned_remote_file_is_recorded_at_first_download_and_enforced_afte
     first = (raw / "ratings_train.txt").read_bytes()
     assert set((raw / "checksums.json").read_text().split('"')) >= {"ratings_train.txt", "ratings_test.txt"}
     _Handler.files["ratings_train.txt"] += b"9999\tnew\t1\n"      # the server's file changes under the same URL
-    with pytest.raises(ChecksumError, match="recorded at its first download"):
+    with pytest.raises(ChecksumError, match=rf"recorded at its first download.*delete {raw / 'checksums.json'}\)"):
         download("tiny", data_dir=tmp_path / "d", force=True, backoff=0, echo=_quiet)
     assert (raw / "ratings_train.txt").read_bytes() == first        # the verified copy stays
+
+
+def _unpinned(monkeypatch, server: str, mode: str, sized: bool) -> None:
+    spec = corpora.CORPORA["tiny"]
+    files = tuple(dataclasses.replace(f, url=f"{server}/{mode}/tiny/{f.name}", sha256=None,
+                                      size=f.size if sized else None) for f in spec.files)
+    monkeypatch.setitem(corpora.CORPORA, "tiny", dataclasses.replace(spec, files=files))
+
+
+def test_a_download_shorter_than_its_declared_size_is_refused_and_nothing_is_pinned(server, tmp_path, monkeypatch):
+    _unpinned(monkeypatch, server, "cut", sized=True)
+    with pytest.raises(DownloadError, match=r"only [\d,]+ of the [\d,]+ bytes its declared size says arrived"):
+        download("tiny", data_dir=tmp_path / "d", retries=1, backoff=0, echo=_quiet)
+    assert _raw_files(tmp_path / "d") == []                        # no file, no checksums.json
+    _unpinned(monkeypatch, server, "good", sized=True)
+    assert download("tiny", data_dir=tmp_path / "d", echo=_quiet).counts["fetched"] == 2
+
+
+def test_a_damaged_checksum_record_fails_closed(server, tmp_path, monkeypatch):
+    from pipeline.stages.clean import clean
+
+    _unpinned(monkeypatch, server, "good", sized=False)
+    download("tiny", data_dir=tmp_path / "d", echo=_quiet)
+    raw = tmp_path / "d" / "raw" / "tiny"
+    (raw / "ratings_train.txt").write_bytes((raw / "ratings_train.txt").read_bytes() + b"1\tedited\t1\n")
+    (raw / "checksums.json").write_text('{"ratings_train.txt": "nonsense')
+    message = rf"{raw / 'checksums.json'} is damaged or unreadable.*`ksent download --corpus tiny --force`"
+    with pytest.raises(PipelineError, match=message):
+        clean("tiny", data_dir=tmp_path / "d", echo=_quiet)
+    with pytest.raises(PipelineError, match=message):
+        download("tiny", data_dir=tmp_path / "d", echo=_quiet)
+    download("tiny", data_dir=tmp_path / "d", force=True, echo=_quiet)       # what the message says: rebuilt
+    assert clean("tiny", data_dir=tmp_path / "d", echo=_quiet).counts["rows_out"] > 0

@@ -288,12 +288,24 @@ RECORDED = "checksums.json"     # in data/raw/<corpus>/: the checksums of unpinn
 
 
 def recorded_checksum(raw_dir: Path | str, name: str) -> str | None:
+    """The checksum recorded for file `name` at its first download; None if none was recorded. PipelineError
+    for a checksums.json that is damaged or unreadable: a record that cannot be read fails closed (it would
+    otherwise switch the check of an unpinned file off)."""
     import json
 
-    try:
-        return json.loads((Path(raw_dir) / RECORDED).read_text(encoding="utf-8")).get(name)
-    except (OSError, ValueError, AttributeError):
+    path = Path(raw_dir) / RECORDED
+    if not path.exists():
         return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        value = recorded.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) in (40, 64)):
+            raise ValueError(name)
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        raise PipelineError(f"{path} is damaged or unreadable, so the downloaded files it vouches for cannot be "
+                            f"checked - fetch them again: `ksent download --corpus {Path(raw_dir).name} --force`"
+                            ) from None
+    return value
 
 
 def check_utf8_share(path: Path | str, invalid: int, lines: int) -> None:

@@ -64,9 +64,10 @@ def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
     return (Path(mirror).expanduser().resolve() / folder / spec.name).as_uri()
 
 
-def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limit: int) -> None:
-    """Stream `url` into `dest`, at most `limit` bytes; raise _Transient for retryable failures,
-    DownloadError otherwise."""
+def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limit: int,
+           size: int | None = None) -> None:
+    """Stream `url` into `dest`, at most `limit` bytes (and exactly `size`, the declared size, if given); raise
+    _Transient for retryable failures, DownloadError otherwise."""
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -108,18 +109,21 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limi
                 bar.update(len(block))
     if expected is not None and received != expected:
         raise _Transient(f"connection dropped after {received:,} of {expected:,} bytes")
+    if size is not None and received != size:           # a source that ends early without saying how long it is
+        raise _Transient(f"only {received:,} of the {size:,} bytes its declared size says arrived")
 
 
 def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, backoff: float, timeout: float,
                    progress: bool = True,
                    sleep: Callable[[float], None] = time.sleep,
-                   echo: Callable[[str], None] = print, recorded: str | None = None) -> str:
+                   echo: Callable[[str], None] = print, recorded: str | None = None,
+                   record: Path | None = None) -> str:
     """Download `url` to `target` atomically, retrying transient failures with exponential backoff; verify it
     against the pinned checksum, else the `recorded` one. Returns its checksum."""
     with atomic_path(target) as tmp:
         for attempt in range(retries + 1):
             try:
-                _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES)
+                _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES, spec.size)
                 break
             except _Transient as exc:
                 if attempt == retries:
@@ -133,8 +137,17 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, ba
             raise ChecksumError(f"{spec.name}: checksum mismatch ({spec.checksum_kind()} {pin} "
                                 f"{spec.expected_checksum() or recorded}, got {actual}) from {url}; the file was "
                                 f"discarded" + ("" if spec.pinned else f" (if the source changed on purpose, delete "
-                                                                       f"{target.parent / RECORDED})"))
+                                                                       f"{record or RECORDED})"))
     return actual
+
+
+def _recorded(raw_dir: Path, name: str, force: bool) -> str | None:
+    try:
+        return recorded_checksum(raw_dir, name)
+    except PipelineError:
+        if force:
+            return None
+        raise
 
 
 def tracked(f: CorpusFile) -> bool:
@@ -180,9 +193,10 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
 
     def run(out: Staging) -> StageResult:
         fetched, kept, notes = [], [], []
-        # a tracked local file is held to its current content, not to the checksum of its first download
+        # a tracked local file is held to its current content, not to the checksum of its first download;
+        # --force rebuilds a damaged record (fetching every file again), without it a damaged record stops here
         recorded = {f.name: (file_checksum(f.local_path, f.checksum_kind()) if tracked(f) and f.local_path.is_file()
-                             else recorded_checksum(raw_dir, f.name)) for f in spec.downloads if not f.pinned}
+                             else _recorded(raw_dir, f.name, force)) for f in spec.downloads if not f.pinned}
         to_fetch = list(spec.files)
         if spec.unlabeled:                  # optional: only where a mirror or URL has it
             if unlabeled_source or (raw_dir / spec.unlabeled.name).is_file():
@@ -199,7 +213,7 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
             try:
                 checksum = fetch_verified(f, source_url(f, corpus, mirror), out.path(f.name), retries=retries,
                                           backoff=backoff, timeout=timeout, progress=progress, echo=echo or print,
-                                          recorded=recorded.get(f.name))
+                                          recorded=recorded.get(f.name), record=raw_dir / RECORDED)
             except NotFoundError as exc:
                 if f is not spec.unlabeled:
                     raise
