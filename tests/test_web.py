@@ -279,3 +279,21 @@ def test_api_docs_render_their_operations_from_local_assets(browser, server):
 
     browser.get(server.url + "/redoc")
     wait(browser, lambda d: "/predict" in d.find_element("tag name", "body").text, "ReDoc shows no operations")
+
+
+def test_a_file_that_is_not_utf8_is_refused_and_formula_cells_are_neutralised(page, tmp_path):
+    cp949 = tmp_path / "cp949.csv"
+    cp949.write_bytes("reviews\n정말 재밌어요\n지루해요\n".encode("cp949"))
+    page.find_element("id", "file").send_keys(str(cp949))
+    page.find_element("id", "classify-file").click()
+    message = visible_message(page, "file-message")
+    assert "cp949.csv is not UTF-8 text (line 2, byte 8;" in message and "iconv -f CP949 -t UTF-8" in message
+    assert not page.find_element("id", "download").is_displayed()
+    formulas = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2", "@SUM(A1)", "=cmd|' /C calc'!A0", "좋아요"]
+    path = tmp_path / "formulas.csv"
+    path.write_text("reviews\n" + "".join(f'"{t.replace(chr(34), chr(34) * 2)}"\n' for t in formulas),
+                    encoding="utf-8")
+    page.find_element("id", "file").send_keys(str(path))
+    page.find_element("id", "classify-file").click()
+    rows = list(csv.DictReader(io.StringIO(_download(page)[1:])))
+    assert [r["text"] for r in rows] == ["'" + t for t in formulas[:-1]] + ["좋아요"]

@@ -303,7 +303,41 @@ function chunks(texts, limits) {
   return out;
 }
 
-const csvField = (value) => (/[",\r\n]/.test(String(value)) ? `"${String(value).replace(/"/g, '""')}"` : String(value));
+// A CSV cell; a text that a spreadsheet would run as a formula (=, +, -, @, or a tab or CR first) gets a leading
+// ' (OWASP's rule for CSV injection), which spreadsheets show but do not run.
+function csvField(value) {
+  let text = String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+// The position of the first byte that is not valid UTF-8 (null if there is none): { line, offset }.
+function invalidUtf8At(bytes) {
+  let line = 1;
+  for (let i = 0; i < bytes.length;) {
+    const b = bytes[i];
+    const need = b < 0x80 ? 0 : b >= 0xc2 && b < 0xe0 ? 1 : b >= 0xe0 && b < 0xf0 ? 2 : b >= 0xf0 && b < 0xf5 ? 3 : -1;
+    if (need < 0) return { line, offset: i };
+    for (let k = 1; k <= need; k++) {
+      if (i + k >= bytes.length || (bytes[i + k] & 0xc0) !== 0x80) return { line, offset: i };
+    }
+    if (b === 0x0a) line++;
+    i += need + 1;
+  }
+  return null;
+}
+
+// A file's text, refused (as `ksent predict --file` refuses it) when it is not UTF-8.
+async function utf8Text(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (error) {
+    const at = invalidUtf8At(bytes) || { line: "?", offset: "?" };
+    throw new Error(`${file.name} is not UTF-8 text (line ${at.line}, byte ${at.offset}; Korean text saved as ` +
+      "CP949/EUC-KR looks like this): convert it, e.g. iconv -f CP949 -t UTF-8, or save it as UTF-8");
+  }
+}
 
 async function classifyFile() {
   const box = $("file-message");
@@ -318,7 +352,7 @@ async function classifyFile() {
   button.disabled = true;
   try {
     await modelLoaded;                          // the declared text column comes with the model
-    const { texts, column, header } = reviewsOf(file.name, await file.text());
+    const { texts, column, header } = reviewsOf(file.name, await utf8Text(file));
     if (texts === null) {
       askForColumn(header);
       const declared = textColumns.length ? ` (the model's corpus names it “${textColumns.join("”, “")}”)` : "";
