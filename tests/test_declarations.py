@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -288,7 +289,8 @@ def test_bad_files_are_one_line_messages_or_counted_problems(tmp_path):
     good.write_text('review_id,body,stars\nr1,"좋다, 정말",5\nr2,별로,1\nr3,"열린 따옴표,2\n', encoding="utf-8")
     declare(tmp_path / "decl", "shop", DECLARATION.format(kind="csv", format='type = "csv"', path=good.as_posix()))
     code, out, err = cli(tmp_path, "corpus", "check", "shop", str(good))
-    assert code == 0 and "3 rows -> 2 usable (1 positive, 1 negative" in out and "1 wrong field count" in out
+    assert "3 rows -> 2 usable (1 positive, 1 negative" in out and "1 wrong field count" in out
+    assert code == 1 and "shop.toml: [split] validation share 0.1 of 2 rows gives 1 row(s)" in err   # too few to split
 
     other = tmp_path / "other.csv"
     other.write_text("id,review,rating\n1,좋다,5\n", encoding="utf-8")
@@ -409,3 +411,39 @@ def test_the_readme_declaration_example_is_valid():
     spec = parse_declaration("my_shop", example, Path("/srv/corpora/my_shop.toml"))
     assert spec.format.kind == "csv" and spec.label.positive_from == 4 and spec.label.negative_to == 2
     assert spec.files[0].url == "file:///srv/exports/reviews.csv" and not spec.files[0].pinned
+
+
+# --- the smaller doors (reliability, round 3) ------------------------------------------------------
+
+def test_a_description_with_escape_codes_is_shown_not_run_and_true_is_no_rating(tmp_path):
+    base = DECLARATION.format(kind="csv", format='type = "csv"', path=(tmp_path / "r.csv").as_posix())
+    declare(tmp_path / "decl", "shown", base.replace('description = "fixture: csv"',
+                                                     'description = "\\u001b[31mred\\u001b[0m and\\ttab"'))
+    for command in (["corpus", "list"], ["corpus", "show", "shown"]):
+        code, out, err = cli(tmp_path, *command)
+        assert code == 0 and "\x1b" not in out and "\\x1b[31mred\\x1b[0m and\\ttab" in out, (out, err)
+    (tmp_path / "decl" / "shown.toml").unlink()
+    declare(tmp_path / "decl", "bad", base.replace("min = 1", "min = true"))
+    code, _, err = cli(tmp_path, "corpus", "show", "bad")
+    assert code == 1 and "bad.toml: rating: min must be a number, got true" in err, err
+
+
+def test_a_duplicated_column_a_utf16_file_a_fifo_and_a_private_file(declared, tmp_path):
+    name = declared("csv", tricky_rows(30))
+    source = tmp_path / "files" / name / "reviews.csv"
+    original = source.read_bytes()
+    source.write_text("review_id,body,body,stars\nr1,좋아요,또,5\n", encoding="utf-8")
+    code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
+    assert code == 1 and "header names the column 'body' 2 times" in err, err
+    source.write_bytes(original.decode("utf-8").encode("utf-16"))
+    code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
+    assert code == 1 and "looks like UTF-16 - convert it, e.g. `iconv -f UTF-16 -t UTF-8`" in err, err
+    source.unlink()
+    os.mkfifo(source)                                            # a pipe where the export should be: no hang
+    with pytest.raises(Exception, match="is not a regular file"):
+        download(name, data_dir=tmp_path / "data", progress=False, **QUIET)
+    source.unlink()
+    source.write_bytes(original)
+    source.chmod(0o600)                                          # readable by its owner only ...
+    download(name, data_dir=tmp_path / "data", progress=False, **QUIET)
+    assert (tmp_path / "data" / "raw" / name / "reviews.csv").stat().st_mode & 0o077 == 0    # ... and its copy

@@ -498,9 +498,10 @@ def corpus():
 def corpus_list():
     """Every declared corpus, and where it is declared."""
     from pipeline.corpora import CORPORA
+    from pipeline.predict.lines import escape
 
-    for name, spec in CORPORA.items():
-        click.echo(f"{name:<24} {spec.description or '(no description)'}\n{'':<24} {spec.origin}")
+    for name, spec in CORPORA.items():                   # a description is shown, never run (escape codes)
+        click.echo(f"{name:<24} {escape(spec.description) or '(no description)'}\n{'':<24} {escape(spec.origin)}")
 
 
 @corpus.command(name="show")
@@ -510,20 +511,21 @@ def corpus_show(name, as_json):
     """What declaration NAME resolves to: files, sources, format, columns, label rule, split."""
     from pipeline.corpora import get_corpus
     from pipeline.corpora.check import describe
+    from pipeline.predict.lines import escape
 
     described = describe(get_corpus(name))
     if as_json:
         click.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
-    for key, value in described.items():
+    for key, value in described.items():               # shown, never run: a declaration may hold escape codes
         if isinstance(value, list):
             click.echo(f"{key}:")
             for item in value:
-                click.echo("  - " + "; ".join(f"{k} {v}" for k, v in item.items()))
+                click.echo("  - " + escape("; ".join(f"{k} {v}" for k, v in item.items())))
         elif isinstance(value, dict):
-            click.echo(f"{key}: " + "; ".join(f"{k} {v}" for k, v in value.items()))
+            click.echo(f"{key}: " + escape("; ".join(f"{k} {v}" for k, v in value.items())))
         else:
-            click.echo(f"{key}: {value}")
+            click.echo(f"{key}: {escape(str(value))}")
 
 
 @corpus.command(name="check")

@@ -107,6 +107,14 @@ class RatingDecl(_Strict):
     positive_from: float
     negative_to: float
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data):
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            if isinstance(value, bool):                  # TOML's true is not the rating 1
+                raise ValueError(f"{key} must be a number, got {str(value).lower()}")
+        return data
+
     @model_validator(mode="after")
     def _ordered(self):
         if not self.min <= self.negative_to < self.positive_from <= self.max:

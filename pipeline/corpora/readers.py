@@ -24,7 +24,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from pipeline.corpora.spec import Corpus, Format
+from pipeline.corpora.spec import Corpus, Format, encoding_hint
 from pipeline.errors import PipelineError
 
 BLOCK_BYTES = 4 << 20          # raw bytes per partition (~40,000 NSMC lines)
@@ -92,8 +92,7 @@ def column_names(path: Path | str, corpus: Corpus, fmt: Format) -> tuple[str, ..
         try:
             header = next(csv.reader([first.decode("utf-8")], **_csv_options(fmt)))
         except UnicodeDecodeError:
-            raise PipelineError(f"{path}: the header row is not UTF-8 text - convert the file, e.g. "
-                                f"`iconv -f CP949 -t UTF-8`") from None
+            raise PipelineError(f"{path}: the header row is not UTF-8 text; {encoding_hint(path)}") from None
         return tuple(name.strip() for name in header)
     if fmt.kind == "parquet":
         import pyarrow.parquet as pq
@@ -110,6 +109,10 @@ def check_columns(path: Path | str, corpus: Corpus, fmt: Format, names: tuple[st
     """PipelineError naming a declared column the file does not have, with the columns it has."""
     if names is None:
         return
+    twice = [c for c in wanted if names.count(c) > 1]
+    if twice:
+        raise PipelineError(f"{Path(path).name}'s header names the column {twice[0]!r} {names.count(twice[0])} times "
+                            f"(declared in {corpus.origin}): rename the others, so that it is clear which one to read")
     missing = [c for c in wanted if c not in names]
     if missing:
         raise PipelineError(f"{Path(path).name} has no column {missing[0]!r} (declared in {corpus.origin}); its "

@@ -311,6 +311,21 @@ def recorded_checksum(raw_dir: Path | str, name: str) -> str | None:
 def check_utf8_share(path: Path | str, invalid: int, lines: int) -> None:
     """PipelineError if more than ENCODING_FAILURE_SHARE of a file's rows were not UTF-8 (another encoding)."""
     if invalid > max(1, ENCODING_FAILURE_SHARE * lines):
-        raise PipelineError(f"{path} is not UTF-8 ({invalid:,} of {lines:,} lines are not valid UTF-8; Korean "
-                            f"text in CP949/EUC-KR looks like this) - convert it, e.g. `iconv -f CP949 -t UTF-8`, "
-                            f"or fetch the file again")
+        raise PipelineError(f"{path} is not UTF-8 ({invalid:,} of {lines:,} lines are not valid UTF-8; "
+                            f"{encoding_hint(path)}), or fetch the file again")
+
+
+def encoding_hint(path: Path | str) -> str:
+    """What a file that is not UTF-8 most likely is, and how to convert it: UTF-16 (a byte-order mark, or zero
+    bytes between ASCII ones), a compressed file declared uncompressed, else CP949/EUC-KR."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        head = b""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (head and head.count(b"\0") > len(head) // 4):
+        return "it looks like UTF-16 - convert it, e.g. `iconv -f UTF-16 -t UTF-8`"
+    if head[:2] == b"\x1f\x8b":
+        return ("it is gzip-compressed but declared `compression = \"none\"` - declare `compression = \"auto\"` "
+                "or \"gzip\"")
+    return "Korean text in CP949/EUC-KR looks like this - convert it, e.g. `iconv -f CP949 -t UTF-8`"

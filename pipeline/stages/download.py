@@ -206,6 +206,9 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
                              f"(pretraining uses the train split alone)")
         for f in to_fetch:
             target = raw_dir / f.name
+            if f.local_path is not None and f.local_path.exists() and not f.local_path.is_file():
+                raise DownloadError(f"{f.local_path} is not a regular file (a pipe, device or folder) - declare the "
+                                    f"file itself (declaration {spec.origin})")
             if (not force and target.is_file() and (f.pinned or recorded.get(f.name))
                     and verify_file(target, f, recorded.get(f.name))[0]):
                 kept.append(f.name)         # stays in place (Stage.keeps_outputs)
@@ -221,6 +224,8 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
                 continue
             # published as soon as verified: a later file's failure keeps it (its pin vouches for it);
             # the manifest comes only with the whole set
+            if f.local_path is not None:        # a private export stays private: no more readers than the source
+                os.chmod(out.path(f.name), os.stat(out.path(f.name)).st_mode & os.stat(f.local_path).st_mode & 0o666)
             os.replace(out.path(f.name), target)
             files.renamed()
             fetched.append(f.name)
