@@ -32,7 +32,7 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     write_split(data, "tried", 5)
 
     first = domains(data_dir=data, artifacts_dir=artifacts, **QUIET)
-    assert first.counts == {"scored": 2, "reused": 0}
+    assert first.counts == {"scored": 2, "reused": 0, "passed_over": []}
     written = read_json(artifacts / "domains.json")
     assert written["corpora"] == ["tiny"] and written["extra_domains"] == ["other"]
     cells = written["bundles"][bundle_dir.name]["cells"]
@@ -47,7 +47,7 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).skipped
     write_split(data, "other", 3)                                   # one corpus's split changes
     again = domains(data_dir=data, artifacts_dir=artifacts, **QUIET)
-    assert again.counts == {"scored": 1, "reused": 1}
+    assert again.counts == {"scored": 1, "reused": 1, "passed_over": []}
 
     report(artifacts_dir=artifacts, **QUIET)
     from pipeline.model.scoring import summary_lines  # how `make all` ends
@@ -97,3 +97,18 @@ def test_evaluate_on_another_corpus_prints_its_validation_and_test_accuracy(eval
     missing = CliRunner().invoke(cli, ["evaluate", "--corpus", "tiny", *options, "--data-dir", str(root / "data"),
                                        "--artifacts-dir", str(root / "artifacts"), "--on", "nsmc"])
     assert missing.exit_code == 1 and "run `ksent run --corpus nsmc`" in missing.output
+
+
+def test_one_damaged_bundle_folder_is_passed_over_not_fatal(evaluated, tmp_path, monkeypatch):
+    bundle_src, _ = evaluated
+    monkeypatch.setitem(corpora.CORPORA, "tiny", dataclasses.replace(corpora.CORPORA["nsmc"], name="tiny"))
+    artifacts, data = tmp_path / "artifacts", tmp_path / "data"
+    shutil.copytree(bundle_src, artifacts / bundle_src.name)
+    damaged = shutil.copytree(bundle_src, artifacts / "tiny-copy")
+    (damaged / "bundle.json").write_text((damaged / "bundle.json").read_text()[:-20])      # cut short
+    write_split(data, "tiny", 1)
+    lines: list[str] = []
+    result = domains(data_dir=data, artifacts_dir=artifacts, echo=lines.append)
+    assert result.counts["scored"] == 1 and result.counts["passed_over"] == ["tiny-copy"]
+    assert "passed over tiny-copy: " in lines[-1] and "tiny-copy/bundle.json is not the file" in lines[-1]
+    assert list(read_json(artifacts / "domains.json")["bundles"]) == [bundle_src.name]

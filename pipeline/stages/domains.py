@@ -29,7 +29,7 @@ import numpy as np
 from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
-from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
+from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, input_problem, run_stage
 from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
 from pipeline.stages import bundle_producer
@@ -40,9 +40,28 @@ OUTPUT = "domains.json"
 SCORED = ("val", "test")
 
 
+def _scanned(artifacts_dir: Path) -> tuple[list[Path], dict[str, str]]:
+    """The bundles to score (evaluated, or a router), and those passed over because their bundle.json is not the
+    one their stage recorded (damaged, edited, half-copied): name -> why. One damaged folder never stops the
+    scoring of the others."""
+    found, damaged = [], {}
+    for path in sorted(artifacts_dir.glob("*/bundle.json")):
+        bundle = path.parent
+        if not ((bundle / "metrics.json").is_file() or (bundle / "router.manifest.json").is_file()):
+            continue
+        try:
+            problem = input_problem(Input(path, bundle_producer(bundle), label=bundle.name), sha256_file(path))
+        except OSError as exc:
+            problem = f"{path} is unreadable ({exc.strerror or exc})"
+        if problem:
+            damaged[bundle.name] = problem
+        else:
+            found.append(bundle)
+    return found, damaged
+
+
 def _bundles(artifacts_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in artifacts_dir.glob("*/bundle.json")
-                  if (p.parent / "metrics.json").is_file() or (p.parent / "router.manifest.json").is_file())
+    return _scanned(artifacts_dir)[0]
 
 
 def _domains(data_dir: Path, artifacts_dir: Path) -> tuple[dict[str, Path], list[str]]:
@@ -146,10 +165,13 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
                                        "bundle_sha256": bundle_sha, "cells": cells}
         shown.close()
+        damaged = _scanned(folder)[1]
         write_json(out.path(OUTPUT), {"corpora": sorted(set(splits) - set(extra)), "extra_domains": sorted(extra),
                                           "bundles": result})
+        passed_over = "".join(f"; passed over {name}: {why}" for name, why in damaged.items())
         return StageResult(summary=f"domains: {len(result)} bundle(s) x {len(splits)} test split(s): {scored} "
-                                   f"scored, {reused} unchanged", counts={"scored": scored, "reused": reused})
+                                   f"scored, {reused} unchanged{passed_over}",
+                           counts={"scored": scored, "reused": reused, "passed_over": sorted(damaged)})
 
     return run_stage(stage, run, force=force, echo=echo)
 
