@@ -447,3 +447,31 @@ def test_a_duplicated_column_a_utf16_file_a_fifo_and_a_private_file(declared, tm
     source.chmod(0o600)                                          # readable by its owner only ...
     download(name, data_dir=tmp_path / "data", progress=False, **QUIET)
     assert (tmp_path / "data" / "raw" / name / "reviews.csv").stat().st_mode & 0o077 == 0    # ... and its copy
+
+
+def test_a_stray_quote_is_refused_naming_its_line_never_a_silent_merge(tmp_path):
+    rows = [f"{i},리뷰 {i} 좋아요,5" for i in range(1, 3000)]
+    rows[1] = '99999,"broken quote here,5'                       # line 3 of the file (after the header)
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,reviews,target\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    declare(tmp_path / "decl", "rtshop", SHOP.replace("{path}", path.as_posix()))
+    code, out, err = cli(tmp_path, "corpus", "check", "rtshop", str(path))
+    assert code == 1 and "reviews.csv: line 3: a quoted field opens here and does not close before the end of the " \
+                         "file" in err and "Traceback" not in err, (out, err)
+    code, _, err = cli(tmp_path, "run", "--corpus", "rtshop", "--tokenizer", "word", "--data-dir", str(tmp_path / "d"),
+                       "--artifacts-dir", str(tmp_path / "a"))
+    assert code == 1 and "line 3: a quoted field opens here" in err, err
+    # closed again far below: still refused, naming where it opened
+    rows[2000] = '2001,"리뷰 2001,5'
+    path.write_text("id,reviews,target\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    code, _, err = cli(tmp_path, "corpus", "check", "rtshop", str(path))
+    assert code == 1 and "line 3: a quoted field opens here and does not close within 500 lines" in err, err
+
+
+SHOP = """text = "reviews"
+id = "id"
+format = { type = "csv" }
+rating = { column = "target", min = 1, max = 5, positive_from = 4, negative_to = 2 }
+[[files]]
+path = "{path}"
+"""

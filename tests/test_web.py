@@ -297,3 +297,15 @@ def test_a_file_that_is_not_utf8_is_refused_and_formula_cells_are_neutralised(pa
     page.find_element("id", "classify-file").click()
     rows = list(csv.DictReader(io.StringIO(_download(page)[1:])))
     assert [r["text"] for r in rows] == ["'" + t for t in formulas[:-1]] + ["좋아요"]
+
+
+def test_a_stray_quote_in_an_upload_is_refused_naming_its_line(page, tmp_path):
+    lines = [f"{i},리뷰 {i} 좋아요" for i in range(1, 3001)]
+    lines[1] = '99999,"broken quote here'
+    path = tmp_path / "stray.csv"
+    path.write_text("id,reviews\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    page.find_element("id", "file").send_keys(str(path))
+    page.find_element("id", "classify-file").click()
+    message = visible_message(page, "file-message")
+    assert "line 3: a quoted field opens here and does not close within 500 lines" in message
+    assert not page.find_element("id", "download").is_displayed()

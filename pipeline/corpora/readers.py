@@ -30,6 +30,10 @@ from pipeline.errors import PipelineError
 BLOCK_BYTES = 4 << 20          # raw bytes per partition (~40,000 NSMC lines)
 ROW_GROUPS_PER_PART = 1        # Parquet: row groups per partition
 MAX_FIELD_CHARS = 1 << 24      # csv's field limit (default 131,072): a review may be long; a runaway quote stops here
+# A quoted row spanning more lines than this is taken for a stray quote that swallowed the rows after it, and the
+# file is refused naming the line (a review with this many line breaks is not one); so is a quote still open at
+# the end of the file.
+MAX_ROW_LINES = 500
 _SCAN_CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
@@ -196,10 +200,28 @@ def quoted_blocks(path: Path | str, block_bytes: int) -> list[tuple[int, int, in
                 if not odd and offset + i < size:
                     blocks.append((start, offset + i, first_line))
                     start, first_line, target = offset + i, newlines + 1, offset + i + block_bytes
+                elif odd and offset + i - target > MAX_FIELD_CHARS:     # no row ends: a quote that never closes
+                    raise runaway_quote(path, _opening_line(path, start, first_line), newlines)
             offset += len(chunk)
+    if odd:                                         # the last row's quote never closes
+        raise runaway_quote(path, _opening_line(path, start, first_line))
     if start < size:
         blocks.append((start, size, first_line))
     return blocks
+
+
+def _opening_line(path: Path | str, start: int, first_line: int) -> int:
+    """The line, in the block from byte `start` (line `first_line`), at whose start the quotes were last balanced
+    before they stopped being: where the quoted field that never closes opens."""
+    odd, line, opened = 0, first_line, first_line
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for raw in fh:
+            if not odd:
+                opened = line
+            odd ^= raw.count(b'"') & 1
+            line += 1
+    return opened
 
 
 def _read_bytes(path: Path | str, part: Part, fmt: Format) -> bytes:
@@ -320,10 +342,21 @@ def iter_rows(path: Path | str, part: Part, fmt: Format, problems: Counter):
         for number, line in enumerate(_decoded_lines(lines), start=first):
             yield number, {"text": line.rstrip("\r\n")}
     else:
-        yield from _csv_rows(lines, first, names, fmt, skip_header=start == 0 and fmt.header, problems=problems)
+        yield from _csv_rows(lines, first, names, fmt, skip_header=start == 0 and fmt.header, problems=problems,
+                             path=path)
 
 
-def _csv_rows(lines, first: int, names: tuple[str, ...], fmt: Format, skip_header: bool, problems: Counter):
+def runaway_quote(path, line: int, last: int | None = None) -> PipelineError:
+    """The error for a quoted field that opens on `line` and does not close (before `last`)."""
+    where = "before the end of the file" if last is None else \
+        f"within {MAX_ROW_LINES} lines (still open on line {last:,})"
+    return PipelineError(f"{path}: line {line:,}: a quoted field opens here and does not close {where} - a stray "
+                         f"quote would swallow the rows after it: fix that row (a quote inside a quoted field is "
+                         f"written twice, \"\"), or declare quoting = \"none\" if the file does not quote fields")
+
+
+def _csv_rows(lines, first: int, names: tuple[str, ...], fmt: Format, skip_header: bool, problems: Counter,
+              path=""):
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.reader(_decoded_lines(lines), **_csv_options(fmt))
@@ -334,9 +367,13 @@ def _csv_rows(lines, first: int, names: tuple[str, ...], fmt: Format, skip_heade
             fields = next(reader)
         except StopIteration:
             return
-        except csv.Error:
+        except csv.Error as exc:
+            if fmt.quoting and "unexpected end of data" in str(exc):        # a quote open at the end of the file
+                raise runaway_quote(path, first + before) from None
             problems["unparseable row"] += 1
             continue
+        if fmt.quoting and reader.line_num - before > MAX_ROW_LINES:
+            raise runaway_quote(path, first + before, first + reader.line_num - 1)
         if skip_header:
             skip_header = False
             continue

@@ -219,23 +219,32 @@ async function classify(event) {
 
 // --- files ----------------------------------------------------------------------------------------
 
-// RFC 4180 CSV: quoted fields may hold commas, quotes ("") and line breaks.
+// RFC 4180 CSV: quoted fields may hold commas, quotes ("") and line breaks. A quote that opens a field and does
+// not close (before the end, or within MAX_ROW_LINES lines) is refused naming its line, as ksent's readers refuse
+// it: a stray quote would otherwise swallow every row after it.
+const MAX_ROW_LINES = 500;
 function parseCsv(text) {
   const rows = [];
-  let row = [], field = "", quoted = false;
+  let row = [], field = "", quoted = false, line = 1, openedOn = 0;
+  const runaway = (until) => new Error(`line ${openedOn.toLocaleString("en")}: a quoted field opens here and does ` +
+    `not close ${until} - a stray quote? Fix that row (a quote inside a quoted field is written twice, "")`);
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (quoted) {
       if (c === '"') {
         if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
-      } else field += c;
-    } else if (c === '"') quoted = true;
+      } else {
+        field += c;
+        if (c === "\n" && ++line - openedOn > MAX_ROW_LINES) throw runaway(`within ${MAX_ROW_LINES} lines`);
+      }
+    } else if (c === '"') { quoted = true; openedOn = line; }
     else if (c === ",") { row.push(field); field = ""; }
     else if (c === "\n" || c === "\r") {
       if (c === "\r" && text[i + 1] === "\n") i++;
-      row.push(field); rows.push(row); row = []; field = "";
+      row.push(field); rows.push(row); row = []; field = ""; line++;
     } else field += c;
   }
+  if (quoted) throw runaway("before the end of the file");
   if (field !== "" || row.length) { row.push(field); rows.push(row); }
   return rows;
 }
