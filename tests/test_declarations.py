@@ -475,3 +475,13 @@ rating = { column = "target", min = 1, max = 5, positive_from = 4, negative_to =
 [[files]]
 path = "{path}"
 """
+
+
+def test_a_declaration_found_twice_by_the_same_path_is_read_once(tmp_path, monkeypatch):
+    from pipeline.corpora.declaration import discover
+
+    base = DECLARATION.format(kind="csv", format='type = "csv"', path=(tmp_path / "r.csv").as_posix())
+    declare(tmp_path / "corpora", "mine", base)
+    monkeypatch.chdir(tmp_path)                                     # ./corpora/ ...
+    monkeypatch.setenv("KSENT_CORPORA", str(tmp_path / "corpora"))  # ... and the same folder by its full path
+    assert "mine" in discover()

@@ -299,7 +299,11 @@ def search_path() -> list[Path]:
 
 def discover() -> dict[str, Corpus]:
     corpora: dict[str, Corpus] = {}
+    seen: set[Path] = set()
     for path in search_path():
+        if path.resolve() in seen:              # ./corpora also listed in $KSENT_CORPORA: one file, read once
+            continue
+        seen.add(path.resolve())
         corpus = read_declaration(path)
         if corpus.name in corpora:
             raise PipelineError(f"two declarations of corpus {corpus.name!r}: {corpora[corpus.name].origin} and "
