@@ -199,10 +199,13 @@ class StageStatus:
     command: str = ""
     tok: str | None = None          # a sibling tokenization's name (None: the target's, or no tokenization)
 
-    def line(self) -> str:
+    @property
+    def name(self) -> str:
+        return f"{self.stage} ({self.tok})" if self.tok else self.stage
+
+    def line(self, width: int = 9) -> str:
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
-        name = f"{self.stage} ({self.tok})" if self.tok else self.stage
-        return f"  {name:<9} {self.state}{why}"
+        return f"  {self.name:<{width}} {self.state}{why}"
 
 
 def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:

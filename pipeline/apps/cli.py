@@ -290,8 +290,9 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
                                   ensure_ascii=False))
         return
     click.echo(f"status {corpus}/{segmenter.name()}:")
+    width = max(len(row.name) for row in rows)
     for row in rows:
-        click.echo(row.line())
+        click.echo(row.line(width))
 
 
 @cli.command()
