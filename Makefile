@@ -8,7 +8,8 @@
 # once, default 2; 1: one after another), SCHEDULER (a Dask scheduler address: the data
 # stages run on that cluster instead of this machine), DATA_DIR and ARTIFACTS_DIR (where the
 # generated data and the models go, default data/ and artifacts/ here: give absolute paths to keep a
-# private corpus outside the clone), RUN_ARGS (more `ksent run` options, e.g. RUN_ARGS="--epochs 4"),
+# private corpus outside the clone), THRESHOLD (every model's decision-threshold rule: accuracy, the
+# default, or balanced for imbalanced labels), RUN_ARGS (more `ksent run` options, e.g. RUN_ARGS="--epochs 4"),
 # PYTHON. From another folder: `make -C path/to/ksent all ...`. Examples, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #     make -C ~/ksent all CORPORA=my_shop DATA_DIR=$PWD/data ARTIFACTS_DIR=$PWD/artifacts KSENT_CORPORA=$PWD/corpora
@@ -47,6 +48,9 @@ ARTIFACTS_DIR ?= artifacts
 export KSENT_DATA_DIR := $(DATA_DIR)
 export KSENT_ARTIFACTS_DIR := $(ARTIFACTS_DIR)
 RUN_ARGS ?=
+# the decision threshold rule of every model `make all` makes (ksent's --threshold: accuracy, balanced or a number)
+THRESHOLD ?=
+threshold_arg := $(if $(THRESHOLD),--threshold $(THRESHOLD))
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # `make all` first takes every corpus and tokenization up to its word vectors (`ksent run --until
@@ -88,7 +92,7 @@ all: setup
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(RUN_ARGS); \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) $(RUN_ARGS); \
 	done; done
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
 	@echo; $(KSENT) summary
@@ -148,7 +152,8 @@ stages:
 
 $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do \
-	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg); \
+	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg) \
+	    $(if $(filter $@,$(BUNDLE_STAGES)),$(threshold_arg)); \
 	done
 
 pretrain/%: setup

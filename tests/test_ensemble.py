@@ -231,3 +231,14 @@ def test_a_member_of_another_corpus_or_padded_data_it_was_not_trained_on_is_refu
     with pytest.raises(PipelineError, match="tiny-word was trained on other data than .* holds now .* `ksent run "
                                             "--corpus tiny --tokenizer word`"):
         ensemble("tiny", members=["tiny-word", "tiny-char"], data_dir=data_copy, artifacts_dir=copy, force=True)
+
+
+def test_a_runs_threshold_rule_is_the_ensembles_too(combined):
+    from pipeline.core.stage import Target
+    from pipeline.stages import ensemble as ensemble_stage
+
+    data, artifacts, _ = combined
+    ruled = Target("tiny", None, data_dir=data, artifacts_dir=artifacts, train_params={"threshold": "balanced"})
+    assert ensemble_stage.plan_for(ruled).params["threshold"] == "balanced"
+    assert ensemble_stage.plan_for(Target("tiny", None, data_dir=data, artifacts_dir=artifacts)).params[
+        "threshold"] == "accuracy"

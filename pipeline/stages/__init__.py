@@ -21,6 +21,13 @@ def bundle_producer(directory: Path) -> str:
     return "train"
 
 
+def run_threshold(t) -> dict:
+    """The threshold rule a `ksent run --threshold` gave its target (pipeline.core.stage.Target), for the ensemble and
+    the student it makes too: every model of one run decides by the same rule. {} when not given."""
+    rule = (t.train_params or {}).get("threshold")
+    return {} if rule is None else {"threshold": rule}
+
+
 def trained_bundles(corpus: str, artifacts_dir: Path | str) -> dict[str, str]:
     """Every single-model bundle of `corpus` in `artifacts_dir` (folder name -> tokenization): the train stage's,
     not the distill stage's students (which the ensemble teaches) nor ensembles or routers."""

@@ -43,7 +43,7 @@ from pipeline.core.tables import read_table
 from pipeline.corpora import get_corpus
 from pipeline.errors import MissingInputError, ParameterError, PipelineError
 from pipeline.model import padded, training
-from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled
+from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled, run_threshold
 from pipeline.text.segment import Segmenter
 
 LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
@@ -127,11 +127,11 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
 
 
 def plan_for(t: Target) -> Stage:
-    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **run_threshold(t))
 
 
 def run_for(t: Target, **kwargs) -> StageResult:
-    return distill(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+    return distill(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **run_threshold(t), **kwargs)
 
 
 def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,

@@ -29,7 +29,7 @@ from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, libr
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
 from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
-from pipeline.stages import ENSEMBLE_TOK, trained_bundles
+from pipeline.stages import ENSEMBLE_TOK, run_threshold, trained_bundles
 
 
 def member_names(corpus: str, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
@@ -88,11 +88,11 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
 
 
 def plan_for(t: Target) -> Stage:
-    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir)
+    return plan(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **run_threshold(t))
 
 
 def run_for(t: Target, **kwargs) -> StageResult:
-    return ensemble(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **kwargs)
+    return ensemble(t.corpus, data_dir=t.data_dir, artifacts_dir=t.artifacts_dir, **run_threshold(t), **kwargs)
 
 
 def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
