@@ -286,11 +286,15 @@ def test_bad_declarations_are_one_line_messages_naming_the_key(tmp_path):
 
 def test_bad_files_are_one_line_messages_or_counted_problems(tmp_path):
     good = tmp_path / "r.csv"
-    good.write_text('review_id,body,stars\nr1,"좋다, 정말",5\nr2,별로,1\nr3,"열린 따옴표,2\n', encoding="utf-8")
+    good.write_text('review_id,body,stars\nr1,"좋다, 정말",5\nr2,별로,1\nr3,열린 따옴표,2,5\n', encoding="utf-8")
     declare(tmp_path / "decl", "shop", DECLARATION.format(kind="csv", format='type = "csv"', path=good.as_posix()))
     code, out, err = cli(tmp_path, "corpus", "check", "shop", str(good))
     assert "3 rows -> 2 usable (1 positive, 1 negative" in out and "1 wrong field count" in out
     assert code == 1 and "shop.toml: [split] validation share 0.1 of 2 rows gives 1 row(s)" in err   # too few to split
+    # a quote that never closes is no counted problem: the file is refused, naming its line
+    good.write_text('review_id,body,stars\nr1,"좋다, 정말",5\nr2,별로,1\nr3,"열린 따옴표,2\n', encoding="utf-8")
+    code, out, err = cli(tmp_path, "corpus", "check", "shop", str(good))
+    assert code == 1 and "r.csv: line 4: a quoted field opens here and does not close before the end" in err
 
     other = tmp_path / "other.csv"
     other.write_text("id,review,rating\n1,좋다,5\n", encoding="utf-8")

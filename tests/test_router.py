@@ -69,7 +69,8 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     records = routed.predict(texts[:2], explain=True)
     assert [e["domain"] for e in records[0]["explanation"]["experts"]] == ["shop", "tiny"]
 
-    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts == {"scored": 2, "reused": 4}
+    assert domains(data_dir=data, artifacts_dir=artifacts, **QUIET).counts == {"scored": 2, "reused": 4,
+                                                                              "passed_over": []}
     cells = read_json(artifacts / "domains.json")["bundles"]
     assert set(cells) == {"router", "shop-word", tiny}
     means = {name: np.mean([b["cells"][c]["val"]["accuracy"] for c in ("shop", "tiny")]) for name, b in cells.items()}
