@@ -18,6 +18,7 @@ import pytest
 from pipeline import corpora
 from pipeline.core.files import read_json, sha256_file
 from pipeline.corpora.readers import file_parts, quoted_blocks, read_file, read_part
+from pipeline.errors import PipelineError
 from pipeline.stages import clean as clean_stage
 from pipeline.stages.clean import clean
 from pipeline.stages.dedupe import dedupe
@@ -489,3 +490,25 @@ def test_a_declaration_found_twice_by_the_same_path_is_read_once(tmp_path, monke
     monkeypatch.chdir(tmp_path)                                     # ./corpora/ ...
     monkeypatch.setenv("KSENT_CORPORA", str(tmp_path / "corpora"))  # ... and the same folder by its full path
     assert "mine" in discover()
+
+
+def test_a_gzip_bomb_is_refused_by_name_before_memory_holds_it(declared, tmp_path, monkeypatch):
+    import tracemalloc
+
+    from pipeline.corpora import readers
+
+    monkeypatch.setattr(readers, "MIN_UNPACK_LIMIT", 1 << 20)         # a small limit, so the fixture stays small
+    name = declared("csv.gz", tricky_rows(50))
+    bomb = tmp_path / "files" / name / "reviews.csv.gz"
+    with gzip.open(bomb, "wb") as fh:                                 # 64 MB of one review, ~64 kB packed
+        fh.write(b"review_id,body,stars\n")
+        fh.write(b"r1," + b"x" * (64 << 20) + b",5\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError, match=r"reviews.csv.gz unpacks to more than [\d,]+ bytes \(30 times its "
+                                                r"[\d,]+\): refused as a likely gzip bomb"):
+            read_file(bomb, corpora.CORPORA[name], "all")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20                                            # refused long before 64 MB were held

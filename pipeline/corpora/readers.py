@@ -34,6 +34,9 @@ MAX_FIELD_CHARS = 1 << 24      # csv's field limit (default 131,072): a review m
 # file is refused naming the line (a review with this many line breaks is not one); so is a quote still open at
 # the end of the file.
 MAX_ROW_LINES = 500
+# A compressed file may unpack to at most MAX_UNPACK_RATIO times its size (at least MIN_UNPACK_LIMIT bytes)
+MAX_UNPACK_RATIO = 30
+MIN_UNPACK_LIMIT = 64 << 20
 _SCAN_CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
@@ -224,12 +227,32 @@ def _opening_line(path: Path | str, start: int, first_line: int) -> int:
     return opened
 
 
+def unpack_limit(path: Path | str) -> int:
+    """The most bytes a compressed file may unpack to: MAX_UNPACK_RATIO times its size, at least
+    MIN_UNPACK_LIMIT (text compresses 3-10x; a gzip bomb, hundreds of times)."""
+    return max(MIN_UNPACK_LIMIT, MAX_UNPACK_RATIO * Path(path).stat().st_size)
+
+
+def _unpacked(fh, path: Path | str) -> bytes:
+    """A whole (possibly decompressing) stream, read a chunk at a time and refused by name - before memory
+    holds more - once it passes unpack_limit."""
+    limit, chunks, total = unpack_limit(path), [], 0
+    while chunk := fh.read(_SCAN_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise PipelineError(f"{path} unpacks to more than {limit:,} bytes ({MAX_UNPACK_RATIO} times its "
+                                f"{Path(path).stat().st_size:,}): refused as a likely gzip bomb - if it is real data, "
+                                f"decompress it yourself (gunzip) and declare the plain file")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _read_bytes(path: Path | str, part: Part, fmt: Format) -> bytes:
     start, end = part[0], part[1]
     try:
         if end is None:
             with _open(path, fmt) as fh:
-                return fh.read()
+                return _unpacked(fh, path)
         with open(path, "rb") as fh:
             fh.seek(start)
             return fh.read(end - start)
