@@ -7,6 +7,7 @@ and every server process is killed in teardown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -560,13 +561,25 @@ def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile
     from pipeline.apps.guards import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 
     def connect(data: bytes) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=HEADER_TIMEOUT_S + 10)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 10)
         sock.sendall(data)
         return sock
 
     silent = connect(b"")                                                          # never sends a byte
     half_head = connect(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")         # stalls in its headers
     half_body = connect(post_head("/predict", length=100) + b'{"texts": ')        # stalls in its body
+    # a byte every second, forever: one deadline for the headers and one for the body, not a timer per byte
+    trickle_head = connect(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    trickle_body = connect(post_head("/predict", length=1000) + b'{"texts": ["')
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for sock in (trickle_head, trickle_body):
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"x")
+
+    threading.Thread(target=trickle, daemon=True).start()
     idle = [connect(b"") for _ in range(200)]
     started = time.monotonic()
     latencies = []
@@ -576,13 +589,16 @@ def test_idle_and_stalled_connections_are_closed_and_others_are_served_meanwhile
         assert client.get("/health").status_code == 200
         latencies.append(time.monotonic() - begin)
     assert sorted(latencies)[-2] < 0.5, latencies
-    for sock in (silent, half_head, *idle):
+    for sock in (silent, half_head, trickle_head, *idle):
         assert sock.recv(1) == b"", "the server closed it"                         # EOF, not a timeout here
-    status, headers, body = read_response(half_body)
-    assert status == 408 and json.loads(body)["field"] == "body" and headers.get("connection") == "close"
+    assert time.monotonic() - started < HEADER_TIMEOUT_S + 5                      # the trickle did not extend it
+    for sock in (half_body, trickle_body):
+        status, headers, body = read_response(sock)
+        assert status == 408 and json.loads(body)["field"] == "body" and headers.get("connection") == "close"
+    stop.set()
     waited = time.monotonic() - started
     assert max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) - 1 < waited < max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 8
-    for sock in (silent, half_head, half_body, *idle):
+    for sock in (silent, half_head, half_body, trickle_head, trickle_body, *idle):
         sock.close()
 
 

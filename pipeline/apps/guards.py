@@ -1,8 +1,8 @@
-"""What keeps one client from holding `ksent serve`: a connection that does not send its request
-headers within HEADER_TIMEOUT_S (one that never sends a byte, or stalls mid-headers) is closed,
-and no more than `max_connections` are open at once (the next ones are closed at once, so idle
-connections cannot exhaust the process's file descriptors). A body that stops arriving is timed
-out where it is read (pipeline.apps.serve.read_json_body).
+"""What keeps one client from holding `ksent serve`: a connection that has not sent a request's whole
+headers HEADER_TIMEOUT_S after connecting (or after its previous response) is closed - one deadline, not
+a timer that each trickled byte restarts - and no more than `max_connections` are open at once (the next
+ones are closed at once, so idle connections cannot exhaust the process's file descriptors). A body must
+arrive whole within BODY_TIMEOUT_S, where it is read (pipeline.apps.serve.read_json_body).
 
 uvicorn times out only a connection idle after a response (`timeout_keep_alive`), so its HTTP
 protocol (httptools, or h11 where httptools is missing) is extended here, reusing that timer.
@@ -14,7 +14,7 @@ import resource
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 HEADER_TIMEOUT_S = 10.0         # to send a request's headers, from connecting or from the last response
-BODY_TIMEOUT_S = 10.0           # between two pieces of a request body
+BODY_TIMEOUT_S = 30.0           # to send a whole request body (at most --max-body-bytes), from its headers
 
 
 def default_max_connections() -> int:
@@ -40,15 +40,21 @@ def guarded_protocol(max_connections: int, header_timeout: float = HEADER_TIMEOU
             if len(self.connections) > max_connections:
                 transport.close()       # connection_lost forgets it
                 return
+            self._header_deadline = self.loop.time() + header_timeout
             self._await_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._header_deadline = self.loop.time() + header_timeout    # the next request's headers: a new clock
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)             # cancels uvicorn's keep-alive timer
             if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
-                self._await_headers()               # headers still incomplete: keep the clock running
+                self._await_headers()               # headers still incomplete: the same deadline
 
         def _await_headers(self) -> None:
             self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(header_timeout, self.timeout_keep_alive_handler)
+            left = max(0.0, self._header_deadline - self.loop.time())
+            self.timeout_keep_alive_task = self.loop.call_later(left, self.timeout_keep_alive_handler)
 
     return GuardedHTTPProtocol

@@ -166,14 +166,18 @@ async def read_json_body(request: Request, max_body_bytes: int) -> Any:
         raise _too_large(max_body_bytes)
     body = bytearray()
     chunks = request.stream()
+    deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S     # for the whole body, not per piece
     while True:                                 # chunked bodies are counted as they arrive
         try:
-            chunk = await asyncio.wait_for(anext(chunks), BODY_TIMEOUT_S)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(anext(chunks), left)
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:      # = TimeoutError from Python 3.11
-            raise RequestError(408, f"request body stalled: nothing arrived for {BODY_TIMEOUT_S:g} s", "body",
-                               close=True) from None
+            raise RequestError(408, f"request body too slow: it did not arrive whole within {BODY_TIMEOUT_S:g} s",
+                               "body", close=True) from None
         body += chunk
         if len(body) > max_body_bytes:
             raise _too_large(max_body_bytes)
