@@ -512,3 +512,20 @@ def test_a_gzip_bomb_is_refused_by_name_before_memory_holds_it(declared, tmp_pat
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20                                            # refused long before 64 MB were held
+
+
+def test_cr_only_lines_a_device_and_a_damaged_parquet_are_one_line_messages(declared, tmp_path):
+    name = declared("csv", tricky_rows(20))
+    source = tmp_path / "files" / name / "reviews.csv"
+    source.write_bytes(b"review_id,body,stars\rr1,good,5\rr2,bad,1\r")              # old Mac line endings
+    code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
+    assert code == 1 and "the header row cannot be read as CSV" in err and "tr '\\r' '\\n'" in err, err
+    code, _, err = cli(tmp_path, "corpus", "check", name, "/dev/zero")
+    assert code == 1 and "/dev/zero is not a regular file" in err, err
+    parquet = declared("parquet", tricky_rows(40))
+    path = tmp_path / "files" / parquet / "reviews.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64                        # a damaged data page
+    path.write_bytes(bytes(data))
+    code, _, err = cli(tmp_path, "corpus", "check", parquet, str(path))
+    assert code == 1 and "reviews.parquet" in err and "Traceback" not in err and "unexpected error" not in err, err

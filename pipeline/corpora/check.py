@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.corpora.readers import file_parts
 from pipeline.corpora.spec import Corpus, LabelRule, check_utf8_share
+from pipeline.errors import PipelineError
 
 
 def describe(corpus: Corpus) -> dict:
@@ -46,6 +47,8 @@ def check_file(corpus: Corpus, path: Path | str, source: str) -> dict:
     from pipeline.corpora.readers import _Rows, iter_rows
 
     path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} is not a regular file (a pipe, device or folder): give the table's file")
     labels: Counter = Counter()
     by_source: dict[str, Counter] = {}
     problems: Counter = Counter()

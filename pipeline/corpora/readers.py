@@ -100,6 +100,11 @@ def column_names(path: Path | str, corpus: Corpus, fmt: Format) -> tuple[str, ..
             header = next(csv.reader([first.decode("utf-8")], **_csv_options(fmt)))
         except UnicodeDecodeError:
             raise PipelineError(f"{path}: the header row is not UTF-8 text; {encoding_hint(path)}") from None
+        except csv.Error as exc:
+            hint = ("its lines end in a carriage return only (old Mac files): convert them, e.g. `tr '\\r' '\\n'`"
+                    if b"\r" in first.rstrip(b"\r\n") else "is it a text table at all?")
+            raise PipelineError(f"{path}: the header row cannot be read as {fmt.kind.upper()} ({exc}) - "
+                                f"{hint}") from None
         return tuple(name.strip() for name in header)
     if fmt.kind == "parquet":
         import pyarrow.parquet as pq
@@ -429,7 +434,11 @@ def _parquet_rows(path, part: Part):
     import pyarrow.parquet as pq
 
     start, stop, first, names = part
-    table = pq.ParquetFile(path).read_row_groups(list(range(start, stop)))
+    try:
+        table = pq.ParquetFile(path).read_row_groups(list(range(start, stop)))
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors have no common public type
+        raise PipelineError(f"{path}: row group(s) {start}-{stop - 1} cannot be read ({str(exc)[:200]}) - the "
+                            f"file is damaged: write or fetch it again") from None
     columns = table.to_pydict()
     for i in range(table.num_rows):
         yield first + i, {name: columns[name][i] for name in names}
