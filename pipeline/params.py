@@ -49,6 +49,8 @@ DOWNLOAD = Params(
     retries=Param(3, "Retries on transient network errors (exponential backoff).", 0, 100),
     timeout=Param(30.0, "Seconds to wait for the server.", 0, 3600, low_open=True),
     backoff=Param(1.0, "Seconds before the first retry (doubled each time).", 0, 3600),
+    # a source that trickles a byte at a time never times out per read: a whole file has a deadline
+    deadline=Param(3600.0, "Seconds one attempt at a file may take in all.", 0, 7 * 86400, low_open=True),
 )
 
 CLEAN = Params(

@@ -1,6 +1,7 @@
 """download stage against a local HTTP server started by the test, and a file:// mirror."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -34,6 +35,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(503, "Service Unavailable")
             return
         self.send_response(200)
+        if mode == "trickle":     # the length announced, then a byte every 0.2 s (for 4 s, then it hangs up)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for i in range(20):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            return
         if mode == "cut":
             self.send_header("Connection", "close")
             self.end_headers()
@@ -241,3 +251,11 @@ def test_a_damaged_checksum_record_fails_closed(server, tmp_path, monkeypatch):
         download("tiny", data_dir=tmp_path / "d", echo=_quiet)
     download("tiny", data_dir=tmp_path / "d", force=True, echo=_quiet)       # what the message says: rebuilt
     assert clean("tiny", data_dir=tmp_path / "d", echo=_quiet).counts["rows_out"] > 0
+
+
+def test_a_source_that_trickles_is_given_up_at_its_deadline(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"giving up after 1 attempts: only \d+ bytes arrived in 1 s "
+                                            r"\(--deadline\)"):
+        download("tiny", data_dir=tmp_path / "d", mirror=f"{server}/trickle", retries=0, deadline=1.0, echo=_quiet)
+    assert time.monotonic() - started < 5 and _raw_files(tmp_path / "d") == []

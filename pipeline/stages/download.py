@@ -65,9 +65,10 @@ def source_url(spec: CorpusFile, corpus: str, mirror: str | None) -> str:
 
 
 def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limit: int,
-           size: int | None = None) -> None:
-    """Stream `url` into `dest`, at most `limit` bytes (and exactly `size`, the declared size, if given); raise
-    _Transient for retryable failures, DownloadError otherwise."""
+           size: int | None = None, deadline: float = DOWNLOAD["deadline"]) -> None:
+    """Stream `url` into `dest`, at most `limit` bytes (and exactly `size`, the declared size, if given) within
+    `deadline` seconds; raise _Transient for retryable failures, DownloadError otherwise."""
+    started = time.monotonic()
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -103,6 +104,8 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limi
                     break
                 out.write(block)
                 received += len(block)
+                if time.monotonic() - started > deadline:       # a source that trickles: no read ever times out
+                    raise _Transient(f"only {received:,} bytes arrived in {deadline:g} s (--deadline)")
                 if received > limit:        # a stream that runs on: stop now, not after filling the disk
                     raise DownloadError(f"{name}: the server sent more than the {limit:,} bytes expected ({url}); "
                                         f"the partial file was discarded")
@@ -114,7 +117,7 @@ def _fetch(url: str, dest: Path, name: str, timeout: float, progress: bool, limi
 
 
 def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, backoff: float, timeout: float,
-                   progress: bool = True,
+                   progress: bool = True, deadline: float = DOWNLOAD["deadline"],
                    sleep: Callable[[float], None] = time.sleep,
                    echo: Callable[[str], None] = print, recorded: str | None = None,
                    record: Path | None = None) -> str:
@@ -123,7 +126,7 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, ba
     with atomic_path(target) as tmp:
         for attempt in range(retries + 1):
             try:
-                _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES, spec.size)
+                _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES, spec.size, deadline)
                 break
             except _Transient as exc:
                 if attempt == retries:
@@ -179,12 +182,14 @@ def run_for(t: Target, **kwargs) -> StageResult:
 
 def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str | None = None, force: bool = False,
              progress: bool = True, echo: Callable[[str], None] | None = None, **params) -> StageResult:
-    """Fetch and verify the corpus's files; `params`: pipeline.params.DOWNLOAD (retries, timeout, backoff).
+    """Fetch and verify the corpus's files; `params`: pipeline.params.DOWNLOAD (retries, timeout, backoff,
+    deadline).
 
     Files already present and matching their pins are kept (`force` fetches them again). The stage
     also re-runs while the optional unlabeled file is absent but a source for it is given."""
     spec = get_corpus(corpus)
-    retries, timeout, backoff = (DOWNLOAD.resolve(params)[k] for k in ("retries", "timeout", "backoff"))
+    retries, timeout, backoff, deadline = (DOWNLOAD.resolve(params)[k]
+                                           for k in ("retries", "timeout", "backoff", "deadline"))
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     stage = plan(corpus, data_dir=data_dir)
     raw_dir = stage.folder
@@ -215,7 +220,8 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
                 continue
             try:
                 checksum = fetch_verified(f, source_url(f, corpus, mirror), out.path(f.name), retries=retries,
-                                          backoff=backoff, timeout=timeout, progress=progress, echo=echo or print,
+                                          backoff=backoff, timeout=timeout, progress=progress, deadline=deadline,
+                                          echo=echo or print,
                                           recorded=recorded.get(f.name), record=raw_dir / RECORDED)
             except NotFoundError as exc:
                 if f is not spec.unlabeled:
