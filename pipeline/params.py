@@ -204,6 +204,8 @@ SERVE = Params(
     # ensemble): 100 texts bound one request's work; explained texts run one per call between batches
     max_explain=Param(100, "Most reviews in one request with explain=true (more: 422).", 1, 100_000),
     shutdown_grace=Param(30.0, "Seconds requests in flight get after SIGTERM; still waiting then: 503.", 0, 3600),
+    max_connections=Param(0, "Most open connections (0 = what the file-descriptor limit allows); at the limit a "
+                          "new one replaces the oldest still sending its headers.", 0, 1_000_000),
 )
 
 PREDICT = Params(

@@ -664,3 +664,34 @@ def test_health_and_predict_stay_fast_under_idle_connections_and_a_maximal_expla
         print(f"{path}: {len(seconds)} requests, p50 {sorted(seconds)[len(seconds) // 2] * 1000:.1f} ms, "
               f"p99 {p99 * 1000:.1f} ms")
         assert p99 < 0.1, (path, p99)
+
+
+def test_clients_holding_every_connection_with_trickled_headers_do_not_keep_health_out(word_bundle):
+    import httpx
+
+    srv = ServerProcess(word_bundle, "--max-connections", "20")
+    held = []
+    try:
+        for _ in range(20):                                  # every slot, each sending its headers a byte at a time
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            held.append(sock)
+        time.sleep(0.5)
+        answered = []
+        for _ in range(10):                                  # the first takes the place of the oldest of them
+            begin = time.monotonic()
+            with httpx.Client(base_url=srv.url, timeout=5) as fresh:
+                answered.append((fresh.get("/health").status_code, time.monotonic() - begin))
+        assert [status for status, _ in answered] == [200] * 10 and max(s for _, s in answered) < 2, answered
+        closed = 0
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                closed += sock.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed == 1                                   # one slot was needed: only the oldest lost its own
+    finally:
+        for sock in held:
+            sock.close()
+        srv.kill()

@@ -599,7 +599,7 @@ def _cleaning_lines(cleaning: dict) -> list[str]:
 @runtime_option
 @artifacts_option
 def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes, max_explain,
-          shutdown_grace, runtime, artifacts_dir):
+          shutdown_grace, max_connections, runtime, artifacts_dir):
     """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
 
     Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
@@ -613,7 +613,8 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
                             f"(`make setup` installs it)") from None
     run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
                max_texts=max_texts, max_body_bytes=max_body_bytes, max_explain=max_explain,
-               shutdown_grace=shutdown_grace, runtime=runtime, artifacts_dir=artifacts_dir, echo=_echo)
+               shutdown_grace=shutdown_grace, max_connections=max_connections, runtime=runtime,
+               artifacts_dir=artifacts_dir, echo=_echo)
 
 
 def main():

@@ -1,8 +1,10 @@
 """What keeps one client from holding `ksent serve`: a connection that has not sent a request's whole
 headers HEADER_TIMEOUT_S after connecting (or after its previous response) is closed - one deadline, not
 a timer that each trickled byte restarts - and no more than `max_connections` are open at once (the next
-ones are closed at once, so idle connections cannot exhaust the process's file descriptors). A body must
-arrive whole within BODY_TIMEOUT_S, where it is read (pipeline.apps.serve.read_json_body).
+ones are closed at once, so idle connections cannot exhaust the process's file descriptors) - except that a
+new connection first takes the place of the oldest one still sending its headers, so that clients holding
+every slot with trickled headers cannot keep `/health` and real requests out. A body must arrive whole
+within BODY_TIMEOUT_S, where it is read (pipeline.apps.serve.read_json_body).
 
 uvicorn times out only a connection idle after a response (`timeout_keep_alive`), so its HTTP
 protocol (httptools, or h11 where httptools is missing) is extended here, reusing that timer.
@@ -37,11 +39,19 @@ def guarded_protocol(max_connections: int, header_timeout: float = HEADER_TIMEOU
     class GuardedHTTPProtocol(AutoHTTPProtocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                transport.close()       # connection_lost forgets it
-                return
             self._header_deadline = self.loop.time() + header_timeout
+            if len(self.connections) > max_connections:
+                waiting = [c for c in self.connections if c is not self and c.waiting_for_headers()]
+                if not waiting:
+                    transport.close()       # connection_lost forgets it
+                    return
+                # a slot held by a client still sending headers (or idle between requests): this one takes it
+                min(waiting, key=lambda c: c._header_deadline).transport.close()
             self._await_headers()
+
+        def waiting_for_headers(self) -> bool:
+            """Open, and not reading a request's body or answering one."""
+            return not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

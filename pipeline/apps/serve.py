@@ -436,6 +436,7 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                max_batch: int = SERVE["max_batch"], max_wait_ms: float = SERVE["max_wait_ms"],
                max_texts: int = SERVE["max_texts"], max_body_bytes: int = SERVE["max_body_bytes"],
                max_explain: int = SERVE["max_explain"], shutdown_grace: float = SERVE["shutdown_grace"],
+               max_connections: int = SERVE["max_connections"],
                runtime: str = "auto", artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
                echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Serve the bundle in `model_dir` (None: the default model in `artifacts_dir`) until SIGTERM or Ctrl-C.
@@ -480,7 +481,8 @@ def run_server(model_dir=None, *, host: str = "127.0.0.1", port: int = 8000, nam
                     timer.cancel()
 
         # access log off: a log line per request costs more than the request; uvicorn's own lines: warnings up
-        config = uvicorn.Config(app, loop="auto", http=guarded_protocol(default_max_connections()), lifespan="on",
+        config = uvicorn.Config(app, loop="auto", http=guarded_protocol(max_connections or default_max_connections()),
+                                lifespan="on",
                                 log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=shutdown_grace + DRAIN_SECONDS, server_header=False)
         with _signals_left_to_uvicorn(stop_requested):
