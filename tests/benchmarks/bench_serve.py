@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_serve.py --model artifacts/nsmc-morpheme-mecab
     .venv/bin/python tests/benchmarks/bench_serve.py --model DIR --seconds 5 --server-option=--max-batch=128
+    .venv/bin/python tests/benchmarks/bench_serve.py --model DIR --trickle 300 --seconds 40   # slow clients
 
 Starts the real server (`python -m pipeline serve --port 0`, loopback only) on the bundle,
 then per scenario (single-review requests, 100-review requests) runs `--clients`
@@ -192,6 +193,67 @@ def check_answers(port: int, request: bytes, expected: int) -> None:
         sys.exit(f"expected {expected} predictions, got {len(predictions)}")
 
 
+# --- trickling clients: what a slow or hostile client costs the others --------------------------------
+
+async def trickle_load(port: int, connections: int, seconds: float, body_kb: int) -> dict:
+    """`connections` clients that trickle: half send a request's headers a byte a second, half send the headers
+    and `body_kb` kB of a declared 1,000,000-byte body (the default --max-body-bytes) at once, then a byte a
+    second (holding that much memory in the server until its body deadline). Meanwhile a fresh connection asks
+    GET /health every 20 ms for `seconds`: its latencies and failures, and how many trickling connections the
+    server closed (deadlines) by the end."""
+    head = b"GET /health HTTP/1.1\r\nHost: bench\r\n"
+    body_head = (f"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {1_000_000}\r\n\r\n").encode() + b'{"texts": ["' + b"x" * (body_kb << 10)
+    writers, closed = [], 0
+
+    async def open_one(i: int):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return None
+        writer.write(head if i % 2 else body_head)
+        return reader, writer
+
+    opened = [c for c in await asyncio.gather(*(open_one(i) for i in range(connections))) if c]
+    writers = [w for _, w in opened]
+
+    async def trickle(stop_at: float) -> None:
+        while time.monotonic() < stop_at:
+            for writer in writers:
+                if not writer.is_closing():
+                    writer.write(b"x")
+            await asyncio.sleep(1.0)
+
+    async def health(stop_at: float) -> tuple[list[float], int]:
+        latencies, failures = [], 0
+        request = b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        while time.monotonic() < stop_at:
+            begin = time.monotonic()
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                if answer.startswith(b"HTTP/1.1 200"):
+                    latencies.append(time.monotonic() - begin)
+                else:
+                    failures += 1
+            except (OSError, asyncio.TimeoutError):
+                failures += 1
+            await asyncio.sleep(0.02)
+        return latencies, failures
+
+    stop_at = time.monotonic() + seconds
+    _, (latencies, failures) = await asyncio.gather(trickle(stop_at), health(stop_at))
+    for reader, writer in opened:
+        closed += reader.at_eof() or writer.is_closing()
+        writer.close()
+    latencies.sort()
+    return {"opened": len(opened), "closed_by_server": closed, "health": len(latencies), "health_failures": failures,
+            "p50_ms": percentile(latencies, 0.5) * 1000 if latencies else None,
+            "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None,
@@ -202,6 +264,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds before each scenario")
     parser.add_argument("--max-requests", type=int, default=200_000, help="hard cap of requests per scenario")
     parser.add_argument("--sizes", default="1,100", help="reviews per request, one scenario each")
+    parser.add_argument("--trickle", type=int, default=0, metavar="N",
+                        help="instead: N trickling connections for --seconds, and /health latency meanwhile")
+    parser.add_argument("--body-kb", type=int, default=900, help="with --trickle: kB of body each body trickler sends")
     parser.add_argument("--server-option", action="append", default=[],
                         help="extra `ksent serve` option, e.g. --server-option=--max-batch=128 (repeatable)")
     args = parser.parse_args()
@@ -222,6 +287,19 @@ def main() -> None:
     print(f"{banner}\n{source}; {args.clients} clients, {args.warmup:g} s warm-up + {args.seconds:g} s per scenario; "
           f"{os.cpu_count()} cores, load average before {load_before:.2f}; server options: "
           f"{' '.join(args.server_option) or 'defaults'}")
+    if args.trickle:
+        try:
+            before = peak_rss_mb(proc.pid)
+            result = asyncio.run(trickle_load(port, args.trickle, args.seconds, args.body_kb))
+            peak = peak_rss_mb(proc.pid)
+        finally:
+            exit_code = stop_server(proc)
+        print(f"{result['opened']} trickling connections (half headers, half {args.body_kb} kB bodies, a byte a "
+              f"second) for {args.seconds:g} s: {result['closed_by_server']} closed by the server; GET /health "
+              f"meanwhile: {result['health']} answered, {result['health_failures']} failed, p50 "
+              f"{result['p50_ms'] or 0:.1f} ms, p99 {result['p99_ms'] or 0:.1f} ms; server peak RSS {before:.0f} -> "
+              f"{peak:.0f} MB; exit code after SIGTERM: {exit_code}")
+        return
     rows = []
     try:
         for size in sizes:
