@@ -115,12 +115,32 @@ def order(plans: dict[str, Stage | None]) -> list[str]:
     return ordered
 
 
-def siblings(target: Target) -> list[Target]:
-    """The corpus's other trained tokenizations, each as its bundle was made: its segmenter and training
-    parameters (bundle.json), and the unlabeled reviews its vectors were pretrained on (pretrain's manifest)."""
+def bundle_target(template: Target, bundle: Path) -> Target | None:
+    """`template` for the corpus and tokenization of trained bundle folder `bundle`, as it was made: its segmenter
+    and training parameters (its tokenizer.json and bundle.json) and the unlabeled reviews its vectors were
+    pretrained on (pretrain's manifest); None for a bundle that cannot be read."""
     from pipeline.core.files import read_json
-    from pipeline.stages import trained_bundles
     from pipeline.text.segment import Segmenter
+
+    try:
+        manifest = read_json(bundle / "bundle.json")
+        segmenter = Segmenter.from_dict(read_json(bundle / "tokenizer.json")["segmenter"])
+        train_params = dict((manifest.get("training") or {}).get("params") or {})
+        corpus = manifest["corpus"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, PipelineError):
+        return None
+    pretrain = layout.processed_dir(template.data_dir, corpus, segmenter.name()) / "pretrain.manifest.json"
+    try:
+        unlabeled = str(read_json(pretrain)["params"]["unlabeled"])
+    except (OSError, ValueError, KeyError, TypeError):
+        unlabeled = template.unlabeled
+    return dataclasses.replace(template, corpus=corpus, segmenter=segmenter, unlabeled=unlabeled,
+                               train_params=train_params)
+
+
+def siblings(target: Target) -> list[Target]:
+    """The corpus's other trained tokenizations, each as its bundle was made (`bundle_target`)."""
+    from pipeline.stages import trained_bundles
 
     found = []
     for name, tok in trained_bundles(target.corpus, target.artifacts_dir).items():
@@ -129,18 +149,9 @@ def siblings(target: Target) -> list[Target]:
         bundle = layout.bundle_dir(target.artifacts_dir, target.corpus, tok)
         if bundle.name != name:
             continue                            # a copy under another name: not a tokenization of this layout
-        try:
-            segmenter = Segmenter.from_dict(read_json(bundle / "tokenizer.json")["segmenter"])
-            train_params = read_json(bundle / "bundle.json")["training"]["params"]
-        except (OSError, ValueError, KeyError, TypeError, PipelineError):
-            continue                            # a damaged bundle: `ksent status` shows its stages
-        pretrain = layout.processed_dir(target.data_dir, target.corpus, tok) / "pretrain.manifest.json"
-        try:
-            unlabeled = str(read_json(pretrain)["params"]["unlabeled"])
-        except (OSError, ValueError, KeyError, TypeError):
-            unlabeled = target.unlabeled
-        found.append(dataclasses.replace(target, segmenter=segmenter, unlabeled=unlabeled,
-                                         train_params=dict(train_params)))
+        other = bundle_target(target, bundle)
+        if other is not None:                   # a damaged bundle: `ksent status` shows its stages
+            found.append(other)
     return found
 
 
@@ -274,7 +285,6 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
     from pipeline.core.files import read_json
     from pipeline.corpora import CORPORA
     from pipeline.predict.bundle import member_state
-    from pipeline.text.segment import Segmenter
 
     found: dict[str, str] = {}
     manifests = {}
@@ -298,12 +308,10 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
         if corpus not in CORPORA:
             found[name] = f"its corpus {corpus} is no longer declared"
             continue
-        try:
-            segmenter = Segmenter.from_dict(read_json(Path(artifacts_dir) / name / "tokenizer.json")["segmenter"])
-        except (OSError, ValueError, KeyError, TypeError, PipelineError):
+        target = bundle_target(Target(corpus, data_dir=data_dir, artifacts_dir=artifacts_dir),
+                               Path(artifacts_dir) / name)
+        if target is None:
             continue
-        target = Target(corpus, segmenter, data_dir=data_dir, artifacts_dir=artifacts_dir,
-                        train_params=dict((manifest.get("training") or {}).get("params") or {}))
         if corpus not in corpus_rows:
             plans, problems = plan(target, names(CORPUS))
             statuses: dict = {}
