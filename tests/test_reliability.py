@@ -366,3 +366,41 @@ def test_a_damaged_bundle_json_is_a_message(tmp_path):
             load_bundle(bundle)
     result = ksent("predict", "--model", str(bundle), "hello")
     assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
+
+
+def test_what_ksent_writes_is_utf8_and_json_whatever_the_names_and_arguments(tmp_path, word_bundle):
+    import json
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(word_bundle.parent, artifacts)
+    # a folder whose name is not UTF-8 (the OS hands such bytes to Python as lone surrogates)
+    os.rename(artifacts / word_bundle.name, os.fsencode(artifacts) + b"/tiny-\xff")
+    summary = ksent("summary", "--artifacts-dir", str(artifacts))
+    assert summary.returncode == 0, summary.stderr
+    assert "tiny-\\udcff" in summary.stdout.decode("utf-8")          # shown escaped, strict UTF-8
+    report = ksent("report", "--artifacts-dir", str(artifacts))
+    assert report.returncode == 0, report.stderr
+    assert "tiny-\\udcff" in (artifacts / "REPORT.md").read_text(encoding="utf-8")
+
+    # a review argument that is not UTF-8 is refused as stdin and files are, not classified as mojibake
+    bundle = os.fsencode(artifacts) + b"/tiny-\xff"
+    for as_json in ([], ["--json"]):
+        result = subprocess.run([sys.executable, "-m", "pipeline", "predict", *as_json, "--model", bundle,
+                                 "좋아요".encode() + b" \xff\xfe"], cwd=REPO, capture_output=True, timeout=300)
+        assert result.returncode == 1 and result.stdout == b""
+        assert "argument 1 is not valid UTF-8 (byte 10)" in result.stderr.decode("utf-8")
+    good = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--json", "--model", bundle, "좋아요"],
+                          cwd=REPO, capture_output=True, timeout=300)
+    assert good.returncode == 0 and json.loads(good.stdout.decode("utf-8"))["text"] == "좋아요"
+
+
+def test_json_files_are_json_whatever_they_hold(tmp_path):
+    import json
+
+    from pipeline.core.files import write_json
+
+    path = tmp_path / "x.json"
+    write_json(path, {"loss": [0.5, float("nan"), float("inf")], "path": "a\udcffb", "n": 3})
+    text = path.read_bytes().decode("utf-8")                          # strict: fails on a raw surrogate
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON")) == \
+        {"loss": [0.5, None, None], "path": "a\udcffb", "n": 3}      # the \udcff escape reads back as written

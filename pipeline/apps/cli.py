@@ -432,12 +432,12 @@ def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers,
 
     from pipeline.core.engine import DEFAULT_WORKERS
     from pipeline.predict.classifier import load
-    from pipeline.predict.lines import iter_line_batches, open_input
+    from pipeline.predict.lines import argument_text, iter_line_batches, open_input
 
     if texts and file_:
         raise click.UsageError("give reviews as arguments or with --file, not both")
     if texts:
-        batches, name = iter([list(texts)]), None
+        batches, name = iter([[argument_text(i, text) for i, text in enumerate(texts, 1)]]), None
     else:
         stream, name = open_input(file_ or "-")
         if file_ and file_ != "-":
@@ -618,6 +618,12 @@ def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_bo
 
 
 def main():
+    import sys
+
+    # what ksent prints is UTF-8 whatever the locale; a path or name that is not UTF-8 shows as \\udcNN escapes
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
     cli(prog_name="ksent")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,12 +37,25 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
 
 
 def write_text(target: Path | str, text: str) -> None:
+    """Always valid UTF-8: a lone surrogate (a path or argument that was not UTF-8) is written as its \\u escape,
+    which inside a JSON string is JSON's own escape for it."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+
+
+def json_safe(obj):
+    """obj with NaN and infinities as None: they are not JSON (json.dumps would write NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(value) for value in obj]
+    return obj
 
 
 def write_json(target: Path | str, obj) -> None:
-    write_text(target, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+    write_text(target, json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False, indent=2) + "\n")
 
 
 def read_json(path: Path | str):

@@ -50,7 +50,7 @@ def folder_lock(folder: Path | str, what: str, echo: Callable[[str], None] | Non
     try:
         with contextlib.suppress(OSError):
             command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "python"
-            owner.write_text(f"pid {os.getpid()} ({command})", encoding="utf-8")
+            owner.write_text(f"pid {os.getpid()} ({command})", encoding="utf-8", errors="backslashreplace")
         recover(folder)
         yield
     finally:

@@ -8,6 +8,7 @@ an empty review; a UTF-8 BOM at the start of the input is dropped.
 """
 from __future__ import annotations
 
+import os
 import re
 import select
 import sys
@@ -49,6 +50,22 @@ def iter_lines(stream: BinaryIO, name: str, chunk_size: int = CHUNK_SIZE) -> Ite
     """
     for lines, _ in _line_reads(stream, name, chunk_size):
         yield from lines
+
+
+def argument_text(number: int, text: str) -> str:
+    """A review given as a command-line argument; one that was not UTF-8 (the OS hands its bytes over as lone
+    surrogates) is refused as stdin and files are, rather than classified as mojibake."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(text)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PipelineError(f"argument {number} is not valid UTF-8 (byte {exc.start}); "
+                                f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
+        raise PipelineError(f"argument {number} is not valid text (an unpaired surrogate)") from None
+    return text
 
 
 def iter_line_batches(stream: BinaryIO, name: str, max_lines: int, chunk_size: int = CHUNK_SIZE,

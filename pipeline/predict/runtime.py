@@ -84,8 +84,9 @@ class OnnxNetwork:
         options.inter_op_num_threads = 1
         if sleeping_threads:
             options.add_session_config_entry(SPINNING_KEY, "0")
+        model = Path(path).read_bytes()     # bytes, not a path: onnxruntime cannot open a path that is not UTF-8
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
             raise PipelineError(f"{path} cannot be loaded by onnxruntime ({type(exc).__name__}: {str(exc)[:200]}) "
                                 f"- the file is corrupt; retrain (`ksent train ... --force`)") from None
