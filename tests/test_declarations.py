@@ -177,8 +177,7 @@ def test_every_format_through_tokenize_and_pad_on_two_workers_is_byte_identical_
     (one_parts, _, *one), (parts, where, *cluster) = outputs
     assert cluster == one
     assert one_parts == (10 if kind == "parquet" else 1)      # Parquet: one partition per row group (64 rows)
-    if kind != "csv.gz":                        # a gzipped file is one partition: nothing to spread
-        assert parts >= 5 and "2 Dask workers" in where, (parts, where)
+    assert parts >= 5 and "2 Dask workers" in where, (parts, where)     # a gzip file too: clean unpacks it first
 
 
 def test_quoted_blocks_end_at_row_ends_only(tmp_path):
@@ -512,6 +511,30 @@ def test_a_gzip_bomb_is_refused_by_name_before_memory_holds_it(declared, tmp_pat
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20                                            # refused long before 64 MB were held
+
+
+def test_a_gzip_file_is_read_as_it_is_decompressed(declared, tmp_path, monkeypatch):
+    import tracemalloc
+
+    from pipeline.corpora import check as check_module
+    from pipeline.corpora.check import check_file
+
+    monkeypatch.setattr(check_module, "CHUNK_ROWS", 1000)
+    name = declared("csv.gz", tricky_rows(50))
+    path = tmp_path / "files" / name / "reviews.csv.gz"
+    rows = 20_000
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as fh:   # ~30 MB unpacked
+        fh.write("review_id,body,stars\n")
+        for i in range(rows):
+            fh.write(f"r{i},\"{'정말 좋아요 ' * 80}{i}\",{5 if i % 2 else 1}\n")
+    tracemalloc.start()
+    try:
+        report = check_file(corpora.CORPORA[name], path, "all")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["rows"] == rows and report["positive"] == report["negative"] == rows // 2
+    assert peak < 10 << 20, peak                        # a fraction of the 30 MB it unpacks to
 
 
 def test_cr_only_lines_a_device_and_a_damaged_parquet_are_one_line_messages(declared, tmp_path):

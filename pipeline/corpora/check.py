@@ -10,6 +10,8 @@ from pipeline.corpora.readers import file_parts
 from pipeline.corpora.spec import Corpus, LabelRule, check_utf8_share
 from pipeline.errors import PipelineError
 
+CHUNK_ROWS = 20_000         # rows tallied at a time
+
 
 def describe(corpus: Corpus) -> dict:
     """The declaration as ksent reads it: files and their sources, format, columns, label rule, split."""
@@ -55,10 +57,9 @@ def check_file(corpus: Corpus, path: Path | str, source: str) -> dict:
     unmapped: Counter = Counter()
     read = 0
     cleaning = _Cleaning(corpus)
-    for part in file_parts(path, corpus, corpus.format):
-        rows = _Rows(corpus, source)
-        for number, row in iter_rows(path, part, corpus.format, rows.problems):
-            rows.add(row, number)
+
+    def tally(rows: _Rows) -> None:
+        nonlocal read
         frame = rows.frame()
         read += len(frame) + sum(rows.problems.values())
         problems.update(rows.problems)
@@ -67,6 +68,15 @@ def check_file(corpus: Corpus, path: Path | str, source: str) -> dict:
         for src, label in zip(frame["source"], frame["label"], strict=True):
             by_source.setdefault(str(src), Counter())[int(label)] += 1
         cleaning.add(frame)
+
+    for part in file_parts(path, corpus, corpus.format):
+        rows = _Rows(corpus, source)
+        for number, row in iter_rows(path, part, corpus.format, rows.problems):
+            rows.add(row, number)
+            if len(rows.ids) >= CHUNK_ROWS:     # a gzip file is one partition: memory stays flat all the same
+                tally(rows)
+                rows = _Rows(corpus, source)
+        tally(rows)
     check_utf8_share(path, problems["invalid UTF-8"], read)
     return {"file": str(path), "rows": read, "usable": labels["positive"] + labels["negative"],
             "positive": labels["positive"], "negative": labels["negative"],

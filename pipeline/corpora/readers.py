@@ -12,16 +12,20 @@ A file is cut into partitions of whole rows (`file_parts`), so that the clean st
 several workers and still write the rows in file order: at newlines for line-based formats; for
 quoted CSV at a newline after an even number of quote characters (under RFC 4180 quotes come in
 pairs inside a row, so that newline ends a row; a newline inside a quoted field is never a cut);
-at row groups for Parquet. A gzipped file is one partition: it cannot be entered in the middle.
+at row groups for Parquet. A gzipped file cannot be entered in the middle: it is one partition, read as it is
+decompressed (`unpacked_lines`), or unpacked to a plain file first (`unpack`, the clean stage) to be cut.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
+import itertools
 import json
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.corpora.spec import Corpus, Format, encoding_hint
@@ -238,35 +242,62 @@ def unpack_limit(path: Path | str) -> int:
     return max(MIN_UNPACK_LIMIT, MAX_UNPACK_RATIO * Path(path).stat().st_size)
 
 
-def _unpacked(fh, path: Path | str) -> bytes:
-    """A whole (possibly decompressing) stream, read a chunk at a time and refused by name - before memory
-    holds more - once it passes unpack_limit."""
-    limit, chunks, total = unpack_limit(path), [], 0
-    while chunk := fh.read(_SCAN_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise PipelineError(f"{path} unpacks to more than {limit:,} bytes ({MAX_UNPACK_RATIO} times its "
-                                f"{Path(path).stat().st_size:,}): refused as a likely gzip bomb - if it is real data, "
-                                f"decompress it yourself (gunzip) and declare the plain file")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _past_limit(path: Path | str, limit: int) -> PipelineError:
+    return PipelineError(f"{path} unpacks to more than {limit:,} bytes ({MAX_UNPACK_RATIO} times its "
+                         f"{Path(path).stat().st_size:,}): refused as a likely gzip bomb - if it is real data, "
+                         f"decompress it yourself (gunzip) and declare the plain file")
 
 
-def _read_bytes(path: Path | str, part: Part, fmt: Format) -> bytes:
-    start, end = part[0], part[1]
+@contextlib.contextmanager
+def _reading(path: Path | str):
+    """Read errors of a (possibly gzip) file as one-line PipelineErrors."""
     try:
-        if end is None:
-            with _open(path, fmt) as fh:
-                return _unpacked(fh, path)
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            return fh.read(end - start)
+        yield
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise PipelineError(f"{path} is not a complete gzip file ({exc or type(exc).__name__}) - fetch it "
                             f"again") from None
     except OSError as exc:
         raise PipelineError(f"cannot read {path} ({exc.strerror or exc}) - does this worker see the data folder "
                             f"at the same path?") from None
+
+
+def unpacked_lines(path: Path | str) -> Iterator[bytes]:
+    """The lines of a gzip file, decompressed as they are read (memory: one line), refused by name - before
+    memory holds more - once the file unpacks past unpack_limit."""
+    limit, total = unpack_limit(path), 0
+    with _reading(path), gzip.open(path, "rb") as fh:
+        while line := fh.readline(limit - total + 1):   # a line never longer than what the limit leaves
+            total += len(line)
+            if total > limit:
+                raise _past_limit(path, limit)
+            yield line
+
+
+def unpack(path: Path | str, target: Path | str) -> None:
+    """Decompress the gzip file `path` into `target`, a chunk at a time, under the same limit."""
+    limit, total = unpack_limit(path), 0
+    with _reading(path), gzip.open(path, "rb") as fh, open(target, "wb") as out:
+        while chunk := fh.read(_SCAN_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise _past_limit(path, limit)
+            out.write(chunk)
+
+
+def _part_lines(path: Path | str, part: Part, fmt: Format) -> Iterator[bytes]:
+    """The raw lines of one partition, without a leading byte order mark: a gzip file streamed, a plain part
+    (a few MB) read at once."""
+    start, end = part[0], part[1]
+    if end is None:
+        lines = unpacked_lines(path)
+    else:
+        with _reading(path), open(path, "rb") as fh:
+            fh.seek(start)
+            lines = io.BytesIO(fh.read(end - start))
+    first = next(lines, b"")
+    if start == 0 and first.startswith(_BOM):
+        first = first[len(_BOM):]
+    return itertools.chain([first] if first else [], lines)
 
 
 class _Rows:
@@ -360,10 +391,7 @@ def iter_rows(path: Path | str, part: Part, fmt: Format, problems: Counter):
     if fmt.kind == "parquet":
         yield from _parquet_rows(path, part)
         return
-    data = _read_bytes(path, part, fmt)
-    if start == 0 and data.startswith(_BOM):
-        data = data[len(_BOM):]
-    lines = io.BytesIO(data)
+    lines = _part_lines(path, part, fmt)
     if fmt.kind == "jsonl":
         yield from _json_rows(lines, first, problems)
     elif fmt.kind == "lines":

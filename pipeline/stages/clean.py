@@ -12,8 +12,10 @@ depend on the number of workers.
 """
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline import layout, params as defaults
@@ -22,7 +24,7 @@ from pipeline.core.files import write_json
 from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import ParquetRowGroupWriter
 from pipeline.corpora import Corpus, check_utf8_share, get_corpus, pinned_check
-from pipeline.corpora.readers import BLOCK_BYTES, Part, file_parts, read_part
+from pipeline.corpora.readers import BLOCK_BYTES, Part, file_parts, is_gzip, read_part, unpack
 from pipeline.errors import PipelineError, check_number
 from pipeline.text.normalize import Normalizer
 
@@ -80,6 +82,15 @@ def clean_block(path: str, part: Part, spec: Corpus, source: str, normalizer: No
                    "kept_empty": int((empty & ~droppable).sum())}
 
 
+def _plain(path: Path, spec: Corpus, folder: Path) -> Path:
+    """`path` itself, or for a gzip file its contents unpacked (streamed, bounded) into `folder`."""
+    if not is_gzip(path, spec.format):
+        return path
+    folder.mkdir(exist_ok=True)
+    unpack(path, folder / path.name)
+    return folder / path.name
+
+
 def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
           scheduler: str | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
           **params) -> StageResult:
@@ -93,8 +104,18 @@ def clean(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int |
     raw_dir = layout.raw_dir(data_dir, corpus)
 
     def run(out: Staging) -> StageResult:
-        parts = [(str((raw_dir / f.name).resolve()), part, spec, f.source, normalizer, bool(drop_empty_test))
-                 for f in spec.files for part in file_parts(raw_dir / f.name, spec, spec.format, BLOCK_BYTES)]
+        unpacked = out.dir / ".unpacked"           # gzip files, decompressed to be cut into partitions
+        try:
+            plain = {f.name: _plain(raw_dir / f.name, spec, unpacked) for f in spec.files}
+            return run_on(out, plain, replace(spec, format=replace(spec.format, compression="none")))
+        except PipelineError as exc:                # name the file the user has, not its unpacked copy
+            raise PipelineError(str(exc).replace(str(unpacked.resolve()), str(raw_dir.resolve()))) from None
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+    def run_on(out: Staging, plain: dict[str, Path], spec: Corpus) -> StageResult:
+        parts = [(str(plain[f.name].resolve()), part, spec, f.source, normalizer, bool(drop_empty_test))
+                 for f in spec.files for part in file_parts(plain[f.name], spec, spec.format, BLOCK_BYTES)]
         read_by_source: Counter = Counter()
         problems: Counter = Counter()
         invalid_by_file: Counter = Counter()
