@@ -17,6 +17,7 @@ from pathlib import Path
 DATA_DIR = "data"
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "REPORT.md"
+DOMAINS_FILE = "domains.json"             # artifacts/domains.json: every bundle on every corpus (domains)
 SPLITS = ("train", "val", "test")          # split.parquet's `split` values; pad writes <split>.parquet
 
 

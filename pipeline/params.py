@@ -8,11 +8,12 @@ docs/experiments.md.
 from __future__ import annotations
 
 from pipeline.core.params import Param, Params
-from pipeline.model.embeddings import METHODS
 from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
 from pipeline.text.normalize import PROFILES, Normalizer
 from pipeline.text.segment import KINDS
 from pipeline.text.sequences import MAXLEN_LIMIT, SIDES
+
+VECTOR_METHODS = ("word2vec", "fasttext")      # the gensim models pipeline.model.embeddings learns vectors with
 
 
 def _pad_maxlen(text: str):
@@ -92,7 +93,7 @@ TOKENIZE = Params(
 PRETRAIN = Params(
     "pretrain",
     # skip-gram on train + unlabeled reviews: +0.4 to +1 point of validation accuracy (docs/experiments.md)
-    method=Param("word2vec", "gensim model (skip-gram).", choices=METHODS),
+    method=Param("word2vec", "gensim model (skip-gram).", choices=VECTOR_METHODS),
     dim=Param(128, "Vector size (= train --embedding-dim).", 1, 4096),
     window=Param(5, "Context window.", 1, 100),
     epochs=Param(5, "Passes.", 1, 1000),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pipeline.corpora import CORPORA, git_blob_sha1, unquote_csv_field, verify_file
+from pipeline.corpora.readers import read_corpus
 from tests.helpers import SHARED_CORPORA, write_nsmc_file
 
 
@@ -12,7 +13,7 @@ def test_nsmc_reader_keeps_every_row_and_unquotes(tmp_path):
                                  '77\t"한쪽 따옴표만 있는 리뷰\t0',                 # a stray quote must not merge rows
                                  '78\t다음 줄\t1'))
     write_nsmc_file(raw / "ratings_test.txt", [("좋아요", 1)])
-    table, problems = CORPORA["nsmc"].read(raw)
+    table, problems = read_corpus(CORPORA["nsmc"], raw)
     assert not problems
     assert len(table) == 8
     assert table["source"].tolist() == ["train"] * 7 + ["test"]
@@ -29,7 +30,7 @@ def test_nsmc_reader_counts_malformed_rows_by_reason(tmp_path):
                     extra_lines=("1\t탭이\t들어간\t리뷰\t1", "2\t라벨없음", "3\t나쁜 라벨\t5", "4\t숫자아님\tx",
                                  "\t아이디없음\t1"))
     write_nsmc_file(raw / "ratings_test.txt", [])
-    table, problems = CORPORA["nsmc"].read(raw)
+    table, problems = read_corpus(CORPORA["nsmc"], raw)
     assert len(table) == 1
     assert problems == {"wrong field count": 2, "unmapped label": 2, "missing id": 1}
 
@@ -47,7 +48,7 @@ def test_shopping_reader_on_the_shared_preview(tmp_path):
     raw = tmp_path / "shop"
     raw.mkdir()
     (raw / "naver_shopping.txt").write_text(preview + "9\t범위 밖\n\t빈 평점\n", encoding="utf-8")
-    table, problems = CORPORA["naver_shopping"].read(raw)
+    table, problems = read_corpus(CORPORA["naver_shopping"], raw)
     assert len(table) == 10
     assert table["rating"].tolist()[:5] == [5, 2, 5, 2, 5]
     assert table["label"].tolist()[:5] == [1, 0, 1, 0, 1]
@@ -64,7 +65,7 @@ def test_git_blob_id_matches_git(tmp_path):
 
 
 def test_real_nsmc_files_verify_and_read_in_full():
-    table, problems = CORPORA["nsmc"].read(SHARED_CORPORA / "nsmc")
+    table, problems = read_corpus(CORPORA["nsmc"], SHARED_CORPORA / "nsmc")
     assert not problems
     assert table["source"].value_counts().to_dict() == {"train": 150_000, "test": 50_000}
     assert (table["text"] == "").sum() == 8

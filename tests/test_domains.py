@@ -50,7 +50,7 @@ def test_every_bundle_is_scored_on_every_test_split_and_unchanged_cells_are_reus
     assert again.counts == {"scored": 1, "reused": 1, "passed_over": []}
 
     report(artifacts_dir=artifacts, **QUIET)
-    from pipeline.model.scoring import summary_lines  # how `make all` ends
+    from pipeline.reporting import summary_lines  # how `make all` ends
 
     lines = summary_lines(artifacts)
     metrics = read_json(bundle_dir / "metrics.json")

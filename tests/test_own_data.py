@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from pipeline import corpora, graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Target
-from pipeline.model.scoring import summary_lines
+from pipeline.reporting import summary_lines
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 from tests.helpers import REPO, SMALL, SMALL_MODEL, synthetic_reviews

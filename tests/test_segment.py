@@ -17,7 +17,7 @@ from pipeline.core.stage import adopt_outputs
 from pipeline.errors import MissingInputError, PipelineError
 from pipeline.stages.tokenize import tokenize
 from pipeline.text import morph, pool as segment_pool
-from pipeline.text.pool import SegmentPool
+from pipeline.text.pool import SegmentPool, segment_many
 from pipeline.text.segment import Segmenter, jamo_tokens
 
 REVIEWS = [
@@ -155,8 +155,8 @@ def test_pos_filter_and_stopwords():
 @pytest.mark.parametrize("backend", ["mecab", "okt", "kiwi"])
 def test_output_does_not_depend_on_workers(backend):
     seg = Segmenter("morpheme", backend=backend)
-    one = seg.segment_many(MANY, workers=1, progress=False)
-    two = seg.segment_many(MANY, workers=2, progress=False)
+    one = segment_many(seg, MANY, workers=1, progress=False)
+    two = segment_many(seg, MANY, workers=2, progress=False)
     assert len(one) == len(MANY) and one == two
     assert one == [seg.segment(t) for t in MANY]
     assert all(one[i] for i, t in enumerate(MANY) if t.strip())

@@ -379,7 +379,7 @@ def summary(data_dir, artifacts_dir):
     """A short table of every evaluated model (test accuracy and balanced accuracy, validation accuracy, training
     time), which are stale (their data changed since: `ksent run` would make them again), and the default
     model: how `make all` ends. REPORT.md has the details."""
-    from pipeline.model.scoring import summary_lines
+    from pipeline.reporting import summary_lines
 
     for line in summary_lines(artifacts_dir, stale=_stale(data_dir, artifacts_dir)):
         click.echo(line)

@@ -384,6 +384,19 @@ def read_file(path: Path | str, corpus: Corpus, source: str):
     return pd.concat(frames, ignore_index=True), problems
 
 
+def read_corpus(corpus: Corpus, raw_dir: Path | str):
+    """Every labelled file of `corpus` under `raw_dir` read whole into one table in the common schema, and the
+    problems by reason (the clean stage reads them in partitions instead)."""
+    import pandas as pd
+
+    frames, problems = [], Counter()
+    for f in corpus.files:
+        frame, bad = read_file(Path(raw_dir) / f.name, corpus, f.source)
+        frames.append(frame)
+        problems.update(bad)
+    return pd.concat(frames, ignore_index=True), problems
+
+
 def iter_rows(path: Path | str, part: Part, fmt: Format, problems: Counter):
     """(line or row number, {column: value}) of each row of a partition; rows that cannot be parsed are
     counted in `problems` instead."""

@@ -214,22 +214,6 @@ class Corpus:
             wanted.append(self.split.column)
         return tuple(dict.fromkeys(wanted))
 
-    def read(self, raw_dir: Path | str):
-        """Every labelled file under `raw_dir` read whole into one table in the common schema, and the
-        problems by reason (the clean stage reads them in partitions instead)."""
-        from collections import Counter
-
-        import pandas as pd
-
-        from pipeline.corpora.readers import read_file
-
-        frames, problems = [], Counter()
-        for f in self.files:
-            frame, bad = read_file(Path(raw_dir) / f.name, self, f.source)
-            frames.append(frame)
-            problems.update(bad)
-        return pd.concat(frames, ignore_index=True), problems
-
 
 def _plain(obj) -> dict:
     """A frozen dataclass as JSON-ready values (tuples as lists)."""

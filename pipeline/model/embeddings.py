@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.params import VECTOR_METHODS
 
-METHODS = ("word2vec", "fasttext")
 SKIP_GRAM = {"sg": 1, "negative": 5}
 
 
@@ -26,8 +26,8 @@ def learn_vectors(sentences: Sequence[Sequence[str]], *, method: str = "word2vec
                   on_epoch: Callable[[int, int], None] | None = None) -> tuple[list[str], np.ndarray]:
     """Tokens seen at least `min_count` times and their (n, dim) float32 vectors (most frequent first).
     `on_epoch(done, epochs)` is called after each epoch (progress; it does not change the vectors)."""
-    if method not in METHODS:
-        raise PipelineError(f"pretrain method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in VECTOR_METHODS:
+        raise PipelineError(f"pretrain method must be one of {', '.join(VECTOR_METHODS)}, got {method!r}")
     try:
         from gensim.models import FastText, Word2Vec
     except ImportError:

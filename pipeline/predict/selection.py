@@ -69,7 +69,7 @@ def _mean_validation_over_corpora(artifacts_dir: Path, bundles: list[Candidate])
     """Each bundle's validation accuracy averaged over every corpus, corpora weighted equally, from the domains
     stage's cells (those of the bundle.json now in place); empty without domains.json or with one corpus."""
     try:
-        domains = read_json(artifacts_dir / "domains.json")
+        domains = read_json(artifacts_dir / layout.DOMAINS_FILE)
         corpora, cells = domains["corpora"], domains["bundles"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -124,7 +124,7 @@ def model_menu(artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> list[str]:
     bundles = usable_bundles(artifacts_dir, routers=True)
     across = _mean_validation_over_corpora(Path(artifacts_dir), bundles)
     try:
-        rates = measured_speeds(read_json(Path(artifacts_dir) / "domains.json"))
+        rates = measured_speeds(read_json(Path(artifacts_dir) / layout.DOMAINS_FILE))
     except (OSError, ValueError, AttributeError):
         rates = {}
     val = {b.directory: across.get(b.directory, b.val_accuracy if not across else float("-inf")) for b in bundles}

@@ -34,7 +34,7 @@ from pipeline.core.tables import read_split_texts
 from pipeline.corpora import CORPORA
 from pipeline.stages import bundle_producer
 
-OUTPUT = "domains.json"
+OUTPUT = layout.DOMAINS_FILE
 
 
 SCORED = ("val", "test")
@@ -174,54 +174,3 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                            counts={"scored": scored, "reused": reused, "passed_over": sorted(damaged)})
 
     return run_stage(stage, run, force=force, echo=echo)
-
-
-def matrix_lines(artifacts_dir: Path | str) -> list[str]:
-    """REPORT.md's cross-domain section from domains.json (none if it is absent or unreadable)."""
-    try:
-        data = read_json(Path(artifacts_dir) / OUTPUT)
-        own, bundles = data["corpora"], data["bundles"]
-        extra = list(data.get("extra_domains") or [])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    corpora = [*own, *extra]
-    if not corpora or not bundles:
-        return []
-
-    def cell(b: dict, corpus: str, split: str) -> dict:
-        return ((b.get("cells") or {}).get(corpus) or {}).get(split) or {}
-
-    def fmt(value) -> str:
-        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-
-    try:
-        from pipeline.predict.selection import default_model_dir
-
-        default = default_model_dir(artifacts_dir).name
-    except Exception:  # noqa: BLE001 - the report names no default rather than fail
-        default = None
-    tested = {c: max((cell(b, c, "test").get("n", 0) for b in bundles.values()), default=0) for c in corpora}
-    lines = ["", "## Every model on every domain", "",
-             "Test accuracy of each bundle (rows) on each corpus's test split (columns), raw text through the "
-             "bundle's own preprocessing as `ksent predict` does it; **bold**: in-domain (the bundle's own corpus). "
-             "The last column is the validation accuracy averaged over the corpora that have models of their own, "
-             "each weighing the same: the default model (`ksent predict` without `--model`) is the bundle with the "
-             "highest; a corpus declared as an extra domain (*extra*) is scored, not averaged. *reviews/s*: raw "
-             "text to probability on the largest test split, in the domains stage's process (one run, this "
-             "machine; start-up and file reading not included): what choosing a slower, more accurate model "
-             "costs. Written by the domains stage (`artifacts/domains.json`).", "",
-             "| bundle | " + " | ".join(f"{c}{' (extra)' if c in extra else ''} test ({tested[c]:,})" for c in corpora)
-             + " | val., mean of corpora | reviews/s |",
-             "|---|" + "---:|" * (len(corpora) + 2)]
-    from pipeline.predict.selection import measured_speeds
-
-    rates = measured_speeds(data)
-    for name, b in sorted(bundles.items()):
-        cells = [f"**{fmt(cell(b, c, 'test').get('accuracy'))}**" if c == b.get("corpus")
-                 else fmt(cell(b, c, "test").get("accuracy")) for c in corpora]
-        vals = [cell(b, c, "val").get("accuracy") for c in own]
-        mean = sum(vals) / len(vals) if all(isinstance(v, (int, float)) for v in vals) else None
-        label = f"{name} (default)" if name == default else name
-        rate = f"{rates[name]:,.0f}" if name in rates else "-"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(mean)} | {rate} |")
-    return lines

@@ -1,4 +1,4 @@
-"""report: artifacts/REPORT.md, every bundle's test figures side by side (pipeline.model.scoring).
+"""report: artifacts/REPORT.md, every bundle's test figures side by side (pipeline.reporting).
 
 Inputs: each <bundle>/metrics.json in the artifacts folder, written by the evaluate stage (or the
 ensemble stage, for an ensemble bundle). It summarizes what it finds: a metrics.json that cannot
@@ -13,9 +13,8 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.core.files import write_text
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
-from pipeline.model.scoring import report_text
+from pipeline.reporting import report_text
 from pipeline.stages import bundle_producer
-from pipeline.stages.domains import OUTPUT as DOMAINS
 
 
 def _listed_as_found(path: Path) -> None:
@@ -33,8 +32,8 @@ def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, s
     folder = Path(artifacts_dir)
     inputs = {f"{path.parent.name}/{path.name}": Input(path, _producer(path.parent), _listed_as_found)
               for path in sorted(folder.glob("*/metrics.json"))}
-    if (folder / DOMAINS).is_file():           # the cross-domain matrix, once the domains stage wrote it
-        inputs[DOMAINS] = Input(folder / DOMAINS, "domains", _listed_as_found)
+    if (folder / layout.DOMAINS_FILE).is_file():     # the cross-domain matrix, once the domains stage wrote it
+        inputs[layout.DOMAINS_FILE] = Input(folder / layout.DOMAINS_FILE, "domains", _listed_as_found)
     return Stage("report", "", folder, inputs=inputs, params={"stale": dict(sorted((stale or {}).items()))},
                  outputs=(layout.REPORT_FILE,))
 

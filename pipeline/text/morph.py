@@ -54,7 +54,7 @@ def _module_version(module: str) -> str | None:
 class MorphBackend:
     """Base class. Subclasses set `name`, `DEFAULTS` (their options) and implement `_load`/`analyze`.
 
-    `parallel` says how `Segmenter.segment_many` spreads work over several workers:
+    `parallel` says how `pipeline.text.pool.segment_many` spreads work over several workers:
     "process" (one analyzer per worker process) or "thread" (the library's own threads).
     """
     name: str = ""

@@ -39,6 +39,18 @@ MAX_CHUNK = 500       # documents per task sent to a worker process
 _WORKER: dict[str, Any] = {}
 
 
+def segment_many(segmenter: Segmenter, texts: Sequence[str], workers: int = 1,
+                 progress: bool = True) -> list[list[str]]:
+    """`segmenter.segment` of every text, in order; identical output for any number of workers: morpheme
+    analysis on several workers in a SegmentPool (kiwi: its own threads), everything else in this process."""
+    texts = list(texts)
+    workers = max(1, int(workers or 1))
+    if segmenter.uses_processes(workers, len(texts)):
+        with SegmentPool(segmenter, min(workers, len(texts))) as pool:
+            return pool.map(texts, progress=progress)
+    return segmenter.segment_in_process(texts, workers, progress)
+
+
 def _init_worker(segmenter: Segmenter, barrier, lifeline, preprocessor=None) -> None:
     _exit_with_main_process(lifeline)
     # Ctrl-C signals the whole process group: the main process alone decides, and stops us

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.text.normalize import Normalizer
+from pipeline.text.pool import segment_many
 from pipeline.text.segment import Segmenter
 from pipeline.text.sequences import MAXLEN_LIMIT, pad_sequences
 from pipeline.text.vocab import Vocabulary
@@ -43,7 +44,7 @@ class Preprocessor:
 
     def transform(self, texts: Sequence[str], workers: int = 1, progress: bool = False) -> np.ndarray:
         cleaned = [self.normalizer(text) for text in texts]
-        return self.ids(self.segmenter.segment_many(cleaned, workers=workers, progress=progress))
+        return self.ids(segment_many(self.segmenter, cleaned, workers=workers, progress=progress))
 
     def ids(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
         """Padded int32 ids (n, maxlen) of segmented texts: the steps after segmentation."""

@@ -11,7 +11,7 @@ A `Segmenter` is a frozen, hashable value that round-trips through `to_dict`/`fr
 (saved as segmenter.json and inside tokenizer.json), so `predict` segments exactly as
 training did. Morpheme analyzers are the pluggable backends of `pipeline.text.morph`.
 
-`segment_many` is order preserving and deterministic: the output does not depend on
+`pipeline.text.pool.segment_many` is order preserving and deterministic: the output does not depend on
 the number of workers (each document is analyzed on its own). It is prediction's path
 (`ksent predict --file`, the Python API): morpheme analysis with several workers runs in
 the worker processes of pipeline.text.pool.SegmentPool; kiwi uses its own threads instead.
@@ -193,22 +193,22 @@ class Segmenter:
             tokens = [t for t in tokens if t not in self._stopset]
         return tokens
 
-    def segment_many(self, texts: Sequence[str], workers: int = 1,
-                     progress: bool = True) -> list[list[str]]:
-        """`segment` of every text, in order; identical output for any number of workers.
+    def uses_processes(self, workers: int, n_texts: int) -> bool:
+        """Whether `workers` workers for `n_texts` texts means analyzer processes (pipeline.text.pool): morpheme
+        analysis by a backend without threads of its own; word/char always run in this process (they are cheap)."""
+        return (self.kind == "morpheme" and workers > 1 and n_texts > 1
+                and morph.backend_class(self.backend).parallel != "thread")
 
-        word/char always run in this process (they are cheap); morpheme analysis with
-        workers > 1 runs in worker processes (`SegmentPool`), or kiwi's threads.
-        """
+    def segment_in_process(self, texts: Sequence[str], workers: int = 1,
+                           progress: bool = True) -> list[list[str]]:
+        """`segment` of every text, in order, in this process (kiwi: its own `workers` threads); identical output
+        for any number of workers. pipeline.text.pool.segment_many adds worker processes for the other
+        morpheme analyzers."""
         texts = list(texts)
         workers = max(1, int(workers or 1))
-        if self.kind == "morpheme" and workers > 1 and len(texts) > 1:
-            if morph.backend_class(self.backend).parallel == "thread":
-                return self._segment_threaded(texts, workers, progress)
-            from pipeline.text.pool import SegmentPool
-
-            with SegmentPool(self, min(workers, len(texts))) as pool:
-                return pool.map(texts, progress=progress)
+        if (self.kind == "morpheme" and workers > 1 and len(texts) > 1
+                and morph.backend_class(self.backend).parallel == "thread"):
+            return self._segment_threaded(texts, workers, progress)
         out: list[list[str]] = []
         with progress_bar(len(texts), progress, f"tokenize {self.name()}") as bar:
             for start in range(0, len(texts), BLOCK):
@@ -229,7 +229,7 @@ class Segmenter:
         return out
 
     def workers_used(self, workers: int | None) -> int:
-        """How many workers `segment_many(texts, workers)` really uses (word/char: 1)."""
+        """How many workers `pipeline.text.pool.segment_many(self, texts, workers)` really uses (word/char: 1)."""
         return max(1, int(workers or 1)) if self.kind == "morpheme" else 1
 
     def warm_up(self) -> None:

@@ -69,7 +69,7 @@ def worker_cpu_seconds(pool) -> list[float]:
 def measure(label: str, workers: int, texts_file: str) -> dict:
     """Runs in a fresh process: start-up, then throughput, of one configuration."""
     from pipeline.text import morph
-    from pipeline.text.pool import SegmentPool
+    from pipeline.text.pool import SegmentPool, segment_many
     from pipeline.text.segment import Segmenter
 
     with open(texts_file, "rb") as fh:
@@ -92,7 +92,7 @@ def measure(label: str, workers: int, texts_file: str) -> dict:
             seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
             worker_cpu = [b - a for a, b in zip(worker_cpu0, worker_cpu_seconds(pool), strict=True)]
     else:
-        tokens = seg.segment_many(texts, workers=workers, progress=False)
+        tokens = segment_many(seg, texts, workers=workers, progress=False)
         seconds, main_cpu = time.perf_counter() - started, time.process_time() - cpu1
         worker_cpu = []
     # On an idle machine with a core per worker, each process would run at full speed: the
