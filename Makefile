@@ -15,8 +15,7 @@
 #     make -C ~/ksent all CORPORA=my_shop DATA_DIR=$PWD/data ARTIFACTS_DIR=$PWD/artifacts KSENT_CORPORA=$PWD/corpora
 #
 # Stage targets re-run one stage for the selected corpora (and tokenizers), one target per stage
-# registered in pipeline/graph.py (`make stages` lists them): download clean-text dedupe split
-# tokenize pretrain pad train evaluate ensemble distill router domains report. `clean-text` is the pipeline's clean
+# registered in pipeline/graph.py (`make stages` lists them by scope). `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated $(DATA_DIR) and $(ARTIFACTS_DIR)
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
 # derives it from what each stage reads.

@@ -123,7 +123,7 @@ def bundle_target(template: Target, bundle: Path) -> Target | None:
     from pipeline.text.segment import Segmenter
 
     try:
-        manifest = read_json(bundle / "bundle.json")
+        manifest = read_json(bundle / layout.BUNDLE_FILE)
         segmenter = Segmenter.from_dict(read_json(bundle / "tokenizer.json")["segmenter"])
         train_params = dict((manifest.get("training") or {}).get("params") or {})
         corpus = manifest["corpus"]
@@ -181,8 +181,18 @@ def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | No
         results += [stage_module(name).run_for(other, echo=echo) for name in order(plan(other, names(TOKENIZATION))[0])]
     wide, _ = plan(target, names(BUNDLES))
     wide = {name: stage for name, stage in wide.items() if stage.manifest_path.is_file()}
-    wide.update(plan(target, names(CORPORA))[0])     # a router needs bundles of two corpora: planned only then
+    results += [stage_module(name).run_for(target, force=force, echo=echo) for name in order(wide)]
+    return results + run_after_bundles(target, force=force, echo=echo)
+
+
+def run_after_bundles(target: Target, *, force: bool = False,
+                      echo: Callable[[str], None] | None = None) -> list[StageResult]:
+    """The stages that read the bundles of every corpus (scopes corpora and artifacts: the router, planned only
+    once two corpora have bundles; the domains matrix; the report), in graph order. `target`: its folders (no
+    corpus of its own is read)."""
+    wide, _ = plan(target, names(CORPORA))
     wide.update(plan(target, names(ARTIFACTS))[0])
+    results = []
     for name in order(wide):
         # the report marks the models that are stale by then (only the graph knows which)
         at = dataclasses.replace(target, stale=stale_models(target.data_dir, target.artifacts_dir)) \
@@ -288,7 +298,7 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
 
     found: dict[str, str] = {}
     manifests = {}
-    for path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
+    for path in layout.bundle_manifests(artifacts_dir):
         try:
             manifests[path.parent.name] = read_json(path)
         except (OSError, ValueError):

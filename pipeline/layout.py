@@ -18,6 +18,8 @@ DATA_DIR = "data"
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "REPORT.md"
 DOMAINS_FILE = "domains.json"             # artifacts/domains.json: every bundle on every corpus (domains)
+BUNDLE_FILE = "bundle.json"               # artifacts/<bundle>/bundle.json: what a bundle is (pipeline.predict.bundle)
+SPLIT_FILE = "split.parquet"              # data/interim/<corpus>/split.parquet: every row with its split (split)
 SPLITS = ("train", "val", "test")          # split.parquet's `split` values; pad writes <split>.parquet
 
 
@@ -27,6 +29,15 @@ def raw_dir(data_dir: Path | str, corpus: str) -> Path:
 
 def interim_dir(data_dir: Path | str, corpus: str) -> Path:
     return Path(data_dir) / "interim" / corpus
+
+
+def split_path(data_dir: Path | str, corpus: str) -> Path:
+    return interim_dir(data_dir, corpus) / SPLIT_FILE
+
+
+def bundle_manifests(artifacts_dir: Path | str) -> list[Path]:
+    """Every artifacts/<bundle>/bundle.json, by folder name."""
+    return sorted(Path(artifacts_dir).glob(f"*/{BUNDLE_FILE}"))
 
 
 def processed_dir(data_dir: Path | str, corpus: str, tok: str) -> Path:

@@ -194,6 +194,12 @@ DISTILL = Params(
     threshold=THRESHOLD,
 )
 
+# how a bundle's network may run (pipeline.predict.classifier.load), the first the default; where `ksent serve`
+# listens unless told otherwise (--host, --port)
+RUNTIMES = ("auto", "onnx", "onnx-int8", "keras")
+RUNTIME = RUNTIMES[0]
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
+
 SERVE = Params(
     "serve",
     # bench_serve.py, 32 clients: max_wait_ms 0 -> 2,495 requests/s, 2 -> 2,850-3,081, 5 -> 2,060

@@ -49,7 +49,7 @@ def _training_seconds(bundle: Path):
     """How long the bundle took to train (its bundle.json; metrics.json holds no durations, so that the same
     bundle and split give it byte for byte)."""
     try:
-        return read_json(bundle / "bundle.json")["training"]["train_seconds"]
+        return read_json(bundle / layout.BUNDLE_FILE)["training"]["train_seconds"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -119,3 +119,9 @@ def test_the_checks_see_a_wrong_import(tmp_path, monkeypatch):
     assert "pipeline.errors imports pipeline.graph (pipeline.graph is above pipeline.errors)" in layer_violations()
     assert any(c.startswith("pipeline.errors -> pipeline.graph") or "pipeline.errors -> pipeline.graph" in c
                for c in circles())
+
+
+def test_no_module_is_over_450_lines():
+    long = {str(path.relative_to(REPO)): n for path in modules().values()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 450}
+    assert long == {}

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import PipelineError
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict.loading import load_bundle
 from pipeline.predict.predictor import MAX_CHARS
 from pipeline.predict.selection import default_model_dir
 from tests.helpers import ksent, write_processed

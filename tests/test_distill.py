@@ -12,8 +12,8 @@ from pipeline import layout
 from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import MissingInputError, ParameterError
 from pipeline.model import padded
-from pipeline.predict import bundle as bundle_module
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict import loading as bundle_module
+from pipeline.predict.loading import load_bundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.distill import distill
 from pipeline.stages.ensemble import ensemble, member_names

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import corpora
 from pipeline.core.files import read_json
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict.loading import load_bundle
 from pipeline.stages.domains import domains
 from pipeline.stages.report import report
 from tests.helpers import write_split

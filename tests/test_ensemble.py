@@ -16,7 +16,7 @@ import pipeline
 from pipeline.core.files import read_json
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict.loading import load_bundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.ensemble import ensemble, member_names
 from pipeline.stages.evaluate import evaluate

@@ -12,7 +12,7 @@ from pipeline import graph
 from pipeline.apps.cli import cli
 from pipeline.core.stage import Input, Stage, Target
 from pipeline.errors import ParameterError, PipelineError
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict.loading import load_bundle
 from pipeline.stages import pad, split
 from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL

@@ -119,7 +119,7 @@ def test_killed_at_every_rename_leaves_old_or_new_set_and_rerun_is_identical(sta
 
 
 def test_train_killed_or_failing_keeps_the_previous_bundle(tmp_path, tiny_corpus):
-    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.loading import load_bundle
     from pipeline.stages.train import train
 
     data, artifacts = tmp_path / "data", tmp_path / "artifacts"
@@ -353,7 +353,7 @@ def test_bad_options_give_one_line_and_a_nonzero_exit_never_a_traceback(tmp_path
 
 
 def test_a_damaged_bundle_json_is_a_message(tmp_path):
-    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.loading import load_bundle
 
     bundle = tmp_path / "b"
     bundle.mkdir()

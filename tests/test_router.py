@@ -12,7 +12,7 @@ from pipeline import corpora
 from pipeline.core.files import read_json
 from pipeline.core.stage import adopt_outputs
 from pipeline.errors import ParameterError, PipelineError
-from pipeline.predict.bundle import load_bundle
+from pipeline.predict.loading import load_bundle
 from pipeline.predict.router import RouterBundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.domains import domains
@@ -82,7 +82,7 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
 
     # an expert retrained since: the router refuses to load, and the default passes over it with a note
     mark_retrained(artifacts / "shop-word")
-    with pytest.raises(PipelineError, match="its expert shop-word is changed since the router was made"):
+    with pytest.raises(PipelineError, match="its expert shop-word changed since the router was made"):
         load_bundle(artifacts / "router")
     notes: list[str] = []
     assert default_model_dir(artifacts, notes) != artifacts / "router"

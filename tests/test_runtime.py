@@ -14,8 +14,8 @@ import pytest
 
 import pipeline
 from pipeline.core.files import read_json
-from pipeline.predict.bundle import load_bundle
 from pipeline.predict.lines import iter_line_batches
+from pipeline.predict.loading import load_bundle
 from tests.helpers import SMALL, processed_reviews, threads_spin, trained_bundle, write_processed
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -13,8 +13,11 @@ import random
 import pytest
 from click.testing import CliRunner
 
+from pipeline import layout
 from pipeline.apps.cli import cli
 from pipeline.core.files import read_json, sha256_file
+from pipeline.core.tables import read_npz
+from pipeline.text.preprocess import Preprocessor
 from tests.helpers import FILLER, NEGATIVE, POSITIVE, SMALL_MODEL
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -33,10 +36,15 @@ def test_shopping_format_through_pretraining_and_an_ensemble(tiny_shop, tmp_path
         result = runner.invoke(cli, ["run", "--corpus", "tiny_shop", "--tokenizer", tokenizer, "--mirror",
                                      str(tiny_shop), "--unlabeled", str(unlabeled), *common, *SMALL_MODEL])
         assert result.exit_code == 0, result.output
-        pretrained = read_json(data / "processed" / "tiny_shop" / tokenizer / "pretrain.manifest.json")
+        processed = layout.processed_dir(data, "tiny_shop", tokenizer)
+        pretrained = read_json(processed / "pretrain.manifest.json")
         assert pretrained["inputs"]["unlabeled"] == sha256_file(unlabeled)
         assert pretrained["counts"]["unlabeled_used"] == 300 - pretrained["counts"]["heldout_text"]
-        assert read_json(artifacts / f"tiny_shop-{tokenizer}" / "train.manifest.json")["counts"]["pretrained_rows"]
+        # the Embedding started from a vector for every vocabulary token the pretrain stage learned one for
+        vocabulary = Preprocessor.load(processed / "tokenizer.json").vocabulary.tokens
+        learned = set(read_npz(processed / "vectors.npz", "pretrain", "tiny_shop", ("tokens",))["tokens"].tolist())
+        trained = read_json(layout.bundle_dir(artifacts, "tiny_shop", tokenizer) / "train.manifest.json")
+        assert trained["counts"]["pretrained_rows"] == sum(token in learned for token in vocabulary) > 0
 
     result = runner.invoke(cli, ["ensemble", "--corpus", "tiny_shop", *common])
     assert result.exit_code == 0, result.output

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from pipeline.params import SERVE
+
 __all__ = ["BatcherClosed", "MicroBatcher"]
 
 Item = TypeVar("Item")
@@ -49,8 +51,8 @@ class MicroBatcher(Generic[Item, Result]):
     Create and use the batcher inside a running event loop; `close()` it when done.
     """
 
-    def __init__(self, predict: Callable[[list[Item]], Sequence[Result]], *, max_batch: int = 256,
-                 max_wait_ms: float = 2.0, thread_name: str = "model"):
+    def __init__(self, predict: Callable[[list[Item]], Sequence[Result]], *, max_batch: int = SERVE["max_batch"],
+                 max_wait_ms: float = SERVE["max_wait_ms"], thread_name: str = "model"):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_ms < 0:

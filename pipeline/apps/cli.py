@@ -8,18 +8,15 @@ parameter), never a traceback; so does any other error, unless KSENT_DEBUG=1.
 from __future__ import annotations
 
 import errno
-import itertools
 import json
 import os
 import signal
-from pathlib import Path
 
 import click
 
 from pipeline import layout, params as defaults
+from pipeline.apps.corpus_commands import corpus
 from pipeline.apps.options import (
-    MAX_WORKERS,
-    ModelOption,
     artifacts_option,
     corpus_option,
     data_dir_option,
@@ -27,13 +24,13 @@ from pipeline.apps.options import (
     engine_options,
     mirror_option,
     param_options,
-    runtime_option,
     segmenter_from,
     tok_name,
     tokenizer_options,
     train_options,
     unlabeled_option,
 )
+from pipeline.apps.predict_commands import predict, serve
 from pipeline.core import quiet
 from pipeline.core.params import Params
 from pipeline.errors import ParameterError, PipelineError, write_error
@@ -96,11 +93,11 @@ def _unexpected(exc: BaseException) -> click.ClickException:
 def cli(verbose):
     """Korean review sentiment pipeline.
 
-    Stages, each re-runnable alone (skipped when its inputs and parameters are
-    unchanged; --force re-runs): download -> clean -> dedupe -> split ->
-    tokenize -> pad -> train -> evaluate. `ksent run` runs them all;
-    `ksent predict` classifies new text with a trained bundle; `ksent status`
-    says which stages would re-run, and why.
+    One command per stage, each re-runnable alone (skipped when its inputs and
+    parameters are unchanged; --force re-runs). `ksent run` runs them all, in
+    the order their inputs give; `ksent status` lists that order and which
+    stages would re-run, and why; `ksent predict` classifies new text with a
+    trained bundle.
     """
     if verbose:
         quiet.set_verbose()
@@ -233,13 +230,13 @@ def evaluate(corpus, kind, backend, jamo, data_dir, force, artifacts_dir, others
     _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir))
     if others:
         from pipeline.corpora import get_corpus
-        from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.loading import load_bundle
         from pipeline.stages.domains import score
 
         bundle = load_bundle(layout.bundle_dir(artifacts_dir, corpus, tok))
         for other in others:
             get_corpus(other)
-            path = layout.interim_dir(data_dir, other) / "split.parquet"
+            path = layout.split_path(data_dir, other)
             if not path.is_file():
                 raise PipelineError(f"{path} is not there: run `ksent run --corpus {other}` (or its data stages) first")
             cell = score(bundle, path, other)
@@ -332,18 +329,11 @@ def distill(corpus, data_dir, artifacts_dir, unlabeled, force, **params):
 
 
 def _after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
-    """What reads every bundle: the router (once two corpora have bundles), the domains matrix, the report."""
-    from pipeline.errors import ParameterError
-    from pipeline.stages.router import plan as router_plan
+    """What reads every bundle (pipeline.graph.run_after_bundles: the router, the domains matrix, the report)."""
+    from pipeline import graph
+    from pipeline.core.stage import Target
 
-    try:
-        router_plan(data_dir=data_dir, artifacts_dir=artifacts_dir)
-    except ParameterError:
-        pass                                    # fewer than two corpora: no router
-    else:
-        _run("router", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
-    _run("domains", data_dir=data_dir, artifacts_dir=artifacts_dir, force=force)
-    _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir))
+    graph.run_after_bundles(Target("", data_dir=data_dir, artifacts_dir=artifacts_dir), force=force, echo=_echo)
 
 
 def _stale(data_dir, artifacts_dir) -> dict[str, str]:
@@ -393,228 +383,16 @@ def report(data_dir, artifacts_dir):
     _run("report", artifacts_dir=artifacts_dir, stale=_stale(data_dir, artifacts_dir), force=True)
 
 
-# --- predict -------------------------------------------------------------------------------
-
-STREAM_BATCH = defaults.PREDICT["stream_batch"]
-
-
-@cli.command()
-@click.argument("texts", nargs=-1)
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), cls=ModelOption,
-              help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
-                   "corpora when they have several (the router), else NSMC's best].")
-@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="Read reviews from this file, one per line ('-' = stdin).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: text, label, sentiment, probability.")
-@click.option("--explain", is_flag=True,
-              help="Also show each token's effect on the probability and the probability while reading.")
-@param_options(defaults.PREDICT, exclude=("stream_batch",))
-@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
-              help="Processes for morpheme analysis of large inputs [default: all cores].")
-@runtime_option
-@artifacts_option
-@click.pass_context
-def predict(ctx, texts, model_dir, file_, as_json, explain, batch_size, workers, runtime, artifacts_dir):
-    """Classify Korean reviews: TEXT arguments, --file, or lines on stdin.
-
-    Only \\n or \\r\\n ends an input line, so every input line gets exactly one
-    result: 긍정 (positive) or 부정 (negative), the probability of positive, and
-    the text, escaped to stay on one line (\\t, \\n, \\u2028, ..., \\\\ for a
-    backslash; an empty review shows as <empty>). A review none of whose tokens
-    the model knows (words it never saw, or text that cleans to nothing: emoji,
-    non-Korean text) gets a fourth column, (no known token): its answer says
-    nothing about the text. --json flags it `"unknown": true` (and `"empty":
-    true` when nothing was left to read) and gives the exact text.
-    Files and stdin are read and answered in batches, so memory stays bounded
-    and results appear as they are computed.
-    """
-    import sys
-
-    from pipeline.core.engine import DEFAULT_WORKERS
-    from pipeline.predict.classifier import load
-    from pipeline.predict.lines import argument_text, iter_line_batches, open_input
-
-    if texts and file_:
-        raise click.UsageError("give reviews as arguments or with --file, not both")
-    if texts:
-        batches, name = iter([[argument_text(i, text) for i, text in enumerate(texts, 1)]]), None
-    else:
-        stream, name = open_input(file_ or "-")
-        if file_ and file_ != "-":
-            ctx.with_resource(stream)                    # closed when the command ends
-        elif not file_ and stream.isatty():
-            raise click.UsageError("give reviews as arguments, with --file PATH, or on standard input")
-        batches = iter_line_batches(stream, name, STREAM_BATCH)
-    first = next(batches, None)
-    if first is None:
-        return
-    # a file or stdin is answered with the analyzer workers on the same cores: the network's threads must not
-    # spin in their way (pipeline.predict.runtime.OnnxNetwork); reviews given as arguments are answered at once
-    classifier = load(model_dir or None, artifacts_dir=artifacts_dir, runtime=runtime,
-                      on_note=lambda note: click.echo(f"note: {note}", err=True),
-                      sleeping_threads=not texts and not explain)
-    batches = itertools.chain([first], batches)
-    if explain:
-        results = (classifier.predict(batch, batch_size=batch_size, explain=True) for batch in batches)
-    else:
-        # analyzer processes only for an input of more than one full batch: a pool costs a start-up
-        results = classifier.predict_stream(batches, workers=workers or DEFAULT_WORKERS,
-                                            batch_size=batch_size, pool_after=STREAM_BATCH - 1)
-    out = sys.stdout            # `ksent predict --file big.txt | head`: a closed pipe ends it quietly (KsentGroup)
-    for records in results:
-        out.write("".join(_format_record(r, as_json) for r in records))
-        out.flush()
-
-
 def _quiet_stdout() -> None:
     import sys
 
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
 
 
-def _format_record(record: dict, as_json: bool) -> str:
-    from pipeline.predict.lines import format_plain
-
-    if as_json:
-        return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"   # NaN is not JSON: fail loudly
-    if "explanation" not in record:
-        return format_plain(record) + "\n"
-    from pipeline.predict.explain import format_explanation
-
-    return "\n".join([format_plain(record), *format_explanation(record["explanation"])]) + "\n"
-
-
-# --- corpora ------------------------------------------------------------------------------
-
-@cli.group()
-def corpus():
-    """Declared corpora: list them, show what a declaration resolves to, check a file against it.
-
-    A corpus is a TOML declaration NAME.toml, found in ksent's built-ins, in ./corpora/ and in the
-    files or folders of $KSENT_CORPORA (docs/corpora.md documents every key).
-    """
-
-
-@corpus.command(name="list")
-def corpus_list():
-    """Every declared corpus, and where it is declared."""
-    from pipeline.corpora import CORPORA
-    from pipeline.predict.lines import escape
-
-    for name, spec in CORPORA.items():                   # a description is shown, never run (escape codes)
-        click.echo(f"{name:<24} {escape(spec.description) or '(no description)'}\n{'':<24} {escape(spec.origin)}")
-
-
-@corpus.command(name="show")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def corpus_show(name, as_json):
-    """What declaration NAME resolves to: files, sources, format, columns, label rule, split."""
-    from pipeline.corpora import get_corpus
-    from pipeline.corpora.check import describe
-    from pipeline.predict.lines import escape
-
-    described = describe(get_corpus(name))
-    if as_json:
-        click.echo(json.dumps(described, ensure_ascii=False, indent=2))
-        return
-    for key, value in described.items():               # shown, never run: a declaration may hold escape codes
-        if isinstance(value, list):
-            click.echo(f"{key}:")
-            for item in value:
-                click.echo("  - " + escape("; ".join(f"{k} {v}" for k, v in item.items())))
-        elif isinstance(value, dict):
-            click.echo(f"{key}: " + escape("; ".join(f"{k} {v}" for k, v in value.items())))
-        else:
-            click.echo(f"{key}: {escape(str(value))}")
-
-
-@corpus.command(name="check")
-@click.argument("name")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@data_dir_option(help="Where `download` put the corpus's files (checked when no FILES are given).")
-def corpus_check(name, files, data_dir):
-    """Read FILES (default: the corpus's downloaded files, else its declared local files) as declaration NAME
-    says, without running the pipeline: rows, usable rows by label, problems by reason, what cleaning would
-    drop, and whether the split can be made. Exits non-zero when `ksent run` would fail on them."""
-    from pipeline.corpora import get_corpus
-    from pipeline.corpora.check import check_file, split_check
-
-    spec = get_corpus(name)
-    if files:
-        role = spec.files[0].source if len(spec.files) == 1 else "all"
-        targets = [(Path(f), role) for f in files]
-    else:                       # the downloaded copies, else the declared local files themselves
-        raw = layout.raw_dir(data_dir, name)
-        targets = [(raw / f.name if (raw / f.name).is_file() or f.local_path is None else f.local_path, f.source)
-                   for f in spec.files]
-        missing = [str(p) for p, _ in targets if not p.is_file()]
-        if missing:
-            raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
-                                f"`ksent download --corpus {name}` first")
-    reports = []
-    for path, role in targets:
-        report = check_file(spec, path, role)
-        reports.append(report)
-        problems = ", ".join(f"{n:,} {reason}" for reason, n in report["problems"].items()) or "none"
-        sources = ", ".join(f"{s} {n:,}" for s, n in report["by source"].items())
-        click.echo(f"{path}: {report['rows']:,} rows -> {report['usable']:,} usable ({report['positive']:,} "
-                   f"positive, {report['negative']:,} negative; {sources}); not usable: {problems}")
-        if report["unmapped label values"]:
-            click.echo("  label values no rule maps: " + ", ".join(
-                f"{value!r} ({n:,})" for value, n in report["unmapped label values"].items()))
-        for line in _cleaning_lines(report["cleaning"]) if report["usable"] else []:
-            click.echo(f"  {line}")
-    problem = split_check(spec, reports)
-    if problem:
-        raise PipelineError(f"{spec.origin}: {problem}")
-    click.echo(f"{name}: `ksent run --corpus {name}` can read these files "
-               f"({sum(r['usable'] for r in reports):,} usable rows)")
-
-
-def _cleaning_lines(cleaning: dict) -> list[str]:
-    """What `corpus check` says of cleaning: the usable rows that would be empty, and what other profiles keep."""
-    if not cleaning["empty"]:
-        return [f"cleaning (profile {cleaning['profile']}): no usable row becomes empty"]
-    share = cleaning["empty_positive"] / cleaning["empty"]
-    lines = [f"cleaning (profile {cleaning['profile']}): {cleaning['empty']:,} usable rows would be empty and "
-             f"dropped ({share:.0%} positive)"
-             + (f", e.g. {', '.join(repr(t[:40]) for t in cleaning['examples'])}" if cleaning["examples"] else "")]
-    for profile, kept in cleaning["kept by"].items():
-        if kept:
-            lines.append(f"  profile {profile} would keep {kept:,} of them: [clean] profile = \"{profile}\" in "
-                         f"the declaration")
-    return lines
-
-
-@cli.command()
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), cls=ModelOption,
-              help="Bundle directory [default: the best in ./artifacts by validation accuracy, averaged over the "
-                   "corpora when they have several (the router), else NSMC's best].")
-@click.option("--host", default="127.0.0.1",
-              help="Address to bind; 0.0.0.0 exposes the server to the network (see README).")
-@click.option("--port", default=8000, type=click.IntRange(0, 65535), help="TCP port (0 = any free port).")
-@click.option("--name", default=None, help="Model name in /v1/models/<name> [default: the bundle folder's name].")
-@param_options(defaults.SERVE)
-@runtime_option
-@artifacts_option
-def serve(model_dir, host, port, name, max_batch, max_wait_ms, max_texts, max_body_bytes, max_explain,
-          shutdown_grace, max_connections, runtime, artifacts_dir):
-    """Serve a bundle over HTTP: POST /predict, POST /v1/models/<name>:predict, GET /health, /docs.
-
-    Concurrent requests are batched into shared model calls. SIGTERM or Ctrl-C
-    stops accepting connections and lets the requests in flight finish within
-    --shutdown-grace seconds; requests still waiting for the model then get 503.
-    """
-    try:
-        from pipeline.apps.serve import run_server
-    except ImportError as exc:
-        raise PipelineError(f"`ksent serve` needs {exc.name}, which is not installed: `pip install 'ksent[serve]'` "
-                            f"(`make setup` installs it)") from None
-    run_server(model_dir, host=host, port=port, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-               max_texts=max_texts, max_body_bytes=max_body_bytes, max_explain=max_explain,
-               shutdown_grace=shutdown_grace, max_connections=max_connections, runtime=runtime,
-               artifacts_dir=artifacts_dir, echo=_echo)
+# the commands that use the models, and the corpus group: modules of their own
+cli.add_command(predict)
+cli.add_command(serve)
+cli.add_command(corpus)
 
 
 def main():

@@ -9,7 +9,7 @@ import click
 
 from pipeline import layout, params as defaults
 from pipeline.core.params import Param, Params
-from pipeline.predict import RUNTIMES
+from pipeline.params import RUNTIME, RUNTIMES
 
 # --- options generated from the parameter declarations (pipeline.params) -------------------
 
@@ -127,7 +127,7 @@ def mirror_option(f):
 def runtime_option(f):
     """--runtime: how a bundle's network runs (pipeline.predict.classifier.load)."""
     return click.option(
-        "--runtime", default="auto", type=click.Choice(RUNTIMES),
+        "--runtime", default=RUNTIME, type=click.Choice(RUNTIMES),
         help="Network runtime: model.onnx (no TensorFlow) when the bundle has one, or Keras; onnx-int8: its LSTM in "
              "8-bit integers, a faster network, probabilities close to onnx's (within 0.05 on the validation split) "
              "but not equal, and dependent on the other reviews of the same batch.")(f)

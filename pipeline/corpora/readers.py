@@ -9,10 +9,8 @@ nothing is dropped silently. A row without an id column gets the number of the l
 (Parquet: its row number).
 
 A file is cut into partitions of whole rows (`file_parts`), so that the clean stage can parse them on
-several workers and still write the rows in file order: at newlines for line-based formats; for
-quoted CSV at a newline after an even number of quote characters (under RFC 4180 quotes come in
-pairs inside a row, so that newline ends a row; a newline inside a quoted field is never a cut);
-at row groups for Parquet. A gzipped file cannot be entered in the middle: it is one partition, read as it is
+several workers and still write the rows in file order: text files at row ends (pipeline.corpora.partitions),
+Parquet at row groups. A gzipped file cannot be entered in the middle: it is one partition, read as it is
 decompressed (`unpacked_lines`), or unpacked to a plain file first (`unpack`, the clean stage) to be cut.
 """
 from __future__ import annotations
@@ -28,20 +26,22 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.corpora.partitions import (
+    MAX_FIELD_CHARS,
+    MAX_ROW_LINES,
+    SCAN_CHUNK,
+    line_blocks,
+    quoted_blocks,
+    runaway_quote,
+)
 from pipeline.corpora.spec import Corpus, Format, encoding_hint
 from pipeline.errors import PipelineError
 
 BLOCK_BYTES = 4 << 20          # raw bytes per partition (~40,000 NSMC lines)
 ROW_GROUPS_PER_PART = 1        # Parquet: row groups per partition
-MAX_FIELD_CHARS = 1 << 24      # csv's field limit (default 131,072): a review may be long; a runaway quote stops here
-# A quoted row spanning more lines than this is taken for a stray quote that swallowed the rows after it, and the
-# file is refused naming the line (a review with this many line breaks is not one); so is a quote still open at
-# the end of the file.
-MAX_ROW_LINES = 500
 # A compressed file may unpack to at most MAX_UNPACK_RATIO times its size (at least MIN_UNPACK_LIMIT bytes)
 MAX_UNPACK_RATIO = 30
 MIN_UNPACK_LIMIT = 64 << 20
-_SCAN_CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
 # part = (start, end, first line, column names): bytes [start, end) of a text file whose first row starts on line
@@ -160,82 +160,6 @@ def file_parts(path: Path | str, corpus: Corpus, fmt: Format, block_bytes: int =
     return [(start, end, first, names) for start, end, first in blocks]
 
 
-def line_blocks(path: Path | str, block_bytes: int) -> list[tuple[int, int, int]]:
-    """(start byte, end byte, number of the first line) of consecutive blocks of whole lines, each about
-    `block_bytes` long."""
-    size = Path(path).stat().st_size
-    blocks, start, first_line = [], 0, 1
-    with open(path, "rb") as fh:
-        while start < size:
-            if start + block_bytes >= size:
-                end = size
-            else:
-                fh.seek(start + block_bytes)
-                fh.readline()                       # to the end of the line the target falls in
-                end = fh.tell()
-            fh.seek(start)
-            newlines, left = 0, end - start
-            while left:
-                chunk = fh.read(min(left, _SCAN_CHUNK))
-                newlines += chunk.count(b"\n")
-                left -= len(chunk)
-            blocks.append((start, end, first_line))
-            first_line += newlines
-            start = end
-    return blocks
-
-
-def quoted_blocks(path: Path | str, block_bytes: int) -> list[tuple[int, int, int]]:
-    """Like `line_blocks`, for RFC 4180 CSV: each block ends at a newline after an even number of quotes
-    (counted from the start of the file), i.e. at the end of a row, never inside a quoted field."""
-    size = Path(path).stat().st_size
-    blocks: list[tuple[int, int, int]] = []
-    start, first_line, target = 0, 1, block_bytes
-    odd, newlines, offset = 0, 0, 0             # quote parity and newlines in [0, offset + i)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_SCAN_CHUNK):
-            i = 0
-            while i < len(chunk):
-                if offset + i < target:             # before the target: count up to it (or the chunk's end)
-                    j = min(len(chunk), target - offset)
-                    odd ^= chunk.count(b'"', i, j) & 1
-                    newlines += chunk.count(b"\n", i, j)
-                    i = j
-                    continue
-                j = chunk.find(b"\n", i)            # past it: look for a newline outside quotes
-                if j < 0:
-                    odd ^= chunk.count(b'"', i) & 1
-                    break
-                odd ^= chunk.count(b'"', i, j) & 1
-                newlines += 1
-                i = j + 1
-                if not odd and offset + i < size:
-                    blocks.append((start, offset + i, first_line))
-                    start, first_line, target = offset + i, newlines + 1, offset + i + block_bytes
-                elif odd and offset + i - target > MAX_FIELD_CHARS:     # no row ends: a quote that never closes
-                    raise runaway_quote(path, _opening_line(path, start, first_line), newlines)
-            offset += len(chunk)
-    if odd:                                         # the last row's quote never closes
-        raise runaway_quote(path, _opening_line(path, start, first_line))
-    if start < size:
-        blocks.append((start, size, first_line))
-    return blocks
-
-
-def _opening_line(path: Path | str, start: int, first_line: int) -> int:
-    """The line, in the block from byte `start` (line `first_line`), at whose start the quotes were last balanced
-    before they stopped being: where the quoted field that never closes opens."""
-    odd, line, opened = 0, first_line, first_line
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        for raw in fh:
-            if not odd:
-                opened = line
-            odd ^= raw.count(b'"') & 1
-            line += 1
-    return opened
-
-
 def unpack_limit(path: Path | str) -> int:
     """The most bytes a compressed file may unpack to: MAX_UNPACK_RATIO times its size, at least
     MIN_UNPACK_LIMIT (text compresses 3-10x; a gzip bomb, hundreds of times)."""
@@ -277,7 +201,7 @@ def unpack(path: Path | str, target: Path | str) -> None:
     """Decompress the gzip file `path` into `target`, a chunk at a time, under the same limit."""
     limit, total = unpack_limit(path), 0
     with _reading(path), gzip.open(path, "rb") as fh, open(target, "wb") as out:
-        while chunk := fh.read(_SCAN_CHUNK):
+        while chunk := fh.read(SCAN_CHUNK):
             total += len(chunk)
             if total > limit:
                 raise _past_limit(path, limit)
@@ -413,15 +337,6 @@ def iter_rows(path: Path | str, part: Part, fmt: Format, problems: Counter):
     else:
         yield from _csv_rows(lines, first, names, fmt, skip_header=start == 0 and fmt.header, problems=problems,
                              path=path)
-
-
-def runaway_quote(path, line: int, last: int | None = None) -> PipelineError:
-    """The error for a quoted field that opens on `line` and does not close (before `last`)."""
-    where = "before the end of the file" if last is None else \
-        f"within {MAX_ROW_LINES} lines (still open on line {last:,})"
-    return PipelineError(f"{path}: line {line:,}: a quoted field opens here and does not close {where} - a stray "
-                         f"quote would swallow the rows after it: fix that row (a quote inside a quoted field is "
-                         f"written twice, \"\"), or declare quoting = \"none\" if the file does not quote fields")
 
 
 def _csv_rows(lines, first: int, names: tuple[str, ...], fmt: Format, skip_header: bool, problems: Counter,

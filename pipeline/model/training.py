@@ -11,9 +11,46 @@ import numpy as np
 
 from pipeline.core.quiet import import_keras
 from pipeline.core.tables import read_npz
-from pipeline.errors import ParameterError
+from pipeline.errors import ParameterError, PipelineError
 
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
+
+
+def new_model(preprocessor, arch: dict, seed: int, vectors: Path | None, label: str, metrics: list | None = None):
+    """The network to fit, seeded (`arch`: the MODEL_PARAMS), its Embedding started from the pretrain stage's
+    `vectors` when given; and how many of its rows those vectors gave."""
+    from pipeline.model.network import build_model
+
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    model = build_model(preprocessor.vocab_size, None, metrics=metrics, **{k: arch[k] for k in MODEL_PARAMS})
+    pretrained_rows = 0
+    if vectors is not None:
+        matrix, pretrained_rows = pretrained_matrix(vectors, preprocessor, {**arch, "seed": seed}, label)
+        model.get_layer("embedding").set_weights([matrix])
+    return model, pretrained_rows
+
+
+def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
+    """`model.fit` as every ksent network is fitted: early stopping on val_loss with the best weights restored
+    (and checkpointed to `checkpoint`), the learning-rate decay, epoch times, progress; `params`: epochs,
+    patience, lr_decay. (history, the EpochTimer, seconds); PipelineError when no epoch ran."""
+    keras = import_keras()
+    timer = epoch_timer()
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
+        verbose=0,                                       # progress(): one line on a terminal, one per epoch in a log
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                                 restore_best_weights=True),
+                   keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                                   save_weights_only=True),
+                   *lr_schedule(params["lr_decay"]), timer,
+                   progress(label, params["epochs"], steps(train_ds))]).history
+    seconds = time.perf_counter() - started
+    if not history.get("loss") or not history.get("val_loss"):
+        raise PipelineError(f"{label}: training ran no epoch - nothing was published")
+    return history, timer, seconds
 
 
 def lr_schedule(factor: float) -> list:

@@ -29,25 +29,22 @@ bundle.json records one (no TensorFlow is imported), else model.keras through Ke
 from __future__ import annotations
 
 import importlib.util
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import library_versions
 from pipeline.errors import PipelineError
-from pipeline.layout import is_plain_name
-from pipeline.predict import RUNTIMES
-from pipeline.predict.ensemble import COMBINATIONS
-from pipeline.predict.predictor import MAX_CHARS, Predictor, threshold_of, to_records, unknown_rows
+from pipeline.predict.predictor import MAX_CHARS, Predictor, to_records, unknown_rows
 from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
-MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", "bundle.json"
+MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", layout.BUNDLE_FILE
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 
@@ -130,26 +127,20 @@ class Bundle(Predictor):
         """P(positive) of each raw text, float32 (n,). See the class docstring for bad input."""
         return self.predict_ids(self.transform(texts), batch_size)
 
-    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
-        """One record per text: text, label (1 = positive), sentiment, probability, empty
-        (+ explanation with `explain`, see pipeline.predict.explain)."""
-        if not explain:
-            return self._records(texts, self.transform(texts), batch_size)
+    def explained(self, texts: list[str], batch_size: int) -> tuple[list[dict], list[dict]]:
         from pipeline.predict.explain import explain_many
 
         token_lists = self.tokens(texts)                  # segmented once, for the records and the explanations
-        records = self._records(texts, self.preprocessor.ids(token_lists), batch_size)
-        for record, explanation in zip(records, explain_many(self, texts, token_lists), strict=True):
-            record["explanation"] = explanation
-        return records
+        return (self._records(texts, self.preprocessor.ids(token_lists), batch_size),
+                explain_many(self, texts, token_lists))
 
     def analyzed_members(self) -> list[Bundle]:
         """The bundles whose morpheme analysis `stream_records` may run in worker processes."""
         return [self] if self.preprocessor.segmenter.kind == "morpheme" else []
 
     def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
-        """The records of `texts`, whose ids worker processes made (`pending_ids`, by member)."""
-        return self._records(texts, pending_ids[id(self)].ids(), batch_size)
+        x = pending_ids[id(self)].ids() if id(self) in pending_ids else self.transform(texts)
+        return self._records(texts, x, batch_size)
 
     def _records(self, texts: list[str], x: np.ndarray, batch_size: int) -> list[dict]:
         return to_records(texts, self.predict_ids(x, batch_size), ~x.any(axis=1), unknown_rows(x), self.threshold)
@@ -164,75 +155,8 @@ def member_state(directory: Path, member: dict) -> str | None:
     return "changed" if sha256_file(path) != member["bundle_sha256"] else None
 
 
-def _load_ensemble(directory: Path, manifest: dict, runtime: str, sleeping_threads: bool):
-    """The members of an ensemble bundle, each the very bundle (by bundle.json checksum) it was made from."""
-    members, weights = manifest.get("members"), manifest.get("weights")
-    if not (isinstance(members, list) and isinstance(weights, list) and len(members) == len(weights) >= 2
-            and all(isinstance(m, dict) and is_plain_name(m.get("name")) and isinstance(m.get("bundle_sha256"), str)
-                    for m in members)
-            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                    for w in weights) and sum(weights) > 0):
-        raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged ensemble manifest - re-run "
-                            f"`ksent ensemble --corpus {manifest.get('corpus', 'CORPUS')} --force`")
-    rerun = f"`ksent ensemble --corpus {manifest.get('corpus')}`"
-    combination = manifest.get("combination", "mean")
-    if combination not in COMBINATIONS:
-        raise PipelineError(f"ensemble {directory}: combination {combination!r} is unknown to this ksent (it knows "
-                            f"{', '.join(COMBINATIONS)}) - re-run {rerun} or update ksent")
-    bundles, notes = [], []
-    for member in members:
-        member_dir = directory.parent / member["name"]
-        state = member_state(directory, member)
-        if state == "missing":
-            raise PipelineError(f"ensemble {directory}: its member {member['name']} is missing (no "
-                                f"{member_dir / MANIFEST_FILE}) - train it again, or re-run {rerun} without it")
-        if state == "changed":
-            raise PipelineError(f"ensemble {directory}: its member {member['name']} changed since the ensemble was "
-                                f"made (bundle.json checksum differs; retrained?) - re-run {rerun}")
-        bundle = load_bundle(member_dir, runtime=runtime, sleeping_threads=sleeping_threads)
-        bundles.append(bundle)
-        notes.extend(bundle.notes)
-    from pipeline.predict.ensemble import EnsembleBundle
-
-    return EnsembleBundle(directory=directory, members=bundles, weights=[float(w) for w in weights],
-                          manifest=manifest, notes=tuple(notes), combination=combination)
-
-
-def _load_router(directory: Path, manifest: dict, runtime: str, sleeping_threads: bool):
-    """A router bundle's experts (each the very bundle it was made with) and its gate."""
-    from pipeline.model.gate import DomainGate
-    from pipeline.predict.router import RouterBundle
-
-    experts, gate_file = manifest.get("experts"), manifest.get("gate")
-    rerun = "`ksent router`"
-    if not (isinstance(experts, list) and len(experts) >= 2
-            and all(isinstance(e, dict) and is_plain_name(e.get("name")) and isinstance(e.get("bundle_sha256"), str)
-                    and isinstance(e.get("domain"), str) for e in experts)
-            and isinstance(gate_file, dict) and is_plain_name(gate_file.get("file"))
-            and isinstance(gate_file.get("sha256"), str)):
-        raise PipelineError(f"{directory / MANIFEST_FILE} is an incomplete or damaged router manifest - re-run "
-                            f"{rerun} --force")
-    gate_path = directory / gate_file["file"]
-    if not gate_path.is_file() or sha256_file(gate_path) != gate_file["sha256"]:
-        raise PipelineError(f"router {directory}: {gate_path.name} is missing or not the one it was made with - "
-                            f"re-run {rerun} --force")
-    gate = DomainGate.load(gate_path)
-    if list(gate.domains) != [e["domain"] for e in experts]:
-        raise PipelineError(f"router {directory}: its gate's corpora {', '.join(gate.domains)} are not its experts' - "
-                            f"re-run {rerun} --force")
-    loaded, notes = [], []
-    for expert in experts:
-        state = member_state(directory, expert)
-        if state:
-            raise PipelineError(f"router {directory}: its expert {expert['name']} is {state} since the router was "
-                                f"made - re-run {rerun}")
-        bundle = load_bundle(directory.parent / expert["name"], runtime=runtime, sleeping_threads=sleeping_threads)
-        loaded.append(bundle)
-        notes.extend(bundle.notes)
-    return RouterBundle(directory=directory, experts=loaded, gate=gate, manifest=manifest, notes=tuple(notes))
-
-
-def _read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> dict:
+    """bundle.json of `directory`, checked to be a ksent bundle manifest of this format version."""
     path = directory / MANIFEST_FILE
     try:
         manifest = read_json(path)
@@ -247,28 +171,10 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_bundle(directory: Path | str, runtime: str = "auto", sleeping_threads: bool = False) -> Predictor:
-    """Load and cross-check a bundle folder; PipelineError says what is wrong and what to do.
-
-    Checked: bundle.json, tokenizer.json and the network file are present and readable;
-    each has the SHA-256 recorded at training time; the tokenizer's fingerprint and
-    vocabulary size match the model's. runtime: "auto" runs model.onnx when bundle.json
-    records one and onnxruntime is installed, else model.keras (with a note); "onnx" or
-    "keras" insists on one; "onnx-int8" runs model.int8.onnx (an ensemble's or router's members
-    theirs), close to model.onnx but not equal. sleeping_threads: see pipeline.predict.runtime.OnnxNetwork.
-    """
-    if runtime not in RUNTIMES:
-        raise PipelineError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise PipelineError(f"no model bundle at {directory} - train one (`{BUILD_HINT}`) or pass --model DIR")
+def load_single(directory: Path, manifest: dict, runtime: str, sleeping_threads: bool) -> Bundle:
+    """A single trained model (the train or distill stage's; see pipeline.predict.loading.load_bundle), its
+    tokenizer.json and network checked against `manifest`."""
     missing = [name for name in (MANIFEST_FILE, TOKENIZER_FILE) if not (directory / name).is_file()]
-    manifest = _read_manifest(directory) if MANIFEST_FILE not in missing else {}
-    threshold_of(manifest)                       # a damaged threshold is refused here, not at the first review
-    if manifest.get("kind") == "ensemble":       # no tokenizer of its own: its members have theirs
-        return _load_ensemble(directory, manifest, runtime, sleeping_threads)
-    if manifest.get("kind") == "router":
-        return _load_router(directory, manifest, runtime, sleeping_threads)
     if missing:
         raise PipelineError(f"incomplete model bundle {directory}: missing {', '.join(missing)} - "
                             f"re-run the train stage (`ksent train ... --force`)")

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.core.files import read_json
+from pipeline.params import RUNTIME
 from pipeline.predict.runtime import BATCH_SIZE
 
 __all__ = ["Classifier", "load"]
@@ -146,7 +147,7 @@ def _batch_size(value) -> int:
 
 
 def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
-         runtime: str = "auto", on_note: Callable[[str], None] | None = None,
+         runtime: str = RUNTIME, on_note: Callable[[str], None] | None = None,
          sleeping_threads: bool = False) -> Classifier:
     """Load a bundle folder, or (no argument) the default model in `artifacts_dir` (pipeline.predict.selection:
     the best by validation accuracy averaged over the corpora, else NSMC's best).
@@ -161,7 +162,7 @@ def load(model_dir: Path | str | None = None, *, artifacts_dir: Path | str = lay
     Raises pipeline.errors.PipelineError with what to do when the bundle is missing, incomplete or damaged.
     `ksent predict`, `ksent serve` and `pipeline.load` all load through here.
     """
-    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.loading import load_bundle
     from pipeline.predict.selection import default_model_dir
 
     notes: list[str] = []

@@ -15,7 +15,8 @@ COMBINATIONS = ENSEMBLE.params["combination"].choices
 _EPS = 1e-7
 
 
-def combine(probabilities: list[np.ndarray], weights: list[float], combination: str = "logit-mean") -> np.ndarray:
+def combine(probabilities: list[np.ndarray], weights: list[float],
+            combination: str = ENSEMBLE["combination"]) -> np.ndarray:
     """An ensemble's P(positive), float32, from its members' (one order of summation, so that the ensemble
     stage and prediction compute the same numbers).
 
@@ -62,21 +63,18 @@ class EnsembleBundle(Predictor):
         return to_records(texts, self.proba_of_ids(xs, batch_size), np.logical_and.reduce([~x.any(axis=1) for x in xs]),
                           np.logical_and.reduce([unknown_rows(x) for x in xs]), self.threshold)
 
-    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
-        """As Bundle.predict; an explanation is one per member, on that member's own tokens, with its weight."""
-        if not explain:
-            return self._records(texts, [m.transform(texts) for m in self.members], batch_size)
+    def explained(self, texts: list[str], batch_size: int) -> tuple[list[dict], list[dict]]:
+        """One explanation per member, on that member's own tokens, with its weight."""
         from pipeline.predict.explain import explain_many
 
         token_lists = [m.tokens(texts) for m in self.members]    # each member segments once
         records = self._records(texts, [m.preprocessor.ids(t) for m, t in zip(self.members, token_lists, strict=True)],
                                 batch_size)
         per_member = [explain_many(m, texts, t) for m, t in zip(self.members, token_lists, strict=True)]
-        for i, record in enumerate(records):
-            record["explanation"] = {"members": [
-                {"name": m.directory.name, "weight": w, **explanations[i]}
-                for m, w, explanations in zip(self.members, self.weights, per_member, strict=True)]}
-        return records
+        return records, [{"members": [{"name": m.directory.name, "weight": w, **explanations[i]}
+                                      for m, w, explanations in zip(self.members, self.weights, per_member,
+                                                                    strict=True)]}
+                         for i in range(len(records))]
 
     def analyzed_members(self) -> list:
         return [m for m in self.members if m.preprocessor.segmenter.kind == "morpheme"]

@@ -45,7 +45,17 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
-        """One record per text: text, label (1 = positive), sentiment, probability, empty (+ explanation)."""
+        """One record per text: text, label (1 = positive), sentiment, probability, empty, unknown; with `explain`
+        each record's `explanation` too (pipeline.predict.explain)."""
+        if not explain:
+            return self.finish(texts, {}, batch_size)
+        records, explanations = self.explained(texts, batch_size)
+        for record, explanation in zip(records, explanations, strict=True):
+            record["explanation"] = explanation
+        return records
+
+    def explained(self, texts: list[str], batch_size: int) -> tuple[list[dict], list[dict]]:
+        """The records of `texts` and an explanation of each."""
         raise NotImplementedError
 
     def analyzed_members(self) -> list:
@@ -53,7 +63,8 @@ class Predictor:
         raise NotImplementedError
 
     def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
-        """The records of `texts`, whose ids worker processes made (`pending_ids`, by member)."""
+        """The records of `texts`; `pending_ids`: the padded ids worker processes are making of them, by id() of
+        the member bundle (`analyzed_members`), computed here for the members not in it."""
         raise NotImplementedError
 
     def predict_stream(self, batches: Iterable[list[str]], workers: int = 1, batch_size: int = BATCH_SIZE,

@@ -53,18 +53,16 @@ class RouterBundle(Predictor):
     def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         return self._weighted(self._gate(texts), [e.predict_proba(texts, batch_size) for e in self.experts])
 
-    def predict(self, texts: list[str], batch_size: int = BATCH_SIZE, explain: bool = False) -> list[dict]:
-        """As Bundle.predict; an explanation is the gate's weights and each expert's own explanation."""
+    def explained(self, texts: list[str], batch_size: int) -> tuple[list[dict], list[dict]]:
+        """The gate's weights and each expert's own explanation."""
         weights = self._gate(texts)
-        per_expert = [e.predict(texts, batch_size, explain=explain) for e in self.experts]
+        per_expert = [e.predict(texts, batch_size, explain=True) for e in self.experts]
         records = self._mix(texts, weights, per_expert)
-        if explain:
-            for i, record in enumerate(records):
-                record["explanation"] = {"experts": [
-                    {"name": e.directory.name, "domain": d, "weight": float(weights[i, k]),
-                     "probability": per_expert[k][i]["probability"], **per_expert[k][i]["explanation"]}
-                    for k, (d, e) in enumerate(zip(self.gate.domains, self.experts, strict=True))]}
-        return records
+        return records, [{"experts": [
+            {"name": e.directory.name, "domain": d, "weight": float(weights[i, k]),
+             "probability": per_expert[k][i]["probability"], **per_expert[k][i]["explanation"]}
+            for k, (d, e) in enumerate(zip(self.gate.domains, self.experts, strict=True))]}
+            for i in range(len(records))]
 
     def analyzed_members(self) -> list:
         return [m for e in self.experts for m in e.analyzed_members()]

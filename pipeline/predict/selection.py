@@ -46,7 +46,7 @@ def usable_bundles(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list
     """Every bundle in `artifacts_dir` (routers only if asked). An ensemble or router whose members changed
     since it was made is left out, with a note in `notes`."""
     bundles = []
-    for manifest_path in sorted(Path(artifacts_dir).glob(f"*/{MANIFEST_FILE}")):
+    for manifest_path in layout.bundle_manifests(artifacts_dir):
         try:
             manifest = read_json(manifest_path)
             corpus, kind = manifest.get("corpus"), manifest.get("kind")

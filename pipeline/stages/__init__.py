@@ -34,7 +34,7 @@ def trained_bundles(corpus: str, artifacts_dir: Path | str) -> dict[str, str]:
     from pipeline.core.files import read_json
 
     found = {}
-    for manifest_path in sorted(Path(artifacts_dir).glob("*/bundle.json")):
+    for manifest_path in layout.bundle_manifests(artifacts_dir):
         try:
             manifest = read_json(manifest_path)
         except (OSError, ValueError):
@@ -53,7 +53,7 @@ def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, I
         layout.label(corpus, tok)
     return {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
             "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
-            "split.parquet": Input(interim / "split.parquet", "split", label=corpus),
+            layout.SPLIT_FILE: Input(interim / layout.SPLIT_FILE, "split", label=corpus),
             "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}
 
 
@@ -64,6 +64,30 @@ def registered_unlabeled(corpus: str, data_dir: Path | str) -> Input | None:
         return None
     return Input(layout.raw_dir(data_dir, corpus) / spec.name, "download",
                  pinned_check(corpus, spec, "the registered unlabeled file"), corpus)
+
+
+class UnlabeledFilter:
+    """Which unlabeled reviews pretrain and distill learn from: none empty after cleaning, none whose cleaned
+    text is a validation or test review's (held-out text must not leak into training); counted by reason."""
+
+    def __init__(self, split_rows):
+        """`split_rows`: split.parquet's `text` and `split` columns."""
+        self.heldout = set(split_rows.loc[split_rows["split"] != "train", "text"].fillna("").astype(str))
+        self.empty = self.heldout_text = 0
+
+    def keep(self, cleaned: str) -> bool:
+        if not cleaned.strip():
+            self.empty += 1
+            return False
+        if cleaned in self.heldout:
+            self.heldout_text += 1
+            return False
+        return True
+
+    def counts(self, lines: int, problems: Counter, used: int) -> dict:
+        """The stage's counts: lines read (rows not UTF-8 or without text included), what was dropped, used."""
+        return {"unlabeled_lines": lines + sum(problems.values()), "invalid_utf8": problems["invalid UTF-8"],
+                "empty": self.empty, "heldout_text": self.heldout_text, "unlabeled_used": used}
 
 
 LINES = Format("lines")      # a file given with --unlabeled: one review a line (gzip accepted)

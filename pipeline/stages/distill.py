@@ -43,7 +43,14 @@ from pipeline.core.tables import read_table
 from pipeline.corpora import get_corpus
 from pipeline.errors import MissingInputError, ParameterError, PipelineError
 from pipeline.model import padded, training
-from pipeline.stages import ENSEMBLE_TOK, STUDENT_SUFFIX, read_unlabeled, registered_unlabeled, run_threshold
+from pipeline.stages import (
+    ENSEMBLE_TOK,
+    STUDENT_SUFFIX,
+    UnlabeledFilter,
+    read_unlabeled,
+    registered_unlabeled,
+    run_threshold,
+)
 from pipeline.text.segment import Segmenter
 
 LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
@@ -52,7 +59,7 @@ LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a pro
 def _teacher_manifest(corpus: str, artifacts_dir: Path) -> dict | None:
     """The teacher's (the corpus's ensemble's) bundle.json, or None if it is not made (yet)."""
     try:
-        manifest = read_json(layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / "bundle.json")
+        manifest = read_json(layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / layout.BUNDLE_FILE)
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("kind") == "ensemble" else None
@@ -79,7 +86,7 @@ def _member_architecture(corpus: str, tok: str, artifacts_dir: Path) -> dict:
     for member in (_teacher_manifest(corpus, artifacts_dir) or {}).get("members", []):
         if isinstance(member, dict) and member.get("tok") == tok:
             try:
-                recorded = read_json(artifacts_dir / member["name"] / "bundle.json")["training"]["params"]
+                recorded = read_json(artifacts_dir / member["name"] / layout.BUNDLE_FILE)["training"]["params"]
                 params.update({k: recorded[k] for k in params if k in recorded})
             except (OSError, ValueError, KeyError, TypeError):
                 pass
@@ -93,8 +100,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
     tok = student_tok(corpus, params["student"], artifacts_dir)
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     teacher_dir = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK)
-    inputs = {"teacher bundle.json": Input(teacher_dir / "bundle.json", "ensemble", label=corpus),
-              "split.parquet": Input(layout.interim_dir(data_dir, corpus) / "split.parquet", "split", label=corpus),
+    inputs = {"teacher bundle.json": Input(teacher_dir / layout.BUNDLE_FILE, "ensemble", label=corpus),
+              layout.SPLIT_FILE: Input(layout.split_path(data_dir, corpus), "split", label=corpus),
               **{name: Input(src / name, "pad", label=label)
                  for name in ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json")}}
     train_params = _member_architecture(corpus, tok, artifacts_dir)
@@ -121,8 +128,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
                          **({DECLARATION: declared} if declared else {}),
                          "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
                                                                                                "embeddings")}},
-                 outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv", "curves.png",
-                          "metrics.json", "predictions.csv", "confusion.png"),
+                 outputs=("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE, "history.csv",
+                          "curves.png", "metrics.json", "predictions.csv", "confusion.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
@@ -156,7 +163,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
     def run(out: Staging) -> StageResult:
         from pipeline.model.scoring import choose_threshold, threshold_text
         from pipeline.predict import bundle
-        from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.loading import load_bundle
         from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
@@ -202,7 +209,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         manifest = bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor,
                                          params=model.count_params(), onnx=onnx_entry, threshold=threshold,
                                          training=trained)
-        write_json(out.path("bundle.json"), {**manifest, "distillation": distillation})
+        write_json(out.path(layout.BUNDLE_FILE), {**manifest, "distillation": distillation})
         training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
         training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok} student")
 
@@ -246,22 +253,15 @@ def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -
     from pipeline.text.preprocess import Preprocessor
 
     normalizer = Preprocessor.load(inputs["tokenizer.json"]).normalizer
-    rows = read_table(inputs["split.parquet"], "split", corpus, columns=["text", "split"])
-    heldout = set(rows.loc[rows["split"] != "train", "text"].fillna("").astype(str))
+    usable = UnlabeledFilter(read_table(inputs[layout.SPLIT_FILE], "split", corpus, columns=["text", "split"]))
     lines, problems = read_unlabeled(inputs["unlabeled"], corpus, registered)
-    kept, empty, dropped = [], 0, 0
+    kept = []
     for line in lines:
         if limit and len(kept) >= limit:
             break
-        cleaned = normalizer(line)
-        if not cleaned.strip():
-            empty += 1
-        elif cleaned in heldout:
-            dropped += 1
-        else:
+        if usable.keep(normalizer(line)):
             kept.append(line)
-    return kept, {"unlabeled_lines": len(lines) + sum(problems.values()), "invalid_utf8": problems["invalid UTF-8"],
-                  "empty": empty, "heldout_text": dropped, "unlabeled_used": len(kept)}
+    return kept, usable.counts(len(lines), problems, len(kept))
 
 
 def _label(teacher, preprocessor, texts: list[str], label: str,
@@ -313,13 +313,10 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
     keras = import_keras()              # first: TensorFlow's start-up log stays off stderr (labelling loads no TF)
     import tensorflow as tf
 
-    from pipeline.model.network import build_model
     from pipeline.predict.predictor import THRESHOLD
     from pipeline.text.sequences import length_batch_count
 
     arch = params["architecture"]
-    keras.utils.set_random_seed(params["seed"])
-    model = build_model(preprocessor.vocab_size, None, **{k: arch[k] for k in training.MODEL_PARAMS})
 
     def accuracy(y_true, y_pred):        # agreement with the rounded target: accuracy on gold labels
         # one value per review (not a batch mean), so Keras averages over reviews, not over batches of
@@ -327,13 +324,8 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
         y_true, y_pred = keras.ops.reshape(y_true, (-1,)), keras.ops.reshape(y_pred, (-1,))
         return keras.ops.cast(keras.ops.equal(y_true >= THRESHOLD, y_pred >= THRESHOLD), "float32")
 
-    model.compile(optimizer=keras.optimizers.Adam(arch["learning_rate"]), loss="binary_crossentropy",
-                  metrics=[accuracy])
-    pretrained_rows = 0
-    if "vectors.npz" in inputs:
-        matrix, pretrained_rows = training.pretrained_matrix(inputs["vectors.npz"], preprocessor,
-                                                             {**arch, "seed": params["seed"]}, label)
-        model.get_layer("embedding").set_weights([matrix])
+    model, pretrained_rows = training.new_model(preprocessor, arch, params["seed"], inputs.get("vectors.npz"),
+                                                label, metrics=[accuracy])
     rng = np.random.default_rng(params["seed"])
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
     batch = arch["batch_size"]
@@ -345,16 +337,5 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
     val_ds = tf.data.Dataset.from_generator(lambda: _batches(val["x"], val_y, None, val_batch, None),
                                             output_signature=spec).apply(
         tf.data.experimental.assert_cardinality(length_batch_count(len(val_y), val_batch)))
-    timer = training.epoch_timer()
-    started = time.perf_counter()
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=params["epochs"], verbose=0, shuffle=False,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
-                                                 restore_best_weights=True),
-                   keras.callbacks.ModelCheckpoint(out.path("best.weights.h5"), monitor="val_loss",
-                                                   save_best_only=True, save_weights_only=True),
-                   *training.lr_schedule(params["lr_decay"]), timer,
-                   training.progress(label, params["epochs"], training.steps(train_ds))]).history
-    if not history.get("loss") or not history.get("val_loss"):
-        raise PipelineError(f"{label}: training ran no epoch - nothing was published")
-    return model, history, timer, time.perf_counter() - started, pretrained_rows
+    history, timer, seconds = training.fit(model, train_ds, val_ds, params, out.path("best.weights.h5"), label)
+    return model, history, timer, seconds, pretrained_rows

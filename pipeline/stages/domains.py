@@ -45,7 +45,7 @@ def _scanned(artifacts_dir: Path) -> tuple[list[Path], dict[str, str]]:
     one their stage recorded (damaged, edited, half-copied): name -> why. One damaged folder never stops the
     scoring of the others."""
     found, damaged = [], {}
-    for path in sorted(artifacts_dir.glob("*/bundle.json")):
+    for path in layout.bundle_manifests(artifacts_dir):
         bundle = path.parent
         if not ((bundle / "metrics.json").is_file() or (bundle / "router.manifest.json").is_file()):
             continue
@@ -69,14 +69,14 @@ def _domains(data_dir: Path, artifacts_dir: Path) -> tuple[dict[str, Path], list
     domain (`extra_domain = true`); and the extra ones, which the default model's choice leaves out. A corpus
     only declared, checked or split - one tried and never trained - is neither."""
     own = set()
-    for path in artifacts_dir.glob("*/bundle.json"):
+    for path in layout.bundle_manifests(artifacts_dir):
         try:
             own.add(read_json(path).get("corpus"))
         except (OSError, ValueError, AttributeError):
             continue
     splits, extra = {}, []
     for name, spec in CORPORA.items():
-        path = layout.interim_dir(data_dir, name) / "split.parquet"
+        path = layout.split_path(data_dir, name)
         if path.is_file() and (name in own or spec.extra_domain):
             splits[name] = path
             if name not in own:
@@ -92,9 +92,10 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     folder = Path(artifacts_dir)
     inputs = {}
     for bundle in _bundles(folder):
-        inputs[f"{bundle.name}/bundle.json"] = Input(bundle / "bundle.json", bundle_producer(bundle), label=bundle.name)
+        inputs[f"{bundle.name}/{layout.BUNDLE_FILE}"] = Input(bundle / layout.BUNDLE_FILE, bundle_producer(bundle),
+                                                              label=bundle.name)
     for name, path in _splits(Path(data_dir), folder).items():
-        inputs[f"{name}/split.parquet"] = Input(path, "split", label=name)
+        inputs[f"{name}/{layout.SPLIT_FILE}"] = Input(path, "split", label=name)
     return Stage("domains", "", folder, inputs=inputs, params={}, outputs=(OUTPUT,))
 
 
@@ -131,7 +132,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
     folder = stage.folder
 
     def run(out: Staging) -> StageResult:
-        from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.loading import load_bundle
 
         try:
             previous = read_json(folder / OUTPUT)["bundles"] if not force else {}
@@ -143,7 +144,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         result, scored, reused = {}, 0, 0
         shown = Progress()
         for bundle_dir in _bundles(folder):
-            bundle_sha = sha256_file(bundle_dir / "bundle.json")
+            bundle_sha = sha256_file(bundle_dir / layout.BUNDLE_FILE)
             old = previous.get(bundle_dir.name) or {}
             old_cells = old.get("cells", {}) if old.get("bundle_sha256") == bundle_sha else {}
             bundle = None
@@ -161,7 +162,7 @@ def domains(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                 shown.line(f"  domains: {bundle_dir.name} on {corpus}: test accuracy "
                            f"{cells[corpus].get('test', {}).get('accuracy', float('nan')):.4f} "
                            f"({time.perf_counter() - started:.0f} s)")
-            manifest = read_json(bundle_dir / "bundle.json")
+            manifest = read_json(bundle_dir / layout.BUNDLE_FILE)
             result[bundle_dir.name] = {"corpus": manifest.get("corpus"), "tok": manifest.get("tok"),
                                        "bundle_sha256": bundle_sha, "cells": cells}
         shown.close()

@@ -47,7 +47,7 @@ def _member_tok(bundle_dir: Path, corpus: str) -> str:
     """The tokenization of member `bundle_dir`, a trained bundle of `corpus` (refused by name otherwise: its ids
     would be another corpus's vocabulary's)."""
     try:
-        manifest = read_json(bundle_dir / "bundle.json")
+        manifest = read_json(bundle_dir / layout.BUNDLE_FILE)
         tok, of = manifest.get("tok"), manifest.get("corpus")
     except (OSError, ValueError, AttributeError):
         raise PipelineError(f"ensemble: {bundle_dir} is not a trained bundle (no readable bundle.json) - train it, "
@@ -77,14 +77,14 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         bundle_dir = artifacts_dir / name
         tok = _member_tok(bundle_dir, corpus)
         label = layout.label(corpus, tok)
-        inputs[f"{name}/bundle.json"] = Input(bundle_dir / "bundle.json", "train", label=label)
+        inputs[f"{name}/{layout.BUNDLE_FILE}"] = Input(bundle_dir / layout.BUNDLE_FILE, "train", label=label)
         src = layout.processed_dir(data_dir, corpus, tok)
         for split in layout.SPLITS:
             inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad", label=label)
         inputs[f"{name}/processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
     return Stage("ensemble", corpus, layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK), inputs=inputs,
                  params={"members": members, **params},
-                 outputs=("bundle.json", "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
+                 outputs=(layout.BUNDLE_FILE, "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
 
 
 def plan_for(t: Target) -> Stage:
@@ -102,8 +102,9 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
     """Combine the members (default: every single-model bundle of `corpus`), choose the decision threshold on the
     validation split (`threshold`: pipeline.params.ENSEMBLE) and score the ensemble."""
     from pipeline.model.scoring import choose_threshold, threshold_text
-    from pipeline.predict.bundle import FORMAT, FORMAT_VERSION, load_bundle
+    from pipeline.predict.bundle import FORMAT, FORMAT_VERSION
     from pipeline.predict.ensemble import combine
+    from pipeline.predict.loading import load_bundle
     from pipeline.predict.predictor import val_accuracy_of
     from pipeline.predict.runtime import PROGRESS_BLOCK
 
@@ -147,14 +148,14 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "ensemble", "corpus": corpus,
             "tok": ENSEMBLE_TOK, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "members": [{"name": name, "tok": b.tok, "bundle_sha256": sha256_file(b.directory / "bundle.json")}
+            "members": [{"name": name, "tok": b.tok, "bundle_sha256": sha256_file(b.directory / layout.BUNDLE_FILE)}
                         for name, b in zip(names, bundles, strict=True)],
             "combination": combination, "weights": weights, "threshold": chosen,
             "training": {"best_val_accuracy": round(val_accuracy, 6), "member_val_accuracy": member_val,
                          "train_seconds": sum(s for s in train_seconds if s)},
             "versions": library_versions(),
         }
-        write_json(out.path("bundle.json"), manifest)
+        write_json(out.path(layout.BUNDLE_FILE), manifest)
         y = test["label"]
         if not len(y):
             raise PipelineError(f"{label}: the test split is empty")

@@ -6,7 +6,7 @@ artifacts/<corpus>-<tok>/ (model.onnx, model.keras, tokenizer.json, bundle.json,
 Outputs beside the bundle: metrics.json, confusion.png, predictions.csv (id, text, label,
 probability, predicted).
 
-The model is loaded through pipeline.predict.bundle.load_bundle and scored with the same runtime
+The model is loaded through pipeline.predict.loading.load_bundle and scored with the same runtime
 (model.onnx) and batching code as `ksent predict`, so evaluated and served probabilities agree.
 Besides the whole test split, metrics are given for the rows whose raw text is
 unique within it (stock phrases such as "굿" or "최고" repeat many times in NSMC's
@@ -36,7 +36,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     inputs = {name: Input(src / name, "pad", label=label) for name in ("test.parquet", "train.parquet", "val.parquet")}
     inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
     inputs.update({name: Input(bundle_dir / name, "train", label=label)
-                   for name in ("model.keras", "model.onnx", "tokenizer.json", "bundle.json")})
+                   for name in ("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE)})
     return Stage("evaluate", label, bundle_dir, inputs=inputs, params={},
                  outputs=("metrics.json", "confusion.png", "predictions.csv"))
 
@@ -59,7 +59,7 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     bundle_dir, label = stage.folder, stage.label
 
     def run(out: Staging) -> StageResult:
-        from pipeline.predict.bundle import load_bundle
+        from pipeline.predict.loading import load_bundle
         from pipeline.predict.runtime import PROGRESS_BLOCK
 
         bundle = load_bundle(bundle_dir)

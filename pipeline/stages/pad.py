@@ -137,13 +137,14 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
     """Fit the vocabulary and maxlen, write the padded split tables; `params`: pipeline.params.PAD."""
     stage = plan(corpus, tok, data_dir=data_dir, **params)
     max_words, pretrained_words, min_freq, maxlen, coverage, padding, truncating = (
-        stage.params[k] for k in defaults.PAD)
+        stage.params[k] for k in ("max_words", "pretrained_words", "min_freq", "maxlen", "coverage", "padding",
+                                  "truncating"))
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
     label = stage.label
 
     def run(out: Staging) -> StageResult:
-        parts = _partitions(inputs["tokens.parquet"], inputs["split.parquet"], label)
-        paths = (str(inputs["tokens.parquet"].resolve()), str(inputs["split.parquet"].resolve()))
+        parts = _partitions(inputs["tokens.parquet"], inputs[layout.SPLIT_FILE], label)
+        paths = (str(inputs["tokens.parquet"].resolve()), str(inputs[layout.SPLIT_FILE].resolve()))
         with Engine(DEFAULT_WORKERS if workers is None else workers, scheduler) as eng:
             # pass 1: train token counts and lengths, per partition, merged here (ties broken by token)
             counts: Counter = Counter()

@@ -32,7 +32,7 @@ from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging,
 from pipeline.core.tables import ROW_GROUP_ROWS, read_json_from, read_split_tokens
 from pipeline.corpora import get_corpus
 from pipeline.model.embeddings import learn_vectors
-from pipeline.stages import read_unlabeled, registered_unlabeled, tokenized_inputs
+from pipeline.stages import UnlabeledFilter, read_unlabeled, registered_unlabeled, tokenized_inputs
 from pipeline.text.normalize import Normalizer
 from pipeline.text.segment import Segmenter
 
@@ -76,7 +76,7 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
 
     def run(out: Staging) -> StageResult:
-        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs["split.parquet"], "pretrain",
+        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs[layout.SPLIT_FILE], "pretrain",
                                          stage.label, split_columns=["id", "text", "split"])
         in_train = (rows["split"] == "train").to_numpy()
         canonical: dict[str, str] = {}      # one str object per distinct token: ~10x less memory
@@ -85,7 +85,7 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
         counts = {"train_reviews": len(train_tokens), "unlabeled_lines": 0}
         unlabeled_tokens: list[list[str]] = []
         if "unlabeled" in inputs:
-            unlabeled_tokens = _unlabeled_tokens(inputs, rows, in_train, stage.label, workers, scheduler, counts,
+            unlabeled_tokens = _unlabeled_tokens(inputs, rows, stage.label, workers, scheduler, counts,
                                                  registered=str(unlabeled) == "auto")
             unlabeled_tokens = [[canonical.setdefault(t, t) for t in seq] for seq in unlabeled_tokens]
         shown, started = Progress(), time.perf_counter()
@@ -118,33 +118,24 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
     return run_stage(stage, run, force=force, echo=echo)
 
 
-def _unlabeled_tokens(inputs: dict, rows, in_train: np.ndarray, label: str, workers: int | None,
+def _unlabeled_tokens(inputs: dict, rows, label: str, workers: int | None,
                       scheduler: str | None, counts: dict, registered: bool) -> list[list[str]]:
     """Segmented unlabeled lines, minus those whose cleaned text is a validation or test review's."""
     normalizer = Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", label.split("/")[0]))
     segmenter = Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label))
     lines, problems = read_unlabeled(inputs["unlabeled"], label.split("/")[0], registered)
-    heldout = set(rows.loc[~in_train, "text"].fillna("").astype(str))
+    usable = UnlabeledFilter(rows)
     used = segmenter.workers_used(DEFAULT_WORKERS if workers is None else workers)
     n_lines = len(lines)
     blocks = [(lines[start:start + ROW_GROUP_ROWS], normalizer, segmenter)
               for start in range(0, n_lines, ROW_GROUP_ROWS)]
     del lines
     kept: list[list[str]] = []
-    empty = dropped = 0
     with Engine(used, scheduler) as eng:
         for cleaned, tokens in eng.map(prepare_lines, blocks, what=f"pretrain {label}"):
-            for text, seq in zip(cleaned, tokens, strict=True):
-                if not text.strip():
-                    empty += 1
-                elif text in heldout:
-                    dropped += 1
-                else:
-                    kept.append(seq)
+            kept.extend(seq for text, seq in zip(cleaned, tokens, strict=True) if usable.keep(text))
         runs_on = eng.where
-    counts.update(unlabeled_lines=n_lines + sum(problems.values()),
-                  invalid_utf8=problems["invalid UTF-8"], empty=empty, heldout_text=dropped, unlabeled_used=len(kept),
-                  engine=runs_on)
+    counts.update(**usable.counts(n_lines, problems, len(kept)), engine=runs_on)
     return kept
 
 

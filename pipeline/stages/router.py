@@ -35,7 +35,7 @@ def experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str, Path]:
 
     best: dict[str, tuple[float, Path]] = {}
     for corpus, val_accuracy, directory, _ in usable_bundles(artifacts_dir):
-        if corpus in CORPORA and (layout.interim_dir(data_dir, corpus) / "split.parquet").is_file():
+        if corpus in CORPORA and (layout.split_path(data_dir, corpus)).is_file():
             if corpus not in best or val_accuracy > best[corpus][0]:
                 best[corpus] = (val_accuracy, directory)
     return {corpus: directory for corpus, (_, directory) in sorted(best.items())}
@@ -48,13 +48,12 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
                              f"{', '.join(chosen) or 'none'} (e.g. `make all CORPORA=\"nsmc naver_shopping_sample\"`)")
     inputs = {}
     for corpus, directory in chosen.items():
-        inputs[f"{directory.name}/bundle.json"] = Input(directory / "bundle.json", bundle_producer(directory),
-                                                        label=directory.name)
-        inputs[f"{corpus}/split.parquet"] = Input(layout.interim_dir(data_dir, corpus) / "split.parquet", "split",
-                                                  label=corpus)
+        inputs[f"{directory.name}/{layout.BUNDLE_FILE}"] = Input(directory / layout.BUNDLE_FILE,
+                                                                 bundle_producer(directory), label=directory.name)
+        inputs[f"{corpus}/{layout.SPLIT_FILE}"] = Input(layout.split_path(data_dir, corpus), "split", label=corpus)
     return Stage("router", "", Path(artifacts_dir) / FOLDER, inputs=inputs,
                  params={"experts": {c: d.name for c, d in chosen.items()}, "seed": SEED},
-                 outputs=("bundle.json", GATE_FILE))
+                 outputs=(layout.BUNDLE_FILE, GATE_FILE))
 
 
 def plan_for(t: Target) -> Stage:
@@ -75,16 +74,17 @@ def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str 
     chosen = stage.params["experts"]
 
     def run(out: Staging) -> StageResult:
-        texts = {corpus: read_split_texts(stage.inputs[f"{corpus}/split.parquet"].path, corpus, ("train",))["train"][0]
-                 for corpus in chosen}
+        texts = {corpus: read_split_texts(stage.inputs[f"{corpus}/{layout.SPLIT_FILE}"].path, corpus,
+                                          ("train",))["train"][0] for corpus in chosen}
         started = time.perf_counter()
         gate = DomainGate.fit(texts, seed=SEED)
         gate.save(out.path(GATE_FILE))
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "router", "corpus": "+".join(chosen),
             "tok": "router", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "experts": [{"domain": corpus, "name": name, "tok": read_json(Path(artifacts_dir) / name / "bundle.json")
-                         .get("tok"), "bundle_sha256": sha256_file(Path(artifacts_dir) / name / "bundle.json")}
+            "experts": [{"domain": corpus, "name": name,
+                         "tok": read_json(Path(artifacts_dir) / name / layout.BUNDLE_FILE).get("tok"),
+                         "bundle_sha256": sha256_file(Path(artifacts_dir) / name / layout.BUNDLE_FILE)}
                         for corpus, name in chosen.items()],
             # each expert's probability is moved to its own threshold before mixing (pipeline.predict.router)
             "threshold": {"value": 0.5, "rule": "experts"},
@@ -92,7 +92,7 @@ def router(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str 
                      "train_reviews": {c: len(t) for c, t in texts.items()}},
             "versions": library_versions(),
         }
-        write_json(out.path("bundle.json"), manifest)
+        write_json(out.path(layout.BUNDLE_FILE), manifest)
         seconds = time.perf_counter() - started
         return StageResult(summary=f"router: experts {', '.join(f'{c} -> {n}' for c, n in chosen.items())}; gate "
                                    f"fitted on {sum(map(len, texts.values())):,} train reviews in {seconds:.1f} s",

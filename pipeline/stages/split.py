@@ -98,7 +98,7 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> St
     return Stage("split", corpus, folder,
                  inputs={"dedupe.parquet": Input(folder / "dedupe.parquet", "dedupe", label=corpus)},
                  params=params,
-                 outputs=("split.parquet", "split_report.json"))
+                 outputs=(layout.SPLIT_FILE, "split_report.json"))
 
 
 def plan_for(t: Target) -> Stage:
@@ -121,7 +121,7 @@ def split(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, force: bool = 
         table = read_table(source, "dedupe", corpus, columns=["source", "label"])
         _check_sizes(table, val_ratio, test_ratio, corpus)
         table["split"] = assign_splits(table, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
-        _write_with_split(source, table["split"], out.path("split.parquet"), corpus)
+        _write_with_split(source, table["split"], out.path(layout.SPLIT_FILE), corpus)
         report = split_report(table)
         write_json(out.path("split_report.json"), report)
         parts = ", ".join(f"{name} {r['rows']:,} ({r['positive_share']:.1%} positive)"

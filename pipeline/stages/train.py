@@ -23,7 +23,6 @@ trains. A split that fits in one shard is batched exactly as if it were loaded w
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,8 +140,8 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     if params["embeddings"] == "pretrained":
         inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
-                 params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", "bundle.json", "history.csv",
-                          "curves.png"),
+                 params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE,
+                                         "history.csv", "curves.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
@@ -169,8 +168,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
 
     def run(out: Staging) -> StageResult:
-        keras = import_keras()
-        from pipeline.model.network import build_model
+        import_keras()              # first: TensorFlow's start-up log stays off stderr (the datasets import it)
         from pipeline.predict import bundle
 
         preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
@@ -179,33 +177,17 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         for split in splits.values():
             split.check(preprocessor.vocab_size, preprocessor.maxlen)
 
-        keras.utils.set_random_seed(params["seed"])
-        model = build_model(preprocessor.vocab_size, None, **{k: params[k] for k in training.MODEL_PARAMS})
-        pretrained_rows = 0
-        if params["embeddings"] == "pretrained":
-            matrix, pretrained_rows = training.pretrained_matrix(inputs["vectors.npz"], preprocessor, params,
-                                                                 stage.label)
-            model.get_layer("embedding").set_weights([matrix])
+        model, pretrained_rows = training.new_model(
+            preprocessor, params, params["seed"],
+            inputs["vectors.npz"] if params["embeddings"] == "pretrained" else None, stage.label)
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = splits["train"].dataset(params["batch_size"], rng)
         val_ds = splits["val"].dataset(max(params["batch_size"], 1024), None)
 
-        timer = training.epoch_timer()
         checkpoint = out.path("best.weights.h5")            # Keras insists on the suffix
-        started = time.perf_counter()
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=params["epochs"], shuffle=False,
-            verbose=0,                                       # _progress: one line on a terminal, one per epoch in a log
-            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
-                                                     restore_best_weights=True),
-                       keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
-                                                       save_weights_only=True),
-                       *training.lr_schedule(params["lr_decay"]), timer,
-                       training.progress(f"train {stage.label}", params["epochs"], training.steps(train_ds))]).history
-        train_seconds = time.perf_counter() - started
-        if not history.get("loss") or not history.get("val_loss"):
-            raise PipelineError(f"train {stage.label}: training ran no epoch - nothing was published")
+        history, timer, train_seconds = training.fit(model, train_ds, val_ds, params, checkpoint,
+                                                     f"train {stage.label}")
         serving = training.save_for_serving(model, checkpoint, out.path("model.keras"))
         checkpoint.unlink(missing_ok=True)
         from pipeline.model.scoring import choose_threshold, threshold_text

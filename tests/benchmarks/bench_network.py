@@ -43,7 +43,7 @@ def main() -> None:
     import onnx
 
     from pipeline.model import fused_onnx
-    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.loading import load_bundle
     from pipeline.predict.runtime import KerasNetwork, OnnxNetwork, _export_tf2onnx, export_int8, predict_ids
 
     rows = (args.mirror / "nsmc" / "ratings_test.txt").read_text(encoding="utf-8").splitlines()[1:]

@@ -221,7 +221,7 @@ def compare(models: list[tuple[Path, str | None]], mirror: Path, sizes: list[int
 
 
 def network_only(model: Path, mirror: Path) -> None:
-    from pipeline.predict.bundle import load_bundle
+    from pipeline.predict.loading import load_bundle
 
     reviews = nsmc_test_reviews(mirror)
     for runtime in ("onnx", "keras"):
