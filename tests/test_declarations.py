@@ -271,6 +271,8 @@ def test_bad_declarations_are_one_line_messages_naming_the_key(tmp_path):
             (base.replace('type = "csv"', 'type = "xls"'), "format.type: Input should be"),
             (base.replace('text = "body"\n', ""), "missing key 'text'"),
             (base.replace("positive_from = 4", "positive_from = 1"), "need min <= negative_to < positive_from"),
+            (base.replace("positive_from = 4", 'positive_from = "4"'), "positive_from must be a number, got the "
+                                                                        "string '4'"),
             (base + '\n[label]\ncolumn = "x"\npositive = [1]\nnegative = [0]\n', "either as [label]"),
             ("text = \n", "not valid TOML")):
         declare(tmp_path / "decl", "bad", text)
@@ -451,6 +453,44 @@ def test_a_duplicated_column_a_utf16_file_a_fifo_and_a_private_file(declared, tm
     source.chmod(0o600)                                          # readable by its owner only ...
     download(name, data_dir=tmp_path / "data", progress=False, **QUIET)
     assert (tmp_path / "data" / "raw" / name / "reviews.csv").stat().st_mode & 0o077 == 0    # ... and its copy
+    clean(name, data_dir=tmp_path / "data", **QUIET)             # ... and the reviews made of it
+    interim = tmp_path / "data" / "interim" / name
+    assert [p.name for p in interim.iterdir() if p.stat().st_mode & 0o077 and not p.name.endswith(".manifest.json")
+            ] == []
+    assert (interim / "clean.parquet").is_file()
+
+
+def test_the_record_of_a_local_export_is_its_source_a_damaged_one_is_written_anew(declared, tmp_path):
+    name = declared("csv", tricky_rows(30))
+    data = tmp_path / "data"
+    download(name, data_dir=data, progress=False, **QUIET)
+    record = data / "raw" / name / "checksums.json"
+    good = record.read_bytes()
+    record.write_text('{"reviews.csv": "nonsense')
+    with pytest.raises(PipelineError, match="checksums.json is damaged or unreadable"):
+        clean(name, data_dir=data, **QUIET)                      # fails closed ...
+    result = download(name, data_dir=data, progress=False, **QUIET)    # ... until download reads the source again
+    assert "checksums.json written anew" in result.summary and record.read_bytes() == good
+    assert clean(name, data_dir=data, **QUIET).counts["rows_out"] > 0
+
+
+def test_corpus_check_refuses_a_local_file_of_another_size_than_declared(tmp_path):
+    path, fmt = write_table(tricky_rows(20), tmp_path / "files", "csv")
+    text = DECLARATION.format(kind="csv", format=fmt, path=path.as_posix())
+    declare(tmp_path / "decl", "sized", text + f"size = {path.stat().st_size}\n")
+    code, out, err = cli(tmp_path, "corpus", "check", "sized")
+    assert code == 0, err
+    declare(tmp_path / "decl", "sized", text + f"size = {path.stat().st_size + 1}\n")
+    code, _, err = cli(tmp_path, "corpus", "check", "sized")
+    assert code == 1 and f"but its declaration says size = {path.stat().st_size + 1:,}" in err, err
+
+
+def test_control_characters_a_file_holds_are_shown_escaped_in_an_error(declared, tmp_path):
+    name = declared("csv", tricky_rows(10))
+    source = tmp_path / "files" / name / "reviews.csv"
+    source.write_bytes(b"review_id,bo\x1b[31mdy\x07,stars\nr1,x,5\n")
+    code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
+    assert code == 1 and "bo\\x1b[31mdy\\x07" in err and "\x1b" not in err and "\x07" not in err, err
 
 
 def test_a_stray_quote_is_refused_naming_its_line_never_a_silent_merge(tmp_path):

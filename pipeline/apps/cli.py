@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 
 import click
@@ -40,6 +41,7 @@ from pipeline.errors import ParameterError, PipelineError, write_error
 quiet.default_log_level()
 
 DEBUG_ENV = "KSENT_DEBUG"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")      # all but tab and newline
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -57,9 +59,9 @@ class KsentGroup(click.Group):
         except ParameterError as exc:
             raise _BadParameter(str(exc)) from None
         except PipelineError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _Failure(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted; the previous outputs are kept, unfinished ones were "
+            raise _Failure("interrupted; the previous outputs are kept, unfinished ones were "
                                        "discarded") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
@@ -71,19 +73,27 @@ class KsentGroup(click.Group):
                 raise
             if exc.errno not in WRITE_ERRNOS:
                 raise _unexpected(exc) from None
-            raise click.ClickException(str(write_error(exc, ctx.invoked_subcommand or "ksent"))) from None
+            raise _Failure(str(write_error(exc, ctx.invoked_subcommand or "ksent"))) from None
         except Exception as exc:  # noqa: BLE001 - a one-line message, not a traceback, for any failure
             if os.environ.get(DEBUG_ENV):
                 raise
             raise _unexpected(exc) from None
 
 
-class _BadParameter(click.ClickException):
+class _Failure(click.ClickException):
+    """A one-line error; control characters from the data it quotes (a file's header, a declaration) are shown
+    escaped, never sent to the terminal."""
+
+    def format_message(self) -> str:
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", self.message)
+
+
+class _BadParameter(_Failure):
     exit_code = 2          # as click's own usage errors
 
 
 def _unexpected(exc: BaseException) -> click.ClickException:
-    return click.ClickException(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]} "
+    return _Failure(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]} "
                                 f"(set {DEBUG_ENV}=1 to see the traceback)")
 
 

@@ -78,6 +78,11 @@ def corpus_check(name, files, data_dir):
         if missing:
             raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
                                 f"`ksent download --corpus {name}` first")
+        for f, (path, _) in zip(spec.files, targets, strict=True):      # what download would refuse
+            if f.size is not None and path == f.local_path and path.stat().st_size != f.size:
+                raise PipelineError(f"{path} is {path.stat().st_size:,} bytes, but its declaration says size = "
+                                    f"{f.size:,} ({spec.origin}): `ksent download` would refuse it - correct the "
+                                    f"size, or the file")
     reports = []
     for path, role in targets:
         report = check_file(spec, path, role)

@@ -253,6 +253,15 @@ def adopt_outputs(stage: str, label: str, folder: Path | str, names: list[str], 
     return path
 
 
+def _private_if_inputs_are(stage: Stage, staging: Path) -> None:
+    """What a stage makes of a file only its owner may read (a private export) is only its owner's too: the cleaned
+    reviews, the tokens, the models trained on them. Nothing changes for inputs others may read."""
+    if not any(not inp.path.stat().st_mode & 0o044 for inp in stage.inputs.values() if inp.path.is_file()):
+        return
+    for path in [staging, *staging.rglob("*")]:
+        os.chmod(path, path.stat().st_mode & ~0o077)
+
+
 def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: bool = False,
               echo: Callable[[str], None] | None = None) -> StageResult:
     """Run `run(staging)` unless the manifest proves the outputs current; publish outputs + manifest as one set."""
@@ -289,6 +298,7 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
                 raise PipelineError(f"{what}: the stage wrote no {', '.join(missing)} (a bug) - nothing was published")
             if verify_inputs(stage) != input_hashes:
                 raise PipelineError(f"{what}: an input changed while the stage ran - nothing was published; re-run")
+            _private_if_inputs_are(stage, staging)
             write_json(manifest_path(staging, stage.name), {
                 "manifest_version": MANIFEST_VERSION, "stage": stage.name, "label": stage.label,
                 "command": stage.command(), "params": _canonical(stage.params), "inputs": input_hashes,

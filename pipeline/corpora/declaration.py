@@ -111,8 +111,12 @@ class RatingDecl(_Strict):
     @classmethod
     def _numbers(cls, data):
         for key, value in (data.items() if isinstance(data, dict) else ()):
+            if key == "column":
+                continue
             if isinstance(value, bool):                  # TOML's true is not the rating 1
                 raise ValueError(f"{key} must be a number, got {str(value).lower()}")
+            if isinstance(value, str):                   # nor is the text "1": a quoted number is a typo to show
+                raise ValueError(f"{key} must be a number, got the string {value!r} (write it without quotes)")
         return data
 
     @model_validator(mode="after")

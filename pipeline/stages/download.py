@@ -238,6 +238,17 @@ def download(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, mirror: str
             if not f.pinned and (tracked(f) or not recorded.get(f.name)):  # first download: from now on the pin
                 recorded[f.name] = checksum
                 files.write_json(raw_dir / RECORDED, {k: v for k, v in sorted(recorded.items()) if v})
+        # a tracked file's record is its source's checksum: a damaged or stale checksums.json is written anew
+        # (a kept file was just verified against it), never vouched for as it is
+        if any(tracked(f) for f in spec.downloads):
+            wanted = {k: v for k, v in sorted(recorded.items()) if v}
+            try:
+                current = files.read_json(raw_dir / RECORDED)
+            except (OSError, ValueError):
+                current = None
+            if current != wanted:
+                files.write_json(raw_dir / RECORDED, wanted)
+                notes.append(f"{RECORDED} written anew")
         if fetched:
             summary = (f"download {corpus}: fetched and verified {', '.join(fetched)}"
                        + (f"; {len(kept)} already verified" if kept else ""))
