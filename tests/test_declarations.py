@@ -483,6 +483,8 @@ def test_corpus_check_refuses_a_local_file_of_another_size_than_declared(tmp_pat
     declare(tmp_path / "decl", "sized", text + f"size = {path.stat().st_size + 1}\n")
     code, _, err = cli(tmp_path, "corpus", "check", "sized")
     assert code == 1 and f"but its declaration says size = {path.stat().st_size + 1:,}" in err, err
+    code, _, err = cli(tmp_path, "download", "--corpus", "sized", "--data-dir", str(tmp_path / "data"))
+    assert code == 1 and "its declared size says arrived" in err and "retrying" not in err, err   # no wait
 
 
 def test_control_characters_a_file_holds_are_shown_escaped_in_an_error(declared, tmp_path):

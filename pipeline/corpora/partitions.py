@@ -69,7 +69,8 @@ def quoted_blocks(path: Path | str, block_bytes: int) -> list[tuple[int, int, in
                     blocks.append((start, offset + i, first_line))
                     start, first_line, target = offset + i, newlines + 1, offset + i + block_bytes
                 elif odd and offset + i - target > MAX_FIELD_CHARS:     # no row ends: a quote that never closes
-                    raise runaway_quote(path, _opening_line(path, start, first_line), newlines)
+                    raise runaway_quote(path, _opening_line(path, start, first_line), newlines + 1,
+                                        f"{MAX_FIELD_CHARS:,} characters")
             offset += len(chunk)
     if odd:                                         # the last row's quote never closes
         raise runaway_quote(path, _opening_line(path, start, first_line))
@@ -92,10 +93,10 @@ def _opening_line(path: Path | str, start: int, first_line: int) -> int:
     return opened
 
 
-def runaway_quote(path, line: int, last: int | None = None) -> PipelineError:
-    """The error for a quoted field that opens on `line` and does not close (before `last`)."""
-    where = "before the end of the file" if last is None else \
-        f"within {MAX_ROW_LINES} lines (still open on line {last:,})"
+def runaway_quote(path, line: int, last: int | None = None, within: str = f"{MAX_ROW_LINES} lines") -> PipelineError:
+    """The error for a quoted field that opens on `line` and does not close (within `within`, still open on line
+    `last`; last None: before the end of the file)."""
+    where = "before the end of the file" if last is None else f"within {within} (still open on line {last:,})"
     return PipelineError(f"{path}: line {line:,}: a quoted field opens here and does not close {where} - a stray "
                          f"quote would swallow the rows after it: fix that row (a quote inside a quoted field is "
                          f"written twice, \"\"), or declare quoting = \"none\" if the file does not quote fields")

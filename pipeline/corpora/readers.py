@@ -169,7 +169,7 @@ def unpack_limit(path: Path | str) -> int:
 def _past_limit(path: Path | str, limit: int) -> PipelineError:
     return PipelineError(f"{path} unpacks to more than {limit:,} bytes ({MAX_UNPACK_RATIO} times its "
                          f"{Path(path).stat().st_size:,}): refused as a likely gzip bomb - if it is real data, "
-                         f"decompress it yourself (gunzip) and declare the plain file")
+                         f"decompress it yourself (gunzip) and give ksent the plain file")
 
 
 @contextlib.contextmanager

@@ -129,6 +129,8 @@ def fetch_verified(spec: CorpusFile, url: str, target: Path, *, retries: int, ba
                 _fetch(url, tmp, spec.name, timeout, progress, spec.size or MAX_UNSIZED_BYTES, spec.size, deadline)
                 break
             except _Transient as exc:
+                if spec.local_path is not None:          # waiting does not change a local file: no retry
+                    raise DownloadError(f"{spec.name}: {exc} ({url})") from None
                 if attempt == retries:
                     raise DownloadError(f"{spec.name}: giving up after {retries + 1} attempts: {exc} ({url})") from None
                 delay = backoff * 2 ** attempt
