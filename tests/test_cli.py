@@ -18,6 +18,19 @@ def test_help_lists_every_stage_with_defaults():
     listed = [line.split()[0] for line in out.split("Commands:\n", 1)[1].splitlines() if line.startswith("  ")]
     assert sorted(listed) == sorted(cli.commands)       # the Commands section, one line per command
     assert set(REGISTRY) | {"run", "status", "predict", "serve", "summary", "corpus"} <= set(listed)
+
+
+def test_every_registered_stage_has_its_generated_command():
+    from pipeline.apps.stage_commands import COMMANDS, group_of
+    from pipeline.graph import REGISTRY
+
+    assert set(COMMANDS) == set(REGISTRY)
+    for name in REGISTRY:               # its parameters are its options (pipeline.params, by the stage's name)
+        options = {o for p in cli.commands[name].params for o in p.opts}
+        group = group_of(name)
+        wanted = set() if group is None or name == "tokenize" else {
+            "--" + key.replace("_", "-") for key in group.params if key not in COMMANDS[name].exclude}
+        assert wanted <= options, (name, wanted - options)
     pad_help = " ".join(ksent("pad", "--help").stdout.decode().split())  # undo line wrapping
     assert "[default: 30000;" in pad_help and "[default: auto]" in pad_help
 
