@@ -124,7 +124,7 @@ def bundle_target(template: Target, bundle: Path) -> Target | None:
 
     try:
         manifest = read_json(bundle / layout.BUNDLE_FILE)
-        segmenter = Segmenter.from_dict(read_json(bundle / "tokenizer.json")["segmenter"])
+        segmenter = Segmenter.from_dict(read_json(bundle / layout.TOKENIZER_FILE)["segmenter"])
         train_params = dict((manifest.get("training") or {}).get("params") or {})
         corpus = manifest["corpus"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, PipelineError):

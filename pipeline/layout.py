@@ -20,6 +20,10 @@ REPORT_FILE = "REPORT.md"
 DOMAINS_FILE = "domains.json"             # artifacts/domains.json: every bundle on every corpus (domains)
 BUNDLE_FILE = "bundle.json"               # artifacts/<bundle>/bundle.json: what a bundle is (pipeline.predict.bundle)
 SPLIT_FILE = "split.parquet"              # data/interim/<corpus>/split.parquet: every row with its split (split)
+TOKENS_FILE = "tokens.parquet"            # data/processed/<corpus>/<tok>/: each review's tokens (tokenize)
+VECTORS_FILE = "vectors.npz"              # ... the token vectors (pretrain)
+TOKENIZER_FILE = "tokenizer.json"         # ... and in a bundle: the replayable preprocessing (pad)
+METRICS_FILE = "metrics.json"             # artifacts/<bundle>/metrics.json: its test figures (evaluate)
 SPLITS = ("train", "val", "test")          # split.parquet's `split` values; pad writes <split>.parquet
 
 

@@ -7,6 +7,8 @@ docs/experiments.md.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.core.params import Param, Params
 from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
 from pipeline.text.normalize import PROFILES, Normalizer
@@ -186,10 +188,10 @@ DISTILL = Params(
     soft_weight=Param(1.0, "Weight of a teacher-labelled review against a gold-labelled one.", 0, 100,
                       low_open=True),
     unlabeled_rows=Param(0, "Most unlabeled reviews the teacher labels: the first ones (0 = all).", 0),
-    epochs=Param(10, "Maximum epochs.", 1, 1000),
-    patience=Param(1, "Early-stopping patience (epochs without val_loss improvement).", 0, 1000),
-    lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
-                   0.01, 1.0),
+    # the fit loop's own parameters are the train stage's (pipeline.model.training.fit), some with other defaults
+    epochs=replace(TRAIN.params["epochs"], default=10),
+    patience=replace(TRAIN.params["patience"], default=1),
+    lr_decay=TRAIN.params["lr_decay"],
     seed=Param(42, "Random seed.", 0, 2**32 - 1),
     threshold=THRESHOLD,
 )

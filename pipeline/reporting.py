@@ -36,7 +36,7 @@ def _duration(seconds) -> str:
 def _bundle_metrics(artifacts_dir: Path) -> list[tuple[str, dict | None]]:
     """(bundle folder name, its metrics.json, None if unreadable or not an object) for every evaluated bundle."""
     found = []
-    for path in sorted(artifacts_dir.glob("*/metrics.json")):
+    for path in sorted(artifacts_dir.glob(f"*/{layout.METRICS_FILE}")):
         try:
             metrics = read_json(path)
         except (OSError, ValueError):

@@ -74,6 +74,10 @@ def corpus_check(name, files, data_dir):
         raw = layout.raw_dir(data_dir, name)
         targets = [(raw / f.name if (raw / f.name).is_file() or f.local_path is None else f.local_path, f.source)
                    for f in spec.files]
+        for path, _ in targets:
+            if path.exists() and not path.is_file():
+                raise PipelineError(f"{path} is not a regular file (a pipe, device or folder) - declare the file "
+                                    f"itself ({spec.origin})")
         missing = [str(p) for p, _ in targets if not p.is_file()]
         if missing:
             raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "

@@ -44,7 +44,7 @@ from pipeline.predict.runtime import BATCH_SIZE
 
 FORMAT = "ksent-bundle"
 FORMAT_VERSION = 1
-MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", "tokenizer.json", layout.BUNDLE_FILE
+MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.keras", layout.TOKENIZER_FILE, layout.BUNDLE_FILE
 BUILD_HINT = "make all CORPORA=nsmc MIRROR=../shared/corpora"
 
 

@@ -80,7 +80,7 @@ class Classifier:
     def info(self) -> dict:
         """What the model is: corpus, tokenization, test metrics (if evaluated), training summary, versions."""
         manifest = self._bundle.manifest
-        metrics_path = self.directory / "metrics.json"
+        metrics_path = self.directory / layout.METRICS_FILE
         metrics = None
         if metrics_path.is_file():
             try:

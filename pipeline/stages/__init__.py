@@ -51,7 +51,7 @@ def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, I
     split and the normalization they go with."""
     interim, folder, label = layout.interim_dir(data_dir, corpus), layout.processed_dir(data_dir, corpus, tok), \
         layout.label(corpus, tok)
-    return {"tokens.parquet": Input(folder / "tokens.parquet", "tokenize", label=label),
+    return {layout.TOKENS_FILE: Input(folder / layout.TOKENS_FILE, "tokenize", label=label),
             "segmenter.json": Input(folder / "segmenter.json", "tokenize", label=label),
             layout.SPLIT_FILE: Input(interim / layout.SPLIT_FILE, "split", label=corpus),
             "normalizer.json": Input(interim / "normalizer.json", "clean", label=corpus)}

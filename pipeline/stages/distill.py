@@ -103,14 +103,14 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
     inputs = {"teacher bundle.json": Input(teacher_dir / layout.BUNDLE_FILE, "ensemble", label=corpus),
               layout.SPLIT_FILE: Input(layout.split_path(data_dir, corpus), "split", label=corpus),
               **{name: Input(src / name, "pad", label=label)
-                 for name in ("train.parquet", "val.parquet", "test.parquet", "tokenizer.json")}}
+                 for name in ("train.parquet", "val.parquet", "test.parquet", layout.TOKENIZER_FILE)}}
     train_params = _member_architecture(corpus, tok, artifacts_dir)
     if params["network"] != "member":
         train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
     if params["units"]:
         train_params["units"] = params["units"]
     if train_params["embeddings"] == "pretrained":
-        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
+        inputs[layout.VECTORS_FILE] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
     unlabeled = str(unlabeled)
     declared = {}
     if unlabeled == "auto":
@@ -128,8 +128,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
                          **({DECLARATION: declared} if declared else {}),
                          "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
                                                                                                "embeddings")}},
-                 outputs=("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE, "history.csv",
-                          "curves.png", "metrics.json", "predictions.csv", "confusion.png"),
+                 outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv",
+                          "curves.png", layout.METRICS_FILE, "predictions.csv", "confusion.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
@@ -166,7 +166,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         from pipeline.predict.loading import load_bundle
         from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
-        preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
+        preprocessor = bundle.load_preprocessor(inputs[layout.TOKENIZER_FILE])
         pad_label = layout.label(corpus, tok)
         gold = {split: padded.read(inputs[f"{split}.parquet"], pad_label, ("id", "label", "text", "x"))
                 for split in layout.SPLITS}
@@ -192,7 +192,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
                                  check_labels=gold["val"]["label"], padding=preprocessor.padding)
         threshold = choose_threshold(gold["val"]["label"], predict_ids(OnnxNetwork(out.path(ONNX_FILE)),
                                                                        gold["val"]["x"]), params["threshold"])
-        shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
+        shutil.copyfile(inputs[layout.TOKENIZER_FILE], out.path(layout.TOKENIZER_FILE))
 
         val_loss = np.asarray(history["val_loss"], dtype=float)
         best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
@@ -227,7 +227,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
             "val_accuracy": threshold["val_accuracy"],
             "teacher": distillation["teacher"],
         }
-        write_json(out.path("metrics.json"), metrics)
+        write_json(out.path(layout.METRICS_FILE), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / {tok} student: accuracy {metrics['accuracy']:.4f}")
         write_predictions(out.path("predictions.csv"), test["id"], test["text"], test["label"], probability,
@@ -252,7 +252,7 @@ def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -
     the first `limit` of them (0: all)."""
     from pipeline.text.preprocess import Preprocessor
 
-    normalizer = Preprocessor.load(inputs["tokenizer.json"]).normalizer
+    normalizer = Preprocessor.load(inputs[layout.TOKENIZER_FILE]).normalizer
     usable = UnlabeledFilter(read_table(inputs[layout.SPLIT_FILE], "split", corpus, columns=["text", "split"]))
     lines, problems = read_unlabeled(inputs["unlabeled"], corpus, registered)
     kept = []
@@ -324,7 +324,7 @@ def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Stag
         y_true, y_pred = keras.ops.reshape(y_true, (-1,)), keras.ops.reshape(y_pred, (-1,))
         return keras.ops.cast(keras.ops.equal(y_true >= THRESHOLD, y_pred >= THRESHOLD), "float32")
 
-    model, pretrained_rows = training.new_model(preprocessor, arch, params["seed"], inputs.get("vectors.npz"),
+    model, pretrained_rows = training.new_model(preprocessor, arch, params["seed"], inputs.get(layout.VECTORS_FILE),
                                                 label, metrics=[accuracy])
     rng = np.random.default_rng(params["seed"])
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))

@@ -47,7 +47,7 @@ def _scanned(artifacts_dir: Path) -> tuple[list[Path], dict[str, str]]:
     found, damaged = [], {}
     for path in layout.bundle_manifests(artifacts_dir):
         bundle = path.parent
-        if not ((bundle / "metrics.json").is_file() or (bundle / "router.manifest.json").is_file()):
+        if not ((bundle / layout.METRICS_FILE).is_file() or (bundle / "router.manifest.json").is_file()):
             continue
         try:
             problem = input_problem(Input(path, bundle_producer(bundle), label=bundle.name), sha256_file(path))

@@ -81,10 +81,11 @@ def plan(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
         src = layout.processed_dir(data_dir, corpus, tok)
         for split in layout.SPLITS:
             inputs[f"{name}/{split}.parquet"] = Input(src / f"{split}.parquet", "pad", label=label)
-        inputs[f"{name}/processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
+        inputs[f"{name}/processed tokenizer.json"] = Input(src / layout.TOKENIZER_FILE, "pad", label=label)
     return Stage("ensemble", corpus, layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK), inputs=inputs,
                  params={"members": members, **params},
-                 outputs=(layout.BUNDLE_FILE, "metrics.json", "predictions.csv", "confusion.png"), whole_folder=True)
+                 outputs=(layout.BUNDLE_FILE, layout.METRICS_FILE, "predictions.csv", "confusion.png"),
+                 whole_folder=True)
 
 
 def plan_for(t: Target) -> Stage:
@@ -168,7 +169,7 @@ def ensemble(corpus: str, *, members: list[str] | tuple[str, ...] | None = None,
                                for b in bundles),
             "best_val_accuracy": round(val_accuracy, 6), "val_accuracy": round(val_accuracy, 6),
         }
-        write_json(out.path("metrics.json"), metrics)
+        write_json(out.path(layout.METRICS_FILE), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / ensemble: accuracy {metrics['accuracy']:.4f}")
         write_predictions(out.path("predictions.csv"), test["id"], test["text"], y, probabilities["test"],

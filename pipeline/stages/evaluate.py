@@ -34,11 +34,11 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     bundle_dir = layout.bundle_dir(artifacts_dir, corpus, tok)
     inputs = {name: Input(src / name, "pad", label=label) for name in ("test.parquet", "train.parquet", "val.parquet")}
-    inputs["processed tokenizer.json"] = Input(src / "tokenizer.json", "pad", label=label)
+    inputs["processed tokenizer.json"] = Input(src / layout.TOKENIZER_FILE, "pad", label=label)
     inputs.update({name: Input(bundle_dir / name, "train", label=label)
-                   for name in ("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE)})
+                   for name in ("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE)})
     return Stage("evaluate", label, bundle_dir, inputs=inputs, params={},
-                 outputs=("metrics.json", "confusion.png", "predictions.csv"))
+                 outputs=(layout.METRICS_FILE, "confusion.png", "predictions.csv"))
 
 
 def plan_for(t: Target) -> Stage:
@@ -90,7 +90,7 @@ def evaluate(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
             **{k: trained.get(k) for k in ("epochs_run", "best_epoch", "best_val_accuracy")},
             "val_accuracy": bundle.manifest.get("threshold", {}).get("val_accuracy"),
         }
-        write_json(out.path("metrics.json"), metrics)
+        write_json(out.path(layout.METRICS_FILE), metrics)
         plot_confusion(out.path("confusion.png"), metrics["confusion_matrix"],
                        f"{corpus} / {tok}: accuracy {metrics['accuracy']:.4f}")
         write_predictions(out.path("predictions.csv"), ids, texts, y, probability, bundle.threshold)

@@ -116,10 +116,10 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, **par
     folder, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     inputs = tokenized_inputs(data_dir, corpus, tok)
     if params["pretrained_words"]:
-        inputs["vectors.npz"] = Input(folder / "vectors.npz", "pretrain", label=label)
+        inputs[layout.VECTORS_FILE] = Input(folder / layout.VECTORS_FILE, "pretrain", label=label)
     return Stage("pad", label, folder, inputs=inputs,
                  params=params,
-                 outputs=(*(f"{name}.parquet" for name in SPLITS), "tokenizer.json", "vocab_report.json",
+                 outputs=(*(f"{name}.parquet" for name in SPLITS), layout.TOKENIZER_FILE, "vocab_report.json",
                           "lengths.png"))
 
 
@@ -143,8 +143,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
     label = stage.label
 
     def run(out: Staging) -> StageResult:
-        parts = _partitions(inputs["tokens.parquet"], inputs[layout.SPLIT_FILE], label)
-        paths = (str(inputs["tokens.parquet"].resolve()), str(inputs[layout.SPLIT_FILE].resolve()))
+        parts = _partitions(inputs[layout.TOKENS_FILE], inputs[layout.SPLIT_FILE], label)
+        paths = (str(inputs[layout.TOKENS_FILE].resolve()), str(inputs[layout.SPLIT_FILE].resolve()))
         with Engine(DEFAULT_WORKERS if workers is None else workers, scheduler) as eng:
             # pass 1: train token counts and lengths, per partition, merged here (ties broken by token)
             counts: Counter = Counter()
@@ -157,7 +157,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
             vocab = Vocabulary(max_words=max_words, min_freq=min_freq).fit_counts(counts)
             train_vocab = vocab.size
             if pretrained_words:
-                pretrained = read_npz(inputs["vectors.npz"], "pretrain", label, ("tokens", "train_counts",
+                pretrained = read_npz(inputs[layout.VECTORS_FILE], "pretrain", label, ("tokens", "train_counts",
                                                                                  "unlabeled_counts"))
                 vocab.extend(zip(pretrained["tokens"].tolist(),
                                  (pretrained["train_counts"] + pretrained["unlabeled_counts"]).tolist(),
@@ -194,7 +194,7 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
                 report["train_token_coverage"] = round(1 - rate, 4)
             else:
                 report[f"{name}_oov_rate"] = round(rate, 4)
-        write_text(out.path("tokenizer.json"), pre.to_json())
+        write_text(out.path(layout.TOKENIZER_FILE), pre.to_json())
         write_json(out.path("vocab_report.json"), report)
         _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")
         how = f"{report['train_sequences_fitting']:.1%} of train fit" if len(train_lengths) else "no train rows"

@@ -53,7 +53,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, unlab
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("pretrain", label, folder, inputs=inputs,
                  params={**params, "unlabeled": unlabeled, **({DECLARATION: declared} if declared else {})},
-                 outputs=("vectors.npz",))
+                 outputs=(layout.VECTORS_FILE,))
 
 
 def plan_for(t: Target) -> Stage:
@@ -76,7 +76,7 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
     inputs = {name: inp.path for name, inp in stage.inputs.items()}
 
     def run(out: Staging) -> StageResult:
-        tokens, rows = read_split_tokens(inputs["tokens.parquet"], inputs[layout.SPLIT_FILE], "pretrain",
+        tokens, rows = read_split_tokens(inputs[layout.TOKENS_FILE], inputs[layout.SPLIT_FILE], "pretrain",
                                          stage.label, split_columns=["id", "text", "split"])
         in_train = (rows["split"] == "train").to_numpy()
         canonical: dict[str, str] = {}      # one str object per distinct token: ~10x less memory
@@ -99,7 +99,7 @@ def pretrain(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, u
         shown.close()
         train_counts = Counter(t for seq in train_tokens for t in seq)
         unlabeled_counts = Counter(t for seq in unlabeled_tokens for t in seq)
-        save_npz(out.path("vectors.npz"), tokens=np.array(learned, dtype=str), vectors=vectors,
+        save_npz(out.path(layout.VECTORS_FILE), tokens=np.array(learned, dtype=str), vectors=vectors,
                  train_counts=np.array([train_counts[t] for t in learned], dtype=np.int64),
                  unlabeled_counts=np.array([unlabeled_counts[t] for t in learned], dtype=np.int64))
         counts.update(tokens=len(learned), unlabeled_only_tokens=sum(1 for t in learned if not train_counts[t]),

@@ -31,7 +31,7 @@ def plan(*, artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[str, s
     """`stale`: bundle name -> why it would be made again (pipeline.graph.stale_models), marked in the report."""
     folder = Path(artifacts_dir)
     inputs = {f"{path.parent.name}/{path.name}": Input(path, _producer(path.parent), _listed_as_found)
-              for path in sorted(folder.glob("*/metrics.json"))}
+              for path in sorted(folder.glob(f"*/{layout.METRICS_FILE}"))}
     if (folder / layout.DOMAINS_FILE).is_file():     # the cross-domain matrix, once the domains stage wrote it
         inputs[layout.DOMAINS_FILE] = Input(folder / layout.DOMAINS_FILE, "domains", _listed_as_found)
     return Stage("report", "", folder, inputs=inputs, params={"stale": dict(sorted((stale or {}).items()))},

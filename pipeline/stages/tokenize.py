@@ -37,7 +37,7 @@ def plan(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = layout.DAT
     # the parameters are the segmenter's description (raises PipelineError early if the backend is missing)
     return Stage("tokenize", layout.label(corpus, tok), layout.processed_dir(data_dir, corpus, tok),
                  inputs={"dedupe.parquet": Input(source, "dedupe", label=corpus)}, params=segmenter.to_dict(),
-                 outputs=("tokens.parquet", "segmenter.json"))
+                 outputs=(layout.TOKENS_FILE, "segmenter.json"))
 
 
 def plan_for(t: Target) -> Stage:
@@ -76,7 +76,7 @@ def tokenize(corpus: str, segmenter: Segmenter, *, data_dir: Path | str = layout
         source = str(stage.inputs["dedupe.parquet"].path.resolve())
         parts = [(source, start, stop, corpus, segmenter) for start, stop in row_group_ranges(source)]
         counts = {"docs": 0, "tokens": 0, "empty_docs": 0, "empty_texts": 0}
-        with ParquetRowGroupWriter(out.path("tokens.parquet"), SCHEMA) as writer, Engine(used, scheduler) as eng:
+        with ParquetRowGroupWriter(out.path(layout.TOKENS_FILE), SCHEMA) as writer, Engine(used, scheduler) as eng:
             for table, part_counts in _progress(eng.map(tokenize_rows, parts, what=f"tokenize {name}"),
                                                 len(parts), f"tokenize {name}"):
                 writer.write(table)

@@ -136,11 +136,11 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     params = validate_params(params, tok)
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     inputs = {name: Input(src / name, "pad", label=label) for name in ("train.parquet", "val.parquet",
-                                                                       "tokenizer.json")}
+                                                                       layout.TOKENIZER_FILE)}
     if params["embeddings"] == "pretrained":
-        inputs["vectors.npz"] = Input(src / "vectors.npz", "pretrain", label=label)
+        inputs[layout.VECTORS_FILE] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
-                 params=params, outputs=("model.keras", "model.onnx", "tokenizer.json", layout.BUNDLE_FILE,
+                 params=params, outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE,
                                          "history.csv", "curves.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
 
@@ -171,7 +171,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         import_keras()              # first: TensorFlow's start-up log stays off stderr (the datasets import it)
         from pipeline.predict import bundle
 
-        preprocessor = bundle.load_preprocessor(inputs["tokenizer.json"])
+        preprocessor = bundle.load_preprocessor(inputs[layout.TOKENIZER_FILE])
         splits = {name: SplitReader(inputs[f"{name}.parquet"], name, stage.label, params["shard_mb"])
                   for name in ("train", "val")}
         for split in splits.values():
@@ -179,7 +179,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
 
         model, pretrained_rows = training.new_model(
             preprocessor, params, params["seed"],
-            inputs["vectors.npz"] if params["embeddings"] == "pretrained" else None, stage.label)
+            inputs[layout.VECTORS_FILE] if params["embeddings"] == "pretrained" else None, stage.label)
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = splits["train"].dataset(params["batch_size"], rng)
@@ -200,7 +200,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         threshold = choose_threshold(val["label"], predict_ids(OnnxNetwork(out.path(ONNX_FILE)), val["x"]),
                                      params["threshold"])
 
-        shutil.copyfile(inputs["tokenizer.json"], out.path("tokenizer.json"))
+        shutil.copyfile(inputs[layout.TOKENIZER_FILE], out.path(layout.TOKENIZER_FILE))
         epochs_run = len(history["loss"])
         val_loss = np.asarray(history["val_loss"], dtype=float)
         best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else epochs_run - 1
