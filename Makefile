@@ -18,7 +18,8 @@
 # registered in pipeline/graph.py (`make stages` lists them by scope). `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated $(DATA_DIR) and $(ARTIFACTS_DIR)
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
-# derives it from what each stage reads.
+# derives it from what each stage reads; what reads every corpus's bundles (router, domains, report) runs
+# once, after the last bundle (`ksent run --defer-shared`, then `ksent domains`).
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
 # FORCE=1 re-runs them.
 
@@ -91,9 +92,11 @@ all: setup
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) $(RUN_ARGS); \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) --defer-shared $(RUN_ARGS); \
 	done; done
-	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill,echo "(one tokenizer: no ensemble, no distill)")
+	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill BUNDLE_ARGS=--defer-shared,echo "(one tokenizer: no ensemble, no distill)")
+	@# what reads every corpus's bundles, once, after the last one: router, domains, report
+	@$(KSENT) domains $(force_arg)
 	@echo; $(KSENT) summary
 
 test: setup lint check-java
@@ -152,7 +155,7 @@ stages:
 $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do \
 	  $(KSENT) $(patsubst clean-text,clean,$@) --corpus $$corpus $(if $(filter download,$@),$(mirror_arg)) $(force_arg) \
-	    $(if $(filter $@,$(BUNDLE_STAGES)),$(threshold_arg)); \
+	    $(if $(filter $@,$(BUNDLE_STAGES)),$(threshold_arg) $(BUNDLE_ARGS)); \
 	done
 
 pretrain/%: setup

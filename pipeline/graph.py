@@ -156,12 +156,13 @@ def siblings(target: Target) -> list[Target]:
 
 
 def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | None = None,
-        until: str | None = None) -> list[StageResult]:
+        until: str | None = None, shared: bool = True) -> list[StageResult]:
     """Every stage of RUN_SCOPES for `target`, in graph order, each skipped when up to date; then the corpus's
     other trained tokenizations wherever they fell behind (`siblings`: a new split or declaration re-makes
     every bundle of the corpus), the corpus's ensemble and student if it has them (re-made when a member
     changed, so they never fall behind), and the router once two corpora have bundles. `force` re-runs the
-    target's stages and those after them. `until`: only that stage and the stages it reads from, for `target`."""
+    target's stages and those after them. `until`: only that stage and the stages it reads from, for `target`.
+    `shared` False leaves the stages that read every corpus's bundles (`run_after_bundles`) to a later call."""
     plans, problems = plan(target, names(CORPUS, TOKENIZATION))
     if problems:                    # every parameter is checked before the first stage runs
         raise next(iter(problems.values()))
@@ -182,7 +183,7 @@ def run(target: Target, *, force: bool = False, echo: Callable[[str], None] | No
     wide, _ = plan(target, names(BUNDLES))
     wide = {name: stage for name, stage in wide.items() if stage.manifest_path.is_file()}
     results += [stage_module(name).run_for(target, force=force, echo=echo) for name in order(wide)]
-    return results + run_after_bundles(target, force=force, echo=echo)
+    return results + (run_after_bundles(target, force=force, echo=echo) if shared else [])
 
 
 def run_after_bundles(target: Target, *, force: bool = False,

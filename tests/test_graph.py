@@ -119,6 +119,27 @@ def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, ti
     load_bundle(tmp_path / "artifacts" / "tiny-ensemble").predict(["좋아요"])    # ... so it loads
 
 
+def test_deferred_shared_stages_run_once_in_ksent_domains(tmp_path, tiny_corpus):
+    """`make all` leaves the router, domains and report to one `ksent domains` after its last bundle."""
+    dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
+    runner = CliRunner()
+
+    def stages_of(*args):
+        result = runner.invoke(cli, [*args, *dirs])
+        assert result.exit_code == 0, result.output
+        return [line.split(" ")[0].rstrip(":") for line in result.output.splitlines() if line.split(" ")[0]]
+
+    for tok in ("word", "char"):
+        ran = stages_of("run", "--corpus", "tiny", "--tokenizer", tok, "--mirror", str(tiny_corpus), *SMALL_MODEL,
+                        "--defer-shared")
+        assert ran[-1] == "evaluate" and not {"domains", "report"} & set(ran), ran
+    assert stages_of("ensemble", "--corpus", "tiny", "--defer-shared") == ["ensemble"]
+    assert not (tmp_path / "artifacts" / "REPORT.md").exists()
+    assert stages_of("domains") == ["domains", "report"]        # one corpus: no router
+    report = (tmp_path / "artifacts" / "REPORT.md").read_text(encoding="utf-8")
+    assert all(f"| tiny | {tok} |" in report for tok in ("word", "char", "ensemble"))
+
+
 def test_run_until_a_stage_runs_only_it_and_what_it_reads(tmp_path, tiny_corpus):
     dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
     runner = CliRunner()

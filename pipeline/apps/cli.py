@@ -30,7 +30,7 @@ from pipeline.apps.options import (
     unlabeled_option,
 )
 from pipeline.apps.predict_commands import predict, serve
-from pipeline.apps.stage_commands import echo, stage_command, stale
+from pipeline.apps.stage_commands import defer_shared_option, echo, stage_command, stale
 from pipeline.core import quiet
 from pipeline.errors import ParameterError, PipelineError, write_error
 
@@ -122,15 +122,16 @@ def cli(verbose):
 @train_options
 @click.option("--until", metavar="STAGE", default=None,
               help="Run only this stage and the stages it reads from (e.g. `--until pretrain`).")
+@defer_shared_option
 def run_all(corpus, kind, backend, jamo, mirror, data_dir, force, artifacts_dir, workers, scheduler, unlabeled,
-            until, **train_params):
+            until, defer_shared, **train_params):
     """Run every stage for one corpus and tokenizer, with default parameters (training ones settable)."""
     from pipeline.core.stage import Target
 
     target = Target(corpus, segmenter_from(kind, backend, jamo), data_dir=data_dir, artifacts_dir=artifacts_dir,
                     mirror=mirror, workers=workers, scheduler=scheduler, unlabeled=unlabeled,
                     train_params={k: v for k, v in train_params.items() if v is not None})
-    graph.run(target, force=force, echo=echo, until=until)
+    graph.run(target, force=force, echo=echo, until=until, shared=not defer_shared)
 
 
 @cli.command()

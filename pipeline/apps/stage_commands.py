@@ -29,6 +29,10 @@ from pipeline.core.params import Params
 from pipeline.errors import PipelineError
 
 FORCE_HELP = "Re-run even if the outputs are up to date."
+defer_shared_option = click.option(
+    "--defer-shared", is_flag=True,
+    help="Leave the stages that read every corpus's bundles (router, domains, report) to a later `ksent domains`: "
+         "`make all` runs them once, after its last bundle.")
 
 
 @dataclass(frozen=True)
@@ -147,9 +151,10 @@ def _then_after_bundles(name: str, scope: str, kwargs: dict) -> None:
             click.echo(f"distill {kwargs['corpus']}: skipped - the corpus declares no unlabeled reviews (give "
                        f"--unlabeled PATH)")
             return
-    data_dir, artifacts_dir = kwargs["data_dir"], kwargs["artifacts_dir"]
+    data_dir, artifacts_dir, defer = kwargs["data_dir"], kwargs["artifacts_dir"], kwargs.pop("defer_shared")
     _run_stage(name, scope, kwargs)
-    after_bundles(data_dir, artifacts_dir)
+    if not defer:
+        after_bundles(data_dir, artifacts_dir)
 
 
 def _domains(name: str, scope: str, kwargs: dict) -> None:
@@ -198,11 +203,12 @@ COMMANDS = {
     "evaluate": Command("Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md.",
                         options=(_ON,), artifacts=True, call=_evaluate),
     "ensemble": Command("Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on "
-                        "the test split.", options=(_MEMBER,), call=_then_after_bundles),
+                        "the test split.", options=(_MEMBER, defer_shared_option), call=_then_after_bundles),
     "distill": Command("Teach one network the corpus's ensemble: the ensemble labels unlabeled reviews, and a "
                        "student bundle, ARTIFACTS_DIR/<corpus>-<tok>-student/, trains on them and the train split, "
                        "then is scored on the test split. A corpus that declares no unlabeled file is skipped "
-                       "unless --unlabeled names one.", options=(unlabeled_option,), call=_then_after_bundles),
+                       "unless --unlabeled names one.", options=(unlabeled_option, defer_shared_option),
+                       call=_then_after_bundles),
     "router": Command("One model for every corpus: each corpus's best bundle (by validation accuracy) as its "
                       "expert, and a gate that says which corpus a review is like, in ARTIFACTS_DIR/router/."),
     "domains": Command("Score every bundle on every corpus's validation and test splits (REPORT.md's cross-domain "
