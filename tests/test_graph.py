@@ -95,14 +95,23 @@ def test_run_checks_every_parameter_before_the_first_stage(tmp_path, tiny_corpus
     assert not (tmp_path / "data").exists()                    # not even downloaded
 
 
-def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, tiny_corpus):
+def _ksent_in(tmp_path):
+    """`ksent ARGS` (in this process) with tmp_path's data and artifacts folders: its output, checked to exit 0."""
     dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
-    runner = CliRunner()
 
     def run(*args):
-        result = runner.invoke(cli, [*args, *dirs])
+        result = CliRunner().invoke(cli, [*args, *dirs])
         assert result.exit_code == 0, result.output
         return result.output
+    return run, dirs
+
+
+def _stages(output: str) -> list[str]:
+    return [line.split(" ")[0].rstrip(":") for line in output.splitlines() if line.split(" ")[0]]
+
+
+def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, tiny_corpus):
+    run, dirs = _ksent_in(tmp_path)
 
     for tok in ("word", "char"):
         run("run", "--corpus", "tiny", "--tokenizer", tok, "--mirror", str(tiny_corpus), *SMALL_MODEL)
@@ -110,7 +119,7 @@ def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, ti
     made = (tmp_path / "artifacts" / "tiny-ensemble" / "bundle.json").read_bytes()
     # a member retrained: `ksent run` re-makes the ensemble after it, and the report after that
     output = run("run", "--corpus", "tiny", "--tokenizer", "word", *SMALL_MODEL, "--seed", "7")
-    stages = [line.split(" ")[0].rstrip(":") for line in output.splitlines() if line.split(" ")[0]]
+    stages = _stages(output)
     assert stages.index("ensemble") > stages.index("evaluate") and stages[-1] == "report"
     assert "ensemble tiny: test accuracy" in output
     assert (tmp_path / "artifacts" / "tiny-ensemble" / "bundle.json").read_bytes() != made
@@ -121,13 +130,10 @@ def test_run_keeps_an_existing_ensemble_up_to_date_with_its_members(tmp_path, ti
 
 def test_deferred_shared_stages_run_once_in_ksent_domains(tmp_path, tiny_corpus):
     """`make all` leaves the router, domains and report to one `ksent domains` after its last bundle."""
-    dirs = ["--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "artifacts")]
-    runner = CliRunner()
+    run, _ = _ksent_in(tmp_path)
 
     def stages_of(*args):
-        result = runner.invoke(cli, [*args, *dirs])
-        assert result.exit_code == 0, result.output
-        return [line.split(" ")[0].rstrip(":") for line in result.output.splitlines() if line.split(" ")[0]]
+        return _stages(run(*args))
 
     for tok in ("word", "char"):
         ran = stages_of("run", "--corpus", "tiny", "--tokenizer", tok, "--mirror", str(tiny_corpus), *SMALL_MODEL,
