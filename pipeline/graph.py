@@ -25,11 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from pipeline import layout
-from pipeline.core.files import sha256_file
-from pipeline.core.stage import Stage, StageResult, Target, input_problem, stale_reasons
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:       # imported where used: the CLI builds its commands from REGISTRY at every start
+    from pipeline.core.stage import Stage, StageResult, Target
 
 CORPUS, TOKENIZATION, BUNDLES, CORPORA, ARTIFACTS = "corpus", "tokenization", "bundles", "corpora", "artifacts"
 SCOPES = (CORPUS, TOKENIZATION, BUNDLES, CORPORA, ARTIFACTS)
@@ -232,6 +234,9 @@ class StageStatus:
 
 def _input_hashes(stage: Stage) -> tuple[dict[str, str | None], list[str]]:
     """Current input hashes (None: missing), and why an input is not what its producer made."""
+    from pipeline.core.files import sha256_file
+    from pipeline.core.stage import input_problem
+
     hashes, problems = {}, []
     for name, inp in sorted(stage.inputs.items()):
         hashes[name] = sha256_file(inp.path) if inp.path.is_file() else None
@@ -264,6 +269,8 @@ def _statuses(target: Target, stages: list[str], plans: dict[str, Stage], proble
     """The status of each of `stages` of `target` (planned as `plans`) into `statuses`, keyed by (stage, tok):
     a stage is stale after a stage it reads from that is not up to date (its own tokenization's, or any for
     a stage of several)."""
+    from pipeline.core.stage import stale_reasons
+
     for name in stages:
         if name in problems:
             statuses[name, tok] = StageStatus(name, "blocked", [str(problems[name])],
@@ -294,6 +301,7 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
     split or parameters, an ensemble's or router's members, a student's teacher. A stage that never ran (data
     deleted after training) does not make a model stale."""
     from pipeline.core.files import read_json
+    from pipeline.core.stage import Target
     from pipeline.corpora import CORPORA
     from pipeline.predict.bundle import member_state
 

@@ -84,7 +84,11 @@ class OnnxNetwork:
         options.inter_op_num_threads = 1
         if sleeping_threads:
             options.add_session_config_entry(SPINNING_KEY, "0")
-        model = Path(path).read_bytes()     # bytes, not a path: onnxruntime cannot open a path that is not UTF-8
+        model = str(path)
+        try:
+            model.encode("utf-8")
+        except UnicodeEncodeError:       # onnxruntime cannot open a path that is not UTF-8; it reads the bytes (slower)
+            model = Path(path).read_bytes()
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user

@@ -16,7 +16,6 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.text.normalize import Normalizer
-from pipeline.text.pool import segment_many
 from pipeline.text.segment import Segmenter
 from pipeline.text.sequences import MAXLEN_LIMIT, pad_sequences
 from pipeline.text.vocab import Vocabulary
@@ -44,6 +43,10 @@ class Preprocessor:
 
     def transform(self, texts: Sequence[str], workers: int = 1, progress: bool = False) -> np.ndarray:
         cleaned = [self.normalizer(text) for text in texts]
+        if workers <= 1:                # in this process: no need to import the pool's multiprocessing at start-up
+            return self.ids(self.segmenter.segment_in_process(cleaned, progress=progress))
+        from pipeline.text.pool import segment_many
+
         return self.ids(segment_many(self.segmenter, cleaned, workers=workers, progress=progress))
 
     def ids(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
