@@ -138,7 +138,8 @@ def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[
         lines.append(f"default model (ksent predict without --model): {default_model_dir(artifacts_dir).name}")
     except Exception:  # noqa: BLE001 - a summary names no default rather than fail
         pass
-    lines.append(f"details: {layout.report_path(artifacts_dir)}")
+    report = layout.report_path(artifacts_dir)
+    lines.append(f"details: {report}" if Path(report).is_file() else "details: `ksent report` writes REPORT.md")
     return lines
 
 

@@ -441,9 +441,10 @@ def test_a_duplicated_column_a_utf16_file_a_fifo_and_a_private_file(declared, tm
     source.write_text("review_id,body,body,stars\nr1,좋아요,또,5\n", encoding="utf-8")
     code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
     assert code == 1 and "header names the column 'body' 2 times" in err, err
-    source.write_bytes(original.decode("utf-8").encode("utf-16"))
-    code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
-    assert code == 1 and "looks like UTF-16 - convert it, e.g. `iconv -f UTF-16 -t UTF-8`" in err, err
+    for encoding in ("utf-16", "utf-16-le"):                   # with a byte-order mark, and without
+        source.write_bytes(original.decode("utf-8").encode(encoding))
+        code, _, err = cli(tmp_path, "corpus", "check", name, str(source))
+        assert code == 1 and "looks like UTF-16 - convert it, e.g. `iconv -f UTF-16 -t UTF-8`" in err, err
     source.unlink()
     os.mkfifo(source)                                            # a pipe where the export should be: no hang
     with pytest.raises(Exception, match="is not a regular file"):

@@ -378,6 +378,8 @@ def test_what_ksent_writes_is_utf8_and_json_whatever_the_names_and_arguments(tmp
     summary = ksent("summary", "--artifacts-dir", str(artifacts))
     assert summary.returncode == 0, summary.stderr
     assert "tiny-\\udcff" in summary.stdout.decode("utf-8")          # shown escaped, strict UTF-8
+    assert not (artifacts / "REPORT.md").exists()
+    assert summary.stdout.decode().splitlines()[-1] == "details: `ksent report` writes REPORT.md"   # not a path
     report = ksent("report", "--artifacts-dir", str(artifacts))
     assert report.returncode == 0, report.stderr
     assert "tiny-\\udcff" in (artifacts / "REPORT.md").read_text(encoding="utf-8")

@@ -101,6 +101,8 @@ def column_names(path: Path | str, corpus: Corpus, fmt: Format) -> tuple[str, ..
         if not first.strip():
             raise PipelineError(f"{path} is empty: no header row (declaration {corpus.origin})")
         try:
+            if b"\0" in first:                  # valid UTF-8, but no text table: UTF-16 without a byte-order mark
+                raise UnicodeDecodeError("utf-8", first, first.index(b"\0"), first.index(b"\0") + 1, "NUL")
             header = next(csv.reader([first.decode("utf-8")], **_csv_options(fmt)))
         except UnicodeDecodeError:
             raise PipelineError(f"{path}: the header row is not UTF-8 text; {encoding_hint(path)}") from None
