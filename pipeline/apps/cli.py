@@ -30,7 +30,7 @@ from pipeline.apps.options import (
     unlabeled_option,
 )
 from pipeline.apps.predict_commands import predict, serve
-from pipeline.apps.stage_commands import defer_shared_option, echo, stage_command, stale
+from pipeline.apps.stage_commands import defer_shared_option, echo, stage_command
 from pipeline.core import quiet
 from pipeline.errors import ParameterError, PipelineError, write_error
 
@@ -167,7 +167,7 @@ def summary(data_dir, artifacts_dir):
     model: how `make all` ends. REPORT.md has the details."""
     from pipeline.reporting import summary_lines
 
-    for line in summary_lines(artifacts_dir, stale=stale(data_dir, artifacts_dir)):
+    for line in summary_lines(artifacts_dir, stale=graph.stale_models(data_dir, artifacts_dir)):
         click.echo(line)
 
 

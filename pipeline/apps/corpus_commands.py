@@ -74,16 +74,12 @@ def corpus_check(name, files, data_dir):
         raw = layout.raw_dir(data_dir, name)
         targets = [(raw / f.name if (raw / f.name).is_file() or f.local_path is None else f.local_path, f.source)
                    for f in spec.files]
-        for path, _ in targets:
-            if path.exists() and not path.is_file():
-                raise PipelineError(f"{path} is not a regular file (a pipe, device or folder) - declare the file "
-                                    f"itself ({spec.origin})")
-        missing = [str(p) for p, _ in targets if not p.is_file()]
+        missing = [str(p) for p, _ in targets if not p.exists()]     # check_file names one that is not a file
         if missing:
             raise PipelineError(f"{missing[0]} is not there: give the files to check, or run "
                                 f"`ksent download --corpus {name}` first")
         for f, (path, _) in zip(spec.files, targets, strict=True):      # what download would refuse
-            if f.size is not None and path == f.local_path and path.stat().st_size != f.size:
+            if f.size is not None and path == f.local_path and path.is_file() and path.stat().st_size != f.size:
                 raise PipelineError(f"{path} is {path.stat().st_size:,} bytes, but its declaration says size = "
                                     f"{f.size:,} ({spec.origin}): `ksent download` would refuse it - correct the "
                                     f"size, or the file")

@@ -59,10 +59,6 @@ def run_stage_function(stage: str, *args, **kwargs):
     return getattr(graph.stage_module(stage), stage)(*args, echo=echo, **kwargs)
 
 
-def stale(data_dir, artifacts_dir) -> dict[str, str]:
-    return graph.stale_models(data_dir, artifacts_dir)
-
-
 def after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
     """What reads every bundle (pipeline.graph.run_after_bundles: the router, the domains matrix, the report)."""
     from pipeline.core.stage import Target
@@ -76,7 +72,7 @@ def group_of(stage: str) -> Params | None:
     return group if isinstance(group, Params) else None
 
 
-def _positional(name: str, scope: str, kwargs: dict) -> list:
+def _positional(scope: str, kwargs: dict) -> list:
     """The stage function's positional arguments, taken out of the command's options."""
     if scope == graph.TOKENIZATION:
         tok = tok_name(kwargs.pop("kind"), kwargs.pop("backend"), kwargs.pop("jamo"))
@@ -87,7 +83,7 @@ def _positional(name: str, scope: str, kwargs: dict) -> list:
 
 
 def _run_stage(name: str, scope: str, kwargs: dict) -> None:
-    run_stage_function(name, *_positional(name, scope, kwargs), **kwargs)
+    run_stage_function(name, *_positional(scope, kwargs), **kwargs)
 
 
 # --- what some stages do besides running ------------------------------------------------------------
@@ -124,7 +120,7 @@ def _evaluate(name: str, scope: str, kwargs: dict) -> None:
     tok = tok_name(kwargs["kind"], kwargs["backend"], kwargs["jamo"])
     data_dir, artifacts_dir = kwargs["data_dir"], kwargs["artifacts_dir"]
     _run_stage(name, scope, kwargs)
-    run_stage_function("report", artifacts_dir=artifacts_dir, stale=stale(data_dir, artifacts_dir))
+    run_stage_function("report", artifacts_dir=artifacts_dir, stale=graph.stale_models(data_dir, artifacts_dir))
     if others:
         from pipeline.corpora import get_corpus
         from pipeline.predict.loading import load_bundle
@@ -141,20 +137,26 @@ def _evaluate(name: str, scope: str, kwargs: dict) -> None:
                 f"{split} accuracy {cell[split]['accuracy']:.4f} on {cell[split]['n']:,} rows" for split in cell))
 
 
-def _then_after_bundles(name: str, scope: str, kwargs: dict) -> None:
-    if name == "ensemble":
-        kwargs["members"] = list(kwargs["members"]) or None
-    if name == "distill" and kwargs["unlabeled"] == "auto":
-        from pipeline.corpora import get_corpus
-
-        if get_corpus(kwargs["corpus"]).unlabeled is None:
-            click.echo(f"distill {kwargs['corpus']}: skipped - the corpus declares no unlabeled reviews (give "
-                       f"--unlabeled PATH)")
-            return
+def _then_shared(name: str, scope: str, kwargs: dict) -> None:
+    """The stage, then (unless --defer-shared) what reads every corpus's bundles."""
     data_dir, artifacts_dir, defer = kwargs["data_dir"], kwargs["artifacts_dir"], kwargs.pop("defer_shared")
     _run_stage(name, scope, kwargs)
     if not defer:
         after_bundles(data_dir, artifacts_dir)
+
+
+def _ensemble(name: str, scope: str, kwargs: dict) -> None:
+    _then_shared(name, scope, {**kwargs, "members": list(kwargs["members"]) or None})
+
+
+def _distill(name: str, scope: str, kwargs: dict) -> None:
+    from pipeline.corpora import get_corpus
+
+    if kwargs["unlabeled"] == "auto" and get_corpus(kwargs["corpus"]).unlabeled is None:
+        click.echo(f"distill {kwargs['corpus']}: skipped - the corpus declares no unlabeled reviews (give "
+                   f"--unlabeled PATH)")
+        return
+    _then_shared(name, scope, kwargs)
 
 
 def _domains(name: str, scope: str, kwargs: dict) -> None:
@@ -163,7 +165,7 @@ def _domains(name: str, scope: str, kwargs: dict) -> None:
 
 def _report(name: str, scope: str, kwargs: dict) -> None:
     run_stage_function("report", artifacts_dir=kwargs["artifacts_dir"],
-                       stale=stale(kwargs["data_dir"], kwargs["artifacts_dir"]), force=True)
+                       stale=graph.stale_models(kwargs["data_dir"], kwargs["artifacts_dir"]), force=True)
 
 
 _ON = click.option("--on", "others", multiple=True, metavar="CORPUS",
@@ -203,12 +205,12 @@ COMMANDS = {
     "evaluate": Command("Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md.",
                         options=(_ON,), artifacts=True, call=_evaluate),
     "ensemble": Command("Average the corpus's trained bundles into ARTIFACTS_DIR/<corpus>-ensemble/ and score it on "
-                        "the test split.", options=(_MEMBER, defer_shared_option), call=_then_after_bundles),
+                        "the test split.", options=(_MEMBER, defer_shared_option), call=_ensemble),
     "distill": Command("Teach one network the corpus's ensemble: the ensemble labels unlabeled reviews, and a "
                        "student bundle, ARTIFACTS_DIR/<corpus>-<tok>-student/, trains on them and the train split, "
                        "then is scored on the test split. A corpus that declares no unlabeled file is skipped "
                        "unless --unlabeled names one.", options=(unlabeled_option, defer_shared_option),
-                       call=_then_after_bundles),
+                       call=_distill),
     "router": Command("One model for every corpus: each corpus's best bundle (by validation accuracy) as its "
                       "expert, and a gate that says which corpus a review is like, in ARTIFACTS_DIR/router/."),
     "domains": Command("Score every bundle on every corpus's validation and test splits (REPORT.md's cross-domain "

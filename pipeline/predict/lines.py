@@ -8,7 +8,6 @@ an empty review; a UTF-8 BOM at the start of the input is dropped.
 """
 from __future__ import annotations
 
-import os
 import re
 import select
 import sys
@@ -57,14 +56,9 @@ def argument_text(number: int, text: str) -> str:
     surrogates) is refused as stdin and files are, rather than classified as mojibake."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = os.fsencode(text)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PipelineError(f"argument {number} is not valid UTF-8 (byte {exc.start}); "
-                                f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
-        raise PipelineError(f"argument {number} is not valid text (an unpaired surrogate)") from None
+    except UnicodeEncodeError as exc:               # the text before the first bad byte is valid UTF-8
+        raise PipelineError(f"argument {number} is not valid UTF-8 (byte {len(text[:exc.start].encode())}); "
+                            f"convert it first, e.g. iconv -f CP949 -t UTF-8") from None
     return text
 
 
