@@ -18,8 +18,9 @@
 # registered in pipeline/graph.py (`make stages` lists them by scope). `clean-text` is the pipeline's clean
 # stage; `make clean` keeps its usual meaning: delete the generated $(DATA_DIR) and $(ARTIFACTS_DIR)
 # (`make distclean` also removes .venv). The run order of `make all` is `ksent run`'s, which
-# derives it from what each stage reads; what reads every corpus's bundles (router, domains, report) runs
-# once, after the last bundle (`ksent run --defer-shared`, then `ksent domains`).
+# derives it from what each stage reads; what reads every corpus's bundles (router, student, domains, report)
+# runs once, after the last bundle (`ksent run --defer-shared`, then `ksent domains`). With two corpora or more
+# the student is one network for all of them (`ksent student`, taught by the router), not one per corpus.
 # Stages skip themselves when up to date (see each output folder's *.manifest.json);
 # FORCE=1 re-runs them.
 
@@ -94,8 +95,9 @@ all: setup
 	  echo "== $$corpus / $$tok"; \
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) --defer-shared $(RUN_ARGS); \
 	done; done
-	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble distill BUNDLE_ARGS=--defer-shared,echo "(one tokenizer: no ensemble, no distill)")
-	@# what reads every corpus's bundles, once, after the last one: router, domains, report
+	@# one corpus: its student (distill); several: one student of them all, taught by the router (`ksent domains`)
+	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble $(if $(word 2,$(CORPORA)),,distill) BUNDLE_ARGS=--defer-shared,echo "(one tokenizer: no ensemble, no distill)")
+	@# what reads every corpus's bundles, once, after the last one: router, student, domains, report
 	@$(KSENT) domains $(force_arg)
 	@echo; $(KSENT) summary
 

@@ -10,7 +10,7 @@ is one line in REGISTRY: its name and scope, what one run of it works on:
     corpus        one corpus (download, clean, dedupe, split)
     tokenization  one corpus and tokenization (tokenize ... evaluate)
     bundles       all trained bundles of a corpus (ensemble; distill, which the ensemble teaches)
-    corpora       the bundles of every corpus (router)
+    corpora       the bundles of every corpus (router; student, which the router teaches)
     artifacts     the whole artifacts folder (domains, report)
 
 Among stages free to run, the narrower scope goes first, then the name: a stage of a wider
@@ -50,6 +50,7 @@ REGISTRY = {
     "report": ARTIFACTS,
     "router": CORPORA,
     "split": CORPUS,
+    "student": CORPORA,
     "tokenize": TOKENIZATION,
     "train": TOKENIZATION,
 }
@@ -324,6 +325,12 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
         corpus, kind = manifest.get("corpus"), manifest.get("kind", "model")
         if kind != "model" or not isinstance(corpus, str):
             continue
+        joint = (manifest.get("distillation") or {}).get("corpora")
+        if isinstance(joint, dict):     # the student stage's, of several corpora: stale through the router (below)
+            undeclared = sorted(set(joint) - set(CORPORA))
+            if undeclared:
+                found[name] = f"its corpus {undeclared[0]} is no longer declared"
+            continue
         if corpus not in CORPORA:
             found[name] = f"its corpus {corpus} is no longer declared"
             continue
@@ -344,7 +351,7 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
             why = first_stale([row for key, row in statuses.items() if REGISTRY[key[0]] == TOKENIZATION])
         if why:
             found[name] = why
-    for _ in range(2):                                 # ensembles and students, then routers of them
+    for _ in range(3):              # ensembles and students, then routers of them, then the router's student
         for name, manifest in manifests.items():
             parts = manifest.get("members") or manifest.get("experts") or []
             teacher = (manifest.get("distillation") or {}).get("teacher")

@@ -196,6 +196,25 @@ DISTILL = Params(
     threshold=THRESHOLD,
 )
 
+STUDENT = Params(
+    "student",
+    # the distill stage's choices for one corpus (above), with the router teaching every corpus at once
+    student=replace(DISTILL.params["student"], help="Tokenization of the student (e.g. morpheme-mecab), or auto: "
+                    "the one whose bundles have the best validation accuracy averaged over the corpora."),
+    network=DISTILL.params["network"],
+    units=DISTILL.params["units"],
+    soft_weight=DISTILL.params["soft_weight"],
+    balance=Param(0.5, "How much the corpora are evened out: each corpus's rows weigh in proportion to its row count "
+                  "to the power 1 - balance (0: every row the same, 1: every corpus the same in total).", 0, 1),
+    unlabeled_rows=replace(DISTILL.params["unlabeled_rows"], help="Most unlabeled reviews the teacher labels per "
+                           "corpus: the first ones (0 = all)."),
+    epochs=DISTILL.params["epochs"],
+    patience=DISTILL.params["patience"],
+    lr_decay=DISTILL.params["lr_decay"],
+    seed=DISTILL.params["seed"],
+    threshold=THRESHOLD,
+)
+
 # how a bundle's network may run (pipeline.predict.classifier.load), the first the default; where `ksent serve`
 # listens unless told otherwise (--host, --port)
 RUNTIMES = ("auto", "onnx", "onnx-int8", "keras")

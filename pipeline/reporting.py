@@ -45,6 +45,30 @@ def _bundle_metrics(artifacts_dir: Path) -> list[tuple[str, dict | None]]:
     return found
 
 
+def _per_corpus(artifacts_dir: Path, found: list[tuple[str, dict | None]]) -> list[tuple[str, str, dict | None]]:
+    """(folder, row name, metrics) for each evaluated bundle; a bundle of several corpora (the student stage's)
+    one row per corpus - its test figures there, and its validation accuracy there from domains.json."""
+    try:
+        cells = read_json(artifacts_dir / layout.DOMAINS_FILE)["bundles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        cells = {}
+    rows = []
+    for folder, m in found:
+        per_corpus = m.get("per_corpus") if isinstance(m, dict) else None
+        if not isinstance(per_corpus, dict):
+            rows.append((folder, folder, m))
+            continue
+        for corpus, figures in sorted(per_corpus.items()):
+            try:
+                val = cells[folder]["cells"][corpus]["val"]["accuracy"]
+            except (KeyError, TypeError):
+                val = None
+            rows.append((folder, f"{folder} on {corpus}",
+                         {**m, **figures, "corpus": corpus, "val_accuracy": val,
+                          "tokenizer": f"{m.get('tokenizer')} ({' + '.join(sorted(per_corpus))})"}))
+    return rows
+
+
 def _training_seconds(bundle: Path):
     """How long the bundle took to train (its bundle.json; metrics.json holds no durations, so that the same
     bundle and split give it byte for byte)."""
@@ -61,7 +85,7 @@ def report_text(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[st
     artifacts_dir = Path(artifacts_dir)
     stale = stale or {}
     rows, unreadable = [], []
-    for folder, m in _bundle_metrics(artifacts_dir):
+    for folder, _, m in _per_corpus(artifacts_dir, _bundle_metrics(artifacts_dir)):
         try:
             rows.append((m["corpus"], -(m.get("accuracy") or 0.0), m["tokenizer"], folder, m))
         except (KeyError, TypeError):
@@ -110,8 +134,8 @@ def summary_lines(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, stale: dict[
     artifacts_dir = Path(artifacts_dir)
     stale = stale or {}
     rows = []
-    for folder, m in _bundle_metrics(artifacts_dir):
-        name = f"{folder} (stale)" if folder in stale else folder
+    for folder, name, m in _per_corpus(artifacts_dir, _bundle_metrics(artifacts_dir)):
+        name = f"{name} (stale)" if folder in stale else name
         try:
             rows.append((name, _fmt(m.get("accuracy")), _fmt(m.get("balanced_accuracy")),
                          _fmt(m.get("val_accuracy", m.get("best_val_accuracy"))),

@@ -18,15 +18,16 @@ from pipeline.text.segment import Segmenter
 from tests.helpers import SMALL_MODEL
 
 PIPELINE = ["download", "clean", "dedupe", "split", "tokenize", "pretrain", "pad", "train", "evaluate", "ensemble",
-            "distill", "router", "domains", "report"]
+            "distill", "router", "student", "domains", "report"]
 
 
 def test_the_order_comes_from_the_declared_inputs(tmp_path, tiny_corpus):
     assert list(graph.REGISTRY) == sorted(graph.REGISTRY)      # registered by name: no order written down
     target = Target("tiny", Segmenter("word"), data_dir=tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
     plans, problems = graph.plan(target, graph.names())
-    assert list(problems) == ["ensemble", "router"] and "at least 2 trained bundles" in str(problems["ensemble"])
-    assert "bundles of at least 2 corpora" in str(problems["router"])
+    assert list(problems) == ["ensemble", "router", "student"]
+    assert "at least 2 trained bundles" in str(problems["ensemble"])
+    assert all("bundles of at least 2 corpora" in str(problems[name]) for name in ("router", "student"))
     assert graph.order({**plans, **dict.fromkeys(problems)}) == PIPELINE
     assert graph.upstream(plans["pretrain"]) == {"tokenize", "split", "clean"}
     assert graph.upstream(plans["evaluate"]) == {"train", "pad"}
@@ -56,7 +57,7 @@ def test_status_reports_every_stage_and_what_a_change_re_runs(tmp_path, tiny_cor
     dirs = ["--data-dir", str(data), "--artifacts-dir", str(artifacts)]
     before = _status(*dirs)
     assert {name: row["state"] for name, row in before.items()} == {
-        **dict.fromkeys(PIPELINE, "missing"), "ensemble": "blocked", "router": "blocked"}
+        **dict.fromkeys(PIPELINE, "missing"), "ensemble": "blocked", "router": "blocked", "student": "blocked"}
     assert before["download"]["command"] == "ksent download --corpus tiny"
     assert before["ensemble"]["command"] == "ksent ensemble --corpus tiny"
 
@@ -141,7 +142,7 @@ def test_deferred_shared_stages_run_once_in_ksent_domains(tmp_path, tiny_corpus)
         assert ran[-1] == "evaluate" and not {"domains", "report"} & set(ran), ran
     assert stages_of("ensemble", "--corpus", "tiny", "--defer-shared") == ["ensemble"]
     assert not (tmp_path / "artifacts" / "REPORT.md").exists()
-    assert stages_of("domains") == ["domains", "report"]        # one corpus: no router
+    assert stages_of("domains") == ["domains", "report"]        # one corpus: no router, no student
     report = (tmp_path / "artifacts" / "REPORT.md").read_text(encoding="utf-8")
     assert all(f"| tiny | {tok} |" in report for tok in ("word", "char", "ensemble"))
 

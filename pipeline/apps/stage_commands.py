@@ -31,8 +31,8 @@ from pipeline.errors import PipelineError
 FORCE_HELP = "Re-run even if the outputs are up to date."
 defer_shared_option = click.option(
     "--defer-shared", is_flag=True,
-    help="Leave the stages that read every corpus's bundles (router, domains, report) to a later `ksent domains`: "
-         "`make all` runs them once, after its last bundle.")
+    help="Leave the stages that read every corpus's bundles (router, student, domains, report) to a later "
+         "`ksent domains`: `make all` runs them once, after its last bundle.")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def run_stage_function(stage: str, *args, **kwargs):
 
 
 def after_bundles(data_dir, artifacts_dir, force: bool = False) -> None:
-    """What reads every bundle (pipeline.graph.run_after_bundles: the router, the domains matrix, the report)."""
+    """What reads every bundle (pipeline.graph.run_after_bundles: the router and its student, the domains matrix,
+    the report)."""
     from pipeline.core.stage import Target
 
     graph.run_after_bundles(Target("", data_dir=data_dir, artifacts_dir=artifacts_dir), force=force, echo=echo)
@@ -213,9 +214,14 @@ COMMANDS = {
                        call=_distill),
     "router": Command("One model for every corpus: each corpus's best bundle (by validation accuracy) as its "
                       "expert, and a gate that says which corpus a review is like, in ARTIFACTS_DIR/router/."),
+    "student": Command("Teach one network every corpus: the router labels each corpus's unlabeled reviews, and one "
+                       "student bundle, ARTIFACTS_DIR/student/, trains on them and every corpus's train split "
+                       "(the corpora evened out by --balance), then is scored on each test split. Needs bundles of "
+                       "two corpora and the router."),
     "domains": Command("Score every bundle on every corpus's validation and test splits (REPORT.md's cross-domain "
-                       "matrix, the default model's choice), after the router if two corpora have bundles; then "
-                       "the report.", force_help="Score every cell again, even the unchanged ones.", call=_domains),
+                       "matrix, the default model's choice), after the router and the student if two corpora have "
+                       "bundles; then the report.", force_help="Score every cell again, even the unchanged ones.",
+                       call=_domains),
     "report": Command("Rewrite ARTIFACTS_DIR/REPORT.md from every bundle's metrics.json.", force_help=None,
                       call=_report),
 }

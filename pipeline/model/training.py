@@ -16,9 +16,11 @@ from pipeline.errors import ParameterError, PipelineError
 MODEL_PARAMS = ("embedding_dim", "units", "layers", "bidirectional", "dropout", "cell", "learning_rate")
 
 
-def new_model(preprocessor, arch: dict, seed: int, vectors: Path | None, label: str, metrics: list | None = None):
+def new_model(preprocessor, arch: dict, seed: int, vectors: Path | list[Path] | None, label: str,
+              metrics: list | None = None):
     """The network to fit, seeded (`arch`: the MODEL_PARAMS), its Embedding started from the pretrain stage's
-    `vectors` when given; and how many of its rows those vectors gave."""
+    `vectors` when given (several files: a token's vector from the first that has it); and how many of its rows
+    those vectors gave."""
     from pipeline.model.network import build_model
 
     keras = import_keras()
@@ -135,18 +137,29 @@ def plot_curves(path: Path, history: dict, best_epoch: int, title: str) -> None:
 
 
 
-def pretrained_matrix(path: Path, preprocessor, params: dict, label: str) -> tuple[np.ndarray, int]:
-    """The Embedding matrix from the pretrain stage's vectors, rows in the vocabulary's id order."""
+def pretrained_matrix(paths: Path | list[Path], preprocessor, params: dict, label: str) -> tuple[np.ndarray, int]:
+    """The Embedding matrix from the pretrain stage's vectors, rows in the vocabulary's id order; from several
+    files (each corpus's), a token's vector is the first file's that has it."""
     from pipeline.model.embeddings import embedding_matrix
     from pipeline.text.vocab import OOV_ID
 
-    arrays = read_npz(path, "pretrain", label, ("tokens", "vectors"))
-    dim = arrays["vectors"].shape[1] if arrays["vectors"].ndim == 2 else None
-    if dim != params["embedding_dim"]:
-        raise ParameterError(f"train {label}: the pretrained vectors are {dim}-dimensional, the Embedding "
-                             f"{params['embedding_dim']} - re-run `ksent pretrain ... --dim "
-                             f"{params['embedding_dim']}` or train with --embedding-dim {dim}")
-    return embedding_matrix(preprocessor.vocabulary.tokens, arrays["tokens"].tolist(), arrays["vectors"],
+    tokens, vectors = [], []
+    for path in [paths] if isinstance(paths, Path) else paths:
+        arrays = read_npz(path, "pretrain", label, ("tokens", "vectors"))
+        dim = arrays["vectors"].shape[1] if arrays["vectors"].ndim == 2 else None
+        if dim != params["embedding_dim"]:
+            raise ParameterError(f"train {label}: the pretrained vectors are {dim}-dimensional, the Embedding "
+                                 f"{params['embedding_dim']} - re-run `ksent pretrain ... --dim "
+                                 f"{params['embedding_dim']}` or train with --embedding-dim {dim}")
+        if not tokens:
+            tokens, vectors = arrays["tokens"].tolist(), [arrays["vectors"]]
+            continue
+        known = set(tokens)
+        new = [i for i, tok in enumerate(arrays["tokens"].tolist()) if tok not in known]
+        tokens += [arrays["tokens"][i] for i in new]
+        vectors.append(arrays["vectors"][new])
+    return embedding_matrix(preprocessor.vocabulary.tokens, [str(t) for t in tokens],
+                            np.concatenate(vectors) if vectors else np.zeros((0, params["embedding_dim"])),
                             reserved=OOV_ID + 1, seed=params["seed"])
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline import layout
 from pipeline.core.stage import Input
-from pipeline.corpora import Format, check_utf8_share, get_corpus, pinned_check
+from pipeline.corpora import CORPORA, Format, check_utf8_share, get_corpus, pinned_check
 from pipeline.corpora.readers import read_texts
 
 ENSEMBLE_TOK = "ensemble"       # artifacts/<corpus>-ensemble/
@@ -14,11 +14,25 @@ STUDENT_SUFFIX = "-student"     # artifacts/<corpus>-<tok>-student/: the distill
 
 
 def bundle_producer(directory: Path) -> str:
-    """The stage that wrote a bundle folder's bundle.json: ensemble, router, distill or train (by its manifest)."""
-    for stage in ("ensemble", "router", "distill"):
+    """The stage that wrote a bundle folder's bundle.json: ensemble, router, distill, student or train (by its
+    manifest)."""
+    for stage in ("ensemble", "router", "distill", "student"):
         if (directory / f"{stage}.manifest.json").is_file():
             return stage
     return "train"
+
+
+def router_experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str, Path]:
+    """The router's experts: each declared corpus with a split and trained bundles -> its bundle with the best
+    validation accuracy (a bundle of several corpora, like the student stage's, is no corpus's expert)."""
+    from pipeline.predict.selection import usable_bundles
+
+    best: dict[str, tuple[float, Path]] = {}
+    for corpus, val_accuracy, directory, _ in usable_bundles(artifacts_dir):
+        if corpus in CORPORA and (layout.split_path(data_dir, corpus)).is_file():
+            if corpus not in best or val_accuracy > best[corpus][0]:
+                best[corpus] = (val_accuracy, directory)
+    return {corpus: directory for corpus, (_, directory) in sorted(best.items())}
 
 
 def run_threshold(t) -> dict:

@@ -43,6 +43,7 @@ from pipeline.core.tables import read_table
 from pipeline.corpora import get_corpus
 from pipeline.errors import MissingInputError, ParameterError, PipelineError
 from pipeline.model import padded, training
+from pipeline.model.distillation import fit_student
 from pipeline.stages import (
     ENSEMBLE_TOK,
     STUDENT_SUFFIX,
@@ -164,6 +165,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         from pipeline.model.scoring import choose_threshold, threshold_text
         from pipeline.predict import bundle
         from pipeline.predict.loading import load_bundle
+        from pipeline.predict.predictor import THRESHOLD
         from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
         preprocessor = bundle.load_preprocessor(inputs[layout.TOKENIZER_FILE])
@@ -183,8 +185,10 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         w = np.concatenate([np.ones(len(gold["train"]["x"]), np.float32),
                             np.full(len(soft_x), params["soft_weight"], np.float32)])
         del soft_x
-        model, history, timer, seconds, pretrained_rows = _fit(x, y, w, gold["val"], preprocessor, inputs, params,
-                                                               out, label)
+        model, history, timer, seconds, pretrained_rows = fit_student(
+            x, y, w, gold["val"]["x"], gold["val"]["label"], None, preprocessor,
+            [inputs[layout.VECTORS_FILE]] if layout.VECTORS_FILE in inputs else [], params,
+            out.path("best.weights.h5"), label, threshold=THRESHOLD)
         del x, y, w
         serving = training.save_for_serving(model, out.path("best.weights.h5"), out.path("model.keras"))
         out.path("best.weights.h5").unlink(missing_ok=True)
@@ -298,44 +302,3 @@ def _label(teacher, preprocessor, texts: list[str], label: str,
     if not np.isfinite(p).all():
         raise PipelineError(f"{label}: the teacher gave a probability that is not a number - re-make it")
     return np.concatenate(xs), p
-
-
-def _batches(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch_size: int, rng):
-    from pipeline.text.sequences import length_batches, trim_padding
-
-    for idx in length_batches(x, batch_size, rng):
-        yield (trim_padding(x[idx]), y[idx]) + ((w[idx],) if w is not None else ())
-
-
-def _fit(x, y, w, val: dict, preprocessor, inputs: dict, params: dict, out: Staging, label: str):
-    from pipeline.core.quiet import import_keras
-
-    keras = import_keras()              # first: TensorFlow's start-up log stays off stderr (labelling loads no TF)
-    import tensorflow as tf
-
-    from pipeline.predict.predictor import THRESHOLD
-    from pipeline.text.sequences import length_batch_count
-
-    arch = params["architecture"]
-
-    def accuracy(y_true, y_pred):        # agreement with the rounded target: accuracy on gold labels
-        # one value per review (not a batch mean), so Keras averages over reviews, not over batches of
-        # unequal size; >= THRESHOLD as ksent labels a probability
-        y_true, y_pred = keras.ops.reshape(y_true, (-1,)), keras.ops.reshape(y_pred, (-1,))
-        return keras.ops.cast(keras.ops.equal(y_true >= THRESHOLD, y_pred >= THRESHOLD), "float32")
-
-    model, pretrained_rows = training.new_model(preprocessor, arch, params["seed"], inputs.get(layout.VECTORS_FILE),
-                                                label, metrics=[accuracy])
-    rng = np.random.default_rng(params["seed"])
-    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
-    batch = arch["batch_size"]
-    train_ds = tf.data.Dataset.from_generator(lambda: _batches(x, y, w, batch, rng), output_signature=(
-        *spec, tf.TensorSpec((None,), tf.float32))).apply(
-        tf.data.experimental.assert_cardinality(length_batch_count(len(x), batch))).prefetch(2)
-    val_y = val["label"].astype(np.float32)
-    val_batch = max(batch, 1024)
-    val_ds = tf.data.Dataset.from_generator(lambda: _batches(val["x"], val_y, None, val_batch, None),
-                                            output_signature=spec).apply(
-        tf.data.experimental.assert_cardinality(length_batch_count(len(val_y), val_batch)))
-    history, timer, seconds = training.fit(model, train_ds, val_ds, params, out.path("best.weights.h5"), label)
-    return model, history, timer, seconds, pretrained_rows

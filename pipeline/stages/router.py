@@ -20,29 +20,16 @@ from pipeline import layout
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, library_versions, run_stage
 from pipeline.core.tables import read_split_texts
-from pipeline.corpora import CORPORA
 from pipeline.errors import ParameterError
-from pipeline.stages import bundle_producer
+from pipeline.stages import bundle_producer, router_experts
 
 FOLDER = "router"
 GATE_FILE = "gate.npz"
 SEED = 42
 
 
-def experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str, Path]:
-    """Each declared corpus with a split and trained bundles -> its bundle with the best validation accuracy."""
-    from pipeline.predict.selection import usable_bundles
-
-    best: dict[str, tuple[float, Path]] = {}
-    for corpus, val_accuracy, directory, _ in usable_bundles(artifacts_dir):
-        if corpus in CORPORA and (layout.split_path(data_dir, corpus)).is_file():
-            if corpus not in best or val_accuracy > best[corpus][0]:
-                best[corpus] = (val_accuracy, directory)
-    return {corpus: directory for corpus, (_, directory) in sorted(best.items())}
-
-
 def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR) -> Stage:
-    chosen = experts(artifacts_dir, data_dir)
+    chosen = router_experts(artifacts_dir, data_dir)
     if len(chosen) < 2:
         raise ParameterError(f"router: needs trained bundles of at least 2 corpora, found "
                              f"{', '.join(chosen) or 'none'} (e.g. `make all CORPORA=\"nsmc naver_shopping_sample\"`)")

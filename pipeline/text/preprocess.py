@@ -56,6 +56,31 @@ class Preprocessor:
     def pad(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray:
         return pad_sequences(id_lists, self.maxlen, padding=self.padding, truncating=self.truncating)
 
+    def merged(self, others: Sequence[Preprocessor]) -> Preprocessor:
+        """One preprocessing for the texts of this one and `others` (each corpus's, say): the same normalizer,
+        segmenter and padding - else PipelineError naming what differs -, this vocabulary with the others' tokens
+        appended (`Vocabulary.merged`: this one's ids unchanged) and the longest maxlen."""
+        for other in others:
+            for what, mine, theirs in (("normalizer", self.normalizer.to_dict(), other.normalizer.to_dict()),
+                                       ("segmenter", self.segmenter.to_dict(), other.segmenter.to_dict()),
+                                       ("padding", (self.padding, self.truncating),
+                                        (other.padding, other.truncating))):
+                if mine != theirs:
+                    raise PipelineError(f"the preprocessings differ in their {what}: {mine} against {theirs}")
+        return Preprocessor(self.normalizer, self.segmenter, self.vocabulary.merged(o.vocabulary for o in others),
+                            max([self.maxlen, *(o.maxlen for o in others)]), self.padding, self.truncating)
+
+    def reindex(self, x: np.ndarray, source: Preprocessor) -> np.ndarray:
+        """`source`'s padded ids `x` as this preprocessing's (a `merged` one's): each token's id here, padded to
+        this maxlen. The same as `self.transform` of the texts, except that tokens `source` cut off (beyond its
+        maxlen) stay cut off."""
+        ids = self.vocabulary.id_map(source.vocabulary)[np.asarray(x)]
+        extra = self.maxlen - ids.shape[1]
+        if extra < 0:
+            raise PipelineError(f"cannot reindex rows of {ids.shape[1]} ids to maxlen {self.maxlen}")
+        pad = np.zeros((len(ids), extra), dtype=ids.dtype)
+        return np.hstack([pad, ids] if self.padding == "pre" else [ids, pad])
+
     def to_dict(self) -> dict:
         return {
             "format": FORMAT,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 PAD_ID = 0
 OOV_ID = 1
 _RESERVED = 2
@@ -45,6 +47,25 @@ class Vocabulary:
         ranked = sorted(((tok, n) for tok, n in counted if tok not in self._ids), key=lambda item: (-item[1], item[0]))
         self._set_tokens(self.tokens + [tok for tok, _ in ranked[:max(0, limit)]])
         return self
+
+    def merged(self, others: Iterable[Vocabulary]) -> Vocabulary:
+        """This vocabulary with every token of `others` it lacks appended, in their id order: its own ids stay
+        as they are (a network trained on it keeps its Embedding rows), and each other's tokens are known."""
+        tokens = list(self.tokens)
+        known = set(tokens)
+        for other in others:
+            for tok in other.tokens:
+                if tok not in known:
+                    known.add(tok)
+                    tokens.append(tok)
+        vocab = Vocabulary(max_words=0, min_freq=self.min_freq)
+        vocab._set_tokens(tokens)
+        return vocab
+
+    def id_map(self, other: Vocabulary) -> np.ndarray:
+        """int32 array: `other`'s id -> this vocabulary's id for the same token (padding and OOV kept)."""
+        ids = self._ids
+        return np.array([PAD_ID, OOV_ID, *(ids.get(tok, OOV_ID) for tok in other.tokens)], dtype=np.int32)
 
     def _set_tokens(self, tokens: list[str]) -> None:
         self.tokens = tokens

@@ -18,7 +18,8 @@
     default model and the distilled student; DIR@onnx-int8 runs a bundle with `--runtime
     onnx-int8`), interleaved per file so noise hits them alike,
     median of --repeat-batch runs, with each one's reviews/s as a ratio to the first's; before
-    it, (a)'s cold start for each bundle, interleaved, as a ratio to the first's.
+    it, (a)'s cold start for each bundle, interleaved, as a ratio to the first's. --split-test adds the test
+    texts of a split.parquet (another corpus's reviews, e.g. the shopping sample's) to the files.
     (bench_network.py compares the network graphs alone.)
 Not a pytest test (the name does not start with test_): it needs a trained bundle.
 """
@@ -202,10 +203,23 @@ def compare_cold_start(models: list[tuple[Path, str | None]], repeat: int) -> No
               f"{s / first:5.2f}x {first_label}")
 
 
-def compare(models: list[tuple[Path, str | None]], mirror: Path, sizes: list[int | None], repeat: int) -> None:
+def split_test_file(directory: Path, split: Path) -> tuple[Path, int]:
+    """The raw test texts of a split stage's split.parquet (one a line; line breaks inside a review as spaces)."""
+    import pandas as pd
+
+    rows = pd.read_parquet(split, columns=["raw", "split"])
+    texts = [" ".join(t.split()) for t in rows.loc[rows["split"] == "test", "raw"].fillna("").astype(str)]
+    path = directory / f"{split.parent.name}-test.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path, len(texts)
+
+
+def compare(models: list[tuple[Path, str | None]], mirror: Path, sizes: list[int | None], repeat: int,
+            splits: list[Path] = ()) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for size in sizes:
-            path, n = review_file(Path(tmp), mirror, size)
+        files = [review_file(Path(tmp), mirror, size) for size in sizes]
+        files += [split_test_file(Path(tmp), split) for split in splits]
+        for path, n in files:
             seconds: dict[tuple[Path, str | None], list[float]] = {m: [] for m in models}
             for _ in range(repeat):
                 for model in models:
@@ -213,7 +227,7 @@ def compare(models: list[tuple[Path, str | None]], mirror: Path, sizes: list[int
                         _, took, _, _, _ = run_measured([*predict_args(model), "--file", str(path)], stdout=out)
                     seconds[model].append(took)
             first = n / statistics.median(seconds[models[0]])
-            print(f"  {n:>9,} lines:")
+            print(f"  {n:>9,} lines ({path.stem}):")
             for label, model in zip(labels(models), models, strict=True):
                 rate = n / statistics.median(seconds[model])
                 print(f"    {label:32s} {rate:8,.0f} reviews/s (runs: "
@@ -255,6 +269,9 @@ def main() -> None:
     parser.add_argument("--compare", default="", help="comma-separated bundle folders, each DIR or DIR@RUNTIME "
                                                       "(e.g. DIR@onnx-int8): parts (a) and (d)")
     parser.add_argument("--repeat-batch", type=int, default=3, help="(d): runs of each bundle per file")
+    parser.add_argument("--split-test", type=Path, action="append", default=[], metavar="SPLIT_PARQUET",
+                        help="(d): also the test texts of this split.parquet, e.g. "
+                             "data/interim/naver_shopping_sample/split.parquet (repeatable)")
     args = parser.parse_args()
     from pipeline.predict.selection import default_model_dir
 
@@ -266,7 +283,8 @@ def main() -> None:
             compare_cold_start(models, args.repeat)
         print(f"(d) ksent predict --file, end to end, median of {args.repeat_batch} interleaved runs "
               f"(cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
-        compare(models, args.mirror, [int(s) or None for s in args.sizes.split(",")], args.repeat_batch)
+        compare(models, args.mirror, [int(s) or None for s in args.sizes.split(",")], args.repeat_batch,
+                args.split_test)
         return
     model = (args.model or default_model_dir(REPO / "artifacts")).resolve()
     print(f"bundle: {model}  (cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")

@@ -1,0 +1,163 @@
+"""The student stage: one network for every corpus, taught by the router - its joint preprocessing (vocabularies
+merged, nothing of the largest corpus's lost), the corpora evened out, re-made when an expert changes; and a
+build of one corpus has no such student."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import corpora, graph
+from pipeline.core.files import read_json, sha256_file
+from pipeline.core.stage import Target
+from pipeline.errors import PipelineError
+from pipeline.predict.loading import load_bundle
+from pipeline.predict.selection import default_model_dir
+from pipeline.stages.student import corpus_weights
+from pipeline.text.normalize import Normalizer
+from pipeline.text.preprocess import Preprocessor
+from pipeline.text.segment import Segmenter
+from pipeline.text.vocab import Vocabulary
+from tests.helpers import SMALL, synthetic_reviews
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+QUIET = {"echo": lambda line: None}
+SHOP_SUFFIX = " 배송 빠르고 포장 꼼꼼"
+
+
+def _preprocessor(texts: list[str], maxlen: int, profile: str = "hangul") -> Preprocessor:
+    segmenter = Segmenter("word")
+    normalizer = Normalizer(profile=profile)
+    vocab = Vocabulary().fit(segmenter.segment_in_process([normalizer(t) for t in texts], progress=False))
+    return Preprocessor(normalizer, segmenter, vocab, maxlen)
+
+
+def test_merged_preprocessing_keeps_the_first_ids_and_knows_every_corpus_token():
+    movie = _preprocessor(["정말 재밌어요 최고의 영화", "지루해요 시간 아깝다 영화"], maxlen=4)
+    shop = _preprocessor(["배송 빠르고 포장 꼼꼼 최고의 제품", "포장 엉망 지루해요"], maxlen=6)
+    joint = movie.merged([shop])
+    assert joint.vocabulary.tokens[:len(movie.vocabulary.tokens)] == movie.vocabulary.tokens   # ids unchanged
+    assert set(joint.vocabulary.tokens) == set(movie.vocabulary.tokens) | set(shop.vocabulary.tokens)
+    assert len(joint.vocabulary.tokens) == len(set(joint.vocabulary.tokens))
+    assert joint.maxlen == 6
+    # a corpus's padded rows re-indexed are what the joint preprocessing makes of the same texts
+    for source, texts in ((movie, ["정말 재밌어요", "시간 아깝다 영화"]),
+                          (shop, ["포장 꼼꼼 최고의 제품", "배송 엉망"])):
+        np.testing.assert_array_equal(joint.reindex(source.transform(texts), source), joint.transform(texts))
+    assert joint.transform(["배송 빠르고"]).max() > 1 and movie.transform(["배송 빠르고"]).max() <= 1    # 1 = OOV
+
+    with pytest.raises(PipelineError, match="differ in their normalizer"):
+        movie.merged([_preprocessor(["배송 빠르고"], maxlen=4, profile="hangul-latin")])
+
+
+def test_corpus_weights_even_out_the_corpora_as_balance_says():
+    rows = {"big": 600_000, "small": 40_000}
+    for balance in (0.0, 0.5, 1.0):
+        weight = corpus_weights(rows, balance)
+        total = {c: weight[c] * n for c, n in rows.items()}
+        assert sum(total.values()) == pytest.approx(sum(rows.values()))         # the mean row weighs 1
+        assert total["big"] / total["small"] == pytest.approx((600_000 / 40_000) ** (1 - balance))
+    assert corpus_weights(rows, 0.0) == pytest.approx({"big": 1.0, "small": 1.0})
+
+
+def _write_csv(path: Path, reviews: list[tuple[str, int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "review", "label"])
+        writer.writerows((i, text, label) for i, (text, label) in enumerate(reviews))
+
+
+DECLARATION = '''description = "{name}"
+text = "review"
+id = "id"
+
+[format]
+type = "csv"
+
+[label]
+column = "label"
+positive = [1]
+negative = [0]
+
+[split]
+test_ratio = 0.2
+val_ratio = 0.15
+
+[[files]]
+path = "{path}"
+'''
+
+
+@pytest.fixture
+def two_declared(tmp_path, monkeypatch):
+    """Corpora "movie" (with unlabeled reviews) and "shop" (without), declared in tmp_path/decl."""
+    files, decl = tmp_path / "files", tmp_path / "decl"
+    _write_csv(files / "movie.csv", synthetic_reviews(300, seed=1))
+    _write_csv(files / "shop.csv", [(text + SHOP_SUFFIX, label) for text, label in synthetic_reviews(200, seed=3)])
+    (files / "unlabeled.txt").write_text("\n".join(t for t, _ in synthetic_reviews(400, seed=5)) + "\n",
+                                         encoding="utf-8")
+    decl.mkdir()
+    (decl / "movie.toml").write_text(DECLARATION.format(name="movie", path=(files / "movie.csv").as_posix())
+                                     + f'\n[unlabeled]\npath = "{(files / "unlabeled.txt").as_posix()}"\n'
+                                     'format = { type = "lines" }\n',
+                                     encoding="utf-8")
+    (decl / "shop.toml").write_text(DECLARATION.format(name="shop", path=(files / "shop.csv").as_posix()),
+                                    encoding="utf-8")
+    monkeypatch.setenv("KSENT_CORPORA", str(decl))
+    corpora.reload()
+    yield tmp_path
+    corpora.reload()
+
+
+def _run(root: Path, corpus: str, **train) -> list[str]:
+    """`ksent run` of the corpus's word tokenization: the stages that ran (each result's line starts with its name)."""
+    results = graph.run(Target(corpus, Segmenter("word"), data_dir=root / "data", artifacts_dir=root / "artifacts",
+                               train_params={**SMALL, **train}), **QUIET)
+    return [r.summary.split(" ")[0].rstrip(":") for r in results if not r.skipped]
+
+
+def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_makes_it(two_declared):
+    root = two_declared
+    artifacts = root / "artifacts"
+    stages = _run(root, "movie")
+    assert "student" not in stages and not (artifacts / "student").exists()       # one corpus: no joint student
+    stages = _run(root, "shop")
+    assert stages[-4:] == ["router", "student", "domains", "report"]
+
+    student = read_json(artifacts / "student" / "bundle.json")
+    taught = student["distillation"]
+    assert student["corpus"] == "movie+shop" and taught["teacher"] == "router"
+    assert taught["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
+    rows = {c: taught["corpora"][c]["gold_rows"] + taught["corpora"][c]["teacher_labelled_rows"]
+            for c in ("movie", "shop")}
+    assert taught["corpora"]["movie"]["teacher_labelled_rows"] > 300                # the unlabeled reviews
+    assert taught["corpora"]["shop"]["teacher_labelled_rows"] == 0                  # declares none
+    assert {c: taught["corpora"][c]["row_weight"] for c in rows} == pytest.approx(
+        corpus_weights(rows, 0.5), abs=1e-6)
+
+    # one preprocessing knows both corpora's words; the student is a bundle like any other, scored on each corpus
+    bundle = load_bundle(artifacts / "student")
+    tokens = set(bundle.preprocessor.vocabulary.tokens)
+    assert {"배송", "꼼꼼"} <= tokens and tokens >= set(load_bundle(artifacts / "movie-word").preprocessor
+                                                         .vocabulary.tokens)
+    assert bundle.predict(["배송 빠르고 포장 꼼꼼 좋아요"])[0]["sentiment"] in ("positive", "negative")
+    cells = read_json(artifacts / "domains.json")["bundles"]["student"]["cells"]
+    assert set(cells) == {"movie", "shop"}
+    metrics = read_json(artifacts / "student" / "metrics.json")
+    for corpus in ("movie", "shop"):
+        assert metrics["per_corpus"][corpus]["accuracy"] == pytest.approx(cells[corpus]["test"]["accuracy"],
+                                                                          abs=1e-6)    # no train/serve skew
+    default_model_dir(artifacts)                                  # chosen among them all without an error
+    assert "student" not in graph.stale_models(root / "data", artifacts)
+
+    # an expert retrained: the router is made again, and so the student, from the new teacher
+    made = sha256_file(artifacts / "student" / "bundle.json")
+    stages = _run(root, "shop", seed=7)
+    assert stages[-4:] == ["router", "student", "domains", "report"]
+    student = read_json(artifacts / "student" / "bundle.json")
+    assert sha256_file(artifacts / "student" / "bundle.json") != made
+    assert student["distillation"]["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
+    assert "student" not in graph.stale_models(root / "data", artifacts)
