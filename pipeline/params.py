@@ -204,6 +204,9 @@ STUDENT = Params(
     network=DISTILL.params["network"],
     units=DISTILL.params["units"],
     soft_weight=DISTILL.params["soft_weight"],
+    start=Param("vectors", "Where the network starts: from the pretrained vectors, as the members did, or from the "
+                "largest corpus's trained member of the student's tokenization (its weights; the other corpora's "
+                "tokens from their vectors).", choices=("vectors", "member")),
     balance=Param(0.5, "How much the corpora are evened out: each corpus's rows weigh in proportion to its row count "
                   "to the power 1 - balance (0: every row the same, 1: every corpus the same in total).", 0, 1),
     unlabeled_rows=replace(DISTILL.params["unlabeled_rows"], help="Most unlabeled reviews the teacher labels per "

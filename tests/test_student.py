@@ -161,3 +161,47 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     assert sha256_file(artifacts / "student" / "bundle.json") != made
     assert student["distillation"]["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
     assert "student" not in graph.stale_models(root / "data", artifacts)
+
+
+def test_a_network_starts_from_a_trained_one_with_its_rows_where_the_vocabulary_moved_them(tmp_path):
+    from pipeline.model.network import build_model
+    from pipeline.model.training import start_from
+
+    arch = {"embedding_dim": 4, "units": 3, "layers": 1, "bidirectional": True, "dropout": 0.1, "cell": "lstm",
+            "learning_rate": 0.01}
+    parent = build_model(6, None, **arch)
+    parent.save(tmp_path / "model.keras")
+    child = build_model(9, None, **arch)
+    before = child.get_layer("embedding").get_weights()[0].copy()
+    rows = np.array([0, 1, 2, 5, -1, 3])              # parent id -> child id (4: a token the child lacks)
+    assert start_from(child, tmp_path / "model.keras", rows, "test") == 5
+    mine, theirs = child.get_layer("embedding").get_weights()[0], parent.get_layer("embedding").get_weights()[0]
+    for old, new in enumerate(rows):
+        if new >= 0:
+            np.testing.assert_array_equal(mine[new], theirs[old])
+    np.testing.assert_array_equal(mine[[4, 6, 7, 8]], before[[4, 6, 7, 8]])       # rows no parent id maps to
+    for name in ("bilstm_1", "positive"):
+        for a, b in zip(child.get_layer(name).get_weights(), parent.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(PipelineError, match="not the same network"):
+        start_from(build_model(9, None, **{**arch, "units": 5}), tmp_path / "model.keras", rows, "test")
+
+
+def test_the_validation_accuracy_weighs_each_corpus_as_its_rows_weights_say(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.model.distillation import fit_student
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(2, 20, size=(200, 6)).astype(np.int32)
+    y = rng.integers(0, 2, size=200).astype(np.float32)
+    val_x = rng.integers(2, 20, size=(60, 6)).astype(np.int32)
+    val_y = np.r_[np.ones(50), np.zeros(10)].astype(np.float32)      # a large corpus of positives, a small one
+    val_w = np.r_[np.full(50, 60 / (2 * 50)), np.full(10, 60 / (2 * 10))].astype(np.float32)
+    arch = {"embedding_dim": 4, "units": 3, "layers": 1, "bidirectional": False, "dropout": 0.0, "cell": "lstm",
+            "learning_rate": 0.01, "batch_size": 32, "embeddings": "random"}
+    params = {"architecture": arch, "seed": 1, "epochs": 1, "patience": 1, "lr_decay": 1.0}
+    model, history, *_ = fit_student(x, y, np.ones(200, np.float32), val_x, val_y, val_w,
+                                     SimpleNamespace(vocab_size=20), [], params, tmp_path / "best.weights.h5", "test")
+    right = (model.predict(val_x, verbose=0).reshape(-1) >= 0.5) == (val_y >= 0.5)
+    assert history["val_accuracy"][0] == pytest.approx((right[:50].mean() + right[50:].mean()) / 2, abs=1e-6)

@@ -21,12 +21,14 @@ def _batches(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch_size: int
 
 
 def fit_student(x, y, w, val_x, val_y, val_w, preprocessor, vectors: list[Path], params: dict, checkpoint: Path,
-                label: str, threshold: float = 0.5):
+                label: str, threshold: float = 0.5, parent: tuple[Path, np.ndarray] | None = None):
     """A new network (`params["architecture"]`: the MODEL_PARAMS and batch_size, seeded by `params["seed"]`) fitted
     on ids `x`, targets `y` (gold 0/1 or a teacher's probability) and row weights `w`; early stopping and the
     checkpoint on the validation rows' loss, weighted by `val_w` (None: equally). Its Embedding starts from the
-    pretrain stage's `vectors` files (a token's vector from the first file that has it). Returns (model, history,
-    epoch timer, seconds, how many Embedding rows came from vectors)."""
+    pretrain stage's `vectors` files (a token's vector from the first file that has it); with `parent` (a bundle's
+    model.keras and its ids' rows here: pipeline.model.training.start_from), every weight starts from that trained
+    network instead, where it has one. Returns (model, history, epoch timer, seconds, how many Embedding rows came
+    from vectors or the parent)."""
     from pipeline.core.quiet import import_keras
     from pipeline.model import training
 
@@ -45,6 +47,11 @@ def fit_student(x, y, w, val_x, val_y, val_w, preprocessor, vectors: list[Path],
 
     model, pretrained_rows = training.new_model(preprocessor, arch, params["seed"], vectors or None, label,
                                                 metrics=[accuracy])
+    if val_w is not None:           # Keras weighs `metrics` by nothing, `weighted_metrics` by the rows' weights
+        model.compile(optimizer=keras.optimizers.Adam(arch["learning_rate"]), loss="binary_crossentropy",
+                      weighted_metrics=[accuracy])
+    if parent is not None:
+        pretrained_rows = training.start_from(model, parent[0], parent[1], label)
     rng = np.random.default_rng(params["seed"])
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
     weight = (tf.TensorSpec((None,), tf.float32),)

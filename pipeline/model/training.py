@@ -33,6 +33,39 @@ def new_model(preprocessor, arch: dict, seed: int, vectors: Path | list[Path] | 
     return model, pretrained_rows
 
 
+def start_from(model, parent: Path, rows: np.ndarray, label: str) -> int:
+    """Start `model` from the network saved at `parent` (a bundle's model.keras, same layers): every layer's weights
+    copied by name, and the Embedding's row rows[i] from the parent's row i (the parent's ids in `model`'s
+    vocabulary, padding and OOV included; -1: no such row). The rows not copied keep their start. Returns how many
+    rows were copied."""
+    keras = import_keras()
+    try:
+        old = keras.models.load_model(parent, compile=False)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{label}: cannot start from {parent} ({exc})") from None
+    rows = np.asarray(rows)
+    copied = 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            weights = old.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise PipelineError(f"{label}: {parent} has no layer {layer.name!r} - not the same network") from None
+        if layer.name == "embedding":
+            matrix = layer.get_weights()[0]
+            keep = np.flatnonzero(rows >= 0)
+            if matrix.shape[1] != weights[0].shape[1] or len(rows) != len(weights[0]):
+                raise PipelineError(f"{label}: {parent}'s Embedding is {weights[0].shape}, the new one "
+                                    f"{matrix.shape} - not the same network")
+            matrix[rows[keep]] = weights[0][keep]
+            weights, copied = [matrix], len(keep)
+        elif [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            raise PipelineError(f"{label}: {parent}'s layer {layer.name!r} has other shapes - not the same network")
+        layer.set_weights(weights)
+    return copied
+
+
 def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
     """`model.fit` as every ksent network is fitted: early stopping on val_loss with the best weights restored
     (and checkpointed to `checkpoint`), the learning-rate decay, epoch times, progress; `params`: epochs,

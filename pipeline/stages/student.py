@@ -110,7 +110,11 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
         train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
     if params["units"]:
         train_params["units"] = params["units"]
+    largest = max(corpora, key=lambda c: (_train_rows(data_dir, c, tok), c))
     inputs = {"router bundle.json": Input(artifacts_dir / ROUTER_FOLDER / layout.BUNDLE_FILE, "router")}
+    if params["start"] == "member":
+        member = layout.bundle_dir(artifacts_dir, largest, tok)
+        inputs[f"{member.name}/model.keras"] = Input(member / "model.keras", "train", label=layout.label(largest, tok))
     declared = {}
     for corpus in corpora:
         src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
@@ -124,13 +128,21 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
             inputs[f"{corpus}/unlabeled"] = unlabeled
             declared[corpus] = get_corpus(corpus).declared("distill")     # how the registered file is read
     return Stage("student", "", artifacts_dir / FOLDER, inputs=inputs,
-                 params={**params, "student": tok, "corpora": corpora,
+                 params={**params, "student": tok, "corpora": corpora, "largest": largest,
                          **({DECLARATION: declared} if declared else {}),
                          "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
                                                                                                "embeddings")}},
                  outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv",
                           "curves.png", layout.METRICS_FILE, "predictions.csv", "confusion.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
+
+
+def _train_rows(data_dir: Path | str, corpus: str, tok: str) -> int:
+    """The corpus's train rows, as the pad stage counted them (0 if unknown)."""
+    try:
+        return int(read_json(layout.processed_dir(data_dir, corpus, tok) / "vocab_report.json")["train_rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def plan_for(t: Target) -> Stage:
@@ -174,7 +186,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         own = {c: bundle.load_preprocessor(inputs[f"{layout.label(c, tok)}/{layout.TOKENIZER_FILE}"]) for c in corpora}
         gold = {c: {split: padded.read(inputs[f"{layout.label(c, tok)}/{split}.parquet"], layout.label(c, tok),
                                        ("id", "label", "text", "x")) for split in layout.SPLITS} for c in corpora}
-        by_size = sorted(corpora, key=lambda c: (-len(gold[c]["train"]["x"]), c))     # the largest corpus first
+        by_size = [params["largest"], *(c for c in corpora if c != params["largest"])]    # the largest corpus first
         try:
             joint = own[by_size[0]].merged([own[c] for c in by_size[1:]])
         except PipelineError as exc:
@@ -205,9 +217,11 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                                         np.float32) for c in corpora])
         vectors = [inputs[f"{layout.label(c, tok)}/{layout.VECTORS_FILE}"] for c in by_size
                    if f"{layout.label(c, tok)}/{layout.VECTORS_FILE}" in inputs]
+        member = next((path for name, path in inputs.items() if name.endswith("/model.keras")), None)
+        parent = (member, _parent_rows(joint, own[by_size[0]])) if member else None
         model, history, timer, seconds, pretrained_rows = fit_student(
             x, y, w, val_x, val_y, val_w, joint, vectors, params, out.path("best.weights.h5"), "student",
-            threshold=THRESHOLD)
+            threshold=THRESHOLD, parent=parent)
         del x, y, w
         serving = training.save_for_serving(model, out.path("best.weights.h5"), out.path("model.keras"))
         out.path("best.weights.h5").unlink(missing_ok=True)
@@ -278,6 +292,15 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                                                  "train_seconds": round(seconds, 1)})
 
     return run_stage(stage, run, force=force, echo=echo)
+
+
+def _parent_rows(joint, parent) -> np.ndarray:
+    """Each of the parent preprocessing's ids as `joint`'s id (-1 for a token it lacks), padding and OOV kept."""
+    from pipeline.text.vocab import OOV_ID
+
+    rows = joint.vocabulary.id_map(parent.vocabulary)
+    rows[OOV_ID + 1:][rows[OOV_ID + 1:] == OOV_ID] = -1
+    return rows
 
 
 def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) -> tuple[dict, dict]:
