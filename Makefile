@@ -88,8 +88,13 @@ ARTIFACT_STAGES := $(call stages_of,artifacts)
 .PHONY: all test lint setup lock check-java stages status bench clean distclean \
 	$(CORPUS_STAGES) $(TOKENIZATION_STAGES) $(BUNDLE_STAGES) $(CORPORA_STAGES) $(ARTIFACT_STAGES)
 
+# every stage `make all` runs prints where the whole build is: stage n of N, time since it began, what is left by
+# the times the stages took last time (`ksent plan` lists them first; pipeline/core/build_progress.py)
+all: export KSENT_BUILD_PROGRESS = $(abspath $(DATA_DIR))/.make-all-progress.json
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
+	@$(KSENT) plan $(addprefix --corpus ,$(CORPORA)) $(addprefix --tokenizer ,$(TOKENIZERS)) $(force_arg) \
+	  --progress-file $$KSENT_BUILD_PROGRESS
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \

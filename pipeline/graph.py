@@ -371,3 +371,34 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
             if reasons:
                 found[name] = "; ".join(reasons)
     return found
+
+
+def build_plan(corpora: list[str], segmenters: list, template: Target, force: bool = False
+               ) -> dict[str, float | None]:
+    """What `make all` over `corpora` and `segmenters` will run, in order: each stage not up to date (`force`:
+    every stage; "train nsmc/word"), with the duration its manifest recorded the last time it ran (None if it
+    never did). Per-corpus students only for one corpus, the router's student only for several (as `make all`
+    makes them)."""
+    from pipeline.core.files import read_json
+
+    several = len(corpora) > 1
+    left_out = {"distill"} if several else {"router", "student"}
+    planned: dict[str, float | None] = {}
+    for corpus in corpora:
+        for segmenter in segmenters:
+            target = dataclasses.replace(template, corpus=corpus, segmenter=segmenter)
+            plans, _ = plan(target, names())
+            for row in status(target):
+                if row.tok is not None or (row.state == "up to date" and not force) or row.stage in left_out:
+                    continue
+                if REGISTRY[row.stage] == BUNDLES and len(segmenters) < 2:
+                    continue                    # one tokenization: no ensemble, no student of one
+                what = f"{row.stage} {label(row.stage, target)}".rstrip()
+                try:
+                    recorded = read_json(plans[row.stage].manifest_path).get("duration_s")
+                except (KeyError, OSError, ValueError, AttributeError):
+                    recorded = None
+                planned.setdefault(what, recorded if isinstance(recorded, (int, float)) else None)
+    shared = [what for what in planned if what.split(" ")[0] in names(CORPORA, ARTIFACTS)]
+    return {what: seconds for what, seconds in planned.items() if what not in shared} | \
+        {what: planned[what] for what in shared}        # router, student, domains, report: once, at the end

@@ -166,3 +166,28 @@ def test_run_until_a_stage_runs_only_it_and_what_it_reads(tmp_path, tiny_corpus)
     unknown = runner.invoke(cli, ["run", "--corpus", "tiny", "--tokenizer", "word", "--until", "ensemble", *dirs])
     assert unknown.exit_code != 0 and "--until: ensemble is not one of its stages" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_a_build_says_where_it_is_as_a_whole(tmp_path, tiny_corpus, monkeypatch):
+    """`make all`: `ksent plan` counts what the build will run, and each stage run says n of N, with an estimate of
+    what is left once the stages have run before."""
+    run, _ = _ksent_in(tmp_path)
+    progress = tmp_path / "progress.json"
+    build = ["--corpus", "tiny", "--tokenizer", "word"]
+    planned = run("plan", *build, "--progress-file", str(progress)).splitlines()
+    assert planned[0] == "plan: 11 stages to run"               # one tokenization, one corpus: no ensemble, router
+    assert [line.strip() for line in planned[1:]] == [f"{stage} tiny" + ("/word" if stage in PIPELINE[4:9] else "")
+                                                      for stage in PIPELINE[:9]] + ["domains", "report"]
+    monkeypatch.setenv("KSENT_BUILD_PROGRESS", str(progress))
+    lines = [line for line in run("run", *build, "--mirror", str(tiny_corpus), *SMALL_MODEL).splitlines()
+             if line.startswith("[")]
+    assert [line.split(" (")[0] for line in lines] == [f"[{n}/11] {what.strip()}" for n, what in
+                                                       enumerate(planned[1:], 1)]
+    assert "since make all began)" in lines[0] and "left" not in lines[0]          # nothing ran before
+
+    again = run("plan", *build, "--force", "--progress-file", str(progress)).splitlines()
+    assert again[0].startswith("plan: 11 stages to run; 11 ran before, in ")
+    lines = [line for line in run("run", *build, "--force", "--mirror", str(tiny_corpus), *SMALL_MODEL).splitlines()
+             if line.startswith("[")]
+    assert lines[0].startswith("[1/11] download tiny") and "left by the recorded times of 11 of 11 stages" in lines[0]
+    assert lines[-1].startswith("[11/11] report") and "of 1 of 1 stages" in lines[-1]

@@ -158,6 +158,39 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
         click.echo(row.line(width))
 
 
+@cli.command(name="plan")
+@click.option("--corpus", "corpora", multiple=True, required=True, help="A corpus of the build (repeatable).")
+@click.option("--tokenizer", "tokenizers", multiple=True, default=("word", "char", "morpheme"), show_default=True,
+              metavar="KIND[:BACKEND]", help="A tokenization of the build, e.g. morpheme:kiwi (repeatable).")
+@data_dir_option
+@artifacts_option
+@click.option("--progress-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the plan there: every stage of a build given this file in $KSENT_BUILD_PROGRESS "
+                   "then prints where the whole build is (stage n of N, elapsed, an estimate of what is left).")
+@click.option("--force", is_flag=True, help="Every stage, as `make all FORCE=1` re-runs them all.")
+def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, force):
+    """The stages `make all` would run for these corpora and tokenizations (those not up to date), each with the
+    time it took the last time it ran."""
+    from pipeline import params as defaults
+    from pipeline.core import build_progress
+    from pipeline.core.stage import Target
+    from pipeline.corpora import get_corpus
+
+    for name in corpora:
+        get_corpus(name)
+    segmenters = [segmenter_from(*(tok.split(":", 1) if ":" in tok else (tok, defaults.TOKENIZE["backend"])), False)
+                  for tok in tokenizers]
+    planned = graph.build_plan(list(corpora), segmenters, Target("", data_dir=data_dir, artifacts_dir=artifacts_dir),
+                               force=force)
+    if progress_file:
+        build_progress.write_plan(progress_file, planned)
+    known = [s for s in planned.values() if s is not None]
+    click.echo(f"plan: {len(planned)} stages to run" + (f"; {len(known)} ran before, in {sum(known) / 60:.1f} min"
+                                                        if known else ""))
+    for what, seconds in planned.items():
+        click.echo(f"  {what}" + (f" ({seconds:.0f} s last time)" if seconds is not None else ""))
+
+
 @cli.command()
 @data_dir_option
 @artifacts_option

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import build_progress
 from pipeline.core.commit import commit, journal_path, remove
 from pipeline.core.files import UMASK, read_json, sha256_file, write_json
 from pipeline.core.locks import echo_stderr, folder_lock
@@ -284,6 +285,9 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
         except OSError as exc:
             raise write_error(exc, what) from None
         try:
+            whole = build_progress.stage_started(what)     # within `make all`: where the whole build is
+            if whole:
+                echo(whole)
             started = time.perf_counter()
             result = run(Staging(staging))
             duration = time.perf_counter() - started
@@ -312,6 +316,7 @@ def run_stage(stage: Stage, run: Callable[[Staging], StageResult], *, force: boo
         finally:
             if staging.exists() or staging.is_symlink():
                 remove(staging)
+    build_progress.stage_done(what, duration)
     echo(f"{result.summary} [{duration:.1f}s]")
     return result
 
