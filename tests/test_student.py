@@ -21,6 +21,7 @@ from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
 from pipeline.text.vocab import Vocabulary
 from tests.helpers import SMALL, synthetic_reviews
+from tests.own_export import DECLARATION
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 QUIET = {"echo": lambda line: None}
@@ -66,29 +67,8 @@ def _write_csv(path: Path, reviews: list[tuple[str, int]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "review", "label"])
+        writer.writerow(["review_id", "review", "label"])
         writer.writerows((i, text, label) for i, (text, label) in enumerate(reviews))
-
-
-DECLARATION = '''description = "{name}"
-text = "review"
-id = "id"
-
-[format]
-type = "csv"
-
-[label]
-column = "label"
-positive = [1]
-negative = [0]
-
-[split]
-test_ratio = 0.2
-val_ratio = 0.15
-
-[[files]]
-path = "{path}"
-'''
 
 
 @pytest.fixture
@@ -100,11 +80,11 @@ def two_declared(tmp_path, monkeypatch):
     (files / "unlabeled.txt").write_text("\n".join(t for t, _ in synthetic_reviews(400, seed=5)) + "\n",
                                          encoding="utf-8")
     decl.mkdir()
-    (decl / "movie.toml").write_text(DECLARATION.format(name="movie", path=(files / "movie.csv").as_posix())
+    (decl / "movie.toml").write_text(DECLARATION.format(path=(files / "movie.csv").as_posix())
                                      + f'\n[unlabeled]\npath = "{(files / "unlabeled.txt").as_posix()}"\n'
                                      'format = { type = "lines" }\n',
                                      encoding="utf-8")
-    (decl / "shop.toml").write_text(DECLARATION.format(name="shop", path=(files / "shop.csv").as_posix()),
+    (decl / "shop.toml").write_text(DECLARATION.format(path=(files / "shop.csv").as_posix()),
                                     encoding="utf-8")
     monkeypatch.setenv("KSENT_CORPORA", str(decl))
     corpora.reload()

@@ -35,6 +35,34 @@ def router_experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str,
     return {corpus: directory for corpus, (_, directory) in sorted(best.items())}
 
 
+def write_student(out, *, corpus: str, tok: str, preprocessor, model, fitted: tuple, params: dict, seconds: float,
+                  onnx: dict, threshold: dict, distillation: dict) -> dict:
+    """A student's bundle.json (which names its teacher under "distillation"), history.csv and curves.png in staging
+    folder `out`, as the distill and student stages write them; `fitted`: fit_student's history and epoch timer.
+    Returns bundle.json's "training" entry (the epoch kept: the lowest val_loss)."""
+    import numpy as np
+
+    from pipeline.core.files import write_json
+    from pipeline.model import training
+    from pipeline.predict import bundle
+
+    history, timer = fitted
+    val_loss = np.asarray(history["val_loss"], dtype=float)
+    best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
+    arch = params["architecture"]
+    trained = {"params": {**arch, "epochs": params["epochs"], "seed": params["seed"]},
+               "epochs_run": len(history["loss"]), "best_epoch": best + 1,
+               "best_val_loss": round(float(history["val_loss"][best]), 6),
+               "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
+               "train_seconds": round(seconds, 1)}
+    manifest = bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor,
+                                     params=model.count_params(), onnx=onnx, threshold=threshold, training=trained)
+    write_json(out.path(layout.BUNDLE_FILE), {**manifest, "distillation": distillation})
+    training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
+    training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok} student")
+    return trained
+
+
 def run_threshold(t) -> dict:
     """The threshold rule a `ksent run --threshold` gave its target (pipeline.core.stage.Target), for the ensemble and
     the student it makes too: every model of one run decides by the same rule. {} when not given."""
@@ -97,6 +125,16 @@ class UnlabeledFilter:
             self.heldout_text += 1
             return False
         return True
+
+    def first(self, lines, normalizer, limit: int) -> list[str]:
+        """The lines to learn from, in order: the first `limit` (0: all) that `keep` keeps, cleaned by `normalizer`."""
+        kept = []
+        for line in lines:
+            if limit and len(kept) >= limit:
+                break
+            if self.keep(normalizer(line)):
+                kept.append(line)
+        return kept
 
     def counts(self, lines: int, problems: Counter, used: int) -> dict:
         """The stage's counts: lines read (rows not UTF-8 or without text included), what was dropped, used."""

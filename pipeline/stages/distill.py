@@ -51,6 +51,7 @@ from pipeline.stages import (
     read_unlabeled,
     registered_unlabeled,
     run_threshold,
+    write_student,
 )
 from pipeline.text.segment import Segmenter
 
@@ -198,24 +199,14 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
                                                                        gold["val"]["x"]), params["threshold"])
         shutil.copyfile(inputs[layout.TOKENIZER_FILE], out.path(layout.TOKENIZER_FILE))
 
-        val_loss = np.asarray(history["val_loss"], dtype=float)
-        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
-        arch = params["architecture"]
         distillation = {"teacher": stage.inputs["teacher bundle.json"].path.parent.name,
                         "teacher_bundle_sha256": sha256_file(inputs["teacher bundle.json"]),
                         "soft_weight": params["soft_weight"], "teacher_labelled_rows": int(len(soft_p)),
                         "gold_rows": int(len(gold["train"]["x"])), **counts}
-        trained = {"params": {**arch, "epochs": params["epochs"], "seed": params["seed"]},
-                   "epochs_run": len(history["loss"]), "best_epoch": best + 1,
-                   "best_val_loss": round(float(history["val_loss"][best]), 6),
-                   "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
-                   "train_seconds": round(seconds + label_seconds, 1)}
-        manifest = bundle.write_manifest(out.dir, corpus=corpus, tok=tok, preprocessor=preprocessor,
-                                         params=model.count_params(), onnx=onnx_entry, threshold=threshold,
-                                         training=trained)
-        write_json(out.path(layout.BUNDLE_FILE), {**manifest, "distillation": distillation})
-        training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
-        training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok} student")
+        trained = write_student(out, corpus=corpus, tok=tok, preprocessor=preprocessor, model=model,
+                                fitted=(history, timer), params=params, seconds=seconds + label_seconds,
+                                onnx=onnx_entry, threshold=threshold, distillation=distillation)
+        best = trained["best_epoch"] - 1
 
         from pipeline.model.scoring import plot_confusion, split_metrics, summary, write_predictions
 
@@ -259,12 +250,7 @@ def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -
     normalizer = Preprocessor.load(inputs[layout.TOKENIZER_FILE]).normalizer
     usable = UnlabeledFilter(read_table(inputs[layout.SPLIT_FILE], "split", corpus, columns=["text", "split"]))
     lines, problems = read_unlabeled(inputs["unlabeled"], corpus, registered)
-    kept = []
-    for line in lines:
-        if limit and len(kept) >= limit:
-            break
-        if usable.keep(normalizer(line)):
-            kept.append(line)
+    kept = usable.first(lines, normalizer, limit)
     return kept, usable.counts(len(lines), problems, len(kept))
 
 

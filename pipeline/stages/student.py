@@ -46,6 +46,7 @@ from pipeline.stages import (
     router_experts,
     run_threshold,
     trained_bundles,
+    write_student,
 )
 from pipeline.text.segment import Segmenter
 
@@ -231,26 +232,16 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         threshold = choose_threshold(val_y, predict_ids(network, val_x), params["threshold"])
         out.path(layout.TOKENIZER_FILE).write_text(joint.to_json(), encoding="utf-8")
 
-        val_loss = np.asarray(history["val_loss"], dtype=float)
-        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
-        arch = params["architecture"]
         name = "+".join(corpora)
         distillation = {"teacher": ROUTER_FOLDER, "teacher_bundle_sha256": sha256_file(inputs["router bundle.json"]),
                         "soft_weight": params["soft_weight"], "balance": params["balance"],
                         "corpora": {c: {"gold_rows": int(len(gold[c]["train"]["x"])),
                                         "teacher_labelled_rows": int(len(soft[c][1])),
                                         "row_weight": round(weight[c], 6), **counts[c]} for c in corpora}}
-        trained = {"params": {**arch, "epochs": params["epochs"], "seed": params["seed"]},
-                   "epochs_run": len(history["loss"]), "best_epoch": best + 1,
-                   "best_val_loss": round(float(history["val_loss"][best]), 6),
-                   "best_val_accuracy": round(float(history["val_accuracy"][best]), 6),
-                   "train_seconds": round(seconds + label_seconds, 1)}
-        manifest = bundle.write_manifest(out.dir, corpus=name, tok=tok, preprocessor=joint,
-                                         params=model.count_params(), onnx=onnx_entry, threshold=threshold,
-                                         training=trained)
-        write_json(out.path(layout.BUNDLE_FILE), {**manifest, "distillation": distillation})
-        training.write_history(out.path("history.csv"), history, timer.seconds, arch["learning_rate"])
-        training.plot_curves(out.path("curves.png"), history, best + 1, f"{name} / {tok} student")
+        trained = write_student(out, corpus=name, tok=tok, preprocessor=joint, model=model, fitted=(history, timer),
+                                params=params, seconds=seconds + label_seconds, onnx=onnx_entry, threshold=threshold,
+                                distillation=distillation)
+        best = trained["best_epoch"] - 1
 
         per_corpus = {}
         for c in corpora:
@@ -317,13 +308,8 @@ def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) 
             texts[corpus], counts[corpus] = [], {"unlabeled_used": 0}
             continue
         lines, problems = read_unlabeled(inputs[f"{corpus}/unlabeled"], corpus, registered=True)
-        kept = []
-        for line in lines:
-            if limit and len(kept) >= limit:
-                break
-            if usable.keep(normalizer(line)):
-                kept.append(line)
-        texts[corpus], counts[corpus] = kept, usable.counts(len(lines), problems, len(kept))
+        texts[corpus] = usable.first(lines, normalizer, limit)
+        counts[corpus] = usable.counts(len(lines), problems, len(texts[corpus]))
     return texts, counts
 
 
