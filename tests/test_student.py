@@ -110,6 +110,7 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     student = read_json(artifacts / "student" / "bundle.json")
     taught = student["distillation"]
     assert student["corpus"] == "movie+shop" and taught["teacher"] == "router"
+    assert taught["started_from"] == "movie-word"                  # the largest corpus's member of its tokenization
     assert taught["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
     rows = {c: taught["corpora"][c]["gold_rows"] + taught["corpora"][c]["teacher_labelled_rows"]
             for c in ("movie", "shop")}

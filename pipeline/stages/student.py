@@ -235,6 +235,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         name = "+".join(corpora)
         distillation = {"teacher": ROUTER_FOLDER, "teacher_bundle_sha256": sha256_file(inputs["router bundle.json"]),
                         "soft_weight": params["soft_weight"], "balance": params["balance"],
+                        "started_from": member.parent.name if member else "vectors",
                         "corpora": {c: {"gold_rows": int(len(gold[c]["train"]["x"])),
                                         "teacher_labelled_rows": int(len(soft[c][1])),
                                         "row_weight": round(weight[c], 6), **counts[c]} for c in corpora}}
