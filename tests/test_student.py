@@ -99,7 +99,7 @@ def _run(root: Path, corpus: str, **train) -> list[str]:
     return [r.summary.split(" ")[0].rstrip(":") for r in results if not r.skipped]
 
 
-def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_makes_it(two_declared):
+def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_makes_it(two_declared, monkeypatch):
     root = two_declared
     artifacts = root / "artifacts"
     stages = _run(root, "movie")
@@ -132,6 +132,15 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
         assert metrics["per_corpus"][corpus]["accuracy"] == pytest.approx(cells[corpus]["test"]["accuracy"],
                                                                           abs=1e-6)    # no train/serve skew
     default_model_dir(artifacts)                                  # chosen among them all without an error
+    # the labelling: with workers, the next block's analysis runs in worker processes - the same ids and labels
+    from pipeline.stages import student as student_stage
+
+    texts = [t for t, _ in synthetic_reviews(250, seed=11)]
+    one = student_stage._label(load_bundle(artifacts / "router"), bundle.preprocessor, texts, "t")
+    monkeypatch.setattr(student_stage, "LABEL_BLOCK", 100)
+    two = student_stage._label(load_bundle(artifacts / "router"), bundle.preprocessor, texts, "t", workers=2)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
     assert "student" not in graph.stale_models(root / "data", artifacts)
 
     # an expert retrained: the router is made again, and so the student, from the new teacher

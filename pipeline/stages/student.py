@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import layout, params as defaults
+from pipeline.core.engine import DEFAULT_WORKERS
 from pipeline.core.files import read_json, sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
@@ -200,7 +201,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpora, joint.normalizer, params["unlabeled_rows"])
         teacher = load_bundle(inputs["router bundle.json"].parent)
-        soft = {c: _label(teacher, joint, texts[c], f"student: {c}") for c in corpora}
+        soft = {c: _label(teacher, joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS) for c in corpora}
         del texts
         label_seconds = time.perf_counter() - started
 
@@ -314,17 +315,32 @@ def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) 
     return texts, counts
 
 
-def _label(teacher, joint, texts: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
-    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress."""
+def _label(teacher, joint, texts: list[str], label: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress.
+
+    As `ksent predict --file` does it, with workers > 1 the morpheme analysis of the next block - for the
+    teacher's networks and for the student's ids - runs in worker processes while this process runs the
+    teacher's networks on the current one; each block is scored as one call either way, so the same numbers."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from pipeline.predict.runtime import BATCH_SIZE
+    from pipeline.predict.streaming import analysed_ahead
+
+    student = SimpleNamespace(preprocessor=joint, cap=lambda text: text)       # analysed as transform does
+    analyzed = [*teacher.analyzed_members(), student] if workers > 1 and len(texts) > LABEL_BLOCK else []
     shown = Progress()
     xs, ps = [np.zeros((0, joint.maxlen), np.int32)], [np.zeros(0, np.float32)]
-    started = time.perf_counter()
-    for start in range(0, len(texts), LABEL_BLOCK):
-        block = texts[start:start + LABEL_BLOCK]
-        xs.append(joint.transform(block))
-        ps.append(teacher.predict_proba(block).astype(np.float32))
-        shown.line(f"  {label}: the teacher labelled {start + len(block):,}/{len(texts):,} reviews "
-                   f"({time.perf_counter() - started:.0f} s)")
+    started, done = time.perf_counter(), 0
+    blocks = (texts[start:start + LABEL_BLOCK] for start in range(0, len(texts), LABEL_BLOCK))
+    with contextlib.closing(analysed_ahead(analyzed, blocks, workers, ahead=1)) as ahead:
+        for block, pending_ids in ahead:      # the next block analysed in workers while this one is scored
+            xs.append(pending_ids.pop(id(student)).ids() if pending_ids else joint.transform(block))
+            records = teacher.finish(block, pending_ids, BATCH_SIZE)
+            ps.append(np.array([r["probability"] for r in records], dtype=np.float32))
+            done += len(block)
+            shown.line(f"  {label}: the teacher labelled {done:,}/{len(texts):,} reviews "
+                       f"({time.perf_counter() - started:.0f} s)")
     shown.close()
     p = np.concatenate(ps)
     if not np.isfinite(p).all():
