@@ -194,9 +194,13 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         except PipelineError as exc:
             raise PipelineError(f"student: the corpora's {tok} preprocessings cannot be one: {exc} - declare the "
                                 f"same cleaning profile for every corpus, or leave the student out") from None
+        # train and validation: each corpus's ids re-indexed; test as `ksent predict` reads it (a corpus's own,
+        # shorter maxlen cuts long reviews the student keeps: its test figures would not be what it answers)
         for c in corpora:
-            for split in layout.SPLITS:
+            for split in ("train", "val"):
                 gold[c][split]["x"] = joint.reindex(gold[c][split]["x"], own[c])
+            test = gold[c]["test"]["text"].tolist()
+            gold[c]["test"]["x"] = joint.transform(test, workers=DEFAULT_WORKERS if len(test) > LABEL_BLOCK else 1)
 
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpora, joint.normalizer, params["unlabeled_rows"])
