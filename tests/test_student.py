@@ -4,6 +4,7 @@ build of one corpus has no such student."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ import pytest
 from pipeline import corpora, graph
 from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import Target
-from pipeline.errors import PipelineError
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.predict.loading import load_bundle
 from pipeline.predict.selection import default_model_dir
-from pipeline.stages.student import corpus_weights
+from pipeline.stages.student import corpus_weights, plan as student_plan
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
@@ -151,6 +152,14 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     assert sha256_file(artifacts / "student" / "bundle.json") != made
     assert student["distillation"]["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
     assert "student" not in graph.stale_models(root / "data", artifacts)
+
+    # corpora cleaned differently: no student (one network cannot read both), the rest of the build goes on
+    normalizer = root / "data" / "interim" / "shop" / "normalizer.json"
+    normalizer.write_text(json.dumps({**read_json(normalizer), "profile": "hangul-latin"}), encoding="utf-8")
+    with pytest.raises(ParameterError, match="differ in their cleaning"):
+        student_plan(data_dir=root / "data", artifacts_dir=artifacts)
+    shared = graph.run_after_bundles(Target("", data_dir=root / "data", artifacts_dir=artifacts), **QUIET)
+    assert [r.summary.split(" ")[0].rstrip(":") for r in shared] == ["router", "domains", "report"]
 
 
 def test_a_network_starts_from_a_trained_one_with_its_rows_where_the_vocabulary_moved_them(tmp_path):

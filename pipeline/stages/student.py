@@ -107,6 +107,7 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
         raise ParameterError(f"student: learns from every corpus's {tok} padded splits, and "
                              f"{', '.join(unpadded)} has none in {data_dir} (`ksent run --corpus {unpadded[0]} "
                              f"--tokenizer {tok.split('-')[0]}` makes them)")
+    _check_one_preprocessing(corpora, tok, data_dir)
     train_params = _architecture(corpora, tok, artifacts_dir)
     if params["network"] != "member":
         train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
@@ -137,6 +138,23 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
                  outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv",
                           "curves.png", layout.METRICS_FILE, "predictions.csv", "confusion.png"),
                  optional_outputs=("model.int8.onnx",), whole_folder=True)
+
+
+def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str) -> None:
+    """ParameterError (the stage is then left out, the router staying the corpora's model) where the corpora are
+    cleaned or segmented differently: one network cannot read them all the same way."""
+    seen: dict[str, tuple[str, object]] = {}
+    for corpus in corpora:
+        for what, path in (("cleaning", layout.interim_dir(data_dir, corpus) / "normalizer.json"),
+                           ("segmentation", layout.processed_dir(data_dir, corpus, tok) / "segmenter.json")):
+            try:
+                value = read_json(path)
+            except (OSError, ValueError):
+                continue                        # not made yet: its stage's input check says so
+            first = seen.setdefault(what, (corpus, value))
+            if first[1] != value:
+                raise ParameterError(f"student: {first[0]} and {corpus} differ in their {what} ({first[1]} against "
+                                     f"{value}): one network cannot read both - the router stays their model")
 
 
 def _train_rows(data_dir: Path | str, corpus: str, tok: str) -> int:
@@ -192,8 +210,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         try:
             joint = own[by_size[0]].merged([own[c] for c in by_size[1:]])
         except PipelineError as exc:
-            raise PipelineError(f"student: the corpora's {tok} preprocessings cannot be one: {exc} - declare the "
-                                f"same cleaning profile for every corpus, or leave the student out") from None
+            raise PipelineError(f"student: the corpora's {tok} preprocessings cannot be one: {exc}") from None
         # train and validation: each corpus's ids re-indexed; test as `ksent predict` reads it (a corpus's own,
         # shorter maxlen cuts long reviews the student keeps: its test figures would not be what it answers)
         for c in corpora:
