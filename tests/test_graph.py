@@ -191,3 +191,15 @@ def test_a_build_says_where_it_is_as_a_whole(tmp_path, tiny_corpus, monkeypatch)
              if line.startswith("[")]
     assert lines[0].startswith("[1/11] download tiny") and "left by the recorded times of 11 of 11 stages" in lines[0]
     assert lines[-1].startswith("[11/11] report") and "of 1 of 1 stages" in lines[-1]
+
+
+def test_a_damaged_progress_file_never_stops_a_stage(tmp_path, monkeypatch):
+    from pipeline.core import build_progress
+
+    progress = tmp_path / "progress.json"
+    monkeypatch.setenv(build_progress.ENV, str(progress))
+    for damaged in ('{"started": 1, "planned": []}', "not json", '[]'):
+        progress.write_text(damaged, encoding="utf-8")
+        assert build_progress.stage_started("train tiny/word") is None
+        build_progress.stage_done("train tiny/word", 1.0)
+        assert progress.read_text(encoding="utf-8") == damaged

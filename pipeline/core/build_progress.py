@@ -13,14 +13,15 @@ and the line says how many it counts. A stage the plan did not foresee raises N.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ENV = "KSENT_BUILD_PROGRESS"
+T = TypeVar("T")
 
 
 def write_plan(path: Path | str, stages: dict[str, float | None]) -> None:
@@ -33,23 +34,23 @@ def write_plan(path: Path | str, stages: dict[str, float | None]) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _state() -> Iterator[dict | None]:
-    """The build's state, locked and written back; None outside a build (or with an unreadable file)."""
+def _update(change: Callable[[dict], T]) -> T | None:
+    """`change(state)` on the build's state, under its lock, the state written back; None outside a build, or
+    where the state cannot be read or written (a damaged progress file never stops a stage)."""
     target = os.environ.get(ENV)
     if not target:
-        yield None
-        return
+        return None
     from filelock import FileLock
 
     path = Path(target)
     try:
         with FileLock(str(path) + ".lock", thread_local=False):
             state = json.loads(path.read_text(encoding="utf-8"))
-            yield state
+            result = change(state)
             path.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-    except (OSError, ValueError, TypeError, AttributeError):
-        yield None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return result
 
 
 def _clock(seconds: float) -> str:
@@ -58,30 +59,30 @@ def _clock(seconds: float) -> str:
         f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def line(state: dict, what: str, now: float | None = None) -> str:
-    """The progress line for stage `what`, just started."""
+def line(state: dict, what: str) -> str:
+    """The progress line for stage `what`, just started (marked in `state`)."""
     planned, started = state["planned"], state["started_stages"]
     total = len(set(planned) | set(started))
-    n = started.index(what) + 1 if what in started else len(started)
-    elapsed = (now or time.time()) - state["started"]
+    elapsed = time.time() - state["started"]
     left = [seconds for stage, seconds in planned.items() if stage not in state["done"]]     # this one included
     known = [s for s in left if isinstance(s, (int, float))]
     estimate = (f"; about {_clock(sum(known))} left by the recorded times of {len(known)} of {len(left)} stages"
                 if known else "")
-    return f"[{n}/{total}] {what} ({_clock(elapsed)} since make all began{estimate})"
+    return f"[{started.index(what) + 1}/{total}] {what} ({_clock(elapsed)} since make all began{estimate})"
 
 
 def stage_started(what: str) -> str | None:
     """Mark `what` as running; its progress line, or None outside a build."""
-    with _state() as state:
-        if state is None:
-            return None
+    def start(state: dict) -> str:
         if what not in state["started_stages"]:
             state["started_stages"].append(what)
         return line(state, what)
 
+    return _update(start)
+
 
 def stage_done(what: str, seconds: float) -> None:
-    with _state() as state:
-        if state is not None:
-            state["done"][what] = round(seconds, 1)
+    def done(state: dict) -> None:
+        state["done"][what] = round(seconds, 1)
+
+    _update(done)
