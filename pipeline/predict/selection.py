@@ -10,7 +10,7 @@ from pipeline.errors import PipelineError
 from pipeline.predict.bundle import BUILD_HINT, MANIFEST_FILE, member_state
 
 
-def _validation_accuracy(directory: Path) -> float:
+def validation_accuracy(directory: Path) -> float:
     """The validation accuracy the train (or ensemble, distill) stage recorded at the bundle's decision
     threshold (never a test figure)."""
     from pipeline.predict.predictor import val_accuracy_of
@@ -61,7 +61,7 @@ def usable_bundles(artifacts_dir: Path | str = layout.ARTIFACTS_DIR, notes: list
                 notes.append(f"{manifest_path.parent} is out of date (member {', '.join(changed)} changed since it "
                              f"was made), so it is not the default model - re-make it: `{remake}`")
             continue
-        bundles.append(Candidate(corpus, _validation_accuracy(manifest_path.parent), manifest_path.parent, kind))
+        bundles.append(Candidate(corpus, validation_accuracy(manifest_path.parent), manifest_path.parent, kind))
     return bundles
 
 

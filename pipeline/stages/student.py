@@ -56,16 +56,6 @@ ROUTER_FOLDER = "router"            # the router stage's folder: the teacher
 LABEL_BLOCK = 20_000                # unlabeled reviews labelled per teacher call (a progress line each)
 
 
-def _val_accuracy(directory: Path) -> float:
-    from pipeline.predict.predictor import val_accuracy_of
-
-    try:
-        value = val_accuracy_of(read_json(directory / layout.BUNDLE_FILE))
-    except (OSError, ValueError, AttributeError):
-        value = None
-    return float("-inf") if value is None else float(value)
-
-
 def student_tok(corpora: list[str], student: str, artifacts_dir: Path) -> str:
     """`student` itself, or ("auto") the tokenization every corpus has a trained bundle of with the best validation
     accuracy averaged over the corpora (none in common: the default tokenization)."""
@@ -76,7 +66,9 @@ def student_tok(corpora: list[str], student: str, artifacts_dir: Path) -> str:
     common = set.intersection(*(set(t) for t in trained)) if trained else set()
     if not common:
         return Segmenter(defaults.TOKENIZE["tokenizer"], backend=defaults.TOKENIZE["backend"]).name()
-    return max(sorted(common), key=lambda tok: sum(_val_accuracy(t[tok]) for t in trained))
+    from pipeline.predict.selection import validation_accuracy
+
+    return max(sorted(common), key=lambda tok: sum(validation_accuracy(t[tok]) for t in trained))
 
 
 def _architecture(corpora: list[str], tok: str, artifacts_dir: Path) -> dict:
@@ -241,7 +233,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         vectors = [inputs[f"{layout.label(c, tok)}/{layout.VECTORS_FILE}"] for c in by_size
                    if f"{layout.label(c, tok)}/{layout.VECTORS_FILE}" in inputs]
         member = next((path for name, path in inputs.items() if name.endswith("/model.keras")), None)
-        parent = (member, _parent_rows(joint, own[by_size[0]])) if member else None
+        parent = (member, joint.vocabulary.id_map(own[by_size[0]].vocabulary, missing=-1)) if member else None
         model, history, timer, seconds, pretrained_rows = fit_student(
             x, y, w, val_x, val_y, val_w, joint, vectors, params, out.path("best.weights.h5"), "student",
             threshold=THRESHOLD, parent=parent)
@@ -308,15 +300,6 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
     return run_stage(stage, run, force=force, echo=echo)
 
 
-def _parent_rows(joint, parent) -> np.ndarray:
-    """Each of the parent preprocessing's ids as `joint`'s id (-1 for a token it lacks), padding and OOV kept."""
-    from pipeline.text.vocab import OOV_ID
-
-    rows = joint.vocabulary.id_map(parent.vocabulary)
-    rows[OOV_ID + 1:][rows[OOV_ID + 1:] == OOV_ID] = -1
-    return rows
-
-
 def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) -> tuple[dict, dict]:
     """Each corpus's unlabeled lines to label (none if it declares none): not empty after cleaning, not any corpus's
     validation or test text, the first `limit` (0: all); and each corpus's counts."""
@@ -366,4 +349,4 @@ def _label(teacher, joint, texts: list[str], label: str, workers: int = 1) -> tu
     p = np.concatenate(ps)
     if not np.isfinite(p).all():
         raise PipelineError(f"{label}: the teacher gave a probability that is not a number - re-make the router")
-    return np.concatenate(xs).astype(np.int32), p
+    return np.concatenate(xs), p

@@ -62,10 +62,11 @@ class Vocabulary:
         vocab._set_tokens(tokens)
         return vocab
 
-    def id_map(self, other: Vocabulary) -> np.ndarray:
-        """int32 array: `other`'s id -> this vocabulary's id for the same token (padding and OOV kept)."""
+    def id_map(self, other: Vocabulary, missing: int = OOV_ID) -> np.ndarray:
+        """int32 array: `other`'s id -> this vocabulary's id for the same token (padding and OOV kept; `missing`
+        for a token this one lacks)."""
         ids = self._ids
-        return np.array([PAD_ID, OOV_ID, *(ids.get(tok, OOV_ID) for tok in other.tokens)], dtype=np.int32)
+        return np.array([PAD_ID, OOV_ID, *(ids.get(tok, missing) for tok in other.tokens)], dtype=np.int32)
 
     def _set_tokens(self, tokens: list[str]) -> None:
         self.tokens = tokens
