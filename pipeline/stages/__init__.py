@@ -35,6 +35,33 @@ def router_experts(artifacts_dir: Path | str, data_dir: Path | str) -> dict[str,
     return {corpus: directory for corpus, (_, directory) in sorted(best.items())}
 
 
+# what the distill and student stages write: a bundle as train writes it, with evaluate's files
+STUDENT_OUTPUTS = ("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv", "curves.png",
+                   layout.METRICS_FILE, "predictions.csv", "confusion.png")
+
+
+def student_architecture(tok: str, member: Path | None, params: dict) -> dict:
+    """A student's network (the MODEL_PARAMS, batch_size, embeddings): that of bundle `member` (its recorded training
+    parameters; the train stage's defaults for `tok` where it records none), unless `params` (pipeline.params.DISTILL
+    or STUDENT) give another network or units."""
+    from pipeline import params as defaults
+    from pipeline.core.files import read_json
+    from pipeline.model.training import MODEL_PARAMS
+
+    arch = defaults.train_defaults(tok)
+    if member is not None:
+        try:
+            recorded = read_json(member / layout.BUNDLE_FILE)["training"]["params"]
+            arch.update({k: recorded[k] for k in arch if k in recorded})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if params["network"] != "member":
+        arch.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
+    if params["units"]:
+        arch["units"] = params["units"]
+    return {k: arch[k] for k in MODEL_PARAMS + ("batch_size", "embeddings")}
+
+
 def write_student(out, *, corpus: str, tok: str, preprocessor, model, fitted: tuple, params: dict, seconds: float,
                   onnx: dict, threshold: dict, distillation: dict) -> dict:
     """A student's bundle.json (which names its teacher under "distillation"), history.csv and curves.png in staging

@@ -46,11 +46,13 @@ from pipeline.model import padded, training
 from pipeline.model.distillation import fit_student
 from pipeline.stages import (
     ENSEMBLE_TOK,
+    STUDENT_OUTPUTS,
     STUDENT_SUFFIX,
     UnlabeledFilter,
     read_unlabeled,
     registered_unlabeled,
     run_threshold,
+    student_architecture,
     write_student,
 )
 from pipeline.text.segment import Segmenter
@@ -81,18 +83,12 @@ def student_tok(corpus: str, student: str, artifacts_dir: Path) -> str:
     return members[best]
 
 
-def _member_architecture(corpus: str, tok: str, artifacts_dir: Path) -> dict:
-    """The training parameters of the teacher's member of tokenization `tok` (the student is the same network),
-    or the train stage's defaults for `tok` if the teacher has none."""
-    params = defaults.train_defaults(tok)
+def _member(corpus: str, tok: str, artifacts_dir: Path) -> Path | None:
+    """The teacher's member of tokenization `tok` (the student is the same network), if it has one."""
     for member in (_teacher_manifest(corpus, artifacts_dir) or {}).get("members", []):
-        if isinstance(member, dict) and member.get("tok") == tok:
-            try:
-                recorded = read_json(artifacts_dir / member["name"] / layout.BUNDLE_FILE)["training"]["params"]
-                params.update({k: recorded[k] for k in params if k in recorded})
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-    return params
+        if isinstance(member, dict) and member.get("tok") == tok and isinstance(member.get("name"), str):
+            return artifacts_dir / member["name"]
+    return None
 
 
 def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
@@ -106,12 +102,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
               layout.SPLIT_FILE: Input(layout.split_path(data_dir, corpus), "split", label=corpus),
               **{name: Input(src / name, "pad", label=label)
                  for name in ("train.parquet", "val.parquet", "test.parquet", layout.TOKENIZER_FILE)}}
-    train_params = _member_architecture(corpus, tok, artifacts_dir)
-    if params["network"] != "member":
-        train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
-    if params["units"]:
-        train_params["units"] = params["units"]
-    if train_params["embeddings"] == "pretrained":
+    arch = student_architecture(tok, _member(corpus, tok, artifacts_dir), params)
+    if arch["embeddings"] == "pretrained":
         inputs[layout.VECTORS_FILE] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
     unlabeled = str(unlabeled)
     declared = {}
@@ -127,12 +119,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
         inputs["unlabeled"] = Input(Path(unlabeled), None)
     return Stage("distill", corpus, layout.bundle_dir(artifacts_dir, corpus, tok + STUDENT_SUFFIX), inputs=inputs,
                  params={**params, "student": tok, "unlabeled": unlabeled,
-                         **({DECLARATION: declared} if declared else {}),
-                         "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
-                                                                                               "embeddings")}},
-                 outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv",
-                          "curves.png", layout.METRICS_FILE, "predictions.csv", "confusion.png"),
-                 optional_outputs=("model.int8.onnx",), whole_folder=True)
+                         **({DECLARATION: declared} if declared else {}), "architecture": arch},
+                 outputs=STUDENT_OUTPUTS, optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
 def plan_for(t: Target) -> Stage:

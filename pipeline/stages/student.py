@@ -41,11 +41,13 @@ from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded, training
 from pipeline.model.distillation import fit_student
 from pipeline.stages import (
+    STUDENT_OUTPUTS,
     UnlabeledFilter,
     read_unlabeled,
     registered_unlabeled,
     router_experts,
     run_threshold,
+    student_architecture,
     trained_bundles,
     write_student,
 )
@@ -71,20 +73,6 @@ def student_tok(corpora: list[str], student: str, artifacts_dir: Path) -> str:
     return max(sorted(common), key=lambda tok: sum(validation_accuracy(t[tok]) for t in trained))
 
 
-def _architecture(corpora: list[str], tok: str, artifacts_dir: Path) -> dict:
-    """The training parameters of the corpora's bundles of tokenization `tok` (the first corpus's that records
-    them), or the train stage's defaults for `tok`."""
-    params = defaults.train_defaults(tok)
-    for corpus in corpora:
-        try:
-            recorded = read_json(layout.bundle_dir(artifacts_dir, corpus, tok) / layout.BUNDLE_FILE)["training"][
-                "params"]
-            return {**params, **{k: recorded[k] for k in params if k in recorded}}
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return params
-
-
 def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = layout.ARTIFACTS_DIR,
          **params) -> Stage:
     params = defaults.STUDENT.resolve(params, prefix="student: ")
@@ -100,15 +88,11 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
                              f"{', '.join(unpadded)} has none in {data_dir} (`ksent run --corpus {unpadded[0]} "
                              f"--tokenizer {tok.split('-')[0]}` makes them)")
     _check_one_preprocessing(corpora, tok, data_dir)
-    train_params = _architecture(corpora, tok, artifacts_dir)
-    if params["network"] != "member":
-        train_params.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
-    if params["units"]:
-        train_params["units"] = params["units"]
     largest = max(corpora, key=lambda c: (_train_rows(data_dir, c, tok), c))
+    member = layout.bundle_dir(artifacts_dir, largest, tok)        # its network is the student's (and its start)
+    arch = student_architecture(tok, member, params)
     inputs = {"router bundle.json": Input(artifacts_dir / ROUTER_FOLDER / layout.BUNDLE_FILE, "router")}
     if params["start"] == "member":
-        member = layout.bundle_dir(artifacts_dir, largest, tok)
         inputs[f"{member.name}/model.keras"] = Input(member / "model.keras", "train", label=layout.label(largest, tok))
     declared = {}
     for corpus in corpora:
@@ -116,7 +100,7 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
         inputs[f"{corpus}/{layout.SPLIT_FILE}"] = Input(layout.split_path(data_dir, corpus), "split", label=corpus)
         for name in ("train.parquet", "val.parquet", "test.parquet", layout.TOKENIZER_FILE):
             inputs[f"{label}/{name}"] = Input(src / name, "pad", label=label)
-        if train_params["embeddings"] == "pretrained":
+        if arch["embeddings"] == "pretrained":
             inputs[f"{label}/{layout.VECTORS_FILE}"] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
         unlabeled = registered_unlabeled(corpus, data_dir)
         if unlabeled is not None:
@@ -124,12 +108,8 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
             declared[corpus] = get_corpus(corpus).declared("distill")     # how the registered file is read
     return Stage("student", "", artifacts_dir / FOLDER, inputs=inputs,
                  params={**params, "student": tok, "corpora": corpora, "largest": largest,
-                         **({DECLARATION: declared} if declared else {}),
-                         "architecture": {k: train_params[k] for k in training.MODEL_PARAMS + ("batch_size",
-                                                                                               "embeddings")}},
-                 outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE, "history.csv",
-                          "curves.png", layout.METRICS_FILE, "predictions.csv", "confusion.png"),
-                 optional_outputs=("model.int8.onnx",), whole_folder=True)
+                         **({DECLARATION: declared} if declared else {}), "architecture": arch},
+                 outputs=STUDENT_OUTPUTS, optional_outputs=("model.int8.onnx",), whole_folder=True)
 
 
 def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str) -> None:
