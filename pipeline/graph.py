@@ -384,6 +384,7 @@ def build_plan(corpora: list[str], segmenters: list, template: Target, force: bo
     several = len(corpora) > 1
     left_out = {"distill"} if several else {"router", "student"}
     planned: dict[str, float | None] = {}
+    shared: dict[str, float | None] = {}            # router, student, domains, report: once, at the end
     for corpus in corpora:
         for segmenter in segmenters:
             target = dataclasses.replace(template, corpus=corpus, segmenter=segmenter)
@@ -398,7 +399,6 @@ def build_plan(corpora: list[str], segmenters: list, template: Target, force: bo
                     recorded = read_json(plans[row.stage].manifest_path).get("duration_s")
                 except (KeyError, OSError, ValueError, AttributeError):
                     recorded = None
-                planned.setdefault(what, recorded if isinstance(recorded, (int, float)) else None)
-    shared = [what for what in planned if what.split(" ")[0] in names(CORPORA, ARTIFACTS)]
-    return {what: seconds for what, seconds in planned.items() if what not in shared} | \
-        {what: planned[what] for what in shared}        # router, student, domains, report: once, at the end
+                (shared if REGISTRY[row.stage] in (CORPORA, ARTIFACTS) else planned).setdefault(
+                    what, recorded if isinstance(recorded, (int, float)) else None)
+    return planned | shared

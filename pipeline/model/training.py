@@ -184,14 +184,11 @@ def pretrained_matrix(paths: Path | list[Path], preprocessor, params: dict, labe
             raise ParameterError(f"train {label}: the pretrained vectors are {dim}-dimensional, the Embedding "
                                  f"{params['embedding_dim']} - re-run `ksent pretrain ... --dim "
                                  f"{params['embedding_dim']}` or train with --embedding-dim {dim}")
-        if not tokens:
-            tokens, vectors = arrays["tokens"].tolist(), [arrays["vectors"]]
-            continue
-        known = set(tokens)
-        new = [i for i, tok in enumerate(arrays["tokens"].tolist()) if tok not in known]
-        tokens += [arrays["tokens"][i] for i in new]
-        vectors.append(arrays["vectors"][new])
-    return embedding_matrix(preprocessor.vocabulary.tokens, [str(t) for t in tokens],
+        names, known = arrays["tokens"].tolist(), set(tokens)
+        new = [i for i, tok in enumerate(names) if tok not in known]
+        tokens += [names[i] for i in new]
+        vectors.append(arrays["vectors"] if len(new) == len(names) else arrays["vectors"][new])
+    return embedding_matrix(preprocessor.vocabulary.tokens, tokens,
                             np.concatenate(vectors) if vectors else np.zeros((0, params["embedding_dim"])),
                             reserved=OOV_ID + 1, seed=params["seed"])
 
