@@ -205,10 +205,9 @@ def compare_cold_start(models: list[tuple[Path, str | None]], repeat: int) -> No
 
 def split_test_file(directory: Path, split: Path) -> tuple[Path, int]:
     """The raw test texts of a split stage's split.parquet (one a line; line breaks inside a review as spaces)."""
-    import pandas as pd
+    from pipeline.core.tables import read_split_texts
 
-    rows = pd.read_parquet(split, columns=["raw", "split"])
-    texts = [" ".join(t.split()) for t in rows.loc[rows["split"] == "test", "raw"].fillna("").astype(str)]
+    texts = [" ".join(t.split()) for t in read_split_texts(split, split.parent.name, ("test",))["test"][0]]
     path = directory / f"{split.parent.name}-test.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     return path, len(texts)
