@@ -9,7 +9,8 @@
 # stages run on that cluster instead of this machine), DATA_DIR and ARTIFACTS_DIR (where the
 # generated data and the models go, default data/ and artifacts/ here: give absolute paths to keep a
 # private corpus outside the clone), THRESHOLD (every model's decision-threshold rule: accuracy, the
-# default, or balanced for imbalanced labels), RUN_ARGS (more `ksent run` options, e.g. RUN_ARGS="--epochs 4"),
+# default, or balanced for imbalanced labels), INIT_FROM (where each network starts: none, auto or a bundle folder,
+# see below), RUN_ARGS (more `ksent run` options, e.g. RUN_ARGS="--epochs 4"),
 # PYTHON. From another folder: `make -C path/to/ksent all ...`. Examples, offline here:
 #     make all CORPORA=nsmc MIRROR=../shared/corpora
 #     make -C ~/ksent all CORPORA=my_shop DATA_DIR=$PWD/data ARTIFACTS_DIR=$PWD/artifacts KSENT_CORPORA=$PWD/corpora
@@ -52,6 +53,10 @@ RUN_ARGS ?=
 # the decision threshold rule of every model `make all` makes (ksent's --threshold: accuracy, balanced or a number)
 THRESHOLD ?=
 threshold_arg := $(if $(THRESHOLD),--threshold $(THRESHOLD))
+# where every network starts (ksent's --init-from): none (the default: its pretrained vectors), auto (the best
+# bundle of its tokenization of a corpus with more labelled reviews, e.g. NSMC's for a small export) or a bundle
+INIT_FROM ?=
+init_arg := $(if $(INIT_FROM),--init-from $(INIT_FROM))
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
 # `make all` first takes every corpus and tokenization up to its word vectors (`ksent run --until
@@ -98,7 +103,8 @@ all: setup
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) --defer-shared $(RUN_ARGS); \
+	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) $(init_arg) --defer-shared \
+	    $(RUN_ARGS); \
 	done; done
 	@# one corpus: its student (distill); several: one student of them all, taught by the router (`ksent domains`)
 	@$(if $(word 2,$(TOKENIZERS)),$(MAKE) --no-print-directory ensemble $(if $(word 2,$(CORPORA)),,distill) BUNDLE_ARGS=--defer-shared,echo "(one tokenizer: no ensemble, no distill)")
@@ -173,7 +179,7 @@ pretrain/%: setup
 
 $(TOKENIZATION_STAGES): setup
 	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
-	  $(KSENT) $@ --corpus $$corpus $(tok_args) $(force_arg); \
+	  $(KSENT) $@ --corpus $$corpus $(tok_args) $(force_arg) $(if $(filter pad train,$@),$(init_arg)); \
 	done; done
 
 $(CORPORA_STAGES) $(ARTIFACT_STAGES): setup

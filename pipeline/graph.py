@@ -80,7 +80,7 @@ def label(name: str, target: Target) -> str:
 
 def upstream(stage: Stage) -> set[str]:
     """The stages whose outputs `stage` reads."""
-    return {inp.stage for inp in stage.inputs.values() if inp.stage}
+    return {inp.stage for inp in stage.inputs.values() if inp.stage and inp.edge}
 
 
 def plan(target: Target, stages: list[str]) -> tuple[dict[str, Stage], dict[str, PipelineError]]:

@@ -139,6 +139,14 @@ TRAIN = Params(
     lr_decay=Param(0.3, "Multiply the learning rate by this after an epoch without a lower val_loss (1 = off).",
                    0.01, 1.0),
     seed=Param(42, "Random seed (recorded).", 0, 2**32 - 1),
+    # where the network starts (docs/experiments.md, *few labels*); a parent also sets the network's shape
+    init_from=Param("none", "Start from a trained bundle's network: its folder, auto (the bundle of this "
+                    "tokenization with the best validation accuracy among corpora with more labelled reviews) or "
+                    "none (the pretrained vectors alone). Its vocabulary is kept; the corpus's new tokens are added.",
+                    rule=lambda v: None if isinstance(v, str) and v.strip() else "must be auto, none or a bundle "
+                                                                                  "folder"),
+    adapt_learning_rate=Param(3e-4, "Adam learning rate when starting from a bundle (--init-from).", 0.0, 1.0,
+                              low_open=True),
     # a split that fits in one shard (NSMC's char split: 41 MB) is batched exactly as in memory
     shard_mb=Param(512.0, "Read the training data in shards of at most this many MB of padded ids (bounds "
                    "memory).", 0.01, 1e6),
@@ -211,6 +219,9 @@ STUDENT = Params(
     # balance 0.5: validation mean 0.8946 against 0.8925 (0) and 0.8904 (1) after 3 epochs (docs/experiments.md)
     balance=Param(0.5, "How much the corpora are evened out: each corpus's rows weigh in proportion to its row count "
                   "to the power 1 - balance (0: every row the same, 1: every corpus the same in total).", 0, 1),
+    routing=Param("gate", "Which of the router's answers labels a corpus's unlabeled reviews: its gate's mix of every "
+                  "expert, as served (gate), or the expert of the corpus the review comes from (origin).",
+                  choices=("gate", "origin")),
     unlabeled_rows=replace(DISTILL.params["unlabeled_rows"], help="Most unlabeled reviews the teacher labels per "
                            "corpus: the first ones (0 = all)."),
     epochs=DISTILL.params["epochs"],

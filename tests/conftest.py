@@ -2,14 +2,19 @@
 trained once per session (the helpers they use are in tests/helpers.py)."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 
 from pipeline import corpora
 from pipeline.core.files import sha256_file
 from tests.helpers import SHARED_CORPORA, register_tiny, synthetic_reviews, trained_bundle, write_nsmc_file
+from tests.own_export import DECLARATION
+
+SHOP_SUFFIX = " 배송 빠르고 포장 꼼꼼"         # what makes the "shop" corpus's reviews shop-like
 
 
 @pytest.fixture
@@ -63,3 +68,32 @@ def tiny_shop(tmp_path, monkeypatch):
         shop.files[0], url="http://127.0.0.1:9/naver_shopping.txt", git_blob_sha1=None, sha256=sha256_file(path)),))
     monkeypatch.setitem(corpora.CORPORA, "tiny_shop", spec)
     return tmp_path / "mirror"
+
+
+def _write_csv(path: Path, reviews: list[tuple[str, int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review_id", "review", "label"])
+        writer.writerows((i, text, label) for i, (text, label) in enumerate(reviews))
+
+
+@pytest.fixture
+def two_declared(tmp_path, monkeypatch):
+    """Corpora "movie" (with unlabeled reviews) and "shop" (without), declared in tmp_path/decl."""
+    files, decl = tmp_path / "files", tmp_path / "decl"
+    _write_csv(files / "movie.csv", synthetic_reviews(300, seed=1))
+    _write_csv(files / "shop.csv", [(text + SHOP_SUFFIX, label) for text, label in synthetic_reviews(200, seed=3)])
+    (files / "unlabeled.txt").write_text("\n".join(t for t, _ in synthetic_reviews(400, seed=5)) + "\n",
+                                         encoding="utf-8")
+    decl.mkdir()
+    (decl / "movie.toml").write_text(DECLARATION.format(path=(files / "movie.csv").as_posix())
+                                     + f'\n[unlabeled]\npath = "{(files / "unlabeled.txt").as_posix()}"\n'
+                                     'format = { type = "lines" }\n',
+                                     encoding="utf-8")
+    (decl / "shop.toml").write_text(DECLARATION.format(path=(files / "shop.csv").as_posix()),
+                                    encoding="utf-8")
+    monkeypatch.setenv("KSENT_CORPORA", str(decl))
+    corpora.reload()
+    yield tmp_path
+    corpora.reload()

@@ -13,7 +13,7 @@ from pipeline.core.files import read_json
 from pipeline.core.stage import adopt_outputs
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.predict.loading import load_bundle
-from pipeline.predict.router import RouterBundle
+from pipeline.predict.router import RouterBundle, at_threshold
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.domains import domains
 from pipeline.stages.router import plan as router_plan, router
@@ -66,6 +66,11 @@ def test_the_router_mixes_its_experts_by_the_gate_and_becomes_the_default_on_val
     sleeping = load_bundle(artifacts / "router", sleeping_threads=True)       # as `ksent predict --file` loads it
     assert threads_spin(routed) == [True, True] and threads_spin(sleeping) == [False, False]
     np.testing.assert_array_equal(sleeping.predict_proba(texts), routed.predict_proba(texts))
+    # texts known to come from a corpus (the student's labelling with --routing origin): that corpus's expert alone
+    known = routed.finish(texts, {}, 32, domain="shop")
+    expert = load_bundle(artifacts / "shop-word")
+    np.testing.assert_allclose([r["probability"] for r in known],
+                               at_threshold(expert.predict_proba(texts), expert.threshold), atol=1e-6)
     records = routed.predict(texts[:2], explain=True)
     assert [e["domain"] for e in records[0]["explanation"]["experts"]] == ["shop", "tiny"]
 

@@ -3,14 +3,13 @@ merged, nothing of the largest corpus's lost), the corpora evened out, re-made w
 build of one corpus has no such student."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import corpora, graph
+from pipeline import graph
 from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import Target
 from pipeline.errors import ParameterError, PipelineError
@@ -22,11 +21,9 @@ from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
 from pipeline.text.vocab import Vocabulary
 from tests.helpers import SMALL, synthetic_reviews
-from tests.own_export import DECLARATION
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 QUIET = {"echo": lambda line: None}
-SHOP_SUFFIX = " 배송 빠르고 포장 꼼꼼"
 
 
 def _preprocessor(texts: list[str], maxlen: int, profile: str = "hangul") -> Preprocessor:
@@ -62,35 +59,6 @@ def test_corpus_weights_even_out_the_corpora_as_balance_says():
         assert sum(total.values()) == pytest.approx(sum(rows.values()))         # the mean row weighs 1
         assert total["big"] / total["small"] == pytest.approx((600_000 / 40_000) ** (1 - balance))
     assert corpus_weights(rows, 0.0) == pytest.approx({"big": 1.0, "small": 1.0})
-
-
-def _write_csv(path: Path, reviews: list[tuple[str, int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["review_id", "review", "label"])
-        writer.writerows((i, text, label) for i, (text, label) in enumerate(reviews))
-
-
-@pytest.fixture
-def two_declared(tmp_path, monkeypatch):
-    """Corpora "movie" (with unlabeled reviews) and "shop" (without), declared in tmp_path/decl."""
-    files, decl = tmp_path / "files", tmp_path / "decl"
-    _write_csv(files / "movie.csv", synthetic_reviews(300, seed=1))
-    _write_csv(files / "shop.csv", [(text + SHOP_SUFFIX, label) for text, label in synthetic_reviews(200, seed=3)])
-    (files / "unlabeled.txt").write_text("\n".join(t for t, _ in synthetic_reviews(400, seed=5)) + "\n",
-                                         encoding="utf-8")
-    decl.mkdir()
-    (decl / "movie.toml").write_text(DECLARATION.format(path=(files / "movie.csv").as_posix())
-                                     + f'\n[unlabeled]\npath = "{(files / "unlabeled.txt").as_posix()}"\n'
-                                     'format = { type = "lines" }\n',
-                                     encoding="utf-8")
-    (decl / "shop.toml").write_text(DECLARATION.format(path=(files / "shop.csv").as_posix()),
-                                    encoding="utf-8")
-    monkeypatch.setenv("KSENT_CORPORA", str(decl))
-    corpora.reload()
-    yield tmp_path
-    corpora.reload()
 
 
 def _run(root: Path, corpus: str, **train) -> list[str]:
@@ -142,6 +110,12 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     two = student_stage._label(load_bundle(artifacts / "router"), bundle.preprocessor, texts, "t", workers=2)
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
+    # --routing origin: a corpus's reviews labelled by its own expert, not by the gate's mix of both
+    router = load_bundle(artifacts / "router")
+    ids, origin = student_stage._label(router, bundle.preprocessor, texts, "t", workers=2, domain="shop")
+    np.testing.assert_array_equal(ids, one[0])
+    np.testing.assert_allclose(origin, router.expert("shop").predict_proba(texts), atol=1e-6)
+    assert not np.allclose(origin, one[1], atol=1e-3)
     assert "student" not in graph.stale_models(root / "data", artifacts)
 
     # an expert retrained: the router is made again, and so the student, from the new teacher

@@ -138,6 +138,16 @@ def _evaluate(name: str, scope: str, kwargs: dict) -> None:
                 f"{split} accuracy {cell[split]['accuracy']:.4f} on {cell[split]['n']:,} rows" for split in cell))
 
 
+def _pad(name: str, scope: str, kwargs: dict) -> None:
+    """pad, its vocabulary starting with that of the bundle --init-from names (as `ksent train` will start from)."""
+    from pipeline.stages import init_parent
+
+    init_from, artifacts_dir = kwargs.pop("init_from") or defaults.TRAIN["init_from"], kwargs.pop("artifacts_dir")
+    corpus, tok = _positional(scope, kwargs)
+    run_stage_function(name, corpus, tok, parent=init_parent(corpus, tok, init_from, artifacts_dir,
+                                                             kwargs["data_dir"]), **kwargs)
+
+
 def _then_shared(name: str, scope: str, kwargs: dict) -> None:
     """The stage, then (unless --defer-shared) what reads every corpus's bundles."""
     data_dir, artifacts_dir, defer = kwargs["data_dir"], kwargs["artifacts_dir"], kwargs.pop("defer_shared")
@@ -173,6 +183,9 @@ _ON = click.option("--on", "others", multiple=True, metavar="CORPUS",
                    help="Also score the bundle on this declared corpus's validation and test splits (repeatable; "
                         "the corpus's data stages must have run). `ksent domains` scores every bundle on every "
                         "corpus.")
+_INIT_FROM = click.option("--init-from", metavar="auto|none|BUNDLE_DIR",
+                          help="The bundle `ksent train --init-from` will start from: the vocabulary begins with "
+                               "its tokens, in its order [default: none].")
 _MEMBER = click.option("--member", "members", multiple=True,
                        help="Bundle folder name to combine (repeatable) [default: every trained bundle of the "
                             "corpus].")
@@ -200,7 +213,7 @@ COMMANDS = {
     "pretrain": Command("Learn token vectors from the train split plus unlabeled reviews (vectors.npz for pad and "
                         "train).", options=(unlabeled_option,), engine=True),
     "pad": Command("Fit the vocabulary and maxlen on the train split; write padded arrays and tokenizer.json.",
-                   engine=True),
+                   options=(_INIT_FROM,), artifacts=True, engine=True, call=_pad),
     "train": Command("Train the Embedding + LSTM classifier; save the bundle in ARTIFACTS_DIR/<corpus>-<tok>/.",
                      artifacts=True, params=train_options),
     "evaluate": Command("Score the bundle on the test split: metrics.json, confusion matrix, REPORT.md.",

@@ -52,11 +52,13 @@ class Input:
     """A file a stage reads, written by stage `stage` for `label` (None: by nobody we know). It is
     checked by `check(path)` if given (files that may be placed by hand, e.g. pinned raw files),
     else against its producer's manifest; the label names the command that re-makes it. The
-    producers named here are the edges of the stage graph (pipeline.graph)."""
+    producers named here are the edges of the stage graph (pipeline.graph), unless `edge` is False: a file
+    another target's stage made (a parent bundle's), checked the same way but never waited for."""
     path: Path
     stage: str | None
     check: Callable[[Path], None] | None = None
     label: str | None = None
+    edge: bool = True
 
 
 @dataclass

@@ -95,6 +95,9 @@ class Classifier:
                 "training": manifest.get("training"), "metrics": metrics, "versions": manifest.get("versions")}
         if manifest.get("kind") == "ensemble":
             info["members"] = [m["name"] for m in manifest["members"]]
+        parent = (manifest.get("training") or {}).get("parent")
+        if isinstance(parent, dict):                    # --init-from: the bundle its network started from
+            info["adapted_from"] = {"name": parent.get("name"), "corpus": parent.get("corpus")}
         return info
 
     def __repr__(self) -> str:

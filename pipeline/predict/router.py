@@ -64,11 +64,25 @@ class RouterBundle(Predictor):
             for k, (d, e) in enumerate(zip(self.gate.domains, self.experts, strict=True))]}
             for i in range(len(records))]
 
-    def analyzed_members(self) -> list:
-        return [m for e in self.experts for m in e.analyzed_members()]
+    def analyzed_members(self, domain: str | None = None) -> list:
+        """The members whose ids can be analysed ahead: every expert's, or only `domain`'s expert's."""
+        return [m for e in (self.experts if domain is None else [self.expert(domain)]) for m in e.analyzed_members()]
 
-    def finish(self, texts: list[str], pending_ids: dict, batch_size: int) -> list[dict]:
-        return self._mix(texts, self._gate(texts), [e.finish(texts, pending_ids, batch_size) for e in self.experts])
+    def expert(self, domain: str) -> Predictor:
+        return self.experts[list(self.gate.domains).index(domain)]
+
+    def finish(self, texts: list[str], pending_ids: dict, batch_size: int,
+               domain: str | None = None) -> list[dict]:
+        """The records of `texts`. With `domain` - texts known to come from that corpus - the known corpus takes the
+        gate's place: only its expert runs, as if the gate had given it all the weight."""
+        if domain is None:
+            return self._mix(texts, self._gate(texts),
+                             [e.finish(texts, pending_ids, batch_size) for e in self.experts])
+        expert = self.expert(domain)
+        records = expert.finish(texts, pending_ids, batch_size)
+        probability = at_threshold([r["probability"] for r in records], expert.threshold).astype(np.float32)
+        return to_records(texts, probability, [r["empty"] for r in records], [r["unknown"] for r in records],
+                          self.threshold)
 
 
 def at_threshold(probability, threshold: float) -> np.ndarray:

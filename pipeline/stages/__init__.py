@@ -115,6 +115,105 @@ def trained_bundles(corpus: str, artifacts_dir: Path | str) -> dict[str, str]:
     return found
 
 
+INIT_NONE, INIT_AUTO = "none", "auto"       # --init-from's words; anything else names a bundle folder
+PARENT_TOKENIZER = "parent tokenizer.json"  # the pad stage's input name for the parent's vocabulary
+ADAPT_PARAMS = ("init_from", "adapt_learning_rate")     # train parameters that matter only with a parent
+NETWORK_SHAPE = ("embedding_dim", "units", "layers", "bidirectional", "cell")     # what a parent fixes
+
+
+def target_parent(t) -> Path | None:
+    """The bundle the network of target `t` (pipeline.core.stage.Target) starts from: its --init-from resolved."""
+    from pipeline import params as defaults
+
+    init_from = (t.train_params or {}).get("init_from") or defaults.TRAIN["init_from"]
+    return init_parent(t.corpus, t.tok, init_from, t.artifacts_dir, t.data_dir)
+
+
+def init_parent(corpus: str, tok: str, init_from: str, artifacts_dir: Path | str,
+                data_dir: Path | str) -> Path | None:
+    """The bundle a new `corpus`/`tok` network starts from (--init-from), or None (from the pretrained vectors).
+
+    A folder: that bundle, which must be one network (not an ensemble or router) of tokenization `tok`.
+    auto: among the single-network bundles of `tok` in `artifacts_dir`, the one with the best validation accuracy
+    whose corpora do not include `corpus` and learned from more labelled train rows than `corpus` has - so a corpus
+    never starts from a smaller one, no two corpora start from each other, and which parent a corpus gets does not
+    depend on the order they were built in. ParameterError for a folder that cannot be a parent."""
+    from pipeline.core.files import read_json
+    from pipeline.errors import ParameterError
+
+    if init_from == INIT_NONE:
+        return None
+    if init_from != INIT_AUTO:
+        folder = Path(init_from)
+        try:
+            manifest = read_json(folder / layout.BUNDLE_FILE)
+        except (OSError, ValueError):
+            raise ParameterError(f"--init-from {init_from}: no bundle there (its bundle.json cannot be read)") from None
+        if not isinstance(manifest, dict) or manifest.get("kind", "model") != "model" or not (
+                folder / "model.keras").is_file():
+            raise ParameterError(f"--init-from {init_from}: not one network (an ensemble or a router cannot be "
+                                 f"started from; give one of its members)")
+        if manifest.get("tok") != tok:
+            raise ParameterError(f"--init-from {init_from}: its tokenization is {manifest.get('tok')}, this one's "
+                                 f"{tok} - a network reads only the tokens it learned")
+        difference = preprocessing_difference(folder, data_dir, corpus, tok)
+        if difference:
+            raise ParameterError(f"--init-from {init_from}: {difference}")
+        return folder
+    own_rows = train_rows(data_dir, corpus)
+    best: tuple[float, str, Path] | None = None
+    from pipeline.predict.selection import validation_accuracy
+
+    for path in layout.bundle_manifests(artifacts_dir):
+        try:
+            manifest = read_json(path)
+            corpora = str(manifest["corpus"]).split("+")
+            parent_tok = manifest["tok"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if (manifest.get("kind", "model") != "model" or not (path.parent / "model.keras").is_file()
+                or corpus in corpora or parent_tok != tok
+                or sum(train_rows(data_dir, c) for c in corpora) <= own_rows
+                or preprocessing_difference(path.parent, data_dir, corpus, tok)):
+            continue
+        candidate = (validation_accuracy(path.parent), path.parent.name, path.parent)
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    return best[2] if best else None
+
+
+def train_rows(data_dir: Path | str, corpus: str) -> int:
+    """The corpus's labelled train rows, as its split stage counted them (0 if unknown)."""
+    from pipeline.core.files import read_json
+
+    try:
+        return int(read_json(layout.interim_dir(data_dir, corpus) / "split.manifest.json")["counts"]["train"]["rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def preprocessing_difference(parent: Path, data_dir: Path | str, corpus: str, tok: str) -> str | None:
+    """What keeps a network of bundle `parent` from reading `corpus`'s `tok` tokens as it learned to (its cleaning or
+    segmentation differs), or None - also while the corpus's clean or tokenize stage has not run yet."""
+    from pipeline.core.files import read_json
+
+    try:
+        learned = read_json(parent / layout.TOKENIZER_FILE)
+    except (OSError, ValueError):
+        return f"{parent.name} has no readable {layout.TOKENIZER_FILE}"
+    for what, key, path in (("cleaning", "normalizer", layout.interim_dir(data_dir, corpus) / "normalizer.json"),
+                            ("segmentation", "segmenter", layout.processed_dir(data_dir, corpus, tok) /
+                             "segmenter.json")):
+        try:
+            own = read_json(path)
+        except (OSError, ValueError):
+            continue
+        theirs = learned.get(key) if isinstance(learned, dict) else None
+        if theirs != own:
+            return f"{parent.name} was trained on another {what} ({theirs} against {corpus}'s {own})"
+    return None
+
+
 def tokenized_inputs(data_dir: Path | str, corpus: str, tok: str) -> dict[str, Input]:
     """What the stages after tokenize read: the tokens (and segmenter) of tokenization `tok`, with the
     split and the normalization they go with."""

@@ -31,7 +31,7 @@ from pipeline.core.tables import ParquetRowGroupWriter, read_json_from, read_npz
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS
 from pipeline.model import padded
-from pipeline.stages import tokenized_inputs
+from pipeline.stages import PARENT_TOKENIZER, bundle_producer, target_parent, tokenized_inputs
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
 from pipeline.text.segment import Segmenter
@@ -109,33 +109,39 @@ def index_partition(tokens_path: str, split_path: str, start: int, stop: int, la
     return out
 
 
-def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, **params) -> Stage:
+def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, parent: Path | None = None,
+         **params) -> Stage:
     """`params`: pipeline.params.PAD (max_words, pretrained_words, min_freq, maxlen, coverage, padding,
-    truncating)."""
+    truncating); `parent`: the bundle the network will start from (--init-from), whose vocabulary comes first."""
     params = defaults.PAD.resolve(params)
     folder, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
     inputs = tokenized_inputs(data_dir, corpus, tok)
     if params["pretrained_words"]:
         inputs[layout.VECTORS_FILE] = Input(folder / layout.VECTORS_FILE, "pretrain", label=label)
+    if parent is not None:
+        inputs[PARENT_TOKENIZER] = Input(parent / layout.TOKENIZER_FILE, bundle_producer(parent), label=parent.name,
+                                        edge=False)
     return Stage("pad", label, folder, inputs=inputs,
-                 params=params,
+                 params={**params, **({"parent": parent.name} if parent is not None else {})},
                  outputs=(*(f"{name}.parquet" for name in SPLITS), layout.TOKENIZER_FILE, "vocab_report.json",
                           "lengths.png"))
 
 
 def plan_for(t: Target) -> Stage:
-    return plan(t.corpus, t.tok, data_dir=t.data_dir)
+    return plan(t.corpus, t.tok, data_dir=t.data_dir, parent=target_parent(t))
 
 
 def run_for(t: Target, **kwargs) -> StageResult:
-    return pad(t.corpus, t.tok, data_dir=t.data_dir, workers=t.workers, scheduler=t.scheduler, **kwargs)
+    return pad(t.corpus, t.tok, data_dir=t.data_dir, workers=t.workers, scheduler=t.scheduler,
+               parent=target_parent(t), **kwargs)
 
 
 def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, workers: int | None = None,
         scheduler: str | None = None, force: bool = False, echo: Callable[[str], None] | None = None,
-        **params) -> StageResult:
-    """Fit the vocabulary and maxlen, write the padded split tables; `params`: pipeline.params.PAD."""
-    stage = plan(corpus, tok, data_dir=data_dir, **params)
+        parent: Path | None = None, **params) -> StageResult:
+    """Fit the vocabulary and maxlen, write the padded split tables; `params`: pipeline.params.PAD. With `parent` (a
+    bundle the network will start from) the vocabulary is the parent's with the corpus's new tokens appended."""
+    stage = plan(corpus, tok, data_dir=data_dir, parent=parent, **params)
     max_words, pretrained_words, min_freq, maxlen, coverage, padding, truncating = (
         stage.params[k] for k in ("max_words", "pretrained_words", "min_freq", "maxlen", "coverage", "padding",
                                   "truncating"))
@@ -167,6 +173,16 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
                 normalizer=Normalizer.from_dict(read_json_from(inputs["normalizer.json"], "clean", corpus)),
                 segmenter=Segmenter.from_dict(read_json_from(inputs["segmenter.json"], "tokenize", label)),
                 vocabulary=vocab, maxlen=chosen, padding=padding, truncating=truncating)
+            own_size = vocab.size
+            if parent is not None:          # the parent's ids stay as they are, so its Embedding rows stay valid
+                from pipeline.predict.bundle import load_preprocessor
+
+                learned = load_preprocessor(inputs[PARENT_TOKENIZER])
+                try:
+                    vocab = learned.merged([pre]).vocabulary
+                except PipelineError as exc:
+                    raise PipelineError(f"pad {label}: cannot start from {parent.name}: {exc}") from None
+                pre = Preprocessor(pre.normalizer, pre.segmenter, vocab, chosen, padding, truncating)
             # pass 2: every split indexed and padded, per partition, written in row order as it arrives
             rows, oov, total = (dict.fromkeys(SPLITS, 0) for _ in range(3))
             with ExitStack() as writing:
@@ -183,7 +199,8 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
                         total[name] += indexed[name]["tokens"]
             runs_on = eng.where
 
-        report = {"vocab_size": vocab.size, "pretrained_words": vocab.size - train_vocab, "maxlen": chosen,
+        report = {"vocab_size": vocab.size, "pretrained_words": own_size - train_vocab, "maxlen": chosen,
+                  **({"parent": parent.name, "parent_vocab_size": learned.vocab_size} if parent is not None else {}),
                   "maxlen_mode": "auto" if maxlen == "auto" else "fixed",
                   "train_sequences_fitting": (round(float((train_lengths <= chosen).mean()), 4)
                                               if len(train_lengths) else None), "train_token_coverage": None}
@@ -198,8 +215,10 @@ def pad(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR, worker
         write_json(out.path("vocab_report.json"), report)
         _plot_lengths(out.path("lengths.png"), train_lengths, chosen, coverage, f"{corpus} / {tok}")
         how = f"{report['train_sequences_fitting']:.1%} of train fit" if len(train_lengths) else "no train rows"
-        summary = (f"pad {corpus}/{tok}: vocabulary {vocab.size:,} ids ({report['pretrained_words']:,} from "
-                   f"pretraining; {report['train_token_coverage']:.1%} of train tokens), maxlen {chosen} "
+        vocabulary = (f"{learned.vocab_size:,} of {parent.name}'s and {vocab.size - learned.vocab_size:,} new"
+                      if parent is not None else f"{report['pretrained_words']:,} from pretraining")
+        summary = (f"pad {corpus}/{tok}: vocabulary {vocab.size:,} ids ({vocabulary}; "
+                   f"{report['train_token_coverage']:.1%} of train tokens), maxlen {chosen} "
                    f"({report['maxlen_mode']}, {how}), OOV rate val "
                    f"{report.get('val_oov_rate', 0):.1%} test {report.get('test_oov_rate', 0):.1%}; rows "
                    + ", ".join(f"{name} {report[f'{name}_rows']:,}" for name in SPLITS))

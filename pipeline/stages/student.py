@@ -48,6 +48,7 @@ from pipeline.stages import (
     router_experts,
     run_threshold,
     student_architecture,
+    train_rows,
     trained_bundles,
     write_student,
 )
@@ -88,7 +89,7 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
                              f"{', '.join(unpadded)} has none in {data_dir} (`ksent run --corpus {unpadded[0]} "
                              f"--tokenizer {tok.split('-')[0]}` makes them)")
     _check_one_preprocessing(corpora, tok, data_dir)
-    largest = max(corpora, key=lambda c: (_train_rows(data_dir, c, tok), c))
+    largest = max(corpora, key=lambda c: (train_rows(data_dir, c), c))
     member = layout.bundle_dir(artifacts_dir, largest, tok)        # its network is the student's (and its start)
     arch = student_architecture(tok, member, params)
     inputs = {"router bundle.json": Input(artifacts_dir / ROUTER_FOLDER / layout.BUNDLE_FILE, "router")}
@@ -127,14 +128,6 @@ def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str)
             if first[1] != value:
                 raise ParameterError(f"student: {first[0]} and {corpus} differ in their {what} ({first[1]} against "
                                      f"{value}): one network cannot read both - the router stays their model")
-
-
-def _train_rows(data_dir: Path | str, corpus: str, tok: str) -> int:
-    """The corpus's train rows, as the pad stage counted them (0 if unknown)."""
-    try:
-        return int(read_json(layout.processed_dir(data_dir, corpus, tok) / "vocab_report.json")["train_rows"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def plan_for(t: Target) -> Stage:
@@ -194,7 +187,8 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpora, joint.normalizer, params["unlabeled_rows"])
         teacher = load_bundle(inputs["router bundle.json"].parent)
-        soft = {c: _label(teacher, joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS) for c in corpora}
+        soft = {c: _label(teacher, joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS,
+                          domain=c if params["routing"] == "origin" else None) for c in corpora}
         del texts
         label_seconds = time.perf_counter() - started
 
@@ -228,6 +222,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
 
         name = "+".join(corpora)
         distillation = {"teacher": ROUTER_FOLDER, "teacher_bundle_sha256": sha256_file(inputs["router bundle.json"]),
+                        "routing": params["routing"],
                         "soft_weight": params["soft_weight"], "balance": params["balance"],
                         "started_from": member.parent.name if member else "vectors",
                         "corpora": {c: {"gold_rows": int(len(gold[c]["train"]["x"])),
@@ -299,8 +294,10 @@ def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) 
     return texts, counts
 
 
-def _label(teacher, joint, texts: list[str], label: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress.
+def _label(teacher, joint, texts: list[str], label: str, workers: int = 1,
+           domain: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The student's padded ids of `texts` and the teacher's P(positive), a block at a time with progress; with
+    `domain` (the corpus the texts come from) the router's expert of that corpus answers in place of the gate's mix.
 
     As `ksent predict --file` does it, with workers > 1 the morpheme analysis of the next block - for the
     teacher's networks and for the student's ids - runs in worker processes while this process runs the
@@ -312,7 +309,7 @@ def _label(teacher, joint, texts: list[str], label: str, workers: int = 1) -> tu
     from pipeline.predict.streaming import analysed_ahead
 
     student = SimpleNamespace(preprocessor=joint, cap=lambda text: text)       # analysed as transform does
-    analyzed = [*teacher.analyzed_members(), student] if workers > 1 and len(texts) > LABEL_BLOCK else []
+    analyzed = [*teacher.analyzed_members(domain), student] if workers > 1 and len(texts) > LABEL_BLOCK else []
     shown = Progress()
     xs, ps = [np.zeros((0, joint.maxlen), np.int32)], [np.zeros(0, np.float32)]
     started, done = time.perf_counter(), 0
@@ -320,7 +317,7 @@ def _label(teacher, joint, texts: list[str], label: str, workers: int = 1) -> tu
     with contextlib.closing(analysed_ahead(analyzed, blocks, workers, ahead=1)) as ahead:
         for block, pending_ids in ahead:      # the next block analysed in workers while this one is scored
             xs.append(pending_ids.pop(id(student)).ids() if pending_ids else joint.transform(block))
-            records = teacher.finish(block, pending_ids, BATCH_SIZE)
+            records = teacher.finish(block, pending_ids, BATCH_SIZE, domain)
             ps.append(np.array([r["probability"] for r in records], dtype=np.float32))
             done += len(block)
             shown.line(f"  {label}: the teacher labelled {done:,}/{len(texts):,} reviews "

@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import layout, params as defaults
+from pipeline.core.files import read_json, sha256_file
 from pipeline.core.quiet import import_keras  # keras itself is imported when a model is built, not on import
 from pipeline.core.stage import Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import unreadable
 from pipeline.errors import PipelineError
 from pipeline.model import padded, training
+from pipeline.stages import ADAPT_PARAMS, NETWORK_SHAPE, bundle_producer, init_parent, student_architecture
 
 
 class SplitReader:
@@ -139,6 +141,14 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                                                                        layout.TOKENIZER_FILE)}
     if params["embeddings"] == "pretrained":
         inputs[layout.VECTORS_FILE] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
+    parent = init_parent(corpus, tok, params["init_from"], artifacts_dir, data_dir)
+    if parent is None:          # from the vectors: the parameters (and so the manifests) of before --init-from
+        params = {k: v for k, v in params.items() if k not in ADAPT_PARAMS}
+    else:                       # the parent's network, fine-tuned at the adaptation's learning rate
+        for name in ("model.keras", layout.BUNDLE_FILE, layout.TOKENIZER_FILE):
+            inputs[f"parent {name}"] = Input(parent / name, bundle_producer(parent), label=parent.name, edge=False)
+        arch = student_architecture(tok, parent, {"network": "member", "units": 0})
+        params = {**params, **{k: arch[k] for k in NETWORK_SHAPE}, "learning_rate": params["adapt_learning_rate"]}
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE,
                                          "history.csv", "curves.png"),
@@ -180,6 +190,20 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
         model, pretrained_rows = training.new_model(
             preprocessor, params, params["seed"],
             inputs[layout.VECTORS_FILE] if params["embeddings"] == "pretrained" else None, stage.label)
+        parent = None
+        if f"parent {layout.BUNDLE_FILE}" in inputs:    # every weight from the parent; its tokens keep their rows
+            name = inputs[f"parent {layout.BUNDLE_FILE}"].parent.name
+            learned = bundle.load_preprocessor(inputs[f"parent {layout.TOKENIZER_FILE}"])
+            if preprocessor.vocabulary.tokens[:len(learned.vocabulary.tokens)] != learned.vocabulary.tokens:
+                raise PipelineError(f"train {stage.label}: its padded ids were not made for {name} (the "
+                                    f"vocabulary must begin with the parent's) - run `ksent run` with the same "
+                                    f"--init-from, or `ksent pad --init-from` first")
+            inherited = training.start_from(model, inputs["parent model.keras"],
+                                            preprocessor.vocabulary.id_map(learned.vocabulary, missing=-1),
+                                            f"train {stage.label}")
+            parent = {"name": name, "corpus": read_json(inputs[f"parent {layout.BUNDLE_FILE}"])["corpus"],
+                      "bundle_sha256": sha256_file(inputs[f"parent {layout.BUNDLE_FILE}"]),
+                      "inherited_rows": inherited}
         n_params = model.count_params()
         rng = np.random.default_rng(params["seed"])
         train_ds = splits["train"].dataset(params["batch_size"], rng)
@@ -218,7 +242,7 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                               onnx=onnx_entry, threshold=threshold,
                               training={"params": params, **{k: counts[k] for k in (
                                   "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy",
-                                  "train_seconds")}})
+                                  "train_seconds")}, **({"parent": parent} if parent else {})})
         training.write_history(out.path("history.csv"), history, timer.seconds, params["learning_rate"])
         training.plot_curves(out.path("curves.png"), history, best + 1, f"{corpus} / {tok}")
         counts["threshold"] = threshold["value"]
@@ -226,7 +250,9 @@ def train(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
                    f"{best + 1}/{epochs_run}, {threshold_text(threshold)}, {n_params:,} params, "
                    f"{train_seconds:.0f}s "
                    f"({counts['seconds_per_epoch']:.0f}s/epoch), "
-                   + (f"{pretrained_rows:,} of {preprocessor.vocab_size:,} embedding rows pretrained"
+                   + (f"started from {parent['name']} ({parent['inherited_rows']:,} of "
+                      f"{preprocessor.vocab_size:,} embedding rows its own)" if parent else
+                      f"{pretrained_rows:,} of {preprocessor.vocab_size:,} embedding rows pretrained"
                       if params["embeddings"] == "pretrained" else "random embeddings")
                    + (f"; note: {onnx_entry['note']}" if onnx_entry.get("note") else ""))
         return StageResult(summary=summary, counts=counts)

@@ -73,6 +73,10 @@ async function loadModel() {
   rows.push(["Validation accuracy", fmt(metrics.val_accuracy ?? metrics.best_val_accuracy ?? training.best_val_accuracy)]);
   rows.push(["Threshold", `긍정 when P(긍정) ≥ ${info.threshold ?? 0.5} (chosen on the validation split)`]);
   if (info.members) rows.push(["Members", info.members.join(", ")]);
+  if (info.adapted_from) {
+    rows.push(["Adapted from", `${info.adapted_from.name} (trained on ${info.adapted_from.corpus}), fine-tuned on ` +
+      `${info.corpus}`]);
+  }
   rows.push(["Limits", `${limits.max_texts} reviews per request, explanations for up to ${limits.max_explain}`]);
   $("model").replaceChildren(...rows.flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, String(value ?? "–"))]));
   textColumns = info.text_columns || [];
