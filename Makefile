@@ -53,8 +53,9 @@ RUN_ARGS ?=
 # the decision threshold rule of every model `make all` makes (ksent's --threshold: accuracy, balanced or a number)
 THRESHOLD ?=
 threshold_arg := $(if $(THRESHOLD),--threshold $(THRESHOLD))
-# where every network starts (ksent's --init-from): none (the default: its pretrained vectors), auto (the best
-# bundle of its tokenization of a corpus with more labelled reviews, e.g. NSMC's for a small export) or a bundle
+# where every network starts (ksent's --init-from): auto (the default: the best bundle of its tokenization of a
+# corpus with more labelled reviews, e.g. NSMC's for your export; none there: its pretrained vectors), none, or a
+# bundle folder
 INIT_FROM ?=
 init_arg := $(if $(INIT_FROM),--init-from $(INIT_FROM))
 
@@ -101,7 +102,9 @@ all: setup
 	@$(KSENT) plan $(addprefix --corpus ,$(CORPORA)) $(addprefix --tokenizer ,$(TOKENIZERS)) $(force_arg) \
 	  --progress-file $$KSENT_BUILD_PROGRESS
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(PRETRAIN_LANES))
-	@set -e; for corpus in $(CORPORA); do for tok in $(TOKENIZERS); do \
+	@# the corpus with the most labels first: a smaller one's networks start from its bundles (INIT_FROM=auto)
+	@set -e; order=$$($(KSENT) plan $(addprefix --corpus ,$(CORPORA)) --training-order); \
+	for corpus in $$order; do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) $(init_arg) --defer-shared \
 	    $(RUN_ARGS); \

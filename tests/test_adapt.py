@@ -48,7 +48,7 @@ def test_a_corpus_adapts_from_a_larger_ones_bundle_and_keeps_its_vocabulary(two_
     assert init_parent("movie", "word", "auto", artifacts, data) is None           # only its own bundle there
 
     # the smaller corpus: from movie-word, at a learning rate so small that its start is what it keeps
-    assert _run(root, "shop", init_from="auto", adapt_learning_rate=1e-12)[-3:] == ["pad", "train", "evaluate"]
+    assert _run(root, "shop", init_from="auto", learning_rate=1e-12)[-3:] == ["pad", "train", "evaluate"]
     shop = read_json(artifacts / "shop-word" / "bundle.json")
     parent = shop["training"]["parent"]
     assert parent["name"] == "movie-word" and parent["corpus"] == "movie"
@@ -64,6 +64,18 @@ def test_a_corpus_adapts_from_a_larger_ones_bundle_and_keeps_its_vocabulary(two_
     # what `/v1/models` and the page show of it
     assert pipeline.load(artifacts / "shop-word").info["adapted_from"] == {"name": "movie-word", "corpus": "movie"}
     assert "adapted_from" not in pipeline.load(artifacts / "movie-word").info
+    # a bundle of several corpora (the student stage's) is no parent, however good on validation; a better bundle of
+    # one larger corpus is
+    for name, corpus in (("joint-word", "movie+elsewhere"), ("better-word", "movie")):
+        copy = shutil.copytree(artifacts / "movie-word", artifacts / name)
+        manifest = read_json(copy / "bundle.json")
+        manifest["corpus"], manifest["threshold"]["val_accuracy"] = corpus, 0.99 if "+" in corpus else 0.98
+        (copy / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+        if "+" in corpus:
+            assert init_parent("shop", "word", "auto", artifacts, data) == artifacts / "movie-word"
+    assert init_parent("shop", "word", "auto", artifacts, data) == artifacts / "better-word"
+    shutil.rmtree(artifacts / "joint-word")
+    shutil.rmtree(artifacts / "better-word")
     # the movie corpus never starts from the smaller shop corpus, even now that it has a bundle
     assert init_parent("movie", "word", "auto", artifacts, data) is None
     assert _run(root, "movie", init_from="auto") == []
@@ -76,7 +88,7 @@ def test_a_corpus_adapts_from_a_larger_ones_bundle_and_keeps_its_vocabulary(two_
     print(status.stdout.decode())
     assert status.returncode == 0 and "parent bundle.json" in status.stdout.decode()
     # (its vocabulary is the same, so pad is not)
-    assert _run(root, "shop", init_from="auto", adapt_learning_rate=1e-12)[-2:] == ["train", "evaluate"]
+    assert _run(root, "shop", init_from="auto", learning_rate=1e-12)[-2:] == ["train", "evaluate"]
     assert (read_json(artifacts / "shop-word" / "bundle.json")["training"]["parent"]["bundle_sha256"]
             == sha256_file(artifacts / "movie-word" / "bundle.json"))
     assert "shop-word" not in graph.stale_models(data, artifacts)
@@ -86,7 +98,7 @@ def test_a_parent_that_reads_text_otherwise_is_refused_in_one_line(two_declared)
     root = two_declared
     artifacts, data = root / "artifacts", root / "data"
     _run(root, "movie")
-    _run(root, "shop", until="pad")
+    _run(root, "shop", until="pad", init_from="none")            # padded for no parent
     with pytest.raises(ParameterError, match="its tokenization is word, this one's char"):
         init_parent("shop", "char", str(artifacts / "movie-word"), artifacts, data)
     with pytest.raises(ParameterError, match="no bundle there"):

@@ -168,7 +168,11 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
               help="Also write the plan there: every stage of a build given this file in $KSENT_BUILD_PROGRESS "
                    "then prints where the whole build is (stage n of N, elapsed, an estimate of what is left).")
 @click.option("--force", is_flag=True, help="Every stage, as `make all FORCE=1` re-runs them all.")
-def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, force):
+@click.option("--training-order", is_flag=True,
+              help="Only print the corpora, one a line, in the order `make all` trains them: the most labelled "
+                   "train rows first, as a corpus's networks start from a larger corpus's (--init-from auto); "
+                   "corpora not split yet last, as given.")
+def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, force, training_order):
     """The stages `make all` would run for these corpora and tokenizations (those not up to date), each with the
     time it took the last time it ran."""
     from pipeline import params as defaults
@@ -178,6 +182,12 @@ def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, forc
 
     for name in corpora:
         get_corpus(name)
+    if training_order:
+        from pipeline.stages import train_rows
+
+        for name in sorted(dict.fromkeys(corpora), key=lambda c: -train_rows(data_dir, c)):   # stable: ties as given
+            click.echo(name)
+        return
     segmenters = [segmenter_from(*(tok.split(":", 1) if ":" in tok else (tok, defaults.TOKENIZE["backend"])), False)
                   for tok in tokenizers]
     planned = graph.build_plan(list(corpora), segmenters, Target("", data_dir=data_dir, artifacts_dir=artifacts_dir),

@@ -185,7 +185,7 @@ _ON = click.option("--on", "others", multiple=True, metavar="CORPUS",
                         "corpus.")
 _INIT_FROM = click.option("--init-from", metavar="auto|none|BUNDLE_DIR",
                           help="The bundle `ksent train --init-from` will start from: the vocabulary begins with "
-                               "its tokens, in its order [default: none].")
+                               "its tokens, in its order [default: auto].")
 _MEMBER = click.option("--member", "members", multiple=True,
                        help="Bundle folder name to combine (repeatable) [default: every trained bundle of the "
                             "corpus].")

@@ -117,7 +117,7 @@ def trained_bundles(corpus: str, artifacts_dir: Path | str) -> dict[str, str]:
 
 INIT_NONE, INIT_AUTO = "none", "auto"       # --init-from's words; anything else names a bundle folder
 PARENT_TOKENIZER = "parent tokenizer.json"  # the pad stage's input name for the parent's vocabulary
-ADAPT_PARAMS = ("init_from", "adapt_learning_rate")     # train parameters that matter only with a parent
+ADAPT_PARAMS = ("init_from",)       # train parameters that matter only with a parent
 NETWORK_SHAPE = ("embedding_dim", "units", "layers", "bidirectional", "cell")     # what a parent fixes
 
 
@@ -134,10 +134,11 @@ def init_parent(corpus: str, tok: str, init_from: str, artifacts_dir: Path | str
     """The bundle a new `corpus`/`tok` network starts from (--init-from), or None (from the pretrained vectors).
 
     A folder: that bundle, which must be one network (not an ensemble or router) of tokenization `tok`.
-    auto: among the single-network bundles of `tok` in `artifacts_dir`, the one with the best validation accuracy
-    whose corpora do not include `corpus` and learned from more labelled train rows than `corpus` has - so a corpus
-    never starts from a smaller one, no two corpora start from each other, and which parent a corpus gets does not
-    depend on the order they were built in. ParameterError for a folder that cannot be a parent."""
+    auto: among the single-network bundles of `tok` of one other corpus in `artifacts_dir` (not the student of
+    several corpora, which a corpus's own bundles may come to teach), the one with the best validation accuracy of a
+    corpus with more labelled train rows than `corpus` has - so a corpus never starts from a smaller one, no two
+    corpora start from each other, and which parent a corpus gets does not depend on the order they were built in;
+    one that reads text otherwise is passed over. ParameterError for a folder that cannot be a parent."""
     from pipeline.core.files import read_json
     from pipeline.errors import ParameterError
 
@@ -167,13 +168,11 @@ def init_parent(corpus: str, tok: str, init_from: str, artifacts_dir: Path | str
     for path in layout.bundle_manifests(artifacts_dir):
         try:
             manifest = read_json(path)
-            corpora = str(manifest["corpus"]).split("+")
-            parent_tok = manifest["tok"]
+            other, parent_tok = str(manifest["corpus"]), manifest["tok"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if (manifest.get("kind", "model") != "model" or not (path.parent / "model.keras").is_file()
-                or corpus in corpora or parent_tok != tok
-                or sum(train_rows(data_dir, c) for c in corpora) <= own_rows
+                or other == corpus or "+" in other or parent_tok != tok or train_rows(data_dir, other) <= own_rows
                 or preprocessing_difference(path.parent, data_dir, corpus, tok)):
             continue
         candidate = (validation_accuracy(path.parent), path.parent.name, path.parent)

@@ -144,11 +144,11 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     parent = init_parent(corpus, tok, params["init_from"], artifacts_dir, data_dir)
     if parent is None:          # from the vectors: the parameters (and so the manifests) of before --init-from
         params = {k: v for k, v in params.items() if k not in ADAPT_PARAMS}
-    else:                       # the parent's network, fine-tuned at the adaptation's learning rate
+    else:                       # the parent's network, fine-tuned as a new one trains (docs/experiments.md)
         for name in ("model.keras", layout.BUNDLE_FILE, layout.TOKENIZER_FILE):
             inputs[f"parent {name}"] = Input(parent / name, bundle_producer(parent), label=parent.name, edge=False)
         arch = student_architecture(tok, parent, {"network": "member", "units": 0})
-        params = {**params, **{k: arch[k] for k in NETWORK_SHAPE}, "learning_rate": params["adapt_learning_rate"]}
+        params = {**params, **{k: arch[k] for k in NETWORK_SHAPE}}
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE,
                                          "history.csv", "curves.png"),

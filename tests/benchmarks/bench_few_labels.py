@@ -9,8 +9,11 @@ stratified, seeded subset of the train split keeps its labels; the other train r
 of its own per size and arm, the pad, train and evaluate stages run as `ksent run` runs them:
 - scratch: `--init-from none`, the network starts from the corpus's pretrained vectors;
 - adapted: `--init-from PARENT`, it starts from the parent bundle's network and vocabulary.
-The pretrained vectors (vectors.npz, learned from the texts without their labels) are the corpus's own, as a
-user with few labels but all the texts has them. The parent must not have seen the corpus (not the shopping
+The pretrained vectors (vectors.npz) are, with `--vectors corpus` (the default), the corpus's own from its
+make all (learned from every train text and its 25,000 unlabeled reviews, without their labels), as a user with
+few labels but many texts has them; with `--vectors labelled`, learned by the pretrain stage from the labelled
+subset's texts alone, as a user with nothing but the labelled reviews has them. The parent must not have seen the
+corpus (not the shopping
 sample's own models). Prints test accuracy, validation accuracy (the epoch kept) and training seconds per size
 and arm, and with --plot writes the curve as a PNG.
 
@@ -47,9 +50,10 @@ def subset(split_rows, size: int | None, seed: int):
     return rows
 
 
-def prepare(source: Path, folder: Path, corpus: str, tok: str, split_rows) -> Path:
+def prepare(source: Path, folder: Path, corpus: str, tok: str, split_rows, vectors: str) -> Path:
     """A data folder for one run: the corpus's interim files with `split_rows` as its split, and its tokens and
-    vectors, vouched for as the stages' outputs. Returns the data folder."""
+    (`vectors` "corpus") vectors, vouched for as the stages' outputs, or ("labelled") vectors learned by the pretrain
+    stage from the labelled train rows alone. Returns the data folder."""
     from pipeline import layout
     from pipeline.core.stage import adopt_outputs
 
@@ -61,10 +65,16 @@ def prepare(source: Path, folder: Path, corpus: str, tok: str, split_rows) -> Pa
     adopt_outputs("clean", corpus, interim, ["normalizer.json"])
     adopt_outputs("split", corpus, interim, [layout.SPLIT_FILE])
     processed.mkdir(parents=True)
-    for name in (layout.TOKENS_FILE, "segmenter.json", layout.VECTORS_FILE):
+    for name in (layout.TOKENS_FILE, "segmenter.json"):
         shutil.copy2(layout.processed_dir(source, corpus, tok) / name, processed)
     adopt_outputs("tokenize", layout.label(corpus, tok), processed, [layout.TOKENS_FILE, "segmenter.json"])
-    adopt_outputs("pretrain", layout.label(corpus, tok), processed, [layout.VECTORS_FILE])
+    if vectors == "corpus":
+        shutil.copy2(layout.processed_dir(source, corpus, tok) / layout.VECTORS_FILE, processed)
+        adopt_outputs("pretrain", layout.label(corpus, tok), processed, [layout.VECTORS_FILE])
+    else:
+        from pipeline.stages.pretrain import pretrain
+
+        pretrain(corpus, tok, data_dir=data, unlabeled="none", echo=lambda line: None)
     return data
 
 
@@ -115,6 +125,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO / "data", help="Where the corpus's stages ran.")
     parser.add_argument("--sizes", default=SIZES, help=f"Labelled train rows per run [default: {SIZES}].")
     parser.add_argument("--seed", type=int, default=42, help="The subsets' seed.")
+    parser.add_argument("--vectors", choices=("corpus", "labelled"), default="corpus",
+                        help="The pretrained vectors: the corpus's own, or learned from the labelled rows alone.")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="A training parameter for both arms, e.g. epochs=12 (repeatable; JSON values).")
     parser.add_argument("--plot", type=Path, help="Write the learning curve here (PNG).")
@@ -136,7 +148,8 @@ def main() -> None:
     split_rows = read_table(layout.split_path(args.data_dir, args.corpus), "split", args.corpus)
     work = args.work or Path(tempfile.mkdtemp(prefix="few_labels-"))
     results: dict[str, dict] = {}
-    print(f"{args.corpus}, {args.tokenizer}; parent {parent.name}; subsets seeded {args.seed}; "
+    print(f"{args.corpus}, {args.tokenizer}; parent {parent.name}; subsets seeded {args.seed}; vectors "
+          f"{'the corpus' + chr(39) + 's' if args.vectors == 'corpus' else 'from the labelled rows'}; "
           f"params {train_params or 'the defaults'}", flush=True)
     print(f"{'labels':>8}  {'scratch test':>12}  {'adapted test':>12}  {'scratch val':>11}  {'adapted val':>11}"
           f"  {'scratch s':>9}  {'adapted s':>9}", flush=True)
@@ -146,7 +159,7 @@ def main() -> None:
         for arm in ("scratch", "adapted"):
             folder = work / size / arm
             shutil.rmtree(folder, ignore_errors=True)
-            data = prepare(args.data_dir, folder, args.corpus, args.tokenizer, rows)
+            data = prepare(args.data_dir, folder, args.corpus, args.tokenizer, rows, args.vectors)
             results[size][arm] = run_arm(data, folder / "artifacts", args.corpus, args.tokenizer,
                                          parent if arm == "adapted" else None, train_params)
         s, a = results[size]["scratch"], results[size]["adapted"]
