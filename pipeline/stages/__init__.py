@@ -40,7 +40,7 @@ STUDENT_OUTPUTS = ("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BU
                    layout.METRICS_FILE, "predictions.csv", "confusion.png")
 
 
-def student_architecture(tok: str, member: Path | None, params: dict) -> dict:
+def student_architecture(tok: str, member: Path | None, params: dict | None = None) -> dict:
     """A student's network (the MODEL_PARAMS, batch_size, embeddings): that of bundle `member` (its recorded training
     parameters; the train stage's defaults for `tok` where it records none), unless `params` (pipeline.params.DISTILL
     or STUDENT) give another network or units."""
@@ -55,9 +55,9 @@ def student_architecture(tok: str, member: Path | None, params: dict) -> dict:
             arch.update({k: recorded[k] for k in arch if k in recorded})
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    if params["network"] != "member":
+    if params and params["network"] != "member":
         arch.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
-    if params["units"]:
+    if params and params["units"]:
         arch["units"] = params["units"]
     return {k: arch[k] for k in MODEL_PARAMS + ("batch_size", "embeddings")}
 
@@ -144,22 +144,16 @@ def init_parent(corpus: str, tok: str, init_from: str, artifacts_dir: Path | str
 
     if init_from == INIT_NONE:
         return None
+    own = recorded_preprocessing(data_dir, corpus, tok)
     if init_from != INIT_AUTO:
         folder = Path(init_from)
         try:
             manifest = read_json(folder / layout.BUNDLE_FILE)
         except (OSError, ValueError):
             raise ParameterError(f"--init-from {init_from}: no bundle there (its bundle.json cannot be read)") from None
-        if not isinstance(manifest, dict) or manifest.get("kind", "model") != "model" or not (
-                folder / "model.keras").is_file():
-            raise ParameterError(f"--init-from {init_from}: not one network (an ensemble or a router cannot be "
-                                 f"started from; give one of its members)")
-        if manifest.get("tok") != tok:
-            raise ParameterError(f"--init-from {init_from}: its tokenization is {manifest.get('tok')}, this one's "
-                                 f"{tok} - a network reads only the tokens it learned")
-        difference = preprocessing_difference(folder, data_dir, corpus, tok)
-        if difference:
-            raise ParameterError(f"--init-from {init_from}: {difference}")
+        problem = _parent_problem(folder, manifest, corpus, tok, own)
+        if problem:
+            raise ParameterError(f"--init-from {init_from}: {problem}")
         return folder
     own_rows = train_rows(data_dir, corpus)
     best: tuple[float, str, Path] | None = None
@@ -168,12 +162,11 @@ def init_parent(corpus: str, tok: str, init_from: str, artifacts_dir: Path | str
     for path in layout.bundle_manifests(artifacts_dir):
         try:
             manifest = read_json(path)
-            other, parent_tok = str(manifest["corpus"]), manifest["tok"]
+            other = str(manifest["corpus"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if (manifest.get("kind", "model") != "model" or not (path.parent / "model.keras").is_file()
-                or other == corpus or "+" in other or parent_tok != tok or train_rows(data_dir, other) <= own_rows
-                or preprocessing_difference(path.parent, data_dir, corpus, tok)):
+        if (other == corpus or "+" in other or train_rows(data_dir, other) <= own_rows
+                or _parent_problem(path.parent, manifest, corpus, tok, own)):
             continue
         candidate = (validation_accuracy(path.parent), path.parent.name, path.parent)
         if best is None or candidate[:2] > best[:2]:
@@ -191,25 +184,43 @@ def train_rows(data_dir: Path | str, corpus: str) -> int:
         return 0
 
 
-def preprocessing_difference(parent: Path, data_dir: Path | str, corpus: str, tok: str) -> str | None:
-    """What keeps a network of bundle `parent` from reading `corpus`'s `tok` tokens as it learned to (its cleaning or
-    segmentation differs), or None - also while the corpus's clean or tokenize stage has not run yet."""
+LEARNED_AS = {"cleaning": "normalizer", "segmentation": "segmenter"}     # their keys in a bundle's tokenizer.json
+
+
+def recorded_preprocessing(data_dir: Path | str, corpus: str, tok: str) -> dict[str, object]:
+    """How `corpus` is read for tokenization `tok`, as its clean and tokenize stages recorded it: "cleaning" (its
+    normalizer.json), "segmentation" (its segmenter.json); one not made yet is left out."""
     from pipeline.core.files import read_json
 
-    try:
-        learned = read_json(parent / layout.TOKENIZER_FILE)
-    except (OSError, ValueError):
-        return f"{parent.name} has no readable {layout.TOKENIZER_FILE}"
-    for what, key, path in (("cleaning", "normalizer", layout.interim_dir(data_dir, corpus) / "normalizer.json"),
-                            ("segmentation", "segmenter", layout.processed_dir(data_dir, corpus, tok) /
-                             "segmenter.json")):
+    found = {}
+    for what, path in (("cleaning", layout.interim_dir(data_dir, corpus) / "normalizer.json"),
+                       ("segmentation", layout.processed_dir(data_dir, corpus, tok) / "segmenter.json")):
         try:
-            own = read_json(path)
+            found[what] = read_json(path)
         except (OSError, ValueError):
             continue
-        theirs = learned.get(key) if isinstance(learned, dict) else None
-        if theirs != own:
-            return f"{parent.name} was trained on another {what} ({theirs} against {corpus}'s {own})"
+    return found
+
+
+def _parent_problem(folder: Path, manifest, corpus: str, tok: str, own: dict[str, object]) -> str | None:
+    """Why bundle `folder` (its bundle.json `manifest`) cannot start a `corpus`/`tok` network read as `own`
+    (recorded_preprocessing) says: not one network, another tokenization, or another cleaning or segmentation."""
+    from pipeline.core.files import read_json
+
+    if not isinstance(manifest, dict) or manifest.get("kind", "model") != "model" or not (
+            folder / "model.keras").is_file():
+        return "not one network (an ensemble or a router cannot be started from; give one of its members)"
+    if manifest.get("tok") != tok:
+        return (f"its tokenization is {manifest.get('tok')}, this one's {tok} - a network reads only the tokens it "
+                f"learned")
+    try:
+        learned = read_json(folder / layout.TOKENIZER_FILE)
+    except (OSError, ValueError):
+        return f"{folder.name} has no readable {layout.TOKENIZER_FILE}"
+    for what, value in own.items():
+        theirs = learned.get(LEARNED_AS[what]) if isinstance(learned, dict) else None
+        if theirs != value:
+            return f"{folder.name} was trained on another {what} ({theirs} against {corpus}'s {value})"
     return None
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline import layout, params as defaults
 from pipeline.core.engine import DEFAULT_WORKERS
-from pipeline.core.files import read_json, sha256_file, write_json
+from pipeline.core.files import sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
 from pipeline.core.tables import read_table
@@ -44,6 +44,7 @@ from pipeline.stages import (
     STUDENT_OUTPUTS,
     UnlabeledFilter,
     read_unlabeled,
+    recorded_preprocessing,
     registered_unlabeled,
     router_experts,
     run_threshold,
@@ -115,15 +116,11 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
 
 def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str) -> None:
     """ParameterError (the stage is then left out, the router staying the corpora's model) where the corpora are
-    cleaned or segmented differently: one network cannot read them all the same way."""
+    cleaned or segmented differently: one network cannot read them all the same way (a stage not made yet: its
+    stage's input check says so)."""
     seen: dict[str, tuple[str, object]] = {}
     for corpus in corpora:
-        for what, path in (("cleaning", layout.interim_dir(data_dir, corpus) / "normalizer.json"),
-                           ("segmentation", layout.processed_dir(data_dir, corpus, tok) / "segmenter.json")):
-            try:
-                value = read_json(path)
-            except (OSError, ValueError):
-                continue                        # not made yet: its stage's input check says so
+        for what, value in recorded_preprocessing(data_dir, corpus, tok).items():
             first = seen.setdefault(what, (corpus, value))
             if first[1] != value:
                 raise ParameterError(f"student: {first[0]} and {corpus} differ in their {what} ({first[1]} against "

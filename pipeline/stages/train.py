@@ -147,7 +147,7 @@ def plan(corpus: str, tok: str, *, data_dir: Path | str = layout.DATA_DIR,
     else:                       # the parent's network, fine-tuned as a new one trains (docs/experiments.md)
         for name in ("model.keras", layout.BUNDLE_FILE, layout.TOKENIZER_FILE):
             inputs[f"parent {name}"] = Input(parent / name, bundle_producer(parent), label=parent.name, edge=False)
-        arch = student_architecture(tok, parent, {"network": "member", "units": 0})
+        arch = student_architecture(tok, parent)
         params = {**params, **{k: arch[k] for k in NETWORK_SHAPE}}
     return Stage("train", label, layout.bundle_dir(artifacts_dir, corpus, tok), inputs=inputs,
                  params=params, outputs=("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BUNDLE_FILE,
