@@ -13,6 +13,7 @@ from pipeline.core.files import read_json, sha256_file
 from pipeline.errors import MissingInputError, ParameterError
 from pipeline.model import padded
 from pipeline.predict import loading as bundle_module
+from pipeline.predict.bundle import Bundle
 from pipeline.predict.loading import load_bundle
 from pipeline.predict.selection import default_model_dir
 from pipeline.stages.distill import distill
@@ -204,3 +205,48 @@ def test_tensorflows_start_up_log_stays_off_stderr_when_distill_trains(taught, t
     done = python(code, {"KSENT_VERBOSE": None, "TF_CPP_MIN_LOG_LEVEL": None})
     assert done.returncode == 0 and done.stdout.endswith("distilled\n"), done.stderr
     assert done.stderr == ""
+
+
+def test_one_trained_bundle_can_teach_its_corpus_unlabeled_reviews(taught, tmp_path, monkeypatch):
+    # self-training, as for a model adapted with --init-from on few labels: the char bundle labels the reviews
+    data, artifacts, unlabeled, _ = taught
+    own = tmp_path / "artifacts"
+    shutil.copytree(artifacts, own)
+    kwargs = {"data_dir": data, "artifacts_dir": own, "unlabeled": unlabeled, "echo": lambda _: None, **STUDENT}
+    distill("tiny", teacher="char", **kwargs)
+    folder = own / "tiny-char-student"          # the student's tokenization is the teacher's
+    manifest = read_json(folder / "bundle.json")
+    assert manifest["distillation"]["teacher"] == "tiny-char"
+    assert manifest["distillation"]["teacher_bundle_sha256"] == sha256_file(own / "tiny-char" / "bundle.json")
+    assert read_json(folder / "distill.manifest.json")["params"]["teacher"] == "char"
+    assert _test_accuracy(folder) > 0.8
+    assert distill("tiny", teacher="char", **kwargs).skipped
+    # the ensemble's students keep the parameters they had before --teacher existed
+    distill("tiny", student="word", **kwargs)
+    assert "teacher" not in read_json(own / "tiny-word-student" / "distill.manifest.json")["params"]
+    # a retrained teacher re-makes the student
+    train("tiny", "char", data_dir=data, artifacts_dir=own, echo=lambda _: None, **{**SMALL, "seed": 7})
+    assert not distill("tiny", teacher="char", **kwargs).skipped
+
+    # it is that bundle's probabilities the student learns: the char bundle saying the opposite teaches it so
+    real = Bundle.predict_ids
+
+    def contrary(self, *args, **kwargs):
+        p = real(self, *args, **kwargs)
+        return 1 - p if self.directory.name == "tiny-char" else p
+
+    monkeypatch.setattr(Bundle, "predict_ids", contrary)
+    distill("tiny", teacher="char", force=True, **{**kwargs, "soft_weight": 5.0, "threshold": 0.5})
+    monkeypatch.undo()
+    assert _test_accuracy(folder) < 0.3
+
+
+def test_a_teacher_must_be_a_trained_bundle_of_the_corpus(taught, tmp_path):
+    data, artifacts, unlabeled, _ = taught
+    kwargs = {"data_dir": data, "unlabeled": unlabeled, "echo": lambda _: None}
+    with pytest.raises(MissingInputError, match="ksent run --corpus tiny --tokenizer char"):
+        distill("tiny", artifacts_dir=tmp_path, teacher="char", **kwargs)
+    with pytest.raises(ParameterError, match="is a student"):
+        distill("tiny", artifacts_dir=artifacts, teacher="word-student", **kwargs)
+    with pytest.raises(ParameterError, match="teacher must be"):
+        distill("tiny", artifacts_dir=artifacts, teacher="../tiny-char", **kwargs)

@@ -1,16 +1,17 @@
 """distill: one network taught by the corpus's ensemble, artifacts/<corpus>-<tok>-student/.
 
-The teacher (artifacts/<corpus>-ensemble/, several networks and preprocessings per review)
-labels unlabeled reviews with its probabilities; the student, one tokenization's Embedding +
-LSTM like every ksent bundle, trains on the gold-labelled train split plus those reviews,
-with binary cross-entropy against the teacher's probability (soft targets carry what the
+The teacher (artifacts/<corpus>-ensemble/, several networks and preprocessings per review; or, with
+`teacher` a tokenization, the corpus's one bundle of it: self-training, e.g. of a model adapted from
+another corpus's on few labels) labels unlabeled reviews with its probabilities; the student, one
+tokenization's Embedding + LSTM like every ksent bundle, trains on the gold-labelled train split plus
+those reviews, with binary cross-entropy against the teacher's probability (soft targets carry what the
 teacher is unsure of), each teacher-labelled review weighing `soft_weight` against a gold
 one. The student then predicts at one network's cost. It is an ordinary bundle:
 `ksent predict`, the API, `ksent serve`, explanations and the default-model choice treat it
 as one; its bundle.json says which teacher taught it, and the ensemble stage leaves students
 out of its members (a student of the ensemble cannot be one of its teachers).
 
-Inputs: the teacher's bundle.json (which pins its members by checksum: retraining a member
+Inputs: the teacher's bundle.json (an ensemble's pins its members by checksum: retraining a member
 re-makes the ensemble, which re-runs this stage), the student tokenization's train, val and
 test tables and tokenizer.json (pad stage) and vectors.npz (pretrain stage) to start the
 Embedding, split.parquet (the held-out texts), and the unlabeled reviews: by default the
@@ -20,10 +21,10 @@ lines empty after cleaning. At most `unlabeled_rows` lines are used (the first o
 bounds the stage's memory and time.
 
 The student's tokenization is that of the teacher's member with the best validation accuracy
-(`student="auto"`), and its network is that member's (the train stage's parameters recorded in
-its bundle.json) unless `network` or `units` say otherwise; the epoch with the lowest validation
-loss (gold labels) is kept. Outputs: the bundle files the train stage writes, plus metrics.json,
-predictions.csv and confusion.png as evaluate writes them.
+(`student="auto"`; a one-bundle teacher's own), and its network is that member's (the train stage's
+parameters recorded in its bundle.json) unless `network` or `units` say otherwise; the epoch with the
+lowest validation loss (gold labels) is kept. Outputs: the bundle files the train stage writes, plus
+metrics.json, predictions.csv and confusion.png as evaluate writes them.
 """
 from __future__ import annotations
 
@@ -60,32 +61,43 @@ from pipeline.text.segment import Segmenter
 LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
 
 
-def _teacher_manifest(corpus: str, artifacts_dir: Path) -> dict | None:
-    """The teacher's (the corpus's ensemble's) bundle.json, or None if it is not made (yet)."""
+def _teacher_dir(corpus: str, teacher: str, artifacts_dir: Path) -> Path:
+    """The teacher's folder: the corpus's ensemble, or (`teacher` a tokenization) its trained bundle of it."""
+    return layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK if teacher == ENSEMBLE_TOK else teacher)
+
+
+def _teacher_manifest(corpus: str, teacher: str, artifacts_dir: Path) -> dict | None:
+    """The teacher's bundle.json, or None if it is not made (yet)."""
     try:
-        manifest = read_json(layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK) / layout.BUNDLE_FILE)
+        manifest = read_json(_teacher_dir(corpus, teacher, artifacts_dir) / layout.BUNDLE_FILE)
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) and manifest.get("kind") == "ensemble" else None
+    kind = "ensemble" if teacher == ENSEMBLE_TOK else "model"
+    return manifest if isinstance(manifest, dict) and manifest.get("kind", "model") == kind else None
 
 
-def student_tok(corpus: str, student: str, artifacts_dir: Path) -> str:
-    """The student's tokenization: `student` itself, or ("auto") the teacher member's with the best validation
-    accuracy (before the teacher exists: the default tokenization)."""
+def student_tok(corpus: str, student: str, artifacts_dir: Path, teacher: str = ENSEMBLE_TOK) -> str:
+    """The student's tokenization: `student` itself, or ("auto") a single teacher's, or the ensemble's member's with
+    the best validation accuracy (before the teacher exists: the default tokenization)."""
     if student != "auto":
         return student
-    teacher = _teacher_manifest(corpus, artifacts_dir) or {}
-    val = teacher.get("training", {}).get("member_val_accuracy") or {}
-    members = {m.get("name"): m.get("tok") for m in teacher.get("members", []) if isinstance(m, dict)}
+    if teacher != ENSEMBLE_TOK:
+        return teacher
+    manifest = _teacher_manifest(corpus, teacher, artifacts_dir) or {}
+    val = manifest.get("training", {}).get("member_val_accuracy") or {}
+    members = {m.get("name"): m.get("tok") for m in manifest.get("members", []) if isinstance(m, dict)}
     best = max(members, key=lambda name: (val.get(name) or 0.0, str(name)), default=None)
     if best is None or not isinstance(members[best], str):
         return Segmenter(defaults.TOKENIZE["tokenizer"], backend=defaults.TOKENIZE["backend"]).name()
     return members[best]
 
 
-def _member(corpus: str, tok: str, artifacts_dir: Path) -> Path | None:
-    """The teacher's member of tokenization `tok` (the student is the same network), if it has one."""
-    for member in (_teacher_manifest(corpus, artifacts_dir) or {}).get("members", []):
+def _member(corpus: str, tok: str, teacher: str, artifacts_dir: Path) -> Path | None:
+    """The teacher's network of tokenization `tok` (the student is the same network), if it has one: the teacher
+    itself, or its ensemble's member."""
+    if teacher != ENSEMBLE_TOK:
+        return _teacher_dir(corpus, teacher, artifacts_dir) if teacher == tok else None
+    for member in (_teacher_manifest(corpus, teacher, artifacts_dir) or {}).get("members", []):
         if isinstance(member, dict) and member.get("tok") == tok and isinstance(member.get("name"), str):
             return artifacts_dir / member["name"]
     return None
@@ -95,14 +107,19 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
          unlabeled: str | Path = "auto", **params) -> Stage:
     params = defaults.DISTILL.resolve(params, prefix=f"distill {corpus}: ")
     artifacts_dir = Path(artifacts_dir)
-    tok = student_tok(corpus, params["student"], artifacts_dir)
+    teacher = params["teacher"]
+    if teacher.endswith(STUDENT_SUFFIX):
+        raise ParameterError(f"distill {corpus}: --teacher {teacher} is a student; the teacher is the corpus's "
+                             f"ensemble or one of its trained bundles (a tokenization: word, char, morpheme-mecab...)")
+    tok = student_tok(corpus, params["student"], artifacts_dir, teacher)
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
-    teacher_dir = layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK)
-    inputs = {"teacher bundle.json": Input(teacher_dir / layout.BUNDLE_FILE, "ensemble", label=corpus),
+    teacher_dir = _teacher_dir(corpus, teacher, artifacts_dir)
+    producer = ("ensemble", corpus) if teacher == ENSEMBLE_TOK else ("train", layout.label(corpus, teacher))
+    inputs = {"teacher bundle.json": Input(teacher_dir / layout.BUNDLE_FILE, producer[0], label=producer[1]),
               layout.SPLIT_FILE: Input(layout.split_path(data_dir, corpus), "split", label=corpus),
               **{name: Input(src / name, "pad", label=label)
                  for name in ("train.parquet", "val.parquet", "test.parquet", layout.TOKENIZER_FILE)}}
-    arch = student_architecture(tok, _member(corpus, tok, artifacts_dir), params)
+    arch = student_architecture(tok, _member(corpus, tok, teacher, artifacts_dir), params)
     if arch["embeddings"] == "pretrained":
         inputs[layout.VECTORS_FILE] = Input(src / layout.VECTORS_FILE, "pretrain", label=label)
     unlabeled = str(unlabeled)
@@ -117,6 +134,8 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
                              f"--unlabeled PATH (UTF-8, one review a line), or leave it at auto")
     else:
         inputs["unlabeled"] = Input(Path(unlabeled), None)
+    if teacher == ENSEMBLE_TOK:         # the parameters (and so the manifests) of before --teacher
+        params = {k: v for k, v in params.items() if k != "teacher"}
     return Stage("distill", corpus, layout.bundle_dir(artifacts_dir, corpus, tok + STUDENT_SUFFIX), inputs=inputs,
                  params={**params, "student": tok, "unlabeled": unlabeled,
                          **({DECLARATION: declared} if declared else {}), "architecture": arch},
@@ -138,10 +157,13 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
     `params` override pipeline.params.DISTILL."""
     stage = plan(corpus, data_dir=data_dir, artifacts_dir=artifacts_dir, unlabeled=unlabeled, **params)
     teacher_path = stage.inputs["teacher bundle.json"].path
-    if _teacher_manifest(corpus, Path(artifacts_dir)) is None:
-        raise MissingInputError("distill", corpus, [str(teacher_path)],
-                                hint=f"the teacher is the corpus's ensemble: make it first (`ksent ensemble --corpus "
-                                     f"{corpus}`)")
+    teacher = stage.params.get("teacher", ENSEMBLE_TOK)
+    if _teacher_manifest(corpus, teacher, Path(artifacts_dir)) is None:
+        raise MissingInputError("distill", corpus, [str(teacher_path)], hint=(
+            f"the teacher is the corpus's ensemble: make it first (`ksent ensemble --corpus {corpus}`)"
+            if teacher == ENSEMBLE_TOK else
+            f"the teacher is the corpus's {teacher} bundle: train it first (`ksent run --corpus {corpus} "
+            f"--tokenizer {teacher}`)"))
     if "unlabeled" not in stage.inputs:
         raise ParameterError(f"distill {corpus}: the corpus declares no unlabeled file - give one with "
                              f"--unlabeled PATH (UTF-8, one review a line)")
@@ -164,8 +186,8 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpus, registered=params["unlabeled"] == "auto",
                                           limit=params["unlabeled_rows"])
-        teacher = load_bundle(inputs["teacher bundle.json"].parent)
-        soft_x, soft_p = _label(teacher, preprocessor, texts, label, workers=DEFAULT_WORKERS)
+        soft_x, soft_p = _label(_as_ensemble(load_bundle(inputs["teacher bundle.json"].parent)), preprocessor, texts,
+                                label, workers=DEFAULT_WORKERS)
         del texts
         label_seconds = time.perf_counter() - started
 
@@ -228,6 +250,17 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
                                                  "train_seconds": round(seconds, 1)})
 
     return run_stage(stage, run, force=force, echo=echo)
+
+
+def _as_ensemble(teacher):
+    """The teacher as an ensemble (of one network, when it is one bundle): what `_label` reads."""
+    from pipeline.predict.bundle import Bundle
+    from pipeline.predict.ensemble import EnsembleBundle
+
+    if not isinstance(teacher, Bundle):
+        return teacher
+    return EnsembleBundle(directory=teacher.directory, members=[teacher], weights=[1.0], manifest=teacher.manifest,
+                          notes=teacher.notes)
 
 
 def _usable_unlabeled(inputs: dict, corpus: str, registered: bool, limit: int) -> tuple[list[str], dict]:

@@ -13,9 +13,10 @@ The pretrained vectors (vectors.npz) are, with `--vectors corpus` (the default),
 make all (learned from every train text and its 25,000 unlabeled reviews, without their labels), as a user with
 few labels but many texts has them; with `--vectors labelled`, learned by the pretrain stage from the labelled
 subset's texts alone, as a user with nothing but the labelled reviews has them. The parent must not have seen the
-corpus (not the shopping
-sample's own models). Prints test accuracy, validation accuracy (the epoch kept) and training seconds per size
-and arm, and with --plot writes the curve as a PNG.
+corpus (not the shopping sample's own models). With --self-train, each arm's model then teaches a student over the
+corpus's unlabeled reviews (`ksent distill --teacher TOK`: the student starts from the vectors and learns from the
+labelled rows and the teacher's probabilities). Prints test accuracy, validation accuracy (the epoch kept) and
+training seconds per size and arm, and with --plot writes the curve as a PNG.
 
 The corpus's clean, dedupe, split, tokenize and pretrain stages must have run (`make all` or `ksent run`).
 Not a pytest test (the name does not start with test_): it trains 12 networks.
@@ -68,6 +69,8 @@ def prepare(source: Path, folder: Path, corpus: str, tok: str, split_rows, vecto
     for name in (layout.TOKENS_FILE, "segmenter.json"):
         shutil.copy2(layout.processed_dir(source, corpus, tok) / name, processed)
     adopt_outputs("tokenize", layout.label(corpus, tok), processed, [layout.TOKENS_FILE, "segmenter.json"])
+    raw = layout.raw_dir(source, corpus)
+    shutil.copytree(raw, layout.raw_dir(data, corpus))       # the unlabeled reviews, for --self-train
     if vectors == "corpus":
         shutil.copy2(layout.processed_dir(source, corpus, tok) / layout.VECTORS_FILE, processed)
         adopt_outputs("pretrain", layout.label(corpus, tok), processed, [layout.VECTORS_FILE])
@@ -98,16 +101,32 @@ def run_arm(data: Path, artifacts: Path, corpus: str, tok: str, parent: Path | N
             "epoch": trained.counts["best_epoch"], "train_rows": trained.counts["train_rows"], "seconds": seconds}
 
 
+def self_train(data: Path, artifacts: Path, corpus: str, tok: str, distill_params: dict) -> dict:
+    """distill with the arm's bundle as the teacher of a student that starts from the vectors, as distill's do: test
+    and validation accuracy, seconds (labelling included)."""
+    from pipeline.stages.distill import distill
+
+    started = time.perf_counter()
+    done = distill(corpus, data_dir=data, artifacts_dir=artifacts, teacher=tok, **distill_params,
+                   echo=lambda line: None)
+    return {"test": done.counts["accuracy"], "val": done.counts["best_val_accuracy"],
+            "seconds": time.perf_counter() - started}
+
+
 def plot(path: Path, results: dict, corpus: str, parent: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, style in (("scratch", "o--"), ("adapted", "s-")):
-        rows = sorted((r[arm]["train_rows"], r[arm]["test"]) for r in results.values())
-        ax.plot([n for n, _ in rows], [a for _, a in rows], style,
-                label="from scratch" if arm == "scratch" else f"adapted from {parent}")
+    names = {"scratch": "from scratch", "adapted": f"adapted from {parent}",
+             "scratch, self-trained": "from scratch, then self-trained",
+             "adapted, self-trained": "adapted, then self-trained"}
+    for arm, style in (("scratch", "o--"), ("adapted", "s-"), ("scratch, self-trained", "v:"),
+                       ("adapted, self-trained", "^-")):
+        rows = sorted((r["scratch"]["train_rows"], r[arm]["test"]) for r in results.values() if arm in r)
+        if rows:
+            ax.plot([n for n, _ in rows], [a for _, a in rows], style, label=names[arm])
     ax.set_xscale("log")
     ax.set(xlabel=f"labelled {corpus} train reviews", ylabel="test accuracy", title=f"{corpus}: few labels")
     ax.grid(True, alpha=0.3)
@@ -129,6 +148,11 @@ def main() -> None:
                         help="The pretrained vectors: the corpus's own, or learned from the labelled rows alone.")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="A training parameter for both arms, e.g. epochs=12 (repeatable; JSON values).")
+    parser.add_argument("--self-train", action="store_true",
+                        help="Also distill each arm's model over the corpus's unlabeled reviews (it teaches a "
+                             "student, as `ksent distill --teacher TOK` does).")
+    parser.add_argument("--distill-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="A distill parameter for --self-train, e.g. epochs=5 (repeatable; JSON values).")
     parser.add_argument("--plot", type=Path, help="Write the learning curve here (PNG).")
     parser.add_argument("--work", type=Path, help="Keep the runs' folders here [default: a temporary folder].")
     args = parser.parse_args()
@@ -145,6 +169,7 @@ def main() -> None:
     if args.corpus in str(read_json(parent / layout.BUNDLE_FILE)["corpus"]).split("+"):
         sys.exit(f"{parent.name} learned from {args.corpus}'s reviews: it cannot be the parent here")
     train_params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    distill_params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.distill_param)}
     split_rows = read_table(layout.split_path(args.data_dir, args.corpus), "split", args.corpus)
     work = args.work or Path(tempfile.mkdtemp(prefix="few_labels-"))
     results: dict[str, dict] = {}
@@ -152,7 +177,8 @@ def main() -> None:
           f"{'the corpus' + chr(39) + 's' if args.vectors == 'corpus' else 'from the labelled rows'}; "
           f"params {train_params or 'the defaults'}", flush=True)
     print(f"{'labels':>8}  {'scratch test':>12}  {'adapted test':>12}  {'scratch val':>11}  {'adapted val':>11}"
-          f"  {'scratch s':>9}  {'adapted s':>9}", flush=True)
+          f"  {'scratch s':>9}  {'adapted s':>9}"
+          + ("  self-trained: scratch / adapted (test, val, s)" if args.self_train else ""), flush=True)
     for size in args.sizes.split(","):
         rows = subset(split_rows, None if size == "all" else int(size), args.seed)
         results[size] = {}
@@ -162,9 +188,15 @@ def main() -> None:
             data = prepare(args.data_dir, folder, args.corpus, args.tokenizer, rows, args.vectors)
             results[size][arm] = run_arm(data, folder / "artifacts", args.corpus, args.tokenizer,
                                          parent if arm == "adapted" else None, train_params)
+        for arm in ("scratch", "adapted") if args.self_train else ():
+            folder = work / size / arm
+            results[size][f"{arm}, self-trained"] = self_train(folder / "data", folder / "artifacts", args.corpus,
+                                                               args.tokenizer, distill_params)
         s, a = results[size]["scratch"], results[size]["adapted"]
         print(f"{s['train_rows']:>8,}  {s['test']:>12.4f}  {a['test']:>12.4f}  {s['val']:>11.4f}  {a['val']:>11.4f}"
-              f"  {s['seconds']:>9.0f}  {a['seconds']:>9.0f}", flush=True)
+              f"  {s['seconds']:>9.0f}  {a['seconds']:>9.0f}"
+              + "".join(f"  {t['test']:.4f} {t['val']:.4f} {t['seconds']:3.0f}"
+                        for arm, t in results[size].items() if arm.endswith("self-trained")), flush=True)
     if args.plot:
         plot(args.plot, results, args.corpus, parent.name)
         print(f"plot: {args.plot}")
