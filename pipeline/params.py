@@ -188,8 +188,12 @@ DISTILL = Params(
     # every unlabeled review: NSMC validation 0.8802 against 0.8756 for 300,000 x 3 (5 epochs each); up to 10 epochs:
     # val_loss lowest at epoch 9, validation 0.8826 against 0.8802 after 5 (docs/experiments.md)
     # soft weight 1: NSMC validation 0.8802 against 0.8790 (weight 0.5) and 0.8785 (weight 2)
+    # auto prefers a morpheme member: shopping sample, 250 / 1,000 / 4,000 labels, validation of the ensemble's
+    # morpheme student 0.8739 / 0.8814 / 0.9189 against its char student's 0.8639 / 0.8739 / 0.8979, where the char
+    # member was the better one at 1,000 (docs/experiments.md)
     student=Param("auto", "Tokenization of the student (e.g. morpheme-mecab), or auto: that of the teacher's "
-                  "member with the best validation accuracy."),
+                  "morpheme member (the best by validation accuracy), else of its best member; a one-bundle "
+                  "teacher's own."),
     network=Param("member", "The student's recurrent layers: those of the teacher's member of its tokenization, or "
                   "lstm, bilstm, gru, bigru (one-way or bidirectional; a one-way network predicts ~2x faster).",
                   choices=("member", "lstm", "bilstm", "gru", "bigru")),

@@ -250,3 +250,23 @@ def test_a_teacher_must_be_a_trained_bundle_of_the_corpus(taught, tmp_path):
         distill("tiny", artifacts_dir=artifacts, teacher="word-student", **kwargs)
     with pytest.raises(ParameterError, match="teacher must be"):
         distill("tiny", artifacts_dir=artifacts, teacher="../tiny-char", **kwargs)
+
+
+def test_auto_takes_a_morpheme_student_before_a_better_member_of_another_tokenization(tmp_path):
+    from pipeline.core.files import write_json
+    from pipeline.stages.distill import student_tok
+
+    def teacher(val: dict) -> None:
+        write_json(tmp_path / "tiny-ensemble" / "bundle.json", {
+            "kind": "ensemble", "members": [{"name": f"tiny-{tok}", "tok": tok} for tok in val],
+            "training": {"member_val_accuracy": {f"tiny-{tok}": v for tok, v in val.items()}}})
+
+    (tmp_path / "tiny-ensemble").mkdir()
+    teacher({"char": 0.8554, "morpheme-mecab": 0.8529, "word": 0.7743})
+    assert student_tok("tiny", "auto", tmp_path) == "morpheme-mecab"
+    teacher({"char": 0.8554, "morpheme-mecab": 0.8529, "morpheme-okt": 0.8540})
+    assert student_tok("tiny", "auto", tmp_path) == "morpheme-okt"       # the best of the morpheme members
+    teacher({"char": 0.8554, "word": 0.8601})
+    assert student_tok("tiny", "auto", tmp_path) == "word"               # no morpheme member: the best one
+    assert student_tok("tiny", "char", tmp_path) == "char"
+    assert student_tok("tiny", "auto", tmp_path, teacher="char") == "char"

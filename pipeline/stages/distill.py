@@ -77,8 +77,10 @@ def _teacher_manifest(corpus: str, teacher: str, artifacts_dir: Path) -> dict | 
 
 
 def student_tok(corpus: str, student: str, artifacts_dir: Path, teacher: str = ENSEMBLE_TOK) -> str:
-    """The student's tokenization: `student` itself, or ("auto") a single teacher's, or the ensemble's member's with
-    the best validation accuracy (before the teacher exists: the default tokenization)."""
+    """The student's tokenization: `student` itself, or ("auto") a single teacher's, or that of the ensemble's
+    morpheme member with the best validation accuracy, else of its best member (before the teacher exists: the
+    default tokenization). Morpheme first: with few labels a char member can edge the morpheme one on validation
+    while the morpheme student is still the better student (pipeline.params.DISTILL)."""
     if student != "auto":
         return student
     if teacher != ENSEMBLE_TOK:
@@ -86,6 +88,9 @@ def student_tok(corpus: str, student: str, artifacts_dir: Path, teacher: str = E
     manifest = _teacher_manifest(corpus, teacher, artifacts_dir) or {}
     val = manifest.get("training", {}).get("member_val_accuracy") or {}
     members = {m.get("name"): m.get("tok") for m in manifest.get("members", []) if isinstance(m, dict)}
+    morpheme = {name: tok for name, tok in members.items()
+                if isinstance(tok, str) and tok.split("-")[0] == "morpheme"}
+    members = morpheme or members
     best = max(members, key=lambda name: (val.get(name) or 0.0, str(name)), default=None)
     if best is None or not isinstance(members[best], str):
         return Segmenter(defaults.TOKENIZE["tokenizer"], backend=defaults.TOKENIZE["backend"]).name()

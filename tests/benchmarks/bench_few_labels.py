@@ -16,7 +16,9 @@ subset's texts alone, as a user with nothing but the labelled reviews has them. 
 corpus (not the shopping sample's own models). With --self-train, each arm's model then teaches a student over the
 corpus's unlabeled reviews (`ksent distill --teacher TOK`: the student starts from the vectors and learns from the
 labelled rows and the teacher's probabilities). Prints test accuracy, validation accuracy (the epoch kept) and
-training seconds per size and arm, and with --plot writes the curve as a PNG.
+training seconds per size and arm, and with --plot writes the curve as a PNG. With --make-all, also what a
+one-corpus `make all` makes from each subset with the parent's bundles beside it (every tokenization adapted from
+the parent's of its tokenization, their ensemble, its student), and which of them is the default model.
 
 The corpus's clean, dedupe, split, tokenize and pretrain stages must have run (`make all` or `ksent run`).
 Not a pytest test (the name does not start with test_): it trains 12 networks.
@@ -113,6 +115,37 @@ def self_train(data: Path, artifacts: Path, corpus: str, tok: str, distill_param
             "seconds": time.perf_counter() - started}
 
 
+def make_all(source: Path, folder: Path, corpus: str, toks: list[str], parents: dict, split_rows, vectors: str,
+             train_params: dict) -> dict:
+    """What a one-corpus `make all` makes from these labels with the parents beside it: every tokenization adapted
+    (`--init-from` the parent of its tokenization), their ensemble and distill's student of it. Returns each
+    one's test and validation accuracy, and the default model's name (the best on validation)."""
+    from pipeline import layout
+    from pipeline.core.files import read_json
+    from pipeline.predict.selection import default_model_dir
+    from pipeline.stages.distill import distill
+    from pipeline.stages.ensemble import ensemble
+
+    data, artifacts = folder / "data", folder / "artifacts"
+    for tok in toks:
+        own = prepare(source, folder / "stages" / tok, corpus, tok, split_rows, vectors)
+        if not data.exists():
+            shutil.copytree(own, data)
+        else:
+            shutil.copytree(layout.processed_dir(own, corpus, tok), layout.processed_dir(data, corpus, tok))
+        run_arm(data, artifacts, corpus, tok, parents[tok], train_params)
+    shutil.rmtree(folder / "stages")
+    quiet = {"echo": lambda line: None}
+    ensemble(corpus, data_dir=data, artifacts_dir=artifacts, **quiet)
+    distill(corpus, data_dir=data, artifacts_dir=artifacts, **quiet)
+    scored = {}
+    for bundle in sorted(artifacts.glob(f"{corpus}-*/{layout.METRICS_FILE}")):
+        name = bundle.parent.name.removeprefix(f"{corpus}-")
+        scored[name] = {"test": read_json(bundle)["accuracy"],
+                        "val": read_json(bundle.parent / layout.BUNDLE_FILE)["training"]["best_val_accuracy"]}
+    return {**scored, "default": default_model_dir(artifacts).name.removeprefix(f"{corpus}-")}
+
+
 def plot(path: Path, results: dict, corpus: str, parent: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -153,6 +186,10 @@ def main() -> None:
                              "student, as `ksent distill --teacher TOK` does).")
     parser.add_argument("--distill-param", action="append", default=[], metavar="NAME=VALUE",
                         help="A distill parameter for --self-train, e.g. epochs=5 (repeatable; JSON values).")
+    parser.add_argument("--make-all", action="store_true",
+                        help="Also make what a one-corpus `make all` makes from each subset, the parent's bundles of "
+                             "every tokenization beside it: each tokenization adapted, their ensemble, and its "
+                             "student over the unlabeled reviews.")
     parser.add_argument("--plot", type=Path, help="Write the learning curve here (PNG).")
     parser.add_argument("--work", type=Path, help="Keep the runs' folders here [default: a temporary folder].")
     args = parser.parse_args()
@@ -197,6 +234,19 @@ def main() -> None:
               f"  {s['seconds']:>9.0f}  {a['seconds']:>9.0f}"
               + "".join(f"  {t['test']:.4f} {t['val']:.4f} {t['seconds']:3.0f}"
                         for arm, t in results[size].items() if arm.endswith("self-trained")), flush=True)
+    if args.make_all:
+        print("\nWhat a one-corpus make all makes (test accuracy, validation in brackets; * the default model):")
+        toks = ["word", "char", args.tokenizer]
+        parents = {tok: parent.parent / parent.name.replace(args.tokenizer, tok) for tok in toks}
+        for size in args.sizes.split(","):
+            folder = work / size / "make-all"
+            shutil.rmtree(folder, ignore_errors=True)
+            made = make_all(args.data_dir, folder, args.corpus, toks, parents,
+                            subset(split_rows, None if size == "all" else int(size), args.seed), args.vectors,
+                            train_params)
+            print(f"{size:>8}  " + "  ".join(f"{name}{'*' if name == made['default'] else ''} {m['test']:.4f} "
+                                              f"({m['val']:.4f})" for name, m in made.items() if name != "default"),
+                  flush=True)
     if args.plot:
         plot(args.plot, results, args.corpus, parent.name)
         print(f"plot: {args.plot}")
