@@ -119,10 +119,8 @@ def make_all(source: Path, folder: Path, corpus: str, toks: list[str], parents: 
              train_params: dict) -> dict:
     """What a one-corpus `make all` makes from these labels with the parents beside it: every tokenization adapted
     (`--init-from` the parent of its tokenization), their ensemble and distill's student of it. Returns each
-    one's test and validation accuracy, and the default model's name (the best on validation)."""
+    one's test and validation accuracy, and the default model's name (the best on validation: `scored`)."""
     from pipeline import layout
-    from pipeline.core.files import read_json
-    from pipeline.predict.selection import default_model_dir
     from pipeline.stages.distill import distill
     from pipeline.stages.ensemble import ensemble
 
@@ -138,12 +136,23 @@ def make_all(source: Path, folder: Path, corpus: str, toks: list[str], parents: 
     quiet = {"echo": lambda line: None}
     ensemble(corpus, data_dir=data, artifacts_dir=artifacts, **quiet)
     distill(corpus, data_dir=data, artifacts_dir=artifacts, **quiet)
-    scored = {}
+    return scored(artifacts, corpus)
+
+
+def scored(artifacts: Path, corpus: str) -> dict:
+    """Each bundle's test accuracy and the validation accuracy the default model is chosen on (at its decision
+    threshold), and the default model's name."""
+    from pipeline import layout
+    from pipeline.core.files import read_json
+    from pipeline.predict.predictor import val_accuracy_of
+    from pipeline.predict.selection import default_model_dir
+
+    figures = {}
     for bundle in sorted(artifacts.glob(f"{corpus}-*/{layout.METRICS_FILE}")):
-        name = bundle.parent.name.removeprefix(f"{corpus}-")
-        scored[name] = {"test": read_json(bundle)["accuracy"],
-                        "val": read_json(bundle.parent / layout.BUNDLE_FILE)["training"]["best_val_accuracy"]}
-    return {**scored, "default": default_model_dir(artifacts).name.removeprefix(f"{corpus}-")}
+        figures[bundle.parent.name.removeprefix(f"{corpus}-")] = {
+            "test": read_json(bundle)["accuracy"],
+            "val": val_accuracy_of(read_json(bundle.parent / layout.BUNDLE_FILE))}
+    return {**figures, "default": default_model_dir(artifacts).name.removeprefix(f"{corpus}-")}
 
 
 def plot(path: Path, results: dict, corpus: str, parent: str) -> None:
