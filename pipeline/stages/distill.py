@@ -20,11 +20,11 @@ text equals a validation or test review's is dropped and counted, as in pretrain
 lines empty after cleaning. At most `unlabeled_rows` lines are used (the first ones), which
 bounds the stage's memory and time.
 
-The student's tokenization is that of the teacher's member with the best validation accuracy
-(`student="auto"`; a one-bundle teacher's own), and its network is that member's (the train stage's
-parameters recorded in its bundle.json) unless `network` or `units` say otherwise; the epoch with the
-lowest validation loss (gold labels) is kept. Outputs: the bundle files the train stage writes, plus
-metrics.json, predictions.csv and confusion.png as evaluate writes them.
+The student's tokenization (`student="auto"`) is that of the teacher's morpheme member, else of its
+member with the best validation accuracy, or a one-bundle teacher's own; and its network is that
+member's (the train stage's parameters recorded in its bundle.json) unless `network` or `units` say
+otherwise; the epoch with the lowest validation loss (gold labels) is kept. Outputs: the bundle files the
+train stage writes, plus metrics.json, predictions.csv and confusion.png as evaluate writes them.
 """
 from __future__ import annotations
 
