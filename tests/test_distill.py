@@ -246,6 +246,8 @@ def test_a_teacher_must_be_a_trained_bundle_of_the_corpus(taught, tmp_path):
     kwargs = {"data_dir": data, "unlabeled": unlabeled, "echo": lambda _: None}
     with pytest.raises(MissingInputError, match="ksent run --corpus tiny --tokenizer char"):
         distill("tiny", artifacts_dir=tmp_path, teacher="char", **kwargs)
+    with pytest.raises(MissingInputError, match="ksent run --corpus tiny --tokenizer morpheme --backend mecab`"):
+        distill("tiny", artifacts_dir=tmp_path, teacher="morpheme-mecab", **kwargs)
     with pytest.raises(ParameterError, match="is a student"):
         distill("tiny", artifacts_dir=artifacts, teacher="word-student", **kwargs)
     with pytest.raises(ParameterError, match="teacher must be"):

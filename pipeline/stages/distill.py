@@ -168,7 +168,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
             f"the teacher is the corpus's ensemble: make it first (`ksent ensemble --corpus {corpus}`)"
             if teacher == ENSEMBLE_TOK else
             f"the teacher is the corpus's {teacher} bundle: train it first (`ksent run --corpus {corpus} "
-            f"--tokenizer {teacher}`)"))
+            f"{layout.tokenizer_args(teacher)}`)"))
     if "unlabeled" not in stage.inputs:
         raise ParameterError(f"distill {corpus}: the corpus declares no unlabeled file - give one with "
                              f"--unlabeled PATH (UTF-8, one review a line)")
