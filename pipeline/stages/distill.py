@@ -61,15 +61,11 @@ from pipeline.text.segment import Segmenter
 LABEL_BLOCK = 20_000        # unlabeled reviews labelled per teacher call (a progress line each)
 
 
-def _teacher_dir(corpus: str, teacher: str, artifacts_dir: Path) -> Path:
-    """The teacher's folder: the corpus's ensemble, or (`teacher` a tokenization) its trained bundle of it."""
-    return layout.bundle_dir(artifacts_dir, corpus, ENSEMBLE_TOK if teacher == ENSEMBLE_TOK else teacher)
-
-
 def _teacher_manifest(corpus: str, teacher: str, artifacts_dir: Path) -> dict | None:
-    """The teacher's bundle.json, or None if it is not made (yet)."""
+    """The teacher's bundle.json (its folder: the corpus's ensemble's, or its bundle of tokenization `teacher`,
+    both layout.bundle_dir), or None if it is not made (yet)."""
     try:
-        manifest = read_json(_teacher_dir(corpus, teacher, artifacts_dir) / layout.BUNDLE_FILE)
+        manifest = read_json(layout.bundle_dir(artifacts_dir, corpus, teacher) / layout.BUNDLE_FILE)
     except (OSError, ValueError):
         return None
     kind = "ensemble" if teacher == ENSEMBLE_TOK else "model"
@@ -101,7 +97,7 @@ def _member(corpus: str, tok: str, teacher: str, artifacts_dir: Path) -> Path | 
     """The teacher's network of tokenization `tok` (the student is the same network), if it has one: the teacher
     itself, or its ensemble's member."""
     if teacher != ENSEMBLE_TOK:
-        return _teacher_dir(corpus, teacher, artifacts_dir) if teacher == tok else None
+        return layout.bundle_dir(artifacts_dir, corpus, teacher) if teacher == tok else None
     for member in (_teacher_manifest(corpus, teacher, artifacts_dir) or {}).get("members", []):
         if isinstance(member, dict) and member.get("tok") == tok and isinstance(member.get("name"), str):
             return artifacts_dir / member["name"]
@@ -118,7 +114,7 @@ def plan(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: 
                              f"ensemble or one of its trained bundles (a tokenization: word, char, morpheme-mecab...)")
     tok = student_tok(corpus, params["student"], artifacts_dir, teacher)
     src, label = layout.processed_dir(data_dir, corpus, tok), layout.label(corpus, tok)
-    teacher_dir = _teacher_dir(corpus, teacher, artifacts_dir)
+    teacher_dir = layout.bundle_dir(artifacts_dir, corpus, teacher)
     producer = ("ensemble", corpus) if teacher == ENSEMBLE_TOK else ("train", layout.label(corpus, teacher))
     inputs = {"teacher bundle.json": Input(teacher_dir / layout.BUNDLE_FILE, producer[0], label=producer[1]),
               layout.SPLIT_FILE: Input(layout.split_path(data_dir, corpus), "split", label=corpus),
