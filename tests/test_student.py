@@ -13,9 +13,11 @@ from pipeline import graph
 from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import Target
 from pipeline.errors import ParameterError, PipelineError
+from pipeline.params import DISTILL, STUDENT
 from pipeline.predict.loading import load_bundle
 from pipeline.predict.router import at_threshold
 from pipeline.predict.selection import default_model_dir
+from pipeline.stages import student_architecture
 from pipeline.stages.student import corpus_weights, plan as student_plan
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
@@ -81,6 +83,12 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     taught = student["distillation"]
     assert student["corpus"] == "movie+shop" and taught["teacher"] == "router"
     assert taught["started_from"] == "movie-word"                  # the largest corpus's member of its tokenization
+    # its own batches and learning rate (pipeline.params.STUDENT), the member's network
+    member = read_json(artifacts / "movie-word" / "bundle.json")["training"]["params"]
+    assert {k: student["training"]["params"][k] for k in ("batch_size", "learning_rate", "units")} == {
+        "batch_size": STUDENT.params["batch_size"].default, "learning_rate": STUDENT.params["learning_rate"].default,
+        "units": member["units"]}
+    assert (member["batch_size"], member["learning_rate"]) != (512, 0.002)
     assert taught["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")
     rows = {c: taught["corpora"][c]["gold_rows"] + taught["corpora"][c]["teacher_labelled_rows"]
             for c in ("movie", "shop")}
@@ -180,3 +188,17 @@ def test_the_validation_accuracy_weighs_each_corpus_as_its_rows_weights_say(tmp_
                                      SimpleNamespace(vocab_size=20), [], params, tmp_path / "best.weights.h5", "test")
     right = (model.predict(val_x, verbose=0).reshape(-1) >= 0.5) == (val_y >= 0.5)
     assert history["val_accuracy"][0] == pytest.approx((right[:50].mean() + right[50:].mean()) / 2, abs=1e-6)
+
+
+def test_the_students_batch_size_and_learning_rate_are_its_own_or_the_members(tmp_path):
+    member = tmp_path / "nsmc-word"
+    member.mkdir()
+    (member / "bundle.json").write_text(json.dumps({"training": {"params": {
+        "units": 64, "batch_size": 128, "learning_rate": 0.005}}}), encoding="utf-8")
+    student = {k: p.default for k, p in STUDENT.params.items()}
+    arch = student_architecture("word", member, student)
+    assert (arch["units"], arch["batch_size"], arch["learning_rate"]) == (64, 512, 0.002)
+    arch = student_architecture("word", member, {**student, "batch_size": 0, "learning_rate": 0})     # 0: the member's
+    assert (arch["batch_size"], arch["learning_rate"]) == (128, 0.005)
+    distill = {k: p.default for k, p in DISTILL.params.items()}                      # one corpus: as before
+    assert (student_architecture("word", member, distill)["batch_size"], DISTILL.params["patience"].default) == (128, 1)

@@ -43,7 +43,7 @@ STUDENT_OUTPUTS = ("model.keras", "model.onnx", layout.TOKENIZER_FILE, layout.BU
 def student_architecture(tok: str, member: Path | None, params: dict | None = None) -> dict:
     """A student's network (the MODEL_PARAMS, batch_size, embeddings): that of bundle `member` (its recorded training
     parameters; the train stage's defaults for `tok` where it records none), unless `params` (pipeline.params.DISTILL
-    or STUDENT) give another network or units."""
+    or STUDENT) give another network, units, batch size or learning rate."""
     from pipeline import params as defaults
     from pipeline.core.files import read_json
     from pipeline.model.training import MODEL_PARAMS
@@ -59,6 +59,9 @@ def student_architecture(tok: str, member: Path | None, params: dict | None = No
         arch.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
     if params and params["units"]:
         arch["units"] = params["units"]
+    for key in ("batch_size", "learning_rate"):             # the student stage's own (0: the member's)
+        if params and params.get(key):
+            arch[key] = params[key]
     return {k: arch[k] for k in MODEL_PARAMS + ("batch_size", "embeddings")}
 
 
