@@ -57,9 +57,7 @@ def student_architecture(tok: str, member: Path | None, params: dict | None = No
             pass
     if params and params["network"] != "member":
         arch.update(cell=params["network"].removeprefix("bi"), bidirectional=params["network"].startswith("bi"))
-    if params and params["units"]:
-        arch["units"] = params["units"]
-    for key in ("batch_size", "learning_rate"):             # the student stage's own (0: the member's)
+    for key in ("units", "batch_size", "learning_rate"):    # 0 (or, for distill, no such parameter): the member's
         if params and params.get(key):
             arch[key] = params[key]
     return {k: arch[k] for k in MODEL_PARAMS + ("batch_size", "embeddings")}
