@@ -71,9 +71,14 @@ def label(corpus: str, tok: str | None = None) -> str:
     return f"{corpus}/{tok}" if tok else corpus
 
 
+def tokenizer_kind(tok: str) -> str:
+    """The kind of a tokenization's name (Segmenter.name()): "morpheme-mecab" -> "morpheme", "char-jamo" -> "char"."""
+    return tok.partition("-")[0]
+
+
 def tokenizer_args(tok: str) -> str:
     """The `ksent` options that select tokenization `tok` (the inverse of Segmenter.name())."""
-    kind, _, rest = tok.partition("-")
+    kind, rest = tokenizer_kind(tok), tok.partition("-")[2]
     args = f"--tokenizer {kind}"
     if kind == "morpheme" and rest:
         args += f" --backend {rest}"

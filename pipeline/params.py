@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipeline.core.params import Param, Params
-from pipeline.layout import is_plain_name
+from pipeline.layout import is_plain_name, tokenizer_kind
 from pipeline.text.morph import BACKENDS, DEFAULT_BACKEND
 from pipeline.text.normalize import PROFILES, Normalizer
 from pipeline.text.segment import KINDS
@@ -165,7 +165,7 @@ TRAIN_BY_TOKENIZER: dict[str, dict] = {
 
 def train_defaults(tok: str) -> dict:
     """The training defaults for tokenization `tok` (e.g. "morpheme-mecab", "char-jamo")."""
-    return {**TRAIN, **TRAIN_BY_TOKENIZER.get(tok.split("-")[0], {})}
+    return {**TRAIN, **TRAIN_BY_TOKENIZER.get(tokenizer_kind(tok), {})}
 
 
 def pretrain_params(tok: str, train_params: dict | None) -> dict:

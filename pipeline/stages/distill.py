@@ -85,7 +85,7 @@ def student_tok(corpus: str, student: str, artifacts_dir: Path, teacher: str = E
     val = manifest.get("training", {}).get("member_val_accuracy") or {}
     members = {m.get("name"): m.get("tok") for m in manifest.get("members", []) if isinstance(m, dict)}
     morpheme = {name: tok for name, tok in members.items()
-                if isinstance(tok, str) and tok.split("-")[0] == "morpheme"}
+                if isinstance(tok, str) and layout.tokenizer_kind(tok) == "morpheme"}
     members = morpheme or members
     best = max(members, key=lambda name: (val.get(name) or 0.0, str(name)), default=None)
     if best is None or not isinstance(members[best], str):
