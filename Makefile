@@ -35,6 +35,9 @@ TOKENIZERS ?= word char morpheme
 MIRROR ?=
 FORCE ?=
 PYTEST_ARGS ?=
+# the test files spread over the cores (pytest-xdist; a file's tests share one worker and its fixtures);
+# PYTEST_ARGS="-n 0" runs them in one process
+PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 LOCK := requirements.lock
 UV_VERSION ?= 0.13.9
 UPGRADE ?=
@@ -116,7 +119,7 @@ all: setup
 	@echo; $(KSENT) summary
 
 test: setup lint check-java
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff, configured in pyproject.toml ([tool.ruff]); `.venv/bin/ruff check --fix pipeline tests` fixes most findings.
 lint: setup
