@@ -56,6 +56,12 @@ def bundle_name(corpus: str, tok: str) -> str:
     return f"{corpus}-{tok}"
 
 
+def teacher_labels_cache(artifacts_dir: Path | str, folder: str) -> Path:
+    """artifacts/cache/<folder>.teacher_labels.npz: the teacher's labels the distillation into artifacts/<folder> made
+    last, beside the teachers (pipeline.stages.teacher_labels)."""
+    return Path(artifacts_dir) / "cache" / f"{folder}.teacher_labels.npz"
+
+
 def report_path(artifacts_dir: Path | str) -> Path:
     return Path(artifacts_dir) / REPORT_FILE
 

@@ -108,6 +108,7 @@ def test_the_teachers_probabilities_not_the_gold_labels_decide_what_the_student_
     data, artifacts, unlabeled, _ = taught
     contrary = tmp_path / "artifacts"
     shutil.copytree(artifacts, contrary)
+    shutil.rmtree(contrary / "cache", ignore_errors=True)   # the real teacher's labels: this one differs in memory only
     real_load = bundle_module.load_bundle
 
     class Contrary:                       # the real ensemble, saying the opposite
@@ -147,6 +148,41 @@ def test_distill_is_skipped_when_up_to_date_and_re_made_when_the_teacher_changes
     assert not again.skipped
     recorded = read_json(artifacts / "tiny-word-student" / "bundle.json")["distillation"]["teacher_bundle_sha256"]
     assert recorded == sha256_file(artifacts / "tiny-ensemble" / "bundle.json")
+
+
+def test_a_re_run_keeps_the_teachers_labels_and_equals_a_run_that_labels_again(taught, tmp_path, monkeypatch):
+    from pipeline.stages import distill as distill_module
+
+    data, artifacts, unlabeled, _ = taught
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(taught[1], artifacts)
+    cache = layout.teacher_labels_cache(artifacts, "tiny-word-student")
+    shutil.rmtree(cache.parent, ignore_errors=True)
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, combination="logit-mean", echo=lambda _: None)
+    calls = []
+    real_label = distill_module._label
+    monkeypatch.setattr(distill_module, "_label", lambda *a, **kw: calls.append(1) or real_label(*a, **kw))
+    kwargs = {"data_dir": data, "artifacts_dir": artifacts, "unlabeled": unlabeled, "student": "word",
+              "echo": lambda _: None, "soft_weight": 1.0, "force": True}
+    folder = artifacts / "tiny-word-student"
+
+    distill("tiny", epochs=4, **kwargs)
+    assert len(calls) == 1 and cache.is_file()
+    distill("tiny", epochs=3, **kwargs)                  # another training, the same teacher and texts
+    assert len(calls) == 1
+    kept = (folder / "predictions.csv").read_bytes()
+    cache.unlink()
+    distill("tiny", epochs=3, **kwargs)                  # labelled again: the same student
+    assert len(calls) == 2 and (folder / "predictions.csv").read_bytes() == kept
+
+    cache.write_bytes(cache.read_bytes()[:100])          # a damaged cache is labelled over, not an error
+    distill("tiny", epochs=3, **kwargs)
+    assert len(calls) == 3 and (folder / "predictions.csv").read_bytes() == kept
+    ensemble("tiny", data_dir=data, artifacts_dir=artifacts, combination="mean", echo=lambda _: None)  # a new teacher
+    distill("tiny", epochs=3, **kwargs)
+    assert len(calls) == 4
+    with np.load(cache) as saved:
+        assert len(saved["tiny.p"]) == read_json(folder / "bundle.json")["distillation"]["teacher_labelled_rows"]
 
 
 def test_distill_needs_an_ensemble_and_unlabeled_text(taught, tmp_path):
@@ -236,6 +272,7 @@ def test_one_trained_bundle_can_teach_its_corpus_unlabeled_reviews(taught, tmp_p
         return 1 - p if self.directory.name == "tiny-char" else p
 
     monkeypatch.setattr(Bundle, "predict_ids", contrary)
+    shutil.rmtree(own / "cache")            # the real teacher's labels: this one differs in memory only
     distill("tiny", teacher="char", force=True, **{**kwargs, "soft_weight": 5.0, "threshold": 0.5})
     monkeypatch.undo()
     assert _test_accuracy(folder) < 0.3

@@ -110,8 +110,15 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
         assert metrics["per_corpus"][corpus]["accuracy"] == pytest.approx(cells[corpus]["test"]["accuracy"],
                                                                           abs=1e-6)    # no train/serve skew
     default_model_dir(artifacts)                                  # chosen among them all without an error
-    # the labelling: with workers, the next block's analysis runs in worker processes - the same ids and labels
     from pipeline.stages import student as student_stage
+
+    # a re-run that only trains otherwise keeps the router's labels (artifacts/cache/); a new teacher labels again
+    calls = []
+    real_label = student_stage._label
+    monkeypatch.setattr(student_stage, "_label", lambda *a, **kw: calls.append(a[3]) or real_label(*a, **kw))
+    student_stage.student(data_dir=root / "data", artifacts_dir=artifacts, force=True, epochs=1, echo=lambda _: None)
+    assert calls == [] and read_json(artifacts / "student" / "bundle.json")["training"]["params"]["epochs"] == 1
+    # the labelling: with workers, the next block's analysis runs in worker processes - the same ids and labels
 
     texts = [t for t, _ in synthetic_reviews(250, seed=11)]
     one = student_stage._label(load_bundle(artifacts / "router"), bundle.preprocessor, texts, "t")
@@ -130,8 +137,10 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
 
     # an expert retrained: the router is made again, and so the student, from the new teacher
     made = sha256_file(artifacts / "student" / "bundle.json")
+    calls.clear()
     stages = _run(root, "shop", seed=7)
     assert stages[-4:] == ["router", "student", "domains", "report"]
+    assert calls == ["student: movie", "student: shop"]
     student = read_json(artifacts / "student" / "bundle.json")
     assert sha256_file(artifacts / "student" / "bundle.json") != made
     assert student["distillation"]["teacher_bundle_sha256"] == sha256_file(artifacts / "router" / "bundle.json")

@@ -290,3 +290,61 @@ def read_unlabeled(path: Path, corpus: str, registered: bool) -> tuple[list[str]
     texts, problems, rows = read_texts(path, fmt, column, spec)
     check_utf8_share(path, problems["invalid UTF-8"], rows)
     return texts, problems
+
+
+def labels_key(teacher: Path, preprocessor, texts: list[str], *settings) -> str:
+    """A digest of everything that decides a teacher's labels of `texts` and the student's ids of them: the teacher's
+    bundle.json (it pins its members, experts and gate by checksum), the student's preprocessing, the library
+    versions and `settings` (how the labelling is blocked and routed)."""
+    import hashlib
+    import json
+
+    from pipeline.core.files import sha256_file
+    from pipeline.core.stage import library_versions
+
+    digest = hashlib.sha256(json.dumps([sha256_file(teacher), preprocessor.fingerprint(), library_versions(),
+                                        [str(s) for s in settings], len(texts)]).encode())
+    digest.update("\0".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def teacher_labels(cache: Path, keys: dict[str, str], label) -> dict:
+    """Each part's (student ids, teacher probabilities): kept from the last run in `cache` where the part's key
+    (labels_key) is the same - the arrays the teacher would give again, without the minutes of labelling - else
+    `label(part)`; the set is then written back to `cache` (temp file, then rename) for the next run. The cache
+    is no stage's output: deleting it, or a damaged one, only costs the labelling."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from pipeline.core.files import atomic_path
+    from pipeline.core.progress import Progress
+
+    def say(text: str) -> None:
+        shown = Progress()
+        shown.line(text)
+        shown.close()
+
+    kept: dict = {}
+    try:
+        with np.load(cache, allow_pickle=False) as old:
+            old_keys = json.loads(str(old["keys"]))
+            kept = {p: (old[f"{p}.x"], old[f"{p}.p"]) for p, key in keys.items() if old_keys.get(p) == key}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        say(f"  {cache.name}: not readable ({type(exc).__name__}) - labelling again")
+    result = {}
+    for part in keys:
+        if part in kept:
+            say(f"  {part}: the teacher's labels of {len(kept[part][1]):,} reviews kept from the last run "
+                 f"({cache.name}: same teacher, texts and preprocessing)")
+            result[part] = kept[part]
+        else:
+            result[part] = label(part)
+    if len(kept) < len(keys):
+        with atomic_path(cache) as tmp, tmp.open("wb") as f:
+            arrays = {f"{part}.{kind}": a for part, (x, p) in result.items() for kind, a in (("x", x), ("p", p))}
+            np.savez_compressed(f, keys=np.array(json.dumps(keys)), **arrays)
+    return result

@@ -50,10 +50,12 @@ from pipeline.stages import (
     STUDENT_OUTPUTS,
     STUDENT_SUFFIX,
     UnlabeledFilter,
+    labels_key,
     read_unlabeled,
     registered_unlabeled,
     run_threshold,
     student_architecture,
+    teacher_labels,
     write_student,
 )
 from pipeline.text.segment import Segmenter
@@ -187,9 +189,12 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpus, registered=params["unlabeled"] == "auto",
                                           limit=params["unlabeled_rows"])
-        soft_x, soft_p = _label(_as_ensemble(load_bundle(inputs["teacher bundle.json"].parent)), preprocessor, texts,
-                                label, workers=DEFAULT_WORKERS)
-        del texts
+        teacher = inputs["teacher bundle.json"]
+        keys = {corpus: labels_key(teacher, preprocessor, texts, LABEL_BLOCK)}
+        cache = layout.teacher_labels_cache(artifacts_dir, stage.folder.name)
+        soft_x, soft_p = teacher_labels(cache, keys, lambda _: _label(
+            _as_ensemble(load_bundle(teacher.parent)), preprocessor, texts, label, workers=DEFAULT_WORKERS))[corpus]
+        texts.clear()
         label_seconds = time.perf_counter() - started
 
         x = np.concatenate([gold["train"]["x"], soft_x])

@@ -24,6 +24,7 @@ default model when its validation accuracy averaged over the corpora is the best
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,14 @@ from pipeline.model.distillation import fit_student
 from pipeline.stages import (
     STUDENT_OUTPUTS,
     UnlabeledFilter,
+    labels_key,
     read_unlabeled,
     recorded_preprocessing,
     registered_unlabeled,
     router_experts,
     run_threshold,
     student_architecture,
+    teacher_labels,
     train_rows,
     trained_bundles,
     write_student,
@@ -163,7 +166,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         from pipeline.predict import bundle
         from pipeline.predict.loading import load_bundle
         from pipeline.predict.predictor import THRESHOLD
-        from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
+        from pipeline.predict.runtime import BATCH_SIZE, ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
         own = {c: bundle.load_preprocessor(inputs[f"{layout.label(c, tok)}/{layout.TOKENIZER_FILE}"]) for c in corpora}
         gold = {c: {split: padded.read(inputs[f"{layout.label(c, tok)}/{split}.parquet"], layout.label(c, tok),
@@ -183,10 +186,15 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
 
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpora, joint.normalizer, params["unlabeled_rows"])
-        teacher = load_bundle(inputs["router bundle.json"].parent)
-        soft = {c: _label(teacher, joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS,
-                          domain=c if params["routing"] == "origin" else None) for c in corpora}
-        del texts
+        domain = {c: c if params["routing"] == "origin" else None for c in corpora}
+        keys = {c: labels_key(inputs["router bundle.json"], joint, texts[c], LABEL_BLOCK, BATCH_SIZE, domain[c])
+                for c in corpora}
+        # the router loaded when a corpus has to be labelled: not at all if every corpus's labels are kept
+        teacher = functools.cache(lambda: load_bundle(inputs["router bundle.json"].parent))
+        soft = teacher_labels(layout.teacher_labels_cache(artifacts_dir, FOLDER), keys, lambda c: _label(
+            teacher(), joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS, domain=domain[c]))
+        texts.clear()
+        teacher.cache_clear()
         label_seconds = time.perf_counter() - started
 
         rows = {c: len(gold[c]["train"]["x"]) + len(soft[c][0]) for c in corpora}
