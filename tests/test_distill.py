@@ -183,6 +183,10 @@ def test_a_re_run_keeps_the_teachers_labels_and_equals_a_run_that_labels_again(t
     assert len(calls) == 4
     with np.load(cache) as saved:
         assert len(saved["tiny.p"]) == read_json(folder / "bundle.json")["distillation"]["teacher_labelled_rows"]
+    cache.unlink()
+    cache.mkdir()                                        # neither readable nor writable: the run goes on
+    distill("tiny", epochs=3, **kwargs)
+    assert len(calls) == 5 and read_json(folder / "bundle.json")["training"]["params"]["epochs"] == 3
 
 
 def test_distill_needs_an_ensemble_and_unlabeled_text(taught, tmp_path):

@@ -330,10 +330,10 @@ def teacher_labels(cache: Path, keys: dict[str, str], label) -> dict:
     try:
         with np.load(cache, allow_pickle=False) as old:
             old_keys = json.loads(str(old["keys"]))
-            kept = {p: (old[f"{p}.x"], old[f"{p}.p"]) for p, key in keys.items() if old_keys.get(p) == key}
+            kept = {p: (old[f"{p}.x"], old[f"{p}.p"]) for p, key in keys.items() if dict(old_keys).get(p) == key}
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:   # JSONDecodeError: a ValueError
         say(f"  {cache.name}: not readable ({type(exc).__name__}) - labelling again")
     result = {}
     for part in keys:
@@ -344,7 +344,10 @@ def teacher_labels(cache: Path, keys: dict[str, str], label) -> dict:
         else:
             result[part] = label(part)
     if len(kept) < len(keys):
-        with atomic_path(cache) as tmp, tmp.open("wb") as f:
-            arrays = {f"{part}.{kind}": a for part, (x, p) in result.items() for kind, a in (("x", x), ("p", p))}
-            np.savez_compressed(f, keys=np.array(json.dumps(keys)), **arrays)
+        arrays = {f"{part}.{kind}": a for part, (x, p) in result.items() for kind, a in (("x", x), ("p", p))}
+        try:
+            with atomic_path(cache) as tmp, tmp.open("wb") as f:
+                np.savez_compressed(f, keys=np.array(json.dumps(keys)), **arrays)
+        except OSError as exc:                  # a full disk costs the next run its labelling, not this run
+            say(f"  {cache.name}: not written ({exc.strerror or exc}) - the next run labels again")
     return result
