@@ -84,7 +84,7 @@ def tokenizer_kind(tok: str) -> str:
 
 def tokenizer_args(tok: str) -> str:
     """The `ksent` options that select tokenization `tok` (the inverse of Segmenter.name())."""
-    kind, rest = tokenizer_kind(tok), tok.partition("-")[2]
+    kind, _, rest = tok.partition("-")                  # tokenizer_kind, and what follows it
     args = f"--tokenizer {kind}"
     if kind == "morpheme" and rest:
         args += f" --backend {rest}"

@@ -119,7 +119,6 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     student_stage.student(data_dir=root / "data", artifacts_dir=artifacts, force=True, epochs=1, echo=lambda _: None)
     assert calls == [] and read_json(artifacts / "student" / "bundle.json")["training"]["params"]["epochs"] == 1
     # the labelling: with workers, the next block's analysis runs in worker processes - the same ids and labels
-
     texts = [t for t, _ in synthetic_reviews(250, seed=11)]
     one = student_stage._label(load_bundle(artifacts / "router"), bundle.preprocessor, texts, "t")
     monkeypatch.setattr(student_stage, "LABEL_BLOCK", 100)

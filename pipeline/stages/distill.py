@@ -180,7 +180,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         from pipeline.predict import bundle
         from pipeline.predict.loading import load_bundle
         from pipeline.predict.predictor import THRESHOLD
-        from pipeline.predict.runtime import ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
+        from pipeline.predict.runtime import BATCH_SIZE, ONNX_FILE, OnnxNetwork, export_onnx, predict_ids
 
         preprocessor = bundle.load_preprocessor(inputs[layout.TOKENIZER_FILE])
         pad_label = layout.label(corpus, tok)
@@ -190,7 +190,7 @@ def distill(corpus: str, *, data_dir: Path | str = layout.DATA_DIR, artifacts_di
         texts, counts = _usable_unlabeled(inputs, corpus, registered=params["unlabeled"] == "auto",
                                           limit=params["unlabeled_rows"])
         teacher = inputs["teacher bundle.json"]
-        keys = {corpus: labels_key(teacher, preprocessor, texts, LABEL_BLOCK)}
+        keys = {corpus: labels_key(teacher, preprocessor, texts, LABEL_BLOCK, BATCH_SIZE)}
         cache = layout.teacher_labels_cache(artifacts_dir, stage.folder.name)
         soft_x, soft_p = teacher_labels(cache, keys, lambda _: _label(
             _as_ensemble(load_bundle(teacher.parent)), preprocessor, texts, label, workers=DEFAULT_WORKERS))[corpus]
