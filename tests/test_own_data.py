@@ -187,10 +187,10 @@ def test_make_all_after_a_split_change_equals_a_fresh_make_all(own, files, tmp_p
     env = {**os.environ, "KSENT_CORPORA": str(tmp_path / "decl")}
     env.pop("MAKEFLAGS", None)
 
-    def make_all(root: Path) -> subprocess.CompletedProcess:
+    def make_all(root: Path, *args: str) -> subprocess.CompletedProcess:
         done = subprocess.run(["make", "-C", str(REPO), "all", "CORPORA=mine", "TOKENIZERS=word char",
                                f"VENV={Path(sys.executable).parent.parent}", f"DATA_DIR={root / 'data'}",
-                               f"ARTIFACTS_DIR={root / 'artifacts'}", f"RUN_ARGS={' '.join(SMALL_MODEL)}"],
+                               f"ARTIFACTS_DIR={root / 'artifacts'}", f"RUN_ARGS={' '.join(SMALL_MODEL)}", *args],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done
@@ -200,8 +200,14 @@ def test_make_all_after_a_split_change_equals_a_fresh_make_all(own, files, tmp_p
     declare(tmp_path / "decl", EDITS["split"][0](own, files))
     again = make_all(tmp_path / "built")
     assert "train mine/char: best val_acc" in again.stdout and "ensemble mine: test accuracy" in again.stdout
-    make_all(tmp_path / "fresh")
+    # the two tokenizations' trainings ran side by side above (JOBS=2, one TensorFlow thread each); one after
+    # another, with every thread, they make the same networks to the byte
+    assert "== mine / word" in again.stdout and "== mine / char" in again.stdout
+    make_all(tmp_path / "fresh", "JOBS=1")
     assert_same_as_fresh(tmp_path / "built", tmp_path / "fresh", ("mine-word", "mine-char", "mine-ensemble"))
+    for bundle in ("mine-word", "mine-char"):
+        assert filecmp.cmp(tmp_path / "built" / "artifacts" / bundle / "model.onnx",
+                           tmp_path / "fresh" / "artifacts" / bundle / "model.onnx", shallow=False), bundle
 
 
 def test_a_corpus_run_to_its_split_and_never_trained_does_not_change_the_default(own, files, tmp_path):
