@@ -4,7 +4,7 @@
 #
 # Variables: CORPORA, TOKENIZERS (word char morpheme; `morpheme:kiwi` names a morpheme
 # backend, e.g. TOKENIZERS="word char morpheme morpheme:kiwi"), MIRROR (a folder or URL laid
-# out like ../shared/corpora), JOBS (how many tokenizations `make all` takes up to pretrain at
+# out like ../shared/corpora), JOBS (how many tokenizations `make all` pretrains and trains at
 # once, default 2; 1: one after another), SCHEDULER (a Dask scheduler address: the data
 # stages run on that cluster instead of this machine), DATA_DIR and ARTIFACTS_DIR (where the
 # generated data and the models go, default data/ and artifacts/ here: give absolute paths to keep a
@@ -63,32 +63,26 @@ INIT_FROM ?=
 init_arg := $(if $(INIT_FROM),--init-from $(INIT_FROM))
 
 mirror_arg := $(if $(MIRROR),--mirror $(MIRROR))
-# `make all` first takes every corpus and tokenization up to its word vectors (`ksent run
-# --until pretrain`), JOBS at a time: pretrain's word2vec runs on one thread (for reproducible vectors), so
-# two fill a 2-core machine. The lanes of one corpus share its data stages: the first runs them, the others
-# wait for its folder lock and skip them. Each tokenization's trainings then run as one lane (its corpora in
-# the training order: a smaller corpus's network starts from the larger one's of that tokenization), JOBS
-# lanes at a time, each as soon as its vectors are ready. Side by side, a lane's TensorFlow runs on one thread
-# (TF_NUM_INTRAOP_THREADS=1): an LSTM training gains little from a second thread (its threads meet at every
-# time step), and two trainings of two threads each on two cores slowed both 2-3x (measured), while two of one
-# thread each finish ~1.4x sooner than one after another - with the same networks to the byte (TensorFlow's
-# results do not depend on its thread count here; tests/test_own_data.py checks JOBS=1 against JOBS=2).
-# Lanes run side by side print plain lines (a pipe, not the terminal), so that they do not overwrite each
-# other's progress line. FORCE=1 runs everything one after another.
-# ("morpheme:kiwi" is pretrain/<corpus>/morpheme+kiwi: make targets cannot hold a colon.)
+# `make all` builds each tokenization as a lane: its data stages and word vectors for every corpus (`ksent run
+# --until pretrain`), then its trainings, corpus after corpus in the training order (the most labelled first: a
+# smaller corpus's network starts from the larger one's of that tokenization). JOBS lanes run at a time, the char
+# lane first (the longest training: the longest sequences), then morpheme (its pretrain also segments the
+# unlabeled reviews with MeCab, the longest pretrain). The lanes of one corpus share its data stages: the first runs
+# them, the others wait for its folder lock and skip them. pretrain's word2vec runs on one thread (for
+# reproducible vectors); side by side, a lane's TensorFlow runs on one thread too (TF_NUM_INTRAOP_THREADS=1): an
+# LSTM training gains little from a second thread (its threads meet at every time step), and two trainings of two
+# threads each on two cores slowed both 2-3x (measured), while two of one thread each finish ~1.4x sooner than one
+# after another - with the same networks to the byte (TensorFlow's results do not depend on its thread count here;
+# tests/test_own_data.py checks JOBS=1 against JOBS=2). Lanes side by side print plain lines (a pipe, not the
+# terminal), so that they do not overwrite each other's progress line. FORCE=1 runs everything one after another.
+# ("morpheme:kiwi" is lane/morpheme+kiwi: make targets cannot hold a colon.)
 JOBS ?= 2
-# char lanes first: their training is the longest (the longest sequences); then morpheme: its pretrain also
-# segments the unlabeled reviews with MeCab, the longest pretrain
 lane_toks := $(filter char%,$(TOKENIZERS)) $(filter morpheme%,$(TOKENIZERS)) $(filter-out char% morpheme%,$(TOKENIZERS))
-PRETRAIN_LANES := $(foreach corpus,$(CORPORA),$(foreach tok,$(lane_toks),pretrain/$(corpus)/$(subst :,+,$(tok))))
-lane_output := $(if $(and $(word 2,$(PRETRAIN_LANES)),$(filter-out 1,$(JOBS))),| cat)
-TRAIN_LANES := $(foreach tok,$(lane_toks),train-lane/$(subst :,+,$(tok)))
-# a tokenization's trainings wait for its vectors of every corpus
-$(foreach tok,$(lane_toks),$(eval train-lane/$(subst :,+,$(tok)): \
-  $(foreach corpus,$(CORPORA),pretrain/$(corpus)/$(subst :,+,$(tok)))))
-train_side_by_side := $(and $(word 2,$(TRAIN_LANES)),$(filter-out 1,$(JOBS)))
-train_lane_env := $(if $(train_side_by_side),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
-train_lane_output := $(if $(train_side_by_side),| cat)
+LANES := $(foreach tok,$(lane_toks),lane/$(subst :,+,$(tok)))
+side_by_side := $(and $(word 2,$(LANES)),$(filter-out 1,$(JOBS)))
+lane_threads := $(if $(side_by_side),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
+lane_output := $(if $(side_by_side),| cat)
+# the corpora, the most labelled train split first (corpora not split yet last)
 training_order = $(KSENT) plan $(addprefix --corpus ,$(CORPORA)) --training-order
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
 tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
@@ -118,7 +112,7 @@ all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
 	@$(KSENT) plan $(addprefix --corpus ,$(CORPORA)) $(addprefix --tokenizer ,$(TOKENIZERS)) $(force_arg) \
 	  --progress-file $$KSENT_BUILD_PROGRESS
-	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(TRAIN_LANES))
+	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(LANES))
 	@# FORCE=1: one after another, the corpus with the most labels first (as in a lane, below)
 	@$(if $(FORCE),set -e; for corpus in $$($(training_order)); do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
@@ -190,19 +184,17 @@ $(CORPUS_STAGES) $(BUNDLE_STAGES): setup
 	    $(if $(filter $@,$(BUNDLE_STAGES)),$(threshold_arg) $(BUNDLE_ARGS)); \
 	done
 
-pretrain/%: setup
-	@set -eo pipefail; corpus=$(firstword $(subst /, ,$*)); tok=$(subst +,:,$(lastword $(subst /, ,$*))); \
+# one tokenization: its word vectors of every corpus (which splits them), then its trainings in the training order
+lane/%: setup
+	@set -eo pipefail; tok=$(subst +,:,$*); for corpus in $(CORPORA); do \
 	  echo "== $$corpus / $$tok, up to pretrain"; \
 	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) --until pretrain $(RUN_ARGS) \
-	  $(lane_output)
-
-# one tokenization's pretrains (its prerequisites: every corpus split by then), then its trainings, the corpus with
-# the most labels first: a smaller one's networks start from its bundles (INIT_FROM=auto)
-train-lane/%: setup
-	@set -eo pipefail; tok=$(subst +,:,$*); for corpus in $$($(training_order)); do \
+	    $(lane_output); \
+	done; \
+	for corpus in $$($(training_order)); do \
 	  echo "== $$corpus / $$tok"; \
-	  $(train_lane_env) PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(threshold_arg) \
-	    $(init_arg) --defer-shared $(RUN_ARGS) $(train_lane_output); \
+	  $(lane_threads) PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(threshold_arg) \
+	    $(init_arg) --defer-shared $(RUN_ARGS) $(lane_output); \
 	done
 
 $(TOKENIZATION_STAGES): setup
