@@ -82,7 +82,8 @@ LANES := $(foreach tok,$(lane_toks),lane/$(subst :,+,$(tok)))
 side_by_side := $(and $(word 2,$(LANES)),$(filter-out 1,$(JOBS)))
 lane_threads := $(if $(side_by_side),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
 lane_output := $(if $(side_by_side),| cat)
-# the corpora, the most labelled train split first (corpora not split yet last)
+# the corpora, the most labelled train split first (corpora not split yet last); assigned before a loop uses it,
+# so that set -e stops the recipe if it fails (a failing $(...) in a for list would not)
 training_order = $(KSENT) plan $(addprefix --corpus ,$(CORPORA)) --training-order
 # shell snippet: the ksent tokenizer options of $$tok ("morpheme:kiwi" -> --tokenizer morpheme --backend kiwi)
 tok_args = --tokenizer $${tok%%:*} $$(case $$tok in *:*) echo --backend $${tok\#*:};; esac)
@@ -114,7 +115,7 @@ all: setup
 	  --progress-file $$KSENT_BUILD_PROGRESS
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(LANES))
 	@# FORCE=1: one after another, the corpus with the most labels first (as in a lane, below)
-	@$(if $(FORCE),set -e; for corpus in $$($(training_order)); do for tok in $(TOKENIZERS); do \
+	@$(if $(FORCE),set -e; order=$$($(training_order)); for corpus in $$order; do for tok in $(TOKENIZERS); do \
 	  echo "== $$corpus / $$tok"; \
 	  $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(force_arg) $(threshold_arg) $(init_arg) --defer-shared \
 	    $(RUN_ARGS); \
@@ -191,7 +192,7 @@ lane/%: setup
 	  PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) --until pretrain $(RUN_ARGS) \
 	    $(lane_output); \
 	done; \
-	for corpus in $$($(training_order)); do \
+	order=$$($(training_order)); for corpus in $$order; do \
 	  echo "== $$corpus / $$tok"; \
 	  $(lane_threads) PYTHONUNBUFFERED=1 $(KSENT) run --corpus $$corpus $(tok_args) $(mirror_arg) $(threshold_arg) \
 	    $(init_arg) --defer-shared $(RUN_ARGS) $(lane_output); \
