@@ -112,7 +112,7 @@ all: export KSENT_BUILD_PROGRESS = $(abspath $(DATA_DIR))/.make-all-progress.jso
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
 	@$(KSENT) plan $(addprefix --corpus ,$(CORPORA)) $(addprefix --tokenizer ,$(TOKENIZERS)) $(force_arg) \
-	  --progress-file $$KSENT_BUILD_PROGRESS
+	  --jobs $(if $(and $(side_by_side),$(if $(FORCE),,1)),$(JOBS),1) --progress-file $$KSENT_BUILD_PROGRESS
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(LANES))
 	@# FORCE=1: one after another, the corpus with the most labels first (as in a lane, below)
 	@$(if $(FORCE),set -e; order=$$($(training_order)); for corpus in $$order; do for tok in $(TOKENIZERS); do \

@@ -374,17 +374,19 @@ def stale_models(data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | s
 
 
 def build_plan(corpora: list[str], segmenters: list, template: Target, force: bool = False
-               ) -> dict[str, float | None]:
+               ) -> tuple[dict[str, float | None], dict[str, str]]:
     """What `make all` over `corpora` and `segmenters` will run, in order: each stage not up to date (`force`:
     every stage; "train nsmc/word"), with the duration its manifest recorded the last time it ran (None if it
-    never did). Per-corpus students only for one corpus, the router's student only for several (as `make all`
-    makes them)."""
+    never did); and the lane of each tokenization stage (its tokenizer's name: `make all` runs a tokenization's
+    stages one after another, a few tokenizations side by side). Per-corpus students only for one corpus, the
+    router's student only for several (as `make all` makes them)."""
     from pipeline.core.files import read_json
 
     several = len(corpora) > 1
     left_out = {"distill"} if several else {"router", "student"}
     planned: dict[str, float | None] = {}
     shared: dict[str, float | None] = {}            # router, student, domains, report: once, at the end
+    lanes: dict[str, str] = {}
     for corpus in corpora:
         for segmenter in segmenters:
             target = dataclasses.replace(template, corpus=corpus, segmenter=segmenter)
@@ -401,4 +403,6 @@ def build_plan(corpora: list[str], segmenters: list, template: Target, force: bo
                     recorded = None
                 (shared if REGISTRY[row.stage] in (CORPORA, ARTIFACTS) else planned).setdefault(
                     what, recorded if isinstance(recorded, (int, float)) else None)
-    return planned | shared
+                if REGISTRY[row.stage] == TOKENIZATION:
+                    lanes[what] = segmenter.name()
+    return planned | shared, lanes

@@ -187,10 +187,27 @@ def test_a_build_says_where_it_is_as_a_whole(tmp_path, tiny_corpus, monkeypatch)
 
     again = run("plan", *build, "--force", "--progress-file", str(progress)).splitlines()
     assert again[0].startswith("plan: 11 stages to run; 11 ran before, in ")
+    state = json.loads(progress.read_text(encoding="utf-8"))
+    assert state["lanes"] == {f"{stage} tiny/word": "word" for stage in PIPELINE[4:9]} and state["jobs"] == 1
     lines = [line for line in run("run", *build, "--force", "--mirror", str(tiny_corpus), *SMALL_MODEL).splitlines()
              if line.startswith("[")]
     assert lines[0].startswith("[1/11] download tiny") and "left by the recorded times of 11 of 11 stages" in lines[0]
     assert lines[-1].startswith("[11/11] report") and "of 1 of 1 stages" in lines[-1]
+
+
+def test_the_estimate_of_what_is_left_runs_lanes_side_by_side():
+    """A tokenization's stages (a lane) run one after another, `jobs` lanes at a time; the rest one by one."""
+    from pipeline.core.build_progress import time_left
+
+    seconds = {"dedupe c": 10, "pretrain c/char": 100, "train c/char": 600, "train c/morpheme": 300,
+               "train c/word": 200, "router": 50}
+    lanes = {"pretrain c/char": "char", "train c/char": "char", "train c/morpheme": "morpheme",
+             "train c/word": "word"}
+    assert time_left(seconds, lanes, jobs=1) == 1260                        # everything one after another
+    assert time_left(seconds, lanes, jobs=2) == 60 + 700                    # char alone; morpheme, then word
+    assert time_left(seconds, lanes, jobs=3) == 60 + 700
+    assert time_left(seconds, {}, jobs=2) == 1260                           # a plan of before lanes: summed
+    assert time_left({}, lanes, jobs=2) == 0
 
 
 def test_a_damaged_progress_file_never_stops_a_stage(tmp_path, monkeypatch):

@@ -168,11 +168,13 @@ def status(corpus, kind, backend, jamo, data_dir, artifacts_dir, as_json):
               help="Also write the plan there: every stage of a build given this file in $KSENT_BUILD_PROGRESS "
                    "then prints where the whole build is (stage n of N, elapsed, an estimate of what is left).")
 @click.option("--force", is_flag=True, help="Every stage, as `make all FORCE=1` re-runs them all.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tokenizations (lanes) the build runs at a time, as `make all JOBS=N`: for the estimates.")
 @click.option("--training-order", is_flag=True,
               help="Only print the corpora, one a line, in the order `make all` trains them: the most labelled "
                    "train rows first, as a corpus's networks start from a larger corpus's (--init-from auto); "
                    "corpora not split yet last, as given.")
-def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, force, training_order):
+def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, force, jobs, training_order):
     """The stages `make all` would run for these corpora and tokenizations (those not up to date), each with the
     time it took the last time it ran."""
     from pipeline import params as defaults
@@ -190,13 +192,15 @@ def plan_build(corpora, tokenizers, data_dir, artifacts_dir, progress_file, forc
         return
     segmenters = [segmenter_from(*(tok.split(":", 1) if ":" in tok else (tok, defaults.TOKENIZE["backend"])), False)
                   for tok in tokenizers]
-    planned = graph.build_plan(list(corpora), segmenters, Target("", data_dir=data_dir, artifacts_dir=artifacts_dir),
-                               force=force)
+    planned, lanes = graph.build_plan(list(corpora), segmenters,
+                                      Target("", data_dir=data_dir, artifacts_dir=artifacts_dir), force=force)
     if progress_file:
-        build_progress.write_plan(progress_file, planned)
-    known = [s for s in planned.values() if s is not None]
-    click.echo(f"plan: {len(planned)} stages to run" + (f"; {len(known)} ran before, in {sum(known) / 60:.1f} min"
-                                                        if known else ""))
+        build_progress.write_plan(progress_file, planned, lanes, jobs)
+    known = {what: s for what, s in planned.items() if s is not None}
+    side_by_side = (f" (about {build_progress.time_left(known, lanes, jobs) / 60:.1f} min, {jobs} lanes at a time)"
+                    if jobs > 1 and len(set(lanes.values())) > 1 else "")
+    click.echo(f"plan: {len(planned)} stages to run" + (
+        f"; {len(known)} ran before, in {sum(known.values()) / 60:.1f} min{side_by_side}" if known else ""))
     for what, seconds in planned.items():
         click.echo(f"  {what}" + (f" ({seconds:.0f} s last time)" if seconds is not None else ""))
 
