@@ -243,6 +243,10 @@ STUDENT = Params(
     epochs=DISTILL.params["epochs"],
     patience=replace(DISTILL.params["patience"], default=2),
     lr_decay=DISTILL.params["lr_decay"],
+    # in both two-corpus builds measured, no epoch after the third cut reached a new low (docs/experiments.md):
+    # stopping there keeps the same network and saves the epoch that patience 2 would still run
+    lr_cuts=Param(3, "Stop once the learning rate has been cut this many times (x lr_decay after each epoch "
+                  "without a lower val_loss), in a row or not; 0 = only patience stops.", 0, 1000),
     seed=DISTILL.params["seed"],
     threshold=THRESHOLD,
 )

@@ -232,6 +232,29 @@ def testlr_schedule():
     assert callback.factor == 0.3 and callback.patience == 0 and callback.monitor == "val_loss"
 
 
+def test_training_stops_once_the_learning_rate_was_cut_lr_cuts_times(tmp_path):
+    """A learning rate too small to move val_loss: every epoch after the first is one without a new low, and the
+    learning rate is cut after each; patience alone would run every epoch."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.model import training
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("float32"))).batch(32)
+
+    def epochs_run(cuts: int) -> list[float]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-9), loss="binary_crossentropy")
+        params = {"epochs": 6, "patience": 100, "lr_decay": 0.5, **({"lr_cuts": cuts} if cuts is not None else {})}
+        history, *_ = training.fit(model, data, data, params, tmp_path / "best.weights.h5", "test")
+        return history["learning_rate"]
+
+    assert epochs_run(2) == pytest.approx([1e-9, 1e-9, 5e-10])     # cut after epochs 2 and 3: stopped after 3
+    assert len(epochs_run(0)) == len(epochs_run(None)) == 6          # 0 or no lr_cuts (train, distill): no limit
+
+
 def test_train_errors(tmp_path):
     with pytest.raises(PipelineError, match="unknown parameter"):
         train("tiny", "word", data_dir=tmp_path, artifacts_dir=tmp_path, unitz=3)

@@ -69,7 +69,7 @@ def start_from(model, parent: Path, rows: np.ndarray, label: str) -> int:
 def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
     """`model.fit` as every ksent network is fitted: early stopping on val_loss with the best weights restored
     (and checkpointed to `checkpoint`), the learning-rate decay, epoch times, progress; `params`: epochs,
-    patience, lr_decay. (history, the EpochTimer, seconds); PipelineError when no epoch ran."""
+    patience, lr_decay, lr_cuts (optional). (history, the EpochTimer, seconds); PipelineError when no epoch ran."""
     keras = import_keras()
     timer = epoch_timer()
     started = time.perf_counter()
@@ -80,7 +80,7 @@ def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
                                                  restore_best_weights=True),
                    keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                    save_weights_only=True),
-                   *lr_schedule(params["lr_decay"]), timer,
+                   *lr_schedule(params["lr_decay"]), *lr_cut_limit(params.get("lr_cuts", 0)), timer,
                    progress(label, params["epochs"], steps(train_ds))]).history
     seconds = time.perf_counter() - started
     if not history.get("loss") or not history.get("val_loss"):
@@ -92,6 +92,25 @@ def lr_schedule(factor: float) -> list:
     """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""
     keras = import_keras()
     return [] if factor == 1 else [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0)]
+
+
+def lr_cut_limit(cuts: int) -> list:
+    """Stop training once lr_schedule has cut the learning rate `cuts` times (0 = never): runs after it."""
+    keras = import_keras()
+
+    class LrCutLimit(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.cuts = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            if now < self.start:            # cut after this epoch (ReduceLROnPlateau ran before this callback)
+                self.cuts, self.start = self.cuts + 1, now
+                if self.cuts >= cuts:
+                    self.model.stop_training = True
+
+    return [LrCutLimit()] if cuts else []
 
 
 def epoch_timer():
