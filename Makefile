@@ -82,6 +82,8 @@ LANES := $(foreach tok,$(lane_toks),lane/$(subst :,+,$(tok)))
 side_by_side := $(and $(word 2,$(LANES)),$(filter-out 1,$(JOBS)))
 lane_threads := $(if $(side_by_side),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
 lane_output := $(if $(side_by_side),| cat)
+# lanes at a time, for `ksent plan`'s estimates (FORCE=1 runs one loop)
+plan_jobs := $(if $(and $(side_by_side),$(if $(FORCE),,1)),$(JOBS),1)
 # the corpora, the most labelled train split first (corpora not split yet last); assigned before a loop uses it,
 # so that set -e stops the recipe if it fails (a failing $(...) in a for list would not)
 training_order = $(KSENT) plan $(addprefix --corpus ,$(CORPORA)) --training-order
@@ -112,7 +114,7 @@ all: export KSENT_BUILD_PROGRESS = $(abspath $(DATA_DIR))/.make-all-progress.jso
 all: setup
 	@$(MAKE) --no-print-directory check-java JAVA_REQUIRED=
 	@$(KSENT) plan $(addprefix --corpus ,$(CORPORA)) $(addprefix --tokenizer ,$(TOKENIZERS)) $(force_arg) \
-	  --jobs $(if $(and $(side_by_side),$(if $(FORCE),,1)),$(JOBS),1) --progress-file $$KSENT_BUILD_PROGRESS
+	  --jobs $(plan_jobs) --progress-file $$KSENT_BUILD_PROGRESS
 	@$(if $(FORCE),,$(MAKE) --no-print-directory -j$(JOBS) $(LANES))
 	@# FORCE=1: one after another, the corpus with the most labels first (as in a lane, below)
 	@$(if $(FORCE),set -e; order=$$($(training_order)); for corpus in $$order; do for tok in $(TOKENIZERS); do \

@@ -80,7 +80,7 @@ def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
                                                  restore_best_weights=True),
                    keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                                    save_weights_only=True),
-                   *lr_schedule(params["lr_decay"]), *lr_cut_limit(params.get("lr_cuts", 0)), timer,
+                   *lr_schedule(params["lr_decay"], params.get("lr_cuts", 0)), timer,
                    progress(label, params["epochs"], steps(train_ds))]).history
     seconds = time.perf_counter() - started
     if not history.get("loss") or not history.get("val_loss"):
@@ -88,29 +88,26 @@ def fit(model, train_ds, val_ds, params: dict, checkpoint: Path, label: str):
     return history, timer, seconds
 
 
-def lr_schedule(factor: float) -> list:
-    """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off)."""
+def lr_schedule(factor: float, cuts: int = 0) -> list:
+    """Multiply the learning rate by `factor` after every epoch without a lower val_loss (1 = off); with `cuts`,
+    stop training once it has been cut that many times (0 = no limit)."""
     keras = import_keras()
-    return [] if factor == 1 else [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0)]
+    if factor == 1:
+        return []
 
-
-def lr_cut_limit(cuts: int) -> list:
-    """Stop training once lr_schedule has cut the learning rate `cuts` times (0 = never): runs after it."""
-    keras = import_keras()
-
-    class LrCutLimit(keras.callbacks.Callback):
+    class LrCutLimit(keras.callbacks.Callback):     # after ReduceLROnPlateau in the list: sees this epoch's cut
         def on_train_begin(self, logs=None):
-            self.start = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            self.cuts = 0
+            self.rate, self.cuts = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)), 0
 
         def on_epoch_end(self, epoch, logs=None):
-            now = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            if now < self.start:            # cut after this epoch (ReduceLROnPlateau ran before this callback)
-                self.cuts, self.start = self.cuts + 1, now
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            if rate < self.rate:
+                self.rate, self.cuts = rate, self.cuts + 1
                 if self.cuts >= cuts:
                     self.model.stop_training = True
 
-    return [LrCutLimit()] if cuts else []
+    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=0),
+            *([LrCutLimit()] if cuts else [])]
 
 
 def epoch_timer():
