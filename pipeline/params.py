@@ -231,9 +231,8 @@ STUDENT = Params(
     balance=Param(0.5, "How much the corpora are evened out: each corpus's rows weigh in proportion to its row count "
                   "to the power 1 - balance (0: every row the same, 1: every corpus the same in total).", 0, 1),
     routing=Param("gate", "Which of the router's answers labels a corpus's unlabeled reviews: its gate's mix of every "
-                  "expert, as served (gate), the expert of the corpus the review comes from (origin), or per corpus "
-                  "the one of the two more accurate on its validation split (auto).",
-                  choices=("gate", "origin", "auto")),
+                  "expert, as served (gate), or the expert of the corpus the review comes from (origin).",
+                  choices=("gate", "origin")),
     unlabeled_rows=replace(DISTILL.params["unlabeled_rows"], help="Most unlabeled reviews the teacher labels per "
                            "corpus: the first ones (0 = all)."),
     # batches of 512 at a learning rate of 0.002, patience 2: validation NSMC 0.8806 / shopping 0.9209 / mean 0.9008

@@ -12,7 +12,6 @@ import pytest
 from pipeline import graph
 from pipeline.core.files import read_json, sha256_file
 from pipeline.core.stage import Target
-from pipeline.core.tables import read_split_texts
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.params import DISTILL, STUDENT
 from pipeline.predict.loading import load_bundle
@@ -134,25 +133,6 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
     np.testing.assert_allclose(origin, at_threshold(expert.predict_proba(texts), expert.threshold), atol=1e-6)
     assert not np.allclose(origin, one[1], atol=1e-3)
     assert "student" not in graph.stale_models(root / "data", artifacts)
-    # --routing auto: per corpus the one of the two more accurate on its validation split (the expert on a tie),
-    # at 0.5 as the student learns the labels; those validation labels are kept for the next run too
-    inputs = {name: inp.path for name, inp in student_plan(data_dir=root / "data", artifacts_dir=artifacts)
-              .inputs.items()}
-    val_texts, val_labels = read_split_texts(inputs["movie/split.parquet"], "movie", ("val",))["val"]
-    movie_expert = router.expert("movie")
-    expected = {"gate": np.mean((router.predict_proba(val_texts) >= 0.5) == val_labels),
-                "origin": np.mean((at_threshold(movie_expert.predict_proba(val_texts), movie_expert.threshold)
-                                   >= 0.5) == val_labels)}
-    calls.clear()
-    routed = student_stage._routing("auto", ["movie"], inputs, bundle.preprocessor, lambda: router, artifacts)
-    assert calls == ["student: movie validation, gate", "student: movie validation, origin"]
-    assert routed["movie"]["teacher_val_accuracy"] == pytest.approx(expected, abs=1e-6)
-    assert routed["movie"]["labelled_by"] == ("origin" if expected["origin"] >= expected["gate"] else "gate")
-    calls.clear()
-    assert student_stage._routing("auto", ["movie"], inputs, bundle.preprocessor, lambda: router,
-                                  artifacts) == routed and calls == []
-    assert student_stage._routing("gate", ["movie"], inputs, bundle.preprocessor, lambda: router,
-                                  artifacts) == {"movie": {"labelled_by": "gate"}}
 
     # an expert retrained: the router is made again, and so the student, from the new teacher
     made = sha256_file(artifacts / "student" / "bundle.json")

@@ -36,7 +36,7 @@ from pipeline.core.engine import DEFAULT_WORKERS
 from pipeline.core.files import sha256_file, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.stage import DECLARATION, Input, Stage, StageResult, Staging, Target, run_stage
-from pipeline.core.tables import read_split_texts, read_table
+from pipeline.core.tables import read_table
 from pipeline.corpora import get_corpus
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded, training
@@ -186,12 +186,11 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
 
         started = time.perf_counter()
         texts, counts = _usable_unlabeled(inputs, corpora, joint.normalizer, params["unlabeled_rows"])
-        # the router loaded when a corpus has to be labelled: not at all if every corpus's labels are kept
-        teacher = functools.cache(lambda: load_bundle(inputs["router bundle.json"].parent))
-        routed = _routing(params["routing"], [c for c in corpora if texts[c]], inputs, joint, teacher, artifacts_dir)
-        domain = {c: c if routed.get(c, {}).get("labelled_by") == "origin" else None for c in corpora}
+        domain = {c: c if params["routing"] == "origin" else None for c in corpora}
         keys = {c: labels_key(inputs["router bundle.json"], joint, texts[c], LABEL_BLOCK, BATCH_SIZE, domain[c])
                 for c in corpora}
+        # the router loaded when a corpus has to be labelled: not at all if every corpus's labels are kept
+        teacher = functools.cache(lambda: load_bundle(inputs["router bundle.json"].parent))
         soft = teacher_labels(layout.teacher_labels_cache(artifacts_dir, FOLDER), keys, lambda c: _label(
             teacher(), joint, texts[c], f"student: {c}", workers=DEFAULT_WORKERS, domain=domain[c]))
         texts.clear()
@@ -233,8 +232,7 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
                         "started_from": member.parent.name if member else "vectors",
                         "corpora": {c: {"gold_rows": int(len(gold[c]["train"]["x"])),
                                         "teacher_labelled_rows": int(len(soft[c][1])),
-                                        "row_weight": round(weight[c], 6), **routed.get(c, {}), **counts[c]}
-                                    for c in corpora}}
+                                        "row_weight": round(weight[c], 6), **counts[c]} for c in corpora}}
         trained = write_student(out, corpus=name, tok=tok, preprocessor=joint, model=model, fitted=(history, timer),
                                 params=params, seconds=seconds + label_seconds, onnx=onnx_entry, threshold=threshold,
                                 distillation=distillation)
@@ -269,9 +267,8 @@ def student(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str
         figures = ", ".join(f"{c} {per_corpus[c]['accuracy']:.4f}" for c in corpora)
         line = (f"student: test accuracy {figures}; val accuracy {trained['best_val_accuracy']:.4f} (corpora "
                 f"weighing the same) at epoch {best + 1}, {threshold_text(threshold)}; "
-                + ", ".join(f"{c}: {len(gold[c]['train']['x']):,} gold + {len(soft[c][1]):,} teacher-labelled"
-                            + (f" by the {routed[c]['labelled_by']}" if c in routed else "")
-                            + f" (weight {weight[c]:.2f})" for c in corpora)
+                + ", ".join(f"{c}: {len(gold[c]['train']['x']):,} gold + {len(soft[c][1]):,} teacher-labelled "
+                            f"(weight {weight[c]:.2f})" for c in corpora)
                 + f"; labelled in {label_seconds:.0f} s, trained in {seconds:.0f} s"
                 + (f"; note: {onnx_entry['note']}" if onnx_entry.get("note") else ""))
         return StageResult(summary=line, counts={"accuracy": {c: per_corpus[c]["accuracy"] for c in corpora},
@@ -300,36 +297,6 @@ def _usable_unlabeled(inputs: dict, corpora: list[str], normalizer, limit: int) 
         texts[corpus] = usable.first(lines, normalizer, limit)
         counts[corpus] = usable.counts(len(lines), problems, len(texts[corpus]))
     return texts, counts
-
-
-def _routing(routing: str, corpora: list[str], inputs: dict, joint, teacher, artifacts_dir: Path | str) -> dict:
-    """Who labels each of `corpora`'s unlabeled reviews: {"labelled_by": "gate"} (the gate's mix of every expert)
-    or {"labelled_by": "origin"} (the corpus's own expert). `routing` "auto": whichever of the two is the more
-    accurate on the corpus's validation split (gold labels, at 0.5 as the student learns them), the expert on a tie
-    (it runs one expert instead of all); the accuracies are recorded, and the validation labels kept between runs
-    as the unlabeled reviews' are."""
-    if routing != "auto":
-        return {c: {"labelled_by": routing} for c in corpora}
-    from pipeline.predict.runtime import BATCH_SIZE
-
-    val = {c: read_split_texts(inputs[f"{c}/{layout.SPLIT_FILE}"], c, ("val",))["val"] for c in corpora}
-    ways = {"gate": lambda c: None, "origin": lambda c: c}            # the domain _label is given
-    keys = {f"{c} {way}": labels_key(inputs["router bundle.json"], joint, val[c][0], LABEL_BLOCK, BATCH_SIZE,
-                                     to(c)) for c in corpora for way, to in ways.items()}
-
-    def label(part: str):
-        c, way = part.split(" ")
-        return _label(teacher(), joint, val[c][0], f"student: {c} validation, {way}", domain=ways[way](c))
-
-    soft = teacher_labels(layout.teacher_labels_cache(artifacts_dir, f"{FOLDER}.validation"), keys, label)
-    routed = {}
-    for c in corpora:
-        gold = val[c][1].astype(bool)
-        accuracy = {way: round(float(np.mean((soft[f"{c} {way}"][1] >= 0.5) == gold)), 6) if len(gold) else None
-                    for way in ways}
-        better = accuracy["origin"] is not None and accuracy["origin"] >= accuracy["gate"]
-        routed[c] = {"labelled_by": "origin" if better else "gate", "teacher_val_accuracy": accuracy}
-    return routed
 
 
 def _label(teacher, joint, texts: list[str], label: str, workers: int = 1,
