@@ -17,7 +17,7 @@ from pipeline.params import DISTILL, STUDENT
 from pipeline.predict.loading import load_bundle
 from pipeline.predict.router import at_threshold
 from pipeline.predict.selection import default_model_dir
-from pipeline.stages import student_architecture
+from pipeline.stages import student as student_stage, student_architecture
 from pipeline.stages.student import corpus_weights, plan as student_plan
 from pipeline.text.normalize import Normalizer
 from pipeline.text.preprocess import Preprocessor
@@ -110,7 +110,6 @@ def test_the_router_teaches_one_student_of_every_corpus_and_a_new_expert_re_make
         assert metrics["per_corpus"][corpus]["accuracy"] == pytest.approx(cells[corpus]["test"]["accuracy"],
                                                                           abs=1e-6)    # no train/serve skew
     default_model_dir(artifacts)                                  # chosen among them all without an error
-    from pipeline.stages import student as student_stage
 
     # a re-run that only trains otherwise keeps the router's labels (artifacts/cache/); a new teacher labels again
     calls = []
@@ -210,3 +209,16 @@ def test_the_students_batch_size_and_learning_rate_are_its_own_or_the_members(tm
     assert (arch["batch_size"], arch["learning_rate"]) == (128, 0.005)
     distill = {k: p.default for k, p in DISTILL.params.items()}                      # one corpus: as before
     assert (student_architecture("word", member, distill)["batch_size"], DISTILL.params["patience"].default) == (128, 1)
+
+
+def test_a_student_that_starts_from_the_member_must_be_the_members_network(tmp_path):
+    member = tmp_path / "nsmc-word"
+    member.mkdir()
+    (member / "bundle.json").write_text(json.dumps({"training": {"params": {"units": 64}}}), encoding="utf-8")
+    student = {k: p.default for k, p in STUDENT.params.items()}
+    members = student_architecture("word", member)
+    student_stage._check_same_network(student_architecture("word", member, student), members, member)  # the same
+    for other in ({"units": 96}, {"network": "gru" if members["cell"] == "lstm" else "lstm"}):
+        with pytest.raises(ParameterError, match="--start vectors"):
+            student_stage._check_same_network(student_architecture("word", member, {**student, **other}), members,
+                                              member)

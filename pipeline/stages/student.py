@@ -96,6 +96,8 @@ def plan(*, data_dir: Path | str = layout.DATA_DIR, artifacts_dir: Path | str = 
     largest = max(corpora, key=lambda c: (train_rows(data_dir, c), c))
     member = layout.bundle_dir(artifacts_dir, largest, tok)        # its network is the student's (and its start)
     arch = student_architecture(tok, member, params)
+    if params["start"] == "member":
+        _check_same_network(arch, student_architecture(tok, member), member)
     inputs = {"router bundle.json": Input(artifacts_dir / ROUTER_FOLDER / layout.BUNDLE_FILE, "router")}
     if params["start"] == "member":
         inputs[f"{member.name}/model.keras"] = Input(member / "model.keras", "train", label=layout.label(largest, tok))
@@ -128,6 +130,17 @@ def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str)
             if first[1] != value:
                 raise ParameterError(f"student: {first[0]} and {corpus} differ in their {what} ({first[1]} against "
                                      f"{value}): one network cannot read both - the router stays their model")
+
+
+def _check_same_network(arch: dict, members: dict, member: Path) -> None:
+    """ParameterError, before minutes of labelling, where `--start member` cannot copy the member's weights: the
+    student's network (`arch`) is not the member's (--units or --network gave another)."""
+    shape = ("cell", "bidirectional", "layers", "units", "embedding_dim")
+    if any(arch[k] != members[k] for k in shape):
+        def text(a: dict) -> str:
+            return f"{a['layers']} x {'bi' if a['bidirectional'] else ''}{a['cell']}-{a['units']}"
+        raise ParameterError(f"student: --start member copies the weights of {member.name}, a {text(members)} "
+                             f"network, into a {text(arch)} one: keep the member's network, or add --start vectors")
 
 
 def plan_for(t: Target) -> Stage:
