@@ -220,8 +220,11 @@ STUDENT = Params(
     # the distill stage's choices for one corpus (above), with the router teaching every corpus at once
     student=replace(DISTILL.params["student"], help="Tokenization of the student (e.g. morpheme-mecab), or auto: "
                     "the one whose bundles have the best validation accuracy averaged over the corpora."),
-    network=DISTILL.params["network"],
-    units=DISTILL.params["units"],
+    # the member's weights fit only the member's network: another one starts from the vectors (--start vectors)
+    network=replace(DISTILL.params["network"], help=DISTILL.params["network"].help
+                    + " A network other than the member's needs --start vectors."),
+    units=replace(DISTILL.params["units"], help="Units per recurrent layer (0 = the member's; another number needs "
+                  "--start vectors)."),
     soft_weight=DISTILL.params["soft_weight"],
     # from the member: validation mean 0.8976 against 0.8946 from the vectors after 3 epochs (docs/experiments.md)
     start=Param("member", "Where the network starts: from the largest corpus's trained member of the student's "
