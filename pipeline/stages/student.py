@@ -42,6 +42,7 @@ from pipeline.errors import ParameterError, PipelineError
 from pipeline.model import padded, training
 from pipeline.model.distillation import fit_student
 from pipeline.stages import (
+    NETWORK_SHAPE,
     STUDENT_OUTPUTS,
     UnlabeledFilter,
     labels_key,
@@ -135,8 +136,7 @@ def _check_one_preprocessing(corpora: list[str], tok: str, data_dir: Path | str)
 def _check_same_network(arch: dict, members: dict, member: Path) -> None:
     """ParameterError, before minutes of labelling, where `--start member` cannot copy the member's weights: the
     student's network (`arch`) is not the member's (--units or --network gave another)."""
-    shape = ("cell", "bidirectional", "layers", "units", "embedding_dim")
-    if any(arch[k] != members[k] for k in shape):
+    if any(arch[k] != members[k] for k in NETWORK_SHAPE):
         def text(a: dict) -> str:
             return f"{a['layers']} x {'bi' if a['bidirectional'] else ''}{a['cell']}-{a['units']}"
         raise ParameterError(f"student: --start member copies the weights of {member.name}, a {text(members)} "
